@@ -1,0 +1,37 @@
+"""Dependencies for routes, as ``Annotated`` aliases. The lifespan puts the objects on
+``app.state``; routes never reach for globals."""
+
+from typing import Annotated
+
+from aio_pika.abc import AbstractRobustConnection
+from fastapi import Depends, Request
+
+from api.settings import ApiSettings
+from messaging.rpc import RpcClient
+from store.repository import SqlStore
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_rpc(request: Request) -> RpcClient:
+    rpc: RpcClient = request.app.state.rpc
+    return rpc
+
+
+def get_store(request: Request) -> SqlStore:
+    store: SqlStore = request.app.state.store
+    return store
+
+
+def get_connection(request: Request) -> AbstractRobustConnection:
+    connection: AbstractRobustConnection = request.app.state.connection
+    return connection
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+RpcDep = Annotated[RpcClient, Depends(get_rpc)]
+StoreDep = Annotated[SqlStore, Depends(get_store)]
+ConnectionDep = Annotated[AbstractRobustConnection, Depends(get_connection)]

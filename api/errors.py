@@ -1,0 +1,60 @@
+"""Domain and infrastructure errors, translated to HTTP once, here at the edge.
+
+Every error body is ``{"detail": ..., "trace_id": ...}``; no error is ever a bare 500 with a
+stack trace, and no message carries a secret (connection URLs are never included).
+"""
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from starlette.exceptions import HTTPException
+
+from api.tracing import current_trace_id
+from messaging.rpc import BrokerUnavailable
+
+RETRY_AFTER_SECONDS = "1"
+
+
+def error(
+    status_code: int, detail: object, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"detail": jsonable_encoder(detail), "trace_id": current_trace_id()},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    span = trace.get_current_span()
+    span.set_attribute("error.type", type(exc).__name__)
+    return error(
+        503,
+        "The message broker is unavailable; the reservation was not taken. Retry shortly.",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Keep the messages, drop the echoed input: it can be large or hostile.
+    details = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return error(422, details)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail, headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)

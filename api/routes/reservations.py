@@ -1,0 +1,128 @@
+"""Reservations: publish the request, await the worker's reply, answer in HTTP terms."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+
+from api.deps import RpcDep, SettingsDep, StoreDep
+from api.schemas import (
+    ErrorBody,
+    ReservationConfirmedBody,
+    ReservationPendingBody,
+    ReservationRejectedBody,
+    ReservationRequest,
+    ReservationView,
+)
+from api.tracing import current_trace_id
+from messaging.messages import CreditChecked, Outcome, ReservationRequested
+from messaging.rpc import ReplyTimeout
+from messaging.topology import RESERVATION_REQUESTED
+
+router = APIRouter(tags=["reservations"])
+
+_NOT_FOUND = {
+    Outcome.UNKNOWN_USER: "unknown user",
+    Outcome.UNKNOWN_ITEM: "unknown item",
+}
+
+
+@router.post(
+    "/reservations",
+    status_code=201,
+    response_model=ReservationConfirmedBody,
+    responses={
+        202: {"model": ReservationPendingBody, "description": "No reply in time; poll Location"},
+        404: {"model": ErrorBody, "description": "Unknown user or item"},
+        409: {"model": ReservationRejectedBody, "description": "Not enough credits"},
+        503: {"model": ErrorBody, "description": "The broker is unavailable"},
+    },
+)
+async def create_reservation(
+    body: ReservationRequest, rpc: RpcDep, settings: SettingsDep
+) -> ReservationConfirmedBody | JSONResponse:
+    """Reserve an item: the credit-check worker deducts its price from the user's credits."""
+    request = ReservationRequested(
+        reservation_id=uuid.uuid4(), username=body.username, item_id=body.item_id
+    )
+    span = trace.get_current_span()
+    span.set_attribute("reservation.id", str(request.reservation_id))
+    try:
+        reply_message = await rpc.call(
+            request.to_body(),
+            routing_key=RESERVATION_REQUESTED,
+            message_id=str(request.reservation_id),
+            message_type=RESERVATION_REQUESTED,
+        )
+    except ReplyTimeout:
+        span.add_event(
+            "reservation.reply_timeout", {"timeout_s": settings.reservation_reply_timeout}
+        )
+        span.set_attribute("reservation.outcome", "pending")
+        return _pending(request)
+    reply = CreditChecked.from_body(reply_message.body)
+    span.set_attribute("reservation.outcome", reply.outcome.value)
+    return _answer(reply)
+
+
+def _answer(reply: CreditChecked) -> ReservationConfirmedBody | JSONResponse:
+    trace_id = current_trace_id()
+    if reply.outcome is Outcome.CONFIRMED and reply.credits_left is not None:
+        return ReservationConfirmedBody(
+            reservation_id=reply.reservation_id,
+            status=reply.outcome.value,
+            credits_left=reply.credits_left,
+            trace_id=trace_id,
+        )
+    if reply.outcome is Outcome.REJECTED_INSUFFICIENT_CREDITS:
+        reason = f"not enough credits: the item costs {reply.price}, {reply.credits_left} left"
+        body = ReservationRejectedBody(
+            reservation_id=reply.reservation_id,
+            status=reply.outcome.value,
+            reason=reason,
+            trace_id=trace_id,
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=409)
+    detail = _NOT_FOUND.get(reply.outcome, "reservation failed")
+    return JSONResponse(
+        {
+            "detail": detail,
+            "reservation_id": str(reply.reservation_id),
+            "status": reply.outcome.value,
+            "trace_id": trace_id,
+        },
+        status_code=404,
+    )
+
+
+def _pending(request: ReservationRequested) -> JSONResponse:
+    body = ReservationPendingBody(
+        reservation_id=request.reservation_id, trace_id=current_trace_id()
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/reservations/{request.reservation_id}"},
+    )
+
+
+@router.get("/reservations/{reservation_id}", responses={404: {"model": ErrorBody}})
+async def get_reservation(
+    reservation_id: Annotated[uuid.UUID, Path()], store: StoreDep
+) -> ReservationView:
+    """A reservation's final state, from any API replica (404 until a worker has recorded it)."""
+    reservation = await store.get_reservation(reservation_id)
+    if reservation is None:
+        raise HTTPException(404, "unknown reservation, or not processed yet: retry shortly")
+    token = reservation.download_token
+    return ReservationView(
+        reservation_id=reservation.reservation_id,
+        status=reservation.outcome.value,
+        item_id=reservation.item_id,
+        price=reservation.price,
+        credits_left=reservation.credits_left,
+        download_url=f"/downloads/{token}" if token and reservation.ready_at else None,
+        trace_id=current_trace_id(),
+    )

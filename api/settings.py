@@ -1,0 +1,20 @@
+"""API settings, read from the environment."""
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8081, ge=1, le=65535)
+    # Seconds POST /reservations waits for the worker's reply before answering 202.
+    reservation_reply_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Requests larger than this are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=4096, ge=256)
+    # "continue": an incoming traceparent becomes the parent (handy: curl -H traceparent:...).
+    # "link": every request starts a new trace that links to the incoming context.
+    incoming_trace: Literal["continue", "link"] = "continue"

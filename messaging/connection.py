@@ -1,0 +1,47 @@
+"""Connecting to RabbitMQ at start-up, with a bounded wait and a clear error.
+
+``connect_robust`` reconnects after the first connection succeeds, but the first attempt fails
+straight away if the broker is not up yet (common when everything starts at once), so start-up
+retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what we log.
+"""
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from yarl import URL
+
+from messaging.settings import BrokerSettings
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerUnreachable(ConnectionError):
+    """The broker did not accept a connection within the start-up timeout."""
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, safe for logs and error messages."""
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+
+
+async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
+    url = settings.amqp_url.get_secret_value()
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(settings.amqp_connect_timeout),
+            wait=wait_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type((ConnectionError, OSError)),
+            reraise=True,
+        ):
+            with attempt:
+                connection = await aio_pika.connect_robust(url, timeout=5)
+    except (ConnectionError, OSError) as exc:
+        raise BrokerUnreachable(
+            f"RabbitMQ is unreachable at {redacted(url)} ({type(exc).__name__}). "
+            "Start it (e.g. `rabbitmq-server -detached`, or `docker compose up rabbitmq`) "
+            "or point AMQP_URL at a running broker."
+        ) from None
+    log.info("connected to broker", url=redacted(url))
+    return connection

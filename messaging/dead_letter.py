@@ -1,0 +1,41 @@
+"""Dead-lettering on purpose, with a reason a person can read.
+
+A poison message (bad JSON, wrong schema, unknown version, wrong content type, too big) would
+fail the same way on every redelivery, so it must not be requeued. ``basic.reject`` would
+dead-letter it, but without saying why; instead the worker republishes it to the dead-letter
+exchange with an ``x-dead-letter-reason`` header and then acks the original. The republish is a
+PRODUCER span inside the consumer span, so the poisoned message stays in the same trace.
+"""
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from messaging import instrumentation
+from messaging.topology import DEAD_LETTER_REASON
+
+MAX_REASON_LENGTH = 256
+
+
+async def dead_letter(
+    dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str, *, queue: str
+) -> None:
+    """Republish ``message`` to the dead-letter exchange with ``reason``, then ack it."""
+    headers = dict(message.headers or {})
+    headers[DEAD_LETTER_REASON] = reason[:MAX_REASON_LENGTH]
+    headers["x-original-queue"] = queue
+    headers["x-original-exchange"] = message.exchange or ""
+    await instrumentation.publish(
+        dlx,
+        aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        message.routing_key or queue,
+        mandatory=True,
+    )
+    await message.ack()

@@ -1,0 +1,83 @@
+"""Structured logs that carry the active span's ids, so a log line leads to its trace.
+
+Every line, whether from our code (structlog), from uvicorn's access log or from any library
+using ``logging``, goes through the same processors and gets ``trace_id``, ``span_id`` and
+``service.name``. ``LOG_FORMAT=json`` (compose) or ``console`` (readable colours locally).
+"""
+
+import logging
+import sys
+from typing import Any, Literal
+
+import orjson
+import structlog
+from opentelemetry import trace
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+
+class LogSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+
+
+def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add the ids of the span that is current where the line is logged."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def _service(name: str) -> Processor:
+    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict["service.name"] = name
+        return event_dict
+
+    return add_service
+
+
+def _json_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default).decode()
+
+
+def configure_logging(service_name: str, settings: LogSettings | None = None) -> None:
+    """Route structlog and stdlib logging through one formatter on stdout."""
+    settings = settings or LogSettings()
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+        _service(service_name),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(serializer=_json_dumps)
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(settings.log_level.upper())
+    # uvicorn installs its own handlers; send its lines (access log included) through ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True

@@ -1,0 +1,76 @@
+"""Message contracts: frozen, versioned pydantic models serialized as JSON (never pickle).
+
+Commands are imperative, events and replies past tense. A consumer that meets a version it
+does not know must dead-letter the message rather than guess, so every model pins ``version``.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+CONTENT_TYPE = "application/json"
+
+# Usernames and item ids: 1-64 characters of [A-Za-z0-9_.-]. Shared with the HTTP edge.
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+class InvalidMessage(ValueError):
+    """A body that is not valid JSON for the expected contract (a poison message)."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Self:
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidMessage(_summary(exc)) from None
+
+    def to_body(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ReservationRequested(Message):
+    """The API asks for a reservation; the credit-check worker answers with CreditChecked."""
+
+    version: Literal[1] = 1
+    reservation_id: UUID
+    username: Identifier
+    item_id: Identifier
+
+
+class Outcome(StrEnum):
+    CONFIRMED = "confirmed"
+    REJECTED_INSUFFICIENT_CREDITS = "rejected_insufficient_credits"
+    UNKNOWN_USER = "unknown_user"
+    UNKNOWN_ITEM = "unknown_item"
+
+
+class CreditChecked(Message):
+    """The credit-check worker's reply. A rejection is an answer, not an error."""
+
+    version: Literal[1] = 1
+    reservation_id: UUID
+    outcome: Outcome
+    credits_left: int | None = None
+    price: int | None = None
+
+
+class ReservationConfirmed(Message):
+    """Published after a confirmed reservation commits; the fulfilment worker prepares it."""
+
+    version: Literal[1] = 1
+    reservation_id: UUID
+    username: Identifier
+    item_id: Identifier
+    price: int
+
+
+def _summary(exc: ValidationError) -> str:
+    """A short, bounded reason for a dead-letter header: the first errors, no input values."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
+    return "; ".join(parts)[:256]

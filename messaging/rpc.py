@@ -1,0 +1,135 @@
+"""Request/reply over RabbitMQ direct reply-to, done properly.
+
+The request carries ``reply_to=amq.rabbitmq.reply-to`` and a ``correlation_id``; RabbitMQ routes
+the reply straight back to the channel that published, so every reply reaches the API process
+that asked, however many API replicas run. Direct reply-to is at-most-once: a reply sent while
+the asking channel is gone is dropped, which is why the worker records every outcome in the
+database and ``GET /reservations/{id}`` can always tell the final state.
+
+What the tutorial skips (after aio-pika's ``patterns/rpc.py``):
+
+- every call has a timeout, and its future is removed however the call ends;
+- pending calls fail at once when the channel closes, instead of waiting out their timeout;
+- a late reply (after its timeout) or a reply to an unknown correlation id is logged and dropped;
+- publishing is ``mandatory`` with publisher confirms: an unroutable request raises.
+"""
+
+import asyncio
+import uuid
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+
+from messaging import instrumentation
+from messaging.topology import DIRECT_REPLY_TO
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The request could not be handed to the broker (down, closed channel, unroutable)."""
+
+
+class ReplyTimeout(TimeoutError):
+    """No reply arrived in time. The request was published and may still complete."""
+
+
+class RpcClient:
+    """Publishes requests and matches replies to them by correlation id."""
+
+    def __init__(
+        self, channel: AbstractChannel, exchange: AbstractExchange, *, reply_timeout: float
+    ) -> None:
+        self._channel = channel
+        self._exchange = exchange
+        self._reply_timeout = reply_timeout
+        self._pending: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
+        self._reply_queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Consume the direct reply-to pseudo-queue; it must happen before the first publish."""
+        self._reply_queue = await self._channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+        self._consumer_tag = await self._reply_queue.consume(
+            instrumentation.consumer(DIRECT_REPLY_TO, self._on_reply), no_ack=True
+        )
+        self._channel.close_callbacks.add(self._on_channel_close)
+
+    async def close(self) -> None:
+        self._fail_pending(BrokerUnavailable("the request/reply client is shutting down"))
+        self._channel.close_callbacks.discard(self._on_channel_close)
+        if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
+            await self._reply_queue.cancel(self._consumer_tag)
+
+    async def call(
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        message_id: str,
+        message_type: str | None = None,
+    ) -> AbstractIncomingMessage:
+        """Publish a persistent JSON request and wait at most ``reply_timeout`` for its reply.
+
+        Raises :class:`BrokerUnavailable` if the broker did not take the request and
+        :class:`ReplyTimeout` if it took it but no reply came back in time.
+        """
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+            type=message_type,
+            headers={},
+        )
+        try:
+            async with asyncio.timeout(self._reply_timeout):
+                try:
+                    await instrumentation.publish(
+                        self._exchange, message, routing_key, mandatory=True
+                    )
+                except (DeliveryError, PublishError) as exc:
+                    raise BrokerUnavailable(f"the broker did not route the request: {exc}") from exc
+                except (AMQPError, ConnectionError, RuntimeError) as exc:
+                    raise BrokerUnavailable(f"the broker is unavailable: {exc}") from exc
+                return await future
+        except TimeoutError:
+            raise ReplyTimeout(f"no reply within {self._reply_timeout}s") from None
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is None:
+            log.warning(
+                "reply dropped: late or unknown correlation id",
+                correlation_id=message.correlation_id,
+            )
+        elif not future.done():
+            future.set_result(message)
+
+    def _on_channel_close(self, *_: Any) -> None:
+        self._fail_pending(BrokerUnavailable("the broker channel closed before the reply came"))
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)

@@ -1,0 +1,84 @@
+"""The broker topology, described once and declared by every service.
+
+RabbitMQ refuses a re-declare with different arguments (406 PRECONDITION_FAILED), so two
+hand-kept copies of a queue's arguments would eventually break. Declaring is idempotent: each
+service declares everything it touches at start-up, in any order, as often as it likes.
+
+- ``reservations`` (topic): ``reservation.requested`` -> ``credit-check``,
+  ``reservation.confirmed`` -> ``fulfilment``.
+- ``credit-check`` and ``fulfilment`` are quorum queues. A message whose handler keeps failing
+  is redelivered at most ``DELIVERY_LIMIT`` times (the quorum queue's ``x-delivery-limit``),
+  then dead-lettered to ``reservations.dlx``, which routes everything to
+  ``reservations.dead-letter``.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aio_pika import ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+RESERVATION_REQUESTED = "reservation.requested"
+RESERVATION_CONFIRMED = "reservation.confirmed"
+# RabbitMQ's direct reply-to pseudo-queue: replies reach the channel that asked, no queue needed.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+DELIVERY_LIMIT = 3
+# Header a worker sets on a message it dead-letters on purpose, saying why.
+DEAD_LETTER_REASON = "x-dead-letter-reason"
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType = ExchangeType.TOPIC
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    exchange: ExchangeSpec
+    routing_keys: tuple[str, ...]
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+RESERVATIONS = ExchangeSpec("reservations")
+DEAD_LETTER_EXCHANGE = ExchangeSpec("reservations.dlx")
+
+_WORK_QUEUE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
+    "x-delivery-limit": DELIVERY_LIMIT,
+}
+
+CREDIT_CHECK = QueueSpec(
+    "credit-check", RESERVATIONS, (RESERVATION_REQUESTED,), _WORK_QUEUE_ARGUMENTS
+)
+FULFILMENT = QueueSpec("fulfilment", RESERVATIONS, (RESERVATION_CONFIRMED,), _WORK_QUEUE_ARGUMENTS)
+DEAD_LETTERS = QueueSpec(
+    "reservations.dead-letter", DEAD_LETTER_EXCHANGE, ("#",), {"x-queue-type": "quorum"}
+)
+
+EXCHANGES = (RESERVATIONS, DEAD_LETTER_EXCHANGE)
+QUEUES = (CREDIT_CHECK, FULFILMENT, DEAD_LETTERS)
+
+
+@dataclass(frozen=True)
+class Declared:
+    exchanges: Mapping[str, AbstractExchange]
+    queues: Mapping[str, AbstractQueue]
+
+
+async def declare(channel: AbstractChannel) -> Declared:
+    """Declare every exchange, queue and binding. Safe to call repeatedly and concurrently."""
+    exchanges = {
+        spec.name: await channel.declare_exchange(spec.name, spec.type, durable=True)
+        for spec in EXCHANGES
+    }
+    queues: dict[str, AbstractQueue] = {}
+    for spec in QUEUES:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
+        for key in spec.routing_keys:
+            await queue.bind(exchanges[spec.exchange.name], routing_key=key)
+        queues[spec.name] = queue
+    return Declared(exchanges, queues)

@@ -1,0 +1,150 @@
+"""Reads and writes of users, items and reservations.
+
+:meth:`SqlStore.reserve` is the whole credit check in one transaction, keyed by reservation id:
+
+1. ``UPDATE users SET credits = credits - price WHERE credits >= price RETURNING ...``: the
+   check and the deduction are one statement, so concurrent reservations for the same user can
+   never both spend the same credits (PostgreSQL row lock; SQLite ``BEGIN IMMEDIATE``);
+2. ``INSERT`` the reservation with its outcome, primary key = reservation id;
+3. ``COMMIT``.
+
+A redelivered message fails step 2 on the primary key, which rolls back step 1, and the stored
+answer is returned instead: a reservation is charged at most once, however often it arrives.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from messaging.messages import Outcome
+from store.engine import for_writes
+from store.tables import items, reservations, users
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: UUID
+    username: str
+    item_id: str
+    outcome: Outcome
+    price: int | None
+    credits_left: int | None
+    download_token: str | None = None
+    ready_at: datetime | None = None
+    # True when this is the stored answer to a reservation that was already processed.
+    replayed: bool = False
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = for_writes(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
+        """Check and deduct credits and record the outcome, exactly once per reservation id."""
+        try:
+            async with self._writer.begin() as conn:
+                reservation = await self._decide(conn, reservation_id, username, item_id)
+                await conn.execute(
+                    insert(reservations).values(
+                        reservation_id=str(reservation_id),
+                        username=username,
+                        item_id=item_id,
+                        outcome=reservation.outcome.value,
+                        price=reservation.price,
+                        credits_left=reservation.credits_left,
+                    )
+                )
+                return reservation
+        except IntegrityError:
+            existing = await self.get_reservation(reservation_id)
+            if existing is None:
+                raise
+            return _replayed(existing)
+
+    async def _decide(
+        self, conn: AsyncConnection, reservation_id: UUID, username: str, item_id: str
+    ) -> Reservation:
+        price = select(items.c.price).where(items.c.item_id == item_id).scalar_subquery()
+        deducted = (
+            await conn.execute(
+                update(users)
+                .where(users.c.username == username, users.c.credits >= price)
+                .values(credits=users.c.credits - price)
+                .returning(users.c.credits, price.label("price"))
+            )
+        ).first()
+        if deducted is not None:
+            return Reservation(
+                reservation_id,
+                username,
+                item_id,
+                Outcome.CONFIRMED,
+                deducted.price,
+                deducted.credits,
+            )
+        current = (
+            await conn.execute(
+                select(users.c.credits, price.label("price")).where(users.c.username == username)
+            )
+        ).first()
+        if current is None:
+            outcome, credits, cost = Outcome.UNKNOWN_USER, None, None
+        elif current.price is None:
+            outcome, credits, cost = Outcome.UNKNOWN_ITEM, current.credits, None
+        else:
+            outcome, credits, cost = (
+                Outcome.REJECTED_INSUFFICIENT_CREDITS,
+                current.credits,
+                current.price,
+            )
+        return Reservation(reservation_id, username, item_id, outcome, cost, credits)
+
+    async def get_reservation(self, reservation_id: UUID) -> Reservation | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(reservations).where(reservations.c.reservation_id == str(reservation_id))
+                )
+            ).first()
+        if row is None:
+            return None
+        return Reservation(
+            UUID(row.reservation_id),
+            row.username,
+            row.item_id,
+            Outcome(row.outcome),
+            row.price,
+            row.credits_left,
+            row.download_token,
+            row.ready_at,
+        )
+
+    async def get_credits(self, username: str) -> int | None:
+        async with self._engine.connect() as conn:
+            credits: int | None = await conn.scalar(
+                select(users.c.credits).where(users.c.username == username)
+            )
+        return credits
+
+
+def _replayed(reservation: Reservation) -> Reservation:
+    return Reservation(
+        reservation.reservation_id,
+        reservation.username,
+        reservation.item_id,
+        reservation.outcome,
+        reservation.price,
+        reservation.credits_left,
+        reservation.download_token,
+        reservation.ready_at,
+        replayed=True,
+    )

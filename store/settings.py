@@ -1,0 +1,19 @@
+"""Database settings: ``DATABASE_URL``, ``DATABASE_SCHEMA``, ``SEED_FILE``."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEED_FILE = Path(__file__).with_name("seed.json")
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # A file next to the working directory: every local process shares it.
+    database_url: SecretStr = SecretStr("sqlite+aiosqlite:///.data/reservations.db")
+    # PostgreSQL only: the schema to use (tests use a throwaway one). None = the default.
+    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    seed_file: Path = SEED_FILE
+    database_pool_size: int = Field(default=10, ge=1, le=100)

@@ -1,0 +1,1 @@
+"""Message consumers, one subpackage per worker (``python -m workers.<name>``)."""
