@@ -11,21 +11,19 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
 from api import errors
 from api.routes import health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging import topology
-from messaging.connection import connect
+from messaging.connection import connect, open_channel
 from messaging.logs import configure_logging
 from messaging.rpc import RpcClient
 from messaging.settings import BrokerSettings
 from messaging.telemetry import service_version, setup_telemetry
-from store.engine import create_engine, create_schema
+from store.engine import open_engine
 from store.repository import SqlStore
-from store.seed import load_seed, seed
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
@@ -43,18 +41,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation wraps it.
     app.middleware_stack = None
-    store_settings = StoreSettings()
-    engine = create_engine(store_settings)
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=telemetry.provider
-    )
+    engine = await open_engine(StoreSettings(), telemetry.provider)
     connection = None
     try:
-        await create_schema(engine)
-        await seed(engine, load_seed(store_settings.seed_file))
         connection = await connect(BrokerSettings())
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        declared = await topology.declare(channel)
+        channel, declared = await open_channel(connection)
         rpc = RpcClient(
             channel,
             declared.exchanges[topology.RESERVATIONS.name],

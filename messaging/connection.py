@@ -7,10 +7,11 @@ retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from yarl import URL
 
+from messaging import topology
 from messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -45,3 +46,14 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
         ) from None
     log.info("connected to broker", url=redacted(url))
     return connection
+
+
+async def open_channel(
+    connection: AbstractRobustConnection, prefetch: int | None = None
+) -> tuple[AbstractChannel, topology.Declared]:
+    """A channel with publisher confirms (a returned, unroutable message raises), with the
+    topology declared on it."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    if prefetch is not None:
+        await channel.set_qos(prefetch_count=prefetch)
+    return channel, await topology.declare(channel)

@@ -36,12 +36,11 @@ SYSTEM = "rabbitmq"
 
 # The legacy keys the contrib instrumentation writes, and what replaces each of them.
 _RENAMED = {
-    "messaging.message_id": "messaging.message.id",
+    "messaging.message.id": "messaging.message.id",  # already current; kept as is
     "messaging.conversation_id": "messaging.message.conversation_id",
     "net.peer.name": "server.address",
     "net.peer.port": "server.port",
 }
-_DROPPED = {"messaging.destination", "messaging.operation", "messaging.temp_destination"}
 
 # Body size of the message being published, read when its PRODUCER span starts.
 _outgoing_body_size: ContextVar[int | None] = ContextVar("outgoing_body_size", default=None)

@@ -10,12 +10,15 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.trace import TracerProvider
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
+from store.seed import load_seed, seed
 from store.settings import StoreSettings
 from store.tables import metadata
 
@@ -79,3 +82,16 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
 def for_writes(engine: AsyncEngine) -> AsyncEngine:
     """The same pool, but SQLite transactions take the write lock at BEGIN (no-op elsewhere)."""
     return engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+
+
+async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) -> AsyncEngine:
+    """Engine ready for use: instrumented (one span per statement), schema created, seeded."""
+    engine = create_engine(settings)
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=tracer_provider)
+    try:
+        await create_schema(engine)
+        await seed(engine, load_seed(settings.seed_file))
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine

@@ -15,18 +15,16 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from messaging import instrumentation, topology
-from messaging.connection import connect
+from messaging.connection import connect, open_channel
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
 from messaging.telemetry import Telemetry, setup_telemetry
-from store.engine import create_engine, create_schema
+from store.engine import open_engine
 from store.repository import SqlStore
-from store.seed import load_seed, seed
 from store.settings import StoreSettings
 
 log = structlog.get_logger(__name__)
@@ -57,19 +55,11 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
     configure_logging(service_name)
     telemetry = setup_telemetry(service_name)
     broker = BrokerSettings()
-    store_settings = StoreSettings()
-    engine = create_engine(store_settings)
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=telemetry.provider
-    )
+    engine = await open_engine(StoreSettings(), telemetry.provider)
     connection = None
     try:
-        await create_schema(engine)
-        await seed(engine, load_seed(store_settings.seed_file))
         connection = await connect(broker)
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.set_qos(prefetch_count=broker.amqp_prefetch)
-        declared = await topology.declare(channel)
+        channel, declared = await open_channel(connection, broker.amqp_prefetch)
         yield WorkerRuntime(telemetry, connection, channel, declared, SqlStore(engine))
     finally:
         if connection is not None:
@@ -80,13 +70,17 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
 
 
 async def consume_until_stopped(
-    runtime: WorkerRuntime, queue: topology.QueueSpec, handler: Handler
+    runtime: WorkerRuntime,
+    queue: topology.QueueSpec,
+    handler: Handler,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Consume ``queue`` with ``handler`` until a signal asks the process to stop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Consume ``queue`` with ``handler`` until SIGTERM/SIGINT (or ``stop``, in tests)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     in_flight = _InFlight()
     amqp_queue = runtime.declared.queues[queue.name]
     tag = await amqp_queue.consume(

@@ -1,0 +1,44 @@
+# Every target the README names. `make test` and `make demo` set everything up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test test-reliability test-static lint format run-api run-worker run-fulfilment demo bench bench-quick clean
+
+install: $(STAMP)
+
+# Recreated whenever the pins change. constraints.txt pins every transitive dependency.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip check
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-reliability: $(STAMP)
+	$(BIN)/pytest -m reliability
+
+test-static: $(STAMP)
+	$(BIN)/pytest -m static
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+run-api: $(STAMP)
+	$(BIN)/python -m api
+
+run-worker: $(STAMP)
+	$(BIN)/python -m workers.credit_check
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

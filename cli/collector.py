@@ -1,0 +1,115 @@
+"""A small OTLP/gRPC trace receiver: what Tempo would receive, kept in memory (and on disk).
+
+The test suite points real processes at it to check the exact wire path, and
+``reservations run`` embeds it so a user without Tempo still sees traces. It keeps the newest
+``max_traces`` traces; with ``store_dir`` each trace is also appended to
+``store_dir/traces.jsonl`` so ``reservations trace`` can read it from another process.
+"""
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from cli.spans import SpanRecord, from_proto_request
+
+TRACES_FILE = "traces.jsonl"
+
+
+class SpanStore:
+    """Thread-safe, bounded store of received spans grouped by trace id."""
+
+    def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
+        self._max_traces = max_traces
+        self._traces: OrderedDict[str, list[SpanRecord]] = OrderedDict()
+        self._lock = threading.Condition()
+        self._file = None
+        if store_dir is not None:
+            store_dir.mkdir(parents=True, exist_ok=True)
+            self._file = (store_dir / TRACES_FILE).open("a", encoding="utf-8")
+        self.received = 0
+
+    def add(self, spans: list[SpanRecord]) -> None:
+        with self._lock:
+            for span in spans:
+                self._traces.setdefault(span.trace_id, []).append(span)
+                self._traces.move_to_end(span.trace_id)
+            while len(self._traces) > self._max_traces:
+                self._traces.popitem(last=False)
+            self.received += len(spans)
+            if self._file is not None:
+                for span in spans:
+                    self._file.write(json.dumps(span.to_dict()) + "\n")
+                self._file.flush()
+            self._lock.notify_all()
+
+    def trace(self, trace_id: str) -> list[SpanRecord]:
+        with self._lock:
+            return list(self._traces.get(trace_id, ()))
+
+    def all_spans(self) -> list[SpanRecord]:
+        with self._lock:
+            return [span for spans in self._traces.values() for span in spans]
+
+    def wait_for(self, predicate: Callable[["SpanStore"], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds or ``timeout`` seconds pass."""
+        with self._lock:
+            return bool(self._lock.wait_for(lambda: predicate(self), timeout=timeout))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def read_traces_file(store_dir: Path) -> dict[str, list[SpanRecord]]:
+    """Traces a collector in another process wrote to ``store_dir``, oldest first."""
+    traces: dict[str, list[SpanRecord]] = {}
+    path = store_dir / TRACES_FILE
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                span = SpanRecord.from_dict(json.loads(line))
+                traces.setdefault(span.trace_id, []).append(span)
+    return traces
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, store: SpanStore) -> None:
+        self._store = store
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self._store.add(from_proto_request(request.resource_spans))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC server on ``host:port`` (port 0 picks a free one) feeding a SpanStore."""
+
+    def __init__(self, store: SpanStore, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.store = store
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _TraceService(store), self._server
+        )
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        self.host = host
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "OtlpReceiver":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=1).wait()
+        self.store.close()

@@ -1,0 +1,159 @@
+"""One span model for every trace source: the embedded collector (OTLP protobuf) and Tempo's
+HTTP API (OTLP JSON, ids in base64). The waterfall renderer and the tests read this model."""
+
+import base64
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+_STATUSES = ("UNSET", "OK", "ERROR")
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    service: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status: str = "UNSET"
+    status_message: str = ""
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[str, ...] = ()  # "trace_id:span_id" of each linked span
+    scope: str = ""
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SpanRecord":
+        events = tuple(SpanEvent(**e) for e in data.get("events", ()))
+        return cls(**{**data, "events": events, "links": tuple(data.get("links", ()))})
+
+
+def from_proto_request(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> list[SpanRecord]:
+    """Spans from an OTLP ``ExportTraceServiceRequest``'s ``resource_spans``."""
+    records = []
+    for rs in resource_spans:
+        service = str(_proto_attributes(rs.resource.attributes).get("service.name", "unknown"))
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                records.append(
+                    SpanRecord(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex() or None,
+                        name=span.name,
+                        kind=_KINDS[span.kind],
+                        service=service,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        attributes=_proto_attributes(span.attributes),
+                        status=_STATUSES[span.status.code],
+                        status_message=span.status.message,
+                        events=tuple(
+                            SpanEvent(e.name, e.time_unix_nano, _proto_attributes(e.attributes))
+                            for e in span.events
+                        ),
+                        links=tuple(f"{lk.trace_id.hex()}:{lk.span_id.hex()}" for lk in span.links),
+                        scope=ss.scope.name,
+                    )
+                )
+    return records
+
+
+def from_otlp_json(document: Mapping[str, Any]) -> list[SpanRecord]:
+    """Spans from Tempo's ``/api/v2/traces/{id}`` (``trace.resourceSpans``) or
+    ``/api/traces/{id}`` (``batches``) answer. An empty ``trace`` gives no spans."""
+    resource_spans = document.get("trace", {}).get("resourceSpans") or document.get("batches", [])
+    records = []
+    for rs in resource_spans:
+        resource = _json_attributes(rs.get("resource", {}).get("attributes", []))
+        service = str(resource.get("service.name", "unknown"))
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                status = span.get("status", {})
+                records.append(
+                    SpanRecord(
+                        trace_id=_b64_hex(span["traceId"]),
+                        span_id=_b64_hex(span["spanId"]),
+                        parent_span_id=_b64_hex(span["parentSpanId"])
+                        if span.get("parentSpanId")
+                        else None,
+                        name=span.get("name", ""),
+                        kind=span.get("kind", "SPAN_KIND_INTERNAL").removeprefix("SPAN_KIND_"),
+                        service=service,
+                        start_ns=int(span.get("startTimeUnixNano", 0)),
+                        end_ns=int(span.get("endTimeUnixNano", 0)),
+                        attributes=_json_attributes(span.get("attributes", [])),
+                        status=status.get("code", "STATUS_CODE_UNSET").removeprefix("STATUS_CODE_"),
+                        status_message=status.get("message", ""),
+                        events=tuple(
+                            SpanEvent(
+                                e.get("name", ""),
+                                int(e.get("timeUnixNano", 0)),
+                                _json_attributes(e.get("attributes", [])),
+                            )
+                            for e in span.get("events", [])
+                        ),
+                        links=tuple(
+                            f"{_b64_hex(lk['traceId'])}:{_b64_hex(lk['spanId'])}"
+                            for lk in span.get("links", [])
+                        ),
+                        scope=ss.get("scope", {}).get("name", ""),
+                    )
+                )
+    return records
+
+
+def _b64_hex(value: str) -> str:
+    return base64.b64decode(value).hex()
+
+
+def _proto_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: _proto_value(kv.value) for kv in attributes}
+
+
+def _proto_value(value: AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_proto_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return _proto_attributes(value.kvlist_value.values)
+    return getattr(value, which) if which else None
+
+
+def _json_attributes(attributes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: _json_value(kv.get("value", {})) for kv in attributes}
+
+
+def _json_value(value: Mapping[str, Any]) -> Any:
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "arrayValue" in value:
+        return [_json_value(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return _json_attributes(value["kvlistValue"].get("values", []))
+    for key in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
+        if key in value:
+            return value[key]
+    return None

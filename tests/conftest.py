@@ -1,0 +1,63 @@
+"""Shared fixtures: the real broker, the real databases, and unique ids per test."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from store.settings import StoreSettings
+from tests import infra
+
+# In-process code under test builds its own tracer provider; it exports nowhere unless a
+# test gives it an exporter. Subprocesses get their environment from tests/processes.py.
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+os.environ.setdefault("LOG_FORMAT", "console")
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[infra.Broker]:
+    with infra.rabbitmq() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def amqp_url(broker: infra.Broker) -> str:
+    return broker.url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with infra.postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreSettings]:
+    """Settings for a fresh, empty database: a SQLite file, or a throwaway PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield StoreSettings(database_url=SecretStr(f"sqlite+aiosqlite:///{tmp_path}/test.db"))
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield StoreSettings(database_url=SecretStr(url), database_schema=schema)
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def ref() -> str:
+    """A unique suffix, so tests never depend on each other's data."""
+    return uuid.uuid4().hex[:8]

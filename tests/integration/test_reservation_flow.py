@@ -1,0 +1,157 @@
+"""POST /reservations through the real broker to the credit-check worker and back."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import httpx
+import pytest
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from messaging import topology
+from messaging.messages import CreditChecked, Outcome, ReservationRequested
+from messaging.rpc import RpcClient
+from store.settings import StoreSettings
+from tests.system import configure_env, running_api, start_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def api(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    configure_env(monkeypatch, amqp_url, store_settings)
+    worker = start_worker()
+    try:
+        async with running_api() as client:
+            yield client
+    finally:
+        await worker.close()
+
+
+async def _reserve(client: httpx.AsyncClient, username: str, item_id: str) -> httpx.Response:
+    return await client.post("/reservations", json={"username": username, "item_id": item_id})
+
+
+async def test_confirmed(api: httpx.AsyncClient) -> None:
+    response = await _reserve(api, "alice", "book-1")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "confirmed"
+    assert body["credits_left"] == 90
+    assert len(body["trace_id"]) == 32
+    assert response.headers["x-trace-id"] == body["trace_id"]
+    stored = await api.get(f"/reservations/{body['reservation_id']}")
+    assert stored.status_code == 200
+    assert stored.json()["status"] == "confirmed"
+    assert (await api.get("/users/alice")).json()["credits"] == 90
+
+
+async def test_insufficient_credits_is_409_with_reason(api: httpx.AsyncClient) -> None:
+    response = await _reserve(api, "bob", "book-2")
+    assert response.status_code == 409
+    assert "not enough credits" in response.json()["reason"]
+    assert (await api.get("/users/bob")).json()["credits"] == 5
+
+
+@pytest.mark.parametrize(("username", "item_id"), [("nobody", "book-1"), ("alice", "nothing")])
+async def test_unknown_user_or_item_is_404(
+    api: httpx.AsyncClient, username: str, item_id: str
+) -> None:
+    response = await _reserve(api, username, item_id)
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("unknown")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"username": "bad name", "item_id": "book-1"},
+        {"username": "a" * 65, "item_id": "book-1"},
+        {"username": "alice", "item_id": ""},
+        {"username": "alice"},
+        {"username": "alice", "item_id": "book-1", "extra": 1},
+        {"username": 5, "item_id": "book-1"},
+    ],
+)
+async def test_invalid_input_is_422_and_publishes_nothing(
+    api: httpx.AsyncClient, payload: dict[str, object]
+) -> None:
+    response = await api.post("/reservations", json=payload)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"]
+    assert (await api.get("/users/alice")).json()["credits"] == 100
+
+
+async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["broker"] == "up"
+
+
+async def test_no_reply_in_time_is_202_then_the_final_state(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_env(monkeypatch, amqp_url, store_settings)
+    monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "0.3")
+    async with running_api() as client:  # no worker running yet
+        response = await _reserve(client, "alice", "book-1")
+        assert response.status_code == 202
+        body = response.json()
+        assert body["status"] == "pending"
+        location = response.headers["location"]
+        assert location == f"/reservations/{body['reservation_id']}"
+        assert (await client.get(location)).status_code == 404
+        worker = start_worker()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(15),
+                wait=wait_fixed(0.1),
+                retry=retry_if_exception_type(AssertionError),
+                reraise=True,
+            ):
+                with attempt:
+                    final = await client.get(location)
+                    assert final.status_code == 200
+            assert final.json()["status"] == "confirmed"
+        finally:
+            await worker.close()
+
+
+async def test_redelivered_request_gets_the_same_answer_and_charges_once(
+    api: httpx.AsyncClient, amqp_url: str
+) -> None:
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(topology.RESERVATIONS.name)
+        rpc = RpcClient(channel, exchange, reply_timeout=10)
+        await rpc.start()
+        replies = [
+            CreditChecked.from_body(
+                (
+                    await rpc.call(
+                        request.to_body(),
+                        routing_key=topology.RESERVATION_REQUESTED,
+                        message_id=str(request.reservation_id),
+                    )
+                ).body
+            )
+            for _ in range(2)
+        ]
+        await rpc.close()
+    finally:
+        await connection.close()
+    assert replies[0] == replies[1]
+    assert replies[0].outcome is Outcome.CONFIRMED
+    assert (await api.get("/users/carol")).json()["credits"] == 30
+
+
+async def test_many_concurrent_requests_all_get_answers(api: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(_reserve(api, "alice", "book-1") for _ in range(15)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 10 + [409] * 5
+    assert (await api.get("/users/alice")).json()["credits"] == 0

@@ -1,0 +1,18 @@
+"""Tracing test helpers: a per-test provider with an in-memory exporter (as faststream does)."""
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+def in_memory_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan], name: str) -> ReadableSpan:
+    matches = [s for s in spans if s.name == name]
+    assert len(matches) == 1, f"expected one span {name!r}, got {[s.name for s in spans]}"
+    return matches[0]
