@@ -39,6 +39,18 @@ class Reservation:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class Balance:
+    username: str
+    credits: int
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    price: int
+
+
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -132,6 +144,27 @@ class SqlStore:
         async with self._engine.connect() as conn:
             credits: int | None = await conn.scalar(
                 select(users.c.credits).where(users.c.username == username)
+            )
+        return credits
+
+    async def list_users(self) -> list[Balance]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(users).order_by(users.c.username))
+            return [Balance(row.username, row.credits) for row in rows]
+
+    async def list_items(self) -> list[Item]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(items).order_by(items.c.item_id))
+            return [Item(row.item_id, row.price) for row in rows]
+
+    async def add_credits(self, username: str, amount: int) -> int | None:
+        """Top up a user's credits; None if there is no such user."""
+        async with self._writer.begin() as conn:
+            credits: int | None = await conn.scalar(
+                update(users)
+                .where(users.c.username == username)
+                .values(credits=users.c.credits + amount)
+                .returning(users.c.credits)
             )
         return credits
 

@@ -1,8 +1,9 @@
-"""Users and their credits, read from the store the worker writes."""
+"""Users, their credits and the item catalogue, read from the store the worker writes."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import StoreDep
 from api.schemas import ErrorBody, UserView
@@ -13,10 +14,41 @@ router = APIRouter(tags=["users"])
 UsernamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
+class TopUp(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: int = Field(gt=0, le=1_000_000)
+
+
+class Catalogue(BaseModel):
+    users: dict[str, int]
+    items: dict[str, int]
+    trace_id: str
+
+
+@router.get("/users")
+async def list_users(store: StoreDep) -> Catalogue:
+    """Every user's credits and every item's price."""
+    return Catalogue(
+        users={b.username: b.credits for b in await store.list_users()},
+        items={i.item_id: i.price for i in await store.list_items()},
+        trace_id=current_trace_id(),
+    )
+
+
 @router.get("/users/{username}", responses={404: {"model": ErrorBody}})
 async def get_user(username: UsernamePath, store: StoreDep) -> UserView:
     """A user's current credits."""
     credits = await store.get_credits(username)
+    if credits is None:
+        raise HTTPException(404, f"unknown user {username!r}")
+    return UserView(username=username, credits=credits, trace_id=current_trace_id())
+
+
+@router.post("/users/{username}/credits", responses={404: {"model": ErrorBody}})
+async def top_up(username: UsernamePath, body: TopUp, store: StoreDep) -> UserView:
+    """Add credits, so a user can retry after a rejection."""
+    credits = await store.add_credits(username, body.amount)
     if credits is None:
         raise HTTPException(404, f"unknown user {username!r}")
     return UserView(username=username, credits=credits, trace_id=current_trace_id())

@@ -155,3 +155,15 @@ async def test_many_concurrent_requests_all_get_answers(api: httpx.AsyncClient) 
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 10 + [409] * 5
     assert (await api.get("/users/alice")).json()["credits"] == 0
+
+
+async def test_catalogue_and_top_up(api: httpx.AsyncClient) -> None:
+    catalogue = (await api.get("/users")).json()
+    assert catalogue["users"]["bob"] == 5
+    assert catalogue["items"]["book-2"] == 25
+    assert (await _reserve(api, "bob", "book-2")).status_code == 409
+    topped = await api.post("/users/bob/credits", json={"amount": 20})
+    assert topped.status_code == 200 and topped.json()["credits"] == 25
+    assert (await _reserve(api, "bob", "book-2")).status_code == 201
+    assert (await api.post("/users/nobody/credits", json={"amount": 1})).status_code == 404
+    assert (await api.post("/users/bob/credits", json={"amount": -5})).status_code == 422
