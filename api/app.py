@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
-from api.routes import health, reservations, users
+from api.edge import wrap_outermost
+from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging import topology
@@ -38,8 +39,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=telemetry.provider, exclude_spans=["receive", "send"]
     )
+    # The edge filter must see trace headers before the instrumentation extracts them.
+    app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]
+        app.build_middleware_stack, app.state.settings.incoming_trace
+    )
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
-    # request so the instrumentation wraps it.
+    # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
     engine = await open_engine(StoreSettings(), telemetry.provider)
     connection = None
@@ -76,6 +81,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings or ApiSettings()
     app.add_middleware(TraceIdHeaderMiddleware)
     errors.install(app)
-    for module in (reservations, users, health):
+    for module in (reservations, users, downloads, health):
         app.include_router(module.router)
     return app

@@ -59,8 +59,10 @@ class Telemetry:
         return isinstance(self.provider, TracerProvider)
 
     def shutdown(self) -> None:
-        """Flush queued spans and stop the exporter; call once, on the way out."""
+        """Flush queued spans, stop the exporter and remove the aio-pika patches; call once,
+        on the way out."""
         if isinstance(self.provider, TracerProvider):
+            uninstrument_aio_pika()
             self.provider.shutdown()
 
 
@@ -104,10 +106,14 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
 
 def instrument_aio_pika(provider: trace.TracerProvider) -> None:
     """Patch ``Exchange.publish`` and ``Queue.consume`` once per process."""
+    uninstrument_aio_pika()
+    AioPikaInstrumentor().instrument(tracer_provider=SemconvTracerProvider(provider))
+
+
+def uninstrument_aio_pika() -> None:
     instrumentor = AioPikaInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=SemconvTracerProvider(provider))
 
 
 def _exporters() -> list[SpanExporter]:

@@ -6,10 +6,12 @@ service declares everything it touches at start-up, in any order, as often as it
 
 - ``reservations`` (topic): ``reservation.requested`` -> ``credit-check``,
   ``reservation.confirmed`` -> ``fulfilment``.
-- ``credit-check`` and ``fulfilment`` are quorum queues. A message whose handler keeps failing
-  is redelivered at most ``DELIVERY_LIMIT`` times (the quorum queue's ``x-delivery-limit``),
-  then dead-lettered to ``reservations.dlx``, which routes everything to
-  ``reservations.dead-letter``.
+- ``credit-check`` and ``fulfilment`` are quorum queues (replicated, and they count
+  deliveries). Workers dead-letter a message themselves after ``workers.delivery.MAX_ATTEMPTS``
+  failures; the queue's ``x-delivery-limit`` is the broker-side backstop. Dead letters go to
+  ``reservations.dlx``, which routes everything to ``reservations.dead-letter``.
+
+Changing a queue's arguments here needs the old queue deleted first (RabbitMQ answers 406).
 """
 
 from collections.abc import Mapping
@@ -23,7 +25,8 @@ RESERVATION_REQUESTED = "reservation.requested"
 RESERVATION_CONFIRMED = "reservation.confirmed"
 # RabbitMQ's direct reply-to pseudo-queue: replies reach the channel that asked, no queue needed.
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-DELIVERY_LIMIT = 3
+# A backstop above workers.delivery.MAX_ATTEMPTS: it catches a message that kills its worker.
+DELIVERY_LIMIT = 5
 # Header a worker sets on a message it dead-letters on purpose, saying why.
 DEAD_LETTER_REASON = "x-dead-letter-reason"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -146,6 +146,35 @@ class SqlStore:
                 select(users.c.credits).where(users.c.username == username)
             )
         return credits
+
+    async def prepare_download(self, reservation_id: UUID, token: str) -> Reservation | None:
+        """Attach a download token to a confirmed reservation, once: a redelivered event keeps
+        the first token. None if there is no such confirmed reservation."""
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                update(reservations)
+                .where(
+                    reservations.c.reservation_id == str(reservation_id),
+                    reservations.c.outcome == Outcome.CONFIRMED.value,
+                    reservations.c.download_token.is_(None),
+                )
+                .values(download_token=token, ready_at=func.now())
+            )
+        reservation = await self.get_reservation(reservation_id)
+        if reservation is None or reservation.download_token is None:
+            return None
+        return reservation
+
+    async def find_download(self, token: str) -> Reservation | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(reservations.c.reservation_id).where(
+                        reservations.c.download_token == token
+                    )
+                )
+            ).first()
+        return None if row is None else await self.get_reservation(UUID(row.reservation_id))
 
     async def list_users(self) -> list[Balance]:
         async with self._engine.connect() as conn:

@@ -6,10 +6,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aio_pika
 import httpx
 import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from api.app import create_app
+from messaging import topology
 from store.settings import StoreSettings
 from workers.credit_check.__main__ import main as credit_check_main
 
@@ -21,6 +25,32 @@ def configure_env(
     monkeypatch.setenv("DATABASE_URL", store_settings.database_url.get_secret_value())
     if store_settings.database_schema:
         monkeypatch.setenv("DATABASE_SCHEMA", store_settings.database_schema)
+
+
+async def purge_work_queues(amqp_url: str) -> None:
+    """Drop messages an earlier test left behind, so no worker processes them in this test."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        declared = await topology.declare(await connection.channel())
+        for queue in declared.queues.values():
+            await queue.purge()
+    finally:
+        await connection.close()
+
+
+async def get_within(queue: AbstractQueue, seconds: float) -> AbstractIncomingMessage:
+    """The next message on ``queue``, waiting at most ``seconds`` for one to arrive."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_fixed(0.05),
+        retry=retry_if_exception_type(AssertionError),
+        reraise=True,
+    ):
+        with attempt:
+            message = await queue.get(fail=False)
+            assert message is not None, f"nothing in {queue.name} yet"
+    assert message is not None
+    return message
 
 
 @dataclass

@@ -1,12 +1,16 @@
 """End-to-end fixtures: an OTLP/gRPC receiver standing in for Tempo, and real processes."""
 
-from collections.abc import Iterator
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from cli.collector import OtlpReceiver, SpanStore
-from tests import infra
+from tests import infra, processes
+from tests.system import purge_work_queues
 
 
 @pytest.fixture
@@ -25,3 +29,60 @@ def database_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def api_port() -> int:
     return infra.free_port()
+
+
+@dataclass
+class System:
+    """Real processes of one test; all stopped (and checked for a clean exit) at teardown."""
+
+    base_env: dict[str, str]
+    log_dir: Path
+    api_url: str = ""
+    running: list[processes.Process] = field(default_factory=list)
+
+    def start_api(self, port: int, **env: str) -> processes.Process:
+        api = processes.start_api(port, {**self.base_env, **env}, self.log_dir)
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.running.append(api)
+        return api
+
+    def start_worker(self, module: str, name: str | None = None, **env: str) -> processes.Process:
+        worker = processes.start_worker(module, {**self.base_env, **env}, self.log_dir, name)
+        self.running.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for process in reversed(self.running):
+            # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit.
+            assert process.stop() in (0, -signal.SIGTERM), process.log()
+        self.running.clear()
+
+
+@pytest.fixture
+def make_system(
+    amqp_url: str, receiver: OtlpReceiver, database_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[[], System]]:
+    systems: list[System] = []
+    asyncio.run(purge_work_queues(amqp_url))
+
+    def make() -> System:
+        env = processes.base_env(
+            amqp_url, {**database_env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+        )
+        system = System(env, tmp_path)
+        systems.append(system)
+        return system
+
+    yield make
+    for system in systems:
+        system.stop_all()
+
+
+@pytest.fixture
+def system(make_system: Callable[[], System], api_port: int) -> System:
+    """The whole flow: API, credit-check worker and fulfilment worker."""
+    system = make_system()
+    system.start_worker("workers.credit_check")
+    system.start_worker("workers.fulfilment")
+    system.start_api(api_port)
+    return system

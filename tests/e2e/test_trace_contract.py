@@ -1,120 +1,149 @@
 """The trace contract, on the exact wire path Tempo receives: real API and worker processes,
 each with its own tracer provider, exporting OTLP/gRPC to a receiver started by the test."""
 
-import signal
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from cli.collector import OtlpReceiver, SpanStore
-from cli.spans import SpanRecord
-from tests import processes
+from cli.collector import OtlpReceiver
+from tests.e2e.conftest import System
+from tests.traces import (
+    API,
+    CONFIRMED_PROCESS,
+    CONFIRMED_PUBLISH,
+    CREDIT_CHECK,
+    FULFILMENT,
+    MESSAGING_ATTRIBUTES,
+    REPLY_PROCESS,
+    REPLY_PUBLISH,
+    REQUEST_PROCESS,
+    REQUEST_PUBLISH,
+    ancestors,
+    children,
+    one,
+    render,
+    wait_for_trace,
+)
 
 pytestmark = pytest.mark.e2e
 
-API = "reservations-api"
-WORKER = "credit-check-worker"
 
-
-@pytest.fixture
-def system(
-    amqp_url: str,
-    receiver: OtlpReceiver,
-    database_env: dict[str, str],
-    api_port: int,
-    tmp_path: Path,
-) -> Iterator[str]:
-    env = processes.base_env(
-        amqp_url,
-        {**database_env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+def _reserve(system: System, username: str, item_id: str) -> httpx.Response:
+    return httpx.post(
+        f"{system.api_url}/reservations",
+        json={"username": username, "item_id": item_id},
+        timeout=10,
     )
-    worker = processes.start_worker("workers.credit_check", env, tmp_path)
-    api = processes.start_api(api_port, env, tmp_path)
-    yield f"http://127.0.0.1:{api_port}"
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit.
-    assert api.stop() in (0, -signal.SIGTERM), api.log()
-    assert worker.stop() == 0, worker.log()
 
 
-def _wait_for_trace(store: SpanStore, trace_id: str, names: set[str]) -> list[SpanRecord]:
-    def complete(s: SpanStore) -> bool:
-        return names <= {span.name for span in s.trace(trace_id)}
-
-    store.wait_for(complete, timeout=15)
-    spans = store.trace(trace_id)
-    assert names <= {s.name for s in spans}, sorted(s.name for s in spans)
-    return spans
-
-
-def _one(spans: list[SpanRecord], name: str, service: str, kind: str) -> SpanRecord:
-    found = [s for s in spans if s.name == name and s.service == service]
-    assert len(found) == 1, f"{name} in {service}: {[(s.name, s.service) for s in spans]}"
-    assert found[0].kind == kind
-    return found[0]
-
-
-def _ancestors(span: SpanRecord, by_id: dict[str, SpanRecord]) -> list[str]:
-    chain = []
-    while span.parent_span_id in by_id:
-        span = by_id[span.parent_span_id]
-        chain.append(span.span_id)
-    return chain
-
-
-def test_confirmed_reservation_is_one_trace_across_both_services(
-    system: str, receiver: OtlpReceiver
+def test_confirmed_reservation_is_one_trace_through_the_async_tail(
+    system: System, receiver: OtlpReceiver
 ) -> None:
-    response = httpx.post(
-        f"{system}/reservations", json={"username": "alice", "item_id": "book-1"}, timeout=10
-    )
+    response = _reserve(system, "alice", "book-1")
     assert response.status_code == 201, response.text
-    trace_id = response.json()["trace_id"]
-
-    request_publish = "publish reservations:reservation.requested"
-    request_process = "process reservations:reservation.requested:credit-check"
-    reply_publish, reply_process = "publish amq.rabbitmq.reply-to", "process amq.rabbitmq.reply-to"
-    spans = _wait_for_trace(
+    body = response.json()
+    trace_id = body["trace_id"]
+    spans = wait_for_trace(
         receiver.store,
         trace_id,
-        {"POST /reservations", request_publish, request_process, reply_publish, reply_process},
+        {
+            "POST /reservations",
+            REQUEST_PUBLISH,
+            REQUEST_PROCESS,
+            REPLY_PUBLISH,
+            REPLY_PROCESS,
+            CONFIRMED_PUBLISH,
+            CONFIRMED_PROCESS,
+            "prepare download",
+        },
     )
-    by_id = {s.span_id: s for s in spans}
+    tree = render(spans)
     assert {s.trace_id for s in spans} == {trace_id}
-    assert {s.service for s in spans} >= {API, WORKER}
+    assert {s.service for s in spans} == {API, CREDIT_CHECK, FULFILMENT}
 
-    # 1. the API SERVER span
-    server = _one(spans, "POST /reservations", API, "SERVER")
+    # 1. the API SERVER span, the root
+    server = one(spans, "POST /reservations", API, "SERVER")
     assert server.parent_span_id is None
     # 2. the PRODUCER span of the request, inside the server span
-    producer = _one(spans, request_publish, API, "PRODUCER")
-    assert server.span_id in _ancestors(producer, by_id)
-    # 3. the worker CONSUMER span, a DIRECT child of that producer span
-    consumer = _one(spans, request_process, WORKER, "CONSUMER")
-    assert consumer.parent_span_id == producer.span_id
+    producer = one(spans, REQUEST_PUBLISH, API, "PRODUCER")
+    assert server in ancestors(producer, spans), tree
+    # 3. the worker CONSUMER span: a DIRECT child of that producer span
+    consumer = one(spans, REQUEST_PROCESS, CREDIT_CHECK, "CONSUMER")
+    assert consumer.parent_span_id == producer.span_id, tree
     # 4. the DB spans, inside the consumer span
-    db_spans = [
-        s for s in spans if s.attributes.get("db.system") or s.attributes.get("db.system.name")
-    ]
-    assert db_spans, [s.name for s in spans]
-    assert all(s.service == WORKER or s.service == API for s in db_spans)
-    assert any(consumer.span_id in _ancestors(s, by_id) for s in db_spans)
-    # 5. the worker PRODUCER span of the reply, inside the consumer span
-    reply_producer = _one(spans, reply_publish, WORKER, "PRODUCER")
-    assert reply_producer.parent_span_id == consumer.span_id
-    # 6. the API CONSUMER span of the reply, a direct child of the reply producer
-    reply_consumer = _one(spans, reply_process, API, "CONSUMER")
-    assert reply_consumer.parent_span_id == reply_producer.span_id
+    db_spans = [s for s in spans if s.service == CREDIT_CHECK and "db.system" in s.attributes]
+    assert db_spans, tree
+    assert all(consumer in ancestors(s, spans) for s in db_spans), tree
+    assert {s.kind for s in db_spans} == {"CLIENT"}
+    # 5. the worker PRODUCER span of the reply, and 6. the API CONSUMER span of the reply
+    reply_producer = one(spans, REPLY_PUBLISH, CREDIT_CHECK, "PRODUCER")
+    assert reply_producer.parent_span_id == consumer.span_id, tree
+    reply_consumer = one(spans, REPLY_PROCESS, API, "CONSUMER")
+    assert reply_consumer.parent_span_id == reply_producer.span_id, tree
+    # 7. the async tail: the event, then the fulfilment worker, after the HTTP response
+    event_producer = one(spans, CONFIRMED_PUBLISH, CREDIT_CHECK, "PRODUCER")
+    assert event_producer.parent_span_id == consumer.span_id, tree
+    tail = one(spans, CONFIRMED_PROCESS, FULFILMENT, "CONSUMER")
+    assert tail.parent_span_id == event_producer.span_id, tree
+    prepare = one(spans, "prepare download", FULFILMENT, "INTERNAL")
+    assert prepare.parent_span_id == tail.span_id
+    assert any(s.service == FULFILMENT and "db.system" in s.attributes for s in spans), tree
 
-    # Span names carry no per-request ids.
-    for span in spans:
-        assert response.json()["reservation_id"] not in span.name
+    # Exactly one producer and one consumer span per hop (no double instrumentation).
+    messaging = [s for s in spans if s.kind in ("PRODUCER", "CONSUMER")]
+    assert len(messaging) == 6, tree
+    for span in messaging:
+        missing = MESSAGING_ATTRIBUTES - set(span.attributes)
+        assert not missing, f"{span.name} lacks {missing}"
+        assert span.attributes["messaging.system"] == "rabbitmq"
+        assert not {"messaging.destination", "net.peer.name", "messaging.operation"} & set(
+            span.attributes
+        ), f"{span.name} carries deprecated attributes"
+        # Span names carry no per-request or per-instance ids.
+        assert body["reservation_id"] not in span.name
         assert "amq.rabbitmq.reply-to." not in span.name
-    # Current messaging conventions on the hop.
-    assert consumer.attributes["messaging.system"] == "rabbitmq"
+    for span in (consumer, reply_consumer, tail):
+        assert span.attributes["messaging.operation.type"] == "process"
+        assert isinstance(span.attributes["messaging.rabbitmq.message.delivery_tag"], int)
+    for span in (producer, reply_producer, event_producer):
+        assert span.attributes["messaging.operation.type"] == "send"
+    assert producer.attributes["messaging.destination.name"] == (
+        "reservations:reservation.requested"
+    )
     assert consumer.attributes["messaging.destination.name"] == (
         "reservations:reservation.requested:credit-check"
     )
-    assert producer.attributes["messaging.message.id"] == response.json()["reservation_id"]
+    assert producer.attributes["messaging.message.id"] == body["reservation_id"]
+    conversation = producer.attributes["messaging.message.conversation_id"]
+    assert consumer.attributes["messaging.message.conversation_id"] == conversation
+    assert reply_producer.attributes["messaging.message.conversation_id"] == conversation
+    assert reply_producer.attributes["messaging.destination.anonymous"] is True
+
+    # Business attributes; a confirmation is not an error.
+    assert consumer.attributes["reservation.id"] == body["reservation_id"]
     assert consumer.attributes["reservation.outcome"] == "confirmed"
+    assert consumer.attributes["user.credits_left"] == 90
+    assert "user.name" not in consumer.attributes and "username" not in str(consumer.attributes)
+    assert all(s.status != "ERROR" for s in spans), tree
+    # The async tail ends after the HTTP response was sent.
+    assert tail.end_ns > server.end_ns
+
+
+def test_rejected_reservation_is_an_answer_not_an_error(
+    system: System, receiver: OtlpReceiver
+) -> None:
+    response = _reserve(system, "bob", "course-1")
+    assert response.status_code == 409
+    trace_id = response.json()["trace_id"]
+    spans = wait_for_trace(
+        receiver.store,
+        trace_id,
+        {"POST /reservations", REQUEST_PUBLISH, REQUEST_PROCESS, REPLY_PUBLISH, REPLY_PROCESS},
+    )
+    consumer = one(spans, REQUEST_PROCESS, CREDIT_CHECK, "CONSUMER")
+    assert consumer.status == "UNSET"
+    assert consumer.attributes["reservation.outcome"] == "rejected_insufficient_credits"
+    assert consumer.attributes["user.credits_left"] == 5
+    assert all(s.status != "ERROR" for s in spans), render(spans)
+    # No confirmation, so no event and no fulfilment.
+    assert not [s for s in spans if s.name in (CONFIRMED_PUBLISH, CONFIRMED_PROCESS)]
+    assert [c.name for c in children(consumer, spans) if c.kind == "PRODUCER"] == [REPLY_PUBLISH]

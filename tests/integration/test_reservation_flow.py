@@ -13,7 +13,7 @@ from messaging import topology
 from messaging.messages import CreditChecked, Outcome, ReservationRequested
 from messaging.rpc import RpcClient
 from store.settings import StoreSettings
-from tests.system import configure_env, running_api, start_worker
+from tests.system import configure_env, purge_work_queues, running_api, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ async def api(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     configure_env(monkeypatch, amqp_url, store_settings)
+    await purge_work_queues(amqp_url)
     worker = start_worker()
     try:
         async with running_api() as client:
@@ -95,6 +96,7 @@ async def test_no_reply_in_time_is_202_then_the_final_state(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configure_env(monkeypatch, amqp_url, store_settings)
+    await purge_work_queues(amqp_url)
     monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "0.3")
     async with running_api() as client:  # no worker running yet
         response = await _reserve(client, "alice", "book-1")

@@ -6,8 +6,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from messaging.instrumentation import SemconvTracerProvider, destination, upgrade
-from messaging.telemetry import instrument_aio_pika
-from tests.spans import in_memory_provider
+from tests.spans import aio_pika_traced_by, in_memory_provider
 
 LEGACY_PRODUCER: dict[str, AttributeValue] = {
     "messaging.system": "rabbitmq",
@@ -101,6 +100,7 @@ def test_tracer_provider_wrapper_starts_upgraded_spans() -> None:
 def test_aio_pika_is_really_patched() -> None:
     """On a version conflict, instrument() logs an error and patches nothing: catch that."""
     provider, _ = in_memory_provider()
-    instrument_aio_pika(provider)
-    assert hasattr(aio_pika.Queue.consume, "__wrapped__")
-    assert hasattr(aio_pika.Exchange.publish, "__wrapped__")
+    with aio_pika_traced_by(provider):
+        assert hasattr(aio_pika.Queue.consume, "__wrapped__")
+        assert hasattr(aio_pika.Exchange.publish, "__wrapped__")
+    assert not hasattr(aio_pika.Queue.consume, "__wrapped__")

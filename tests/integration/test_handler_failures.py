@@ -1,0 +1,104 @@
+"""A handler that raises: recorded on the span, retried a bounded number of times, then
+dead-lettered with its reason, in the same trace. Real broker, fake ledger (our own port)."""
+
+import uuid
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from messaging import instrumentation, topology
+from messaging.connection import open_channel
+from messaging.messages import CONTENT_TYPE, ReservationRequested
+from store.repository import Reservation
+from tests.spans import aio_pika_traced_by, in_memory_provider
+from tests.system import get_within
+from workers.credit_check.consumer import CreditCheckConsumer
+from workers.delivery import MAX_ATTEMPTS
+
+pytestmark = pytest.mark.integration
+
+
+class ExplodingLedger:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
+        self.calls += 1
+        raise RuntimeError("the database is on fire")
+
+
+@pytest.fixture
+async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect_robust(amqp_url)
+    channel, declared = await open_channel(connection, prefetch=10)
+    for queue in declared.queues.values():
+        await queue.purge()
+    yield channel
+    await connection.close()
+
+
+async def test_handler_exception_is_retried_then_dead_lettered_with_reason(
+    channel: AbstractChannel,
+) -> None:
+    provider, exporter = in_memory_provider()
+    with aio_pika_traced_by(provider):
+        await _fail_three_times(channel, provider, exporter)
+
+
+async def _fail_three_times(
+    channel: AbstractChannel, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    declared = await topology.declare(channel)
+    ledger = ExplodingLedger()
+    consumer = CreditCheckConsumer(
+        ledger,
+        declared.exchanges[topology.RESERVATIONS.name],
+        channel.default_exchange,
+        declared.exchanges[topology.DEAD_LETTER_EXCHANGE.name],
+    )
+    queue = declared.queues[topology.CREDIT_CHECK.name]
+    tag = await queue.consume(instrumentation.consumer(queue.name, consumer))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("test request") as root:
+        await instrumentation.publish(
+            declared.exchanges[topology.RESERVATIONS.name],
+            aio_pika.Message(request.to_body(), content_type=CONTENT_TYPE, headers={}),
+            topology.RESERVATION_REQUESTED,
+            mandatory=True,
+        )
+    dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 15)
+    await queue.cancel(tag)
+    await dead.ack()
+    assert dead.headers[topology.DEAD_LETTER_REASON] == (
+        f"handler failed {MAX_ATTEMPTS} times: RuntimeError"
+    )
+    assert ledger.calls == MAX_ATTEMPTS
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(5),
+        wait=wait_fixed(0.05),
+        retry=retry_if_exception_type(AssertionError),
+        reraise=True,
+    ):
+        with attempt:  # the last consumer span ends just after its dead-letter publish
+            spans = exporter.get_finished_spans()
+            consumers = [s for s in spans if s.kind is SpanKind.CONSUMER]
+            assert len(consumers) == MAX_ATTEMPTS
+    trace_id = root.get_span_context().trace_id
+    for span in consumers:
+        assert span.context.trace_id == trace_id
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes is not None and span.attributes["error.type"] == "RuntimeError"
+        assert [e.name for e in span.events] == ["exception"]
+    dlx_publish = [s for s in spans if s.name == "publish reservations.dlx:reservation.requested"]
+    assert len(dlx_publish) == 1
+    assert dlx_publish[0].parent is not None
+    assert dlx_publish[0].parent.span_id == consumers[-1].context.span_id

@@ -1,0 +1,80 @@
+"""One delivery, handled the same way by every worker: validate, process, ack or give up.
+
+- A poison message (wrong content type, too big, bad JSON, wrong schema, unknown version) would
+  fail the same way every time: it is dead-lettered at once with its reason, never requeued.
+- A handler exception is a real failure: it is recorded on the CONSUMER span (exception event,
+  ``error.type``, ERROR status) and the message is requeued. RabbitMQ counts deliveries
+  (quorum queues' ``x-delivery-count`` header); on the ``MAX_ATTEMPTS``-th failure the worker
+  dead-letters it itself, with the error as the reason, so the dead-letter publish is a span
+  in the same trace. The queue's ``x-delivery-limit`` stays as a backstop for a message that
+  kills the worker before it can count.
+- Otherwise the message is acked, after everything it caused is committed and published.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from messaging.dead_letter import dead_letter
+from messaging.messages import CONTENT_TYPE, InvalidMessage, Message
+
+log = structlog.get_logger(__name__)
+
+# Our messages are ~200 bytes; anything far larger is not one of ours.
+MAX_BODY_BYTES = 16 * 1024
+# Attempts before a failing message is dead-lettered (below the queue's x-delivery-limit).
+MAX_ATTEMPTS = 3
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message: AbstractIncomingMessage, model: type[M]) -> M:
+    """Validate a delivery before anything else touches it; InvalidMessage means poison."""
+    if message.content_type != CONTENT_TYPE:
+        raise InvalidMessage(f"content type {message.content_type!r}, expected {CONTENT_TYPE}")
+    if len(message.body) > MAX_BODY_BYTES:
+        raise InvalidMessage(f"body of {len(message.body)} bytes exceeds {MAX_BODY_BYTES}")
+    return model.from_body(message.body)
+
+
+def attempt(message: AbstractIncomingMessage) -> int:
+    """1 for the first delivery; quorum queues count redeliveries in x-delivery-count."""
+    count = (message.headers or {}).get("x-delivery-count", 0)
+    return (count if isinstance(count, int) else 0) + 1
+
+
+async def handle(
+    message: AbstractIncomingMessage,
+    model: type[M],
+    process: Callable[[M, AbstractIncomingMessage], Awaitable[None]],
+    *,
+    dead_letter_exchange: AbstractExchange,
+    queue: str,
+) -> None:
+    span = trace.get_current_span()
+    try:
+        payload = parse(message, model)
+    except InvalidMessage as exc:
+        span.set_attribute("messaging.dead_letter.reason", str(exc))
+        log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
+        await dead_letter(dead_letter_exchange, message, f"invalid: {exc}", queue=queue)
+        return
+    try:
+        await process(payload, message)
+        await message.ack()
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        span.set_attribute("error.type", type(exc).__qualname__)
+        tries = attempt(message)
+        if tries >= MAX_ATTEMPTS:
+            log.exception("handler failed for the last time; dead-lettering", attempt=tries)
+            reason = f"handler failed {tries} times: {type(exc).__name__}"
+            await dead_letter(dead_letter_exchange, message, reason, queue=queue)
+        else:
+            log.exception("handler failed; the message will be redelivered", attempt=tries)
+            await message.nack(requeue=True)

@@ -1,0 +1,33 @@
+"""Preparing a download for a confirmed reservation, free of AMQP."""
+
+import secrets
+from typing import Protocol
+from uuid import UUID
+
+from opentelemetry import trace
+
+from messaging.messages import ReservationConfirmed
+from store.repository import Reservation
+
+tracer = trace.get_tracer(__name__)
+
+
+class UnknownReservation(LookupError):
+    """The event names a reservation the store does not hold as confirmed."""
+
+
+class Downloads(Protocol):
+    async def prepare_download(self, reservation_id: UUID, token: str) -> Reservation | None: ...
+
+
+async def prepare_download(event: ReservationConfirmed, downloads: Downloads) -> Reservation:
+    """Record a download token for the reservation; idempotent (the first token stays)."""
+    with tracer.start_as_current_span(
+        "prepare download", attributes={"reservation.id": str(event.reservation_id)}
+    ):
+        reservation = await downloads.prepare_download(
+            event.reservation_id, secrets.token_urlsafe(24)
+        )
+    if reservation is None:
+        raise UnknownReservation(f"no confirmed reservation {event.reservation_id}")
+    return reservation
