@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
 from api.edge import wrap_outermost
+from api.limits import RequestLimitsMiddleware
 from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
@@ -78,7 +79,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="Reserve items with credits; one trace follows each request across RabbitMQ.",
         lifespan=lifespan,
     )
-    app.state.settings = settings or ApiSettings()
+    app.state.settings = settings = settings or ApiSettings()
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TraceIdHeaderMiddleware)
     errors.install(app)
     for module in (reservations, users, downloads, health):

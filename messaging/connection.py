@@ -17,6 +17,10 @@ from messaging.settings import BrokerSettings
 log = structlog.get_logger(__name__)
 
 
+# Seconds between reconnection attempts once connected (aio-pika's default is 5).
+RECONNECT_INTERVAL = 1
+
+
 class BrokerUnreachable(ConnectionError):
     """The broker did not accept a connection within the start-up timeout."""
 
@@ -37,7 +41,9 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
             reraise=True,
         ):
             with attempt:
-                connection = await aio_pika.connect_robust(url, timeout=5)
+                connection = await aio_pika.connect_robust(
+                    url, timeout=5, reconnect_interval=RECONNECT_INTERVAL
+                )
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
             f"RabbitMQ is unreachable at {redacted(url)} ({type(exc).__name__}). "

@@ -12,6 +12,7 @@ A redelivered message fails step 2 on the primary key, which rolls back step 1, 
 answer is returned instead: a reservation is charged at most once, however often it arrives.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -52,9 +53,13 @@ class Item:
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, before_commit: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._writer = for_writes(engine)
+        # Called inside reserve()'s transaction, after the deduction (the crash tests use it).
+        self._before_commit = before_commit
 
     @property
     def engine(self) -> AsyncEngine:
@@ -65,6 +70,8 @@ class SqlStore:
         try:
             async with self._writer.begin() as conn:
                 reservation = await self._decide(conn, reservation_id, username, item_id)
+                if self._before_commit is not None:
+                    self._before_commit()
                 await conn.execute(
                     insert(reservations).values(
                         reservation_id=str(reservation_id),

@@ -12,15 +12,22 @@
 """
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ConnectionClosed,
+)
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from messaging.dead_letter import dead_letter
 from messaging.messages import CONTENT_TYPE, InvalidMessage, Message
+from workers import faults
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +37,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_ATTEMPTS = 3
 
 M = TypeVar("M", bound=Message)
+
+_CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
 
 
 def parse(message: AbstractIncomingMessage, model: type[M]) -> M:
@@ -56,16 +65,16 @@ async def handle(
     queue: str,
 ) -> None:
     span = trace.get_current_span()
+    faults.delivering(message)
     try:
         payload = parse(message, model)
     except InvalidMessage as exc:
         span.set_attribute("messaging.dead_letter.reason", str(exc))
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
-        await dead_letter(dead_letter_exchange, message, f"invalid: {exc}", queue=queue)
+        await _settle(dead_letter(dead_letter_exchange, message, f"invalid: {exc}", queue=queue))
         return
     try:
         await process(payload, message)
-        await message.ack()
     except Exception as exc:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -74,7 +83,21 @@ async def handle(
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {type(exc).__name__}"
-            await dead_letter(dead_letter_exchange, message, reason, queue=queue)
+            await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue))
         else:
             log.exception("handler failed; the message will be redelivered", attempt=tries)
-            await message.nack(requeue=True)
+            await _settle(message.nack(requeue=True))
+        return
+    await _settle(message.ack())
+
+
+async def _settle(settling: Awaitable[Any]) -> None:
+    """Ack, nack or dead-letter; if the channel is already gone, the broker redelivers the
+    message to a live consumer, and the store's idempotency key makes that safe."""
+    try:
+        await settling
+    except _CHANNEL_GONE as exc:
+        log.warning(
+            "channel lost before the message was settled; it will be redelivered",
+            error=type(exc).__name__,
+        )

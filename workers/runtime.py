@@ -26,6 +26,7 @@ from messaging.telemetry import Telemetry, setup_telemetry
 from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from workers import faults
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,8 @@ class WorkerSettings(BaseSettings):
 
     # Seconds a worker waits for in-flight messages on SIGTERM before closing anyway.
     worker_shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Test-only: see workers.faults.
+    worker_crash_at: faults.CrashPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,14 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
     configure_logging(service_name)
     telemetry = setup_telemetry(service_name)
     broker = BrokerSettings()
+    faults.arm(WorkerSettings().worker_crash_at)
     engine = await open_engine(StoreSettings(), telemetry.provider)
     connection = None
     try:
         connection = await connect(broker)
         channel, declared = await open_channel(connection, broker.amqp_prefetch)
-        yield WorkerRuntime(telemetry, connection, channel, declared, SqlStore(engine))
+        store = SqlStore(engine, before_commit=lambda: faults.crash_point("mid_transaction"))
+        yield WorkerRuntime(telemetry, connection, channel, declared, store)
     finally:
         if connection is not None:
             await connection.close()

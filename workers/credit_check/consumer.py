@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from messaging import instrumentation, topology
 from messaging.messages import CONTENT_TYPE, ReservationRequested
-from workers import delivery
+from workers import delivery, faults
 from workers.credit_check.handler import Decision, Ledger, check_credit
 
 log = structlog.get_logger(__name__)
@@ -46,6 +46,7 @@ class CreditCheckConsumer:
     ) -> None:
         log.info("reservation received", reservation_id=str(request.reservation_id))
         decision = await check_credit(request, self._ledger)
+        faults.crash_point("after_commit")
         _annotate(trace.get_current_span(), decision)
         log.info(
             "credit checked",
@@ -63,6 +64,7 @@ class CreditCheckConsumer:
                 mandatory=True,
             )
             log.info("announced confirmation", reservation_id=str(request.reservation_id))
+        faults.crash_point("after_reply")
 
     async def _reply(self, message: AbstractIncomingMessage, decision: Decision) -> None:
         if not message.reply_to:

@@ -1,0 +1,74 @@
+"""Request limits at the edge: body size and content type, answered before any work is done.
+
+A body larger than ``MAX_BODY_BYTES`` gets 413 (checked on ``Content-Length``, and while reading
+a chunked body); a body that is not JSON gets 415. Both are pure ASGI, so a hostile request
+never reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
+"""
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.tracing import current_trace_id
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class RequestLimitsMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        if length and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            return
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            await _reject(send, 415, "send the request body as application/json")
+            return
+        body = bytearray()
+        more_body = True
+        while more_body:  # at most max_body_bytes are ever held in memory
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the already-read body to the app, then pass through (e.g. http.disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _reject(send: Send, status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail, "trace_id": current_trace_id()})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Reliability and security under faults, load and bad input (``make test-reliability``)."""
