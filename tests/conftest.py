@@ -61,3 +61,7 @@ async def store_settings(
 def ref() -> str:
     """A unique suffix, so tests never depend on each other's data."""
     return uuid.uuid4().hex[:8]
+
+
+# Fixtures that start real processes (end-to-end and reliability tests).
+from tests.stack import api_port, database_env, make_system, receiver, system  # noqa: E402, F401

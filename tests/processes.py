@@ -35,6 +35,13 @@ class Process:
                 assert self.popen.poll() is None, f"{self.name} exited:\n{self.log()}"
                 assert text in self.log(), f"{self.name} has not logged {text!r} yet"
 
+    def wait_exit(self, within: float = 15) -> int:
+        """Wait for the process to exit by itself; returns its exit code."""
+        try:
+            return self.popen.wait(within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {within}s") from None
+
     def stop(self, within: float = 15) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time. Returns the exit code."""
         if self.popen.poll() is None:

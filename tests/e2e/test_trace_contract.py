@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from cli.collector import OtlpReceiver
-from tests.e2e.conftest import System
+from tests.stack import System
 from tests.traces import (
     API,
     CONFIRMED_PROCESS,

@@ -10,7 +10,7 @@ import pytest
 
 from cli.collector import OtlpReceiver
 from messaging import topology
-from tests.e2e.conftest import System
+from tests.stack import System
 from tests.system import get_within
 from tests.traces import (
     API,

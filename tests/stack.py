@@ -1,4 +1,5 @@
-"""End-to-end fixtures: an OTLP/gRPC receiver standing in for Tempo, and real processes."""
+"""Real processes for end-to-end and reliability tests: an OTLP/gRPC receiver standing in for
+Tempo, the API and the workers. tests/conftest.py exposes these fixtures to every test."""
 
 import asyncio
 import signal

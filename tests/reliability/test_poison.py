@@ -1,0 +1,76 @@
+"""Poison messages go to the dead-letter queue at once, with a reason, and never loop; the
+worker process keeps consuming good messages."""
+
+import json
+import uuid
+
+import aio_pika
+import httpx
+
+from messaging import topology
+from tests.stack import System
+from tests.system import get_within
+from workers.delivery import MAX_BODY_BYTES
+
+VALID = {"version": 1, "reservation_id": "", "username": "alice", "item_id": "book-1"}
+
+
+def _body(**changes: object) -> bytes:
+    return json.dumps({**VALID, "reservation_id": str(uuid.uuid4()), **changes}).encode()
+
+
+POISON = {
+    "malformed-json": (b'{"version": 1, "reservation_id": ', "application/json", "Invalid JSON"),
+    "schema-violation": (_body(username="no spaces allowed"), "application/json", "username"),
+    "unknown-version": (_body(version=2), "application/json", "version"),
+    "wrong-content-type": (_body(), "text/plain", "content type 'text/plain'"),
+    "oversized": (
+        _body(item_id="x" * (MAX_BODY_BYTES + 1)),
+        "application/json",
+        f"exceeds {MAX_BODY_BYTES}",
+    ),
+}
+
+
+async def test_each_kind_of_poison_is_dead_lettered_once_with_its_reason(
+    system: System, amqp_url: str
+) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        declared = await topology.declare(channel)
+        dead_letters = declared.queues[topology.DEAD_LETTERS.name]
+        await dead_letters.purge()
+        for kind, (body, content_type, _) in POISON.items():
+            await declared.exchanges[topology.RESERVATIONS.name].publish(
+                aio_pika.Message(body, content_type=content_type, message_id=kind),
+                routing_key=topology.RESERVATION_REQUESTED,
+                mandatory=True,
+            )
+        reasons = {}
+        for _ in POISON:
+            dead = await get_within(dead_letters, 10)
+            reasons[dead.message_id] = str(dead.headers[topology.DEAD_LETTER_REASON])
+            # First delivery: dead-lettered at once, never requeued in a loop.
+            assert dead.headers.get("x-delivery-count", 0) == 0
+            await dead.ack()
+        for kind, (_, _, reason) in POISON.items():
+            assert reason in reasons[kind], (kind, reasons[kind])
+        # Nothing else: each poison message was dead-lettered exactly once.
+        assert await dead_letters.get(fail=False) is None
+        credit_check = await channel.declare_queue(
+            topology.CREDIT_CHECK.name,
+            durable=True,
+            arguments=dict(topology.CREDIT_CHECK.arguments),
+        )
+        assert credit_check.declaration_result.message_count == 0
+    finally:
+        await connection.close()
+    print(f"\ndead-lettered: {len(reasons)} {sorted(map(str, reasons))}")  # noqa: T201
+
+    # The worker goes on with good messages.
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:
+        response = await client.post(
+            "/reservations", json={"username": "alice", "item_id": "book-1"}
+        )
+    assert response.status_code == 201
