@@ -17,10 +17,12 @@ Only the standard OpenTelemetry variables are read:
 """
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+import structlog
 from opentelemetry import trace
 from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
 from opentelemetry.sdk.resources import (
@@ -39,6 +41,10 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from messaging.instrumentation import SemconvTracerProvider
 
+log = structlog.get_logger(__name__)
+
+# Seconds shutdown waits for the last spans to be exported.
+SHUTDOWN_TIMEOUT = 3.0
 # Bound attribute values (an oversized header copied into an attribute must not bloat spans).
 DEFAULT_ATTRIBUTE_LENGTH_LIMIT = 1024
 
@@ -58,12 +64,21 @@ class Telemetry:
     def enabled(self) -> bool:
         return isinstance(self.provider, TracerProvider)
 
-    def shutdown(self) -> None:
+    def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
         """Flush queued spans, stop the exporter and remove the aio-pika patches; call once,
-        on the way out."""
-        if isinstance(self.provider, TracerProvider):
-            uninstrument_aio_pika()
-            self.provider.shutdown()
+        on the way out. Bounded: with the tracing backend down or hanging, the exporter would
+        retry for its whole timeout, so after ``within`` seconds the spans still queued are
+        dropped and the process goes on exiting."""
+        if not isinstance(self.provider, TracerProvider):
+            return
+        uninstrument_aio_pika()
+        flushing = threading.Thread(
+            target=self.provider.shutdown, name="otel-shutdown", daemon=True
+        )
+        flushing.start()
+        flushing.join(within)
+        if flushing.is_alive():
+            log.warning("tracing backend unreachable: unexported spans dropped", within=within)
 
 
 def service_version() -> str:
