@@ -40,5 +40,14 @@ run-api: $(STAMP)
 run-worker: $(STAMP)
 	$(BIN)/python -m workers.credit_check
 
+# The API and both workers, an embedded trace collector (no Docker), a confirmed and a rejected
+# reservation, and the confirmed one's whole trace as a waterfall. Then it keeps running until
+# Ctrl-C; DEMO_EXIT=1 make demo stops after the waterfall (CI). Needs RabbitMQ (AMQP_URL).
+demo: $(STAMP)
+	$(BIN)/reservations demo
+
+run-fulfilment: $(STAMP)
+	$(BIN)/python -m workers.fulfilment
+
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

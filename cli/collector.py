@@ -19,7 +19,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from cli.spans import SpanRecord, from_proto_request
 
-TRACES_FILE = "traces.jsonl"
+# Re-exported: the file format lives in cli.trace_files, which readers import without gRPC.
+from cli.trace_files import TRACES_FILE, read_traces_file
+
+__all__ = ["TRACES_FILE", "OtlpReceiver", "SpanStore", "read_traces_file"]
 
 
 class SpanStore:
@@ -65,18 +68,6 @@ class SpanStore:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-
-def read_traces_file(store_dir: Path) -> dict[str, list[SpanRecord]]:
-    """Traces a collector in another process wrote to ``store_dir``, oldest first."""
-    traces: dict[str, list[SpanRecord]] = {}
-    path = store_dir / TRACES_FILE
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                span = SpanRecord.from_dict(json.loads(line))
-                traces.setdefault(span.trace_id, []).append(span)
-    return traces
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

@@ -1,0 +1,66 @@
+"""The API as the CLI sees it: every call fails with one clear sentence, not a traceback."""
+
+from typing import Any
+
+import httpx
+
+from cli.errors import CliError
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout: float = 15.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        try:
+            return self._http.request(method, path, json=json)
+        except httpx.TimeoutException:
+            raise CliError(f"the API at {self.base_url} did not answer in time.") from None
+        except httpx.HTTPError as error:
+            raise CliError(
+                f"the API is not reachable at {self.base_url} ({error or type(error).__name__}).",
+                hint="start everything with `reservations run` (or `make demo`), or set API_URL.",
+            ) from None
+
+    def reserve(self, username: str, item_id: str) -> httpx.Response:
+        return self.request("POST", "/reservations", {"username": username, "item_id": item_id})
+
+    def catalogue(self) -> dict[str, Any]:
+        return self._ok(self.request("GET", "/users"))
+
+    def top_up(self, username: str, amount: int) -> dict[str, Any]:
+        return self._ok(self.request("POST", f"/users/{username}/credits", {"amount": amount}))
+
+    def _ok(self, response: httpx.Response) -> dict[str, Any]:
+        body = body_of(response)
+        if response.status_code != 200:
+            raise CliError(f"{response.status_code}: {describe_error(body)}")
+        return body
+
+
+def body_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"detail": response.text[:200]}
+    return body if isinstance(body, dict) else {"detail": body}
+
+
+def describe_error(body: dict[str, Any]) -> str:
+    """FastAPI's 422 ``detail`` is a list of problems; ours are strings."""
+    detail = body.get("detail", body.get("reason", body))
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg')}"
+            if isinstance(d, dict)
+            else str(d)
+            for d in detail
+        )
+    return str(detail)

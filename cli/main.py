@@ -1,0 +1,153 @@
+"""``reservations``: the typer app. Wiring only: each command's work lives in its own module."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cli import reservations
+from cli.errors import reporting_errors
+from cli.settings import CliSettings
+from cli.tempo import TempoClient, normalize_trace_id
+from cli.trace_lookup import Source, find_trace, newest_trace_id
+from cli.waterfall import Waterfall
+
+app = typer.Typer(
+    help="Run the reservation system locally and see one request's trace across RabbitMQ.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+# Piped (CI, `make demo | tee`): wide enough for a waterfall, unless COLUMNS says otherwise.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150
+console = Console(width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Traces (and the SQLite file) go here. [env: RESERVATIONS_DATA_DIR]"),
+]
+OtlpEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        help="Send traces there; no embedded collector. [env: OTEL_EXPORTER_OTLP_ENDPOINT]"
+    ),
+]
+CollectorPort = Annotated[
+    int | None,
+    typer.Option(help="Embedded collector port (4317). [env: RESERVATIONS_COLLECTOR_PORT]"),
+]
+
+
+def settings(**overrides: Any) -> CliSettings:
+    base = CliSettings()
+    field_names = {
+        "data_dir": "data_dir",
+        "otlp_endpoint": "otel_exporter_otlp_endpoint",
+        "collector_port": "collector_port",
+    }
+    update = {field_names[k]: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=update)
+
+
+@app.command()
+def run(
+    data_dir: DataDir = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    collector_port: CollectorPort = None,
+) -> None:
+    """Start the API and both workers, logs interleaved, until Ctrl-C."""
+    from cli import run as run_flow  # lazily: gRPC and the collector load only where needed
+
+    with reporting_errors(err):
+        run_flow.run(
+            settings(data_dir=data_dir, otlp_endpoint=otlp_endpoint, collector_port=collector_port),
+            console,
+        )
+
+
+@app.command()
+def demo(
+    exit_after: Annotated[
+        bool, typer.Option("--exit", envvar="DEMO_EXIT", help="Stop after the waterfall (CI).")
+    ] = False,
+    data_dir: DataDir = None,
+    otlp_endpoint: OtlpEndpoint = None,
+    collector_port: CollectorPort = None,
+) -> None:
+    """`run`, then reserve twice and show the confirmed reservation's whole trace."""
+    from cli import demo as demo_flow
+
+    with reporting_errors(err):
+        demo_flow.demo(
+            settings(data_dir=data_dir, otlp_endpoint=otlp_endpoint, collector_port=collector_port),
+            console,
+            exit_after,
+        )
+
+
+@app.command()
+def reserve(user: str, item: str) -> None:
+    """Reserve ITEM for USER; prints the outcome and the trace id."""
+    with reporting_errors(err):
+        reservations.reserve(settings(), user, item, console)
+
+
+@app.command()
+def trace(
+    trace_id: Annotated[str | None, typer.Argument(help="32 hex characters")] = None,
+    last: Annotated[
+        bool, typer.Option("--last", help="The newest trace in the collector.")
+    ] = False,
+    source: Annotated[Source, typer.Option(help="Where to read the trace.")] = Source.auto,
+    attrs: Annotated[bool, typer.Option("--attrs", help="Show span attributes.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the trace to complete.")] = 5.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Show a trace as a waterfall: span tree, services, kinds, durations on one time axis."""
+    with reporting_errors(err):
+        cfg = settings(data_dir=data_dir)
+        if last:
+            trace_id, source = newest_trace_id(cfg.data_dir), Source.collector
+        elif trace_id is None:
+            raise typer.BadParameter("give a TRACE_ID or --last")
+        spans = find_trace(
+            normalize_trace_id(trace_id), source, cfg.data_dir, TempoClient(cfg.tempo_url), wait
+        )
+        console.print(Waterfall(spans, show_attributes=attrs))
+
+
+@app.command()
+def load(
+    user: Annotated[str, typer.Argument()] = "alice",
+    item: Annotated[str, typer.Argument()] = "book-1",
+    requests: Annotated[int, typer.Option("-n", help="How many reservations.")] = 100,
+    concurrency: Annotated[int, typer.Option("-c", help="How many at a time.")] = 10,
+) -> None:
+    """Send N reservations, C at a time, to the local API; outcomes, throughput, p50/p99."""
+    from cli import load as load_flow
+
+    with reporting_errors(err):
+        api_url = settings().api_url
+        load_flow.check_limits(api_url, requests, concurrency)
+        result = asyncio.run(
+            load_flow.run_load(api_url, requests, concurrency, user, item, console)
+        )
+        console.print(load_flow.summary(result, concurrency))
+
+
+@app.command()
+def users() -> None:
+    """Users with their credits, and the items with their prices."""
+    with reporting_errors(err):
+        reservations.users(settings(), console)
+
+
+@app.command("top-up")
+def top_up(user: str, amount: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Add AMOUNT credits to USER."""
+    with reporting_errors(err):
+        reservations.top_up(settings(), user, amount, console)

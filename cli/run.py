@@ -1,0 +1,47 @@
+"""``reservations run``: everything up until Ctrl-C, and a clear word when something dies."""
+
+from rich.console import Console
+from rich.panel import Panel
+
+from cli.errors import CliError
+from cli.settings import CliSettings
+from cli.system import Interrupted, LocalSystem, local_system
+
+
+def run(settings: CliSettings, console: Console) -> None:
+    try:
+        with local_system(settings, console) as system:
+            announce_ready(system, console)
+            keep_running(system)
+    except Interrupted:
+        pass
+    console.print("[green]stopped[/]: every process exited")
+
+
+def announce_ready(system: LocalSystem, console: Console) -> None:
+    traces = (
+        "reservations trace --last"
+        if system.receiver is not None
+        else f"traces go to {system.otlp_endpoint}"
+    )
+    console.print(
+        Panel.fit(
+            f"API      [bold]{system.api_url}[/]\n"
+            f"try      reservations reserve alice book-1\n"
+            f"         reservations users\n"
+            f"         {traces}\n"
+            f"[dim]Ctrl-C stops everything[/]",
+            title="[green]ready[/]",
+        )
+    )
+
+
+def keep_running(system: LocalSystem) -> None:
+    """Until Ctrl-C/SIGTERM; a child that dies on its own ends the run with an error."""
+    dead = system.supervisor.wait()
+    if dead is not None:
+        raise CliError(
+            f"{dead.name} exited unexpectedly (exit code {dead.popen.returncode}); "
+            "stopped everything else.",
+            hint=f"its last log lines above (prefixed '{dead.name}') say why.",
+        )

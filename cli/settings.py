@@ -1,0 +1,61 @@
+"""Where the CLI finds things, from the environment (and overridden by command options).
+
+The same variables as the services (``AMQP_URL``, ``OTEL_EXPORTER_OTLP_ENDPOINT``) plus the
+addresses of the API, Tempo and Grafana, and where the embedded collector keeps its traces.
+"""
+
+import ipaddress
+from pathlib import Path
+
+import httpx
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_API_URL = "http://127.0.0.1:8081"
+DEFAULT_TEMPO_URL = "http://localhost:3200"
+COLLECTOR_HOST = "127.0.0.1"  # loopback only: the collector accepts spans from anyone
+
+
+class CliSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    api_url: str = DEFAULT_API_URL
+    tempo_url: str = DEFAULT_TEMPO_URL
+    # e.g. http://localhost:3000; when unset, no Explore link is printed.
+    grafana_url: str | None = None
+    # Set: the services export there and no embedded collector starts.
+    otel_exporter_otlp_endpoint: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Field(
+        default=Path(".data"), validation_alias=AliasChoices("RESERVATIONS_DATA_DIR")
+    )
+    collector_port: int = Field(
+        default=4317, ge=0, le=65535, validation_alias=AliasChoices("RESERVATIONS_COLLECTOR_PORT")
+    )
+    # How many traces the embedded collector keeps (in memory, and on disk across runs).
+    collector_max_traces: int = Field(
+        default=500, ge=1, validation_alias=AliasChoices("RESERVATIONS_COLLECTOR_MAX_TRACES")
+    )
+
+    @property
+    def api_port(self) -> int:
+        return httpx.URL(self.api_url).port or 80
+
+    def children_database_url(self) -> str:
+        """``DATABASE_URL`` if set, else a SQLite file in the data dir (shared by children)."""
+        if self.database_url:
+            return self.database_url
+        # Relative stays relative: the children run in this process's working directory.
+        return f"sqlite+aiosqlite:///{self.data_dir / 'reservations.db'}"
+
+
+def is_loopback_url(url: str) -> bool:
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

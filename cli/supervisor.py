@@ -1,0 +1,125 @@
+"""Child processes run side by side, their logs interleaved on one terminal, stopped together.
+
+Children run in their own process group, so a Ctrl-C in the terminal reaches only this
+process; it then stops them in order (the API first, so in-flight requests still get their
+replies), each with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once.
+"""
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from rich.console import Console
+from rich.text import Text
+
+# uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit too.
+CLEAN_EXIT_CODES = (0, -signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    popen: "subprocess.Popen[bytes]"
+    color: str
+    ready_marker: str | None
+    ready: threading.Event = field(default_factory=threading.Event)
+    pump: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+
+class Supervisor:
+    def __init__(self, console: Console, stop_timeout: float = 10.0) -> None:
+        self.console = console
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self._hurry = threading.Event()
+        self._stop_timeout = stop_timeout
+        self._stopping = False
+        self._print_lock = threading.Lock()
+        self._width = 0
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM ask for a clean stop; a second one asks to hurry."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.stop_requested.is_set():
+                self._hurry.set()
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        color: str,
+        ready_marker: str | None = None,
+    ) -> Child:
+        """Start ``args``; its child counts as ready once a log line contains ``ready_marker``."""
+        popen = subprocess.Popen(
+            list(args),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child = Child(name, popen, color, ready_marker)
+        self._width = max(self._width, len(name))
+        child.pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
+        child.pump.start()
+        self.children.append(child)
+        return child
+
+    def _pump(self, child: Child) -> None:
+        assert child.popen.stdout is not None
+        for raw in child.popen.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if child.ready_marker and child.ready_marker in line:
+                child.ready.set()
+            self.say(Text.assemble((f"{child.name:<{self._width}} │ ", child.color), line))
+
+    def say(self, text: Text | str) -> None:
+        with self._print_lock:
+            self.console.print(text, soft_wrap=True, highlight=False)
+
+    def died(self) -> Child | None:
+        """A child that exited while nobody asked it to."""
+        if self._stopping:
+            return None
+        return next((c for c in self.children if not c.running), None)
+
+    def wait(self) -> Child | None:
+        """Block until a stop is requested (returns None) or a child dies (returns it)."""
+        while not self.stop_requested.wait(0.2):
+            if (dead := self.died()) is not None:
+                return dead
+        return None
+
+    def stop(self) -> dict[str, int]:
+        """Stop every child, newest first; returns each one's exit code."""
+        self._stopping = True
+        codes: dict[str, int] = {}
+        for child in reversed(self.children):
+            if child.running:
+                child.popen.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + self._stop_timeout
+                while child.running and time.monotonic() < deadline:
+                    if self._hurry.wait(0.05):
+                        break
+                if child.running:
+                    self.say(Text(f"{child.name} did not stop in time: killing it", "yellow"))
+                    child.popen.kill()
+            codes[child.name] = child.popen.wait()
+            if child.pump is not None:
+                child.pump.join(timeout=2)
+        return codes

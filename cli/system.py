@@ -1,0 +1,149 @@
+"""The whole system on this machine: the API and both workers as supervised children, with
+traces going to an embedded collector (the default) or to an OTLP endpoint the user named."""
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from rich.console import Console
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from cli.collector import OtlpReceiver, SpanStore
+from cli.errors import CliError
+from cli.preflight import require_broker, require_free_port
+from cli.settings import COLLECTOR_HOST, CliSettings
+from cli.supervisor import Supervisor
+from cli.trace_files import compact_traces_file
+
+# (name, module, colour, log line that says it is consuming); the API is ready on /readyz.
+CHILDREN = (
+    ("credit-check", "workers.credit_check", "magenta", "consuming"),
+    ("fulfilment", "workers.fulfilment", "green", "consuming"),
+    ("api", "api", "cyan", None),
+)
+READY_WITHIN = 60.0
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived while starting."""
+
+
+@dataclass
+class LocalSystem:
+    supervisor: Supervisor
+    api_url: str
+    otlp_endpoint: str
+    receiver: OtlpReceiver | None  # None when traces go to an external endpoint
+
+    @property
+    def store(self) -> SpanStore | None:
+        return self.receiver.store if self.receiver is not None else None
+
+
+def children_env(settings: CliSettings, otlp_endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    env.update(
+        {
+            "AMQP_URL": settings.amqp_url,
+            "DATABASE_URL": settings.children_database_url(),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(settings.api_port),
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            # Export within 200 ms, so a trace is complete moments after the request.
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "LOG_FORMAT": "console",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@contextmanager
+def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSystem]:
+    """Start everything and wait until it is ready; stop everything on the way out."""
+    require_broker(settings.amqp_url)
+    require_free_port(
+        "127.0.0.1",
+        settings.api_port,
+        "the API",
+        "another `reservations run` or `make run-api` may be running; or set API_URL.",
+    )
+    receiver = None
+    if settings.otel_exporter_otlp_endpoint:
+        endpoint = settings.otel_exporter_otlp_endpoint
+        console.print(f"traces → [bold]{endpoint}[/] (no embedded collector)")
+    else:
+        receiver = start_collector(settings)
+        endpoint = receiver.endpoint
+        console.print(
+            f"traces → embedded collector on [bold]{endpoint}[/], "
+            f"kept in [bold]{settings.data_dir / 'traces.jsonl'}[/]"
+        )
+    supervisor = Supervisor(console)
+    supervisor.install_signal_handlers()
+    system = LocalSystem(supervisor, settings.api_url, endpoint, receiver)
+    try:
+        env = children_env(settings, endpoint)
+        for name, module, color, marker in CHILDREN:
+            supervisor.start(name, [sys.executable, "-m", module], env, color, marker)
+        wait_ready(system)
+        yield system
+    finally:
+        codes = supervisor.stop()
+        if receiver is not None:
+            receiver.stop()
+        unclean = {n: c for n, c in codes.items() if c not in (0, -15)}
+        if unclean and not supervisor.stop_requested.is_set():
+            console.print(f"[yellow]exit codes:[/] {unclean}")
+
+
+def start_collector(settings: CliSettings) -> OtlpReceiver:
+    port = settings.collector_port
+    if port:
+        require_free_port(
+            COLLECTOR_HOST,
+            port,
+            "the embedded trace collector",
+            "Tempo (docker compose) may be listening there: then pass `--otlp-endpoint "
+            f"http://localhost:{port}`; or choose another `--collector-port`.",
+        )
+    compact_traces_file(settings.data_dir, settings.collector_max_traces)
+    store = SpanStore(settings.collector_max_traces, store_dir=settings.data_dir)
+    return OtlpReceiver(store, COLLECTOR_HOST, port).start()
+
+
+def wait_ready(system: LocalSystem) -> None:
+    """Until the workers consume and the API answers /readyz; a dead child or Ctrl-C ends it."""
+    retrying = Retrying(
+        stop=stop_after_delay(READY_WITHIN),
+        wait=wait_fixed(0.2),
+        retry=retry_if_exception_type((AssertionError, httpx.HTTPError)),
+        reraise=True,
+    )
+    try:
+        _poll_ready(system, retrying)
+    except (AssertionError, httpx.HTTPError) as error:
+        raise CliError(f"not ready within {READY_WITHIN:.0f} s: {error}") from None
+
+
+def _poll_ready(system: LocalSystem, retrying: Retrying) -> None:
+    supervisor = system.supervisor
+    for attempt in retrying:
+        with attempt:
+            if supervisor.stop_requested.is_set():
+                raise Interrupted
+            if (dead := supervisor.died()) is not None:
+                raise CliError(
+                    f"{dead.name} exited while starting (exit code {dead.popen.returncode}).",
+                    hint="its last log lines are above.",
+                )
+            waiting = [
+                c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()
+            ]
+            assert not waiting, f"waiting for {waiting}"
+            response = httpx.get(f"{system.api_url}/readyz", timeout=1)
+            assert response.status_code == 200, "API not ready"

@@ -1,0 +1,55 @@
+"""The embedded collector's traces on disk (``traces.jsonl``, one span per line), read by
+``reservations trace`` from another process while ``reservations run`` appends to it."""
+
+import json
+from pathlib import Path
+
+from cli.spans import SpanRecord
+
+TRACES_FILE = "traces.jsonl"
+
+
+def read_traces_file(store_dir: Path) -> dict[str, list[SpanRecord]]:
+    """Traces a collector in another process wrote to ``store_dir``, oldest first."""
+    traces: dict[str, list[SpanRecord]] = {}
+    path = store_dir / TRACES_FILE
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                span = SpanRecord.from_dict(json.loads(line))
+                traces.setdefault(span.trace_id, []).append(span)
+    return traces
+
+
+def read_trace(store_dir: Path, trace_id: str) -> list[SpanRecord]:
+    """One trace from ``store_dir``; parses only the lines that mention its id."""
+    path = store_dir / TRACES_FILE
+    if not path.exists():
+        return []
+    needle = f'"trace_id": "{trace_id}"'
+    with path.open(encoding="utf-8") as lines:
+        return [SpanRecord.from_dict(json.loads(line)) for line in lines if needle in line]
+
+
+def latest_trace_id(store_dir: Path) -> str | None:
+    """The trace in ``store_dir`` that started last (a late span of an older trace, such as
+    its async tail, does not make that trace the newest)."""
+    starts: dict[str, int] = {}
+    for trace_id, spans in read_traces_file(store_dir).items():
+        starts[trace_id] = min(span.start_ns for span in spans)
+    return max(starts, key=lambda t: starts[t]) if starts else None
+
+
+def compact_traces_file(store_dir: Path, max_traces: int) -> None:
+    """Keep only the newest ``max_traces`` traces on disk, so the file does not grow forever."""
+    path = store_dir / TRACES_FILE
+    traces = read_traces_file(store_dir)
+    if len(traces) <= max_traces:
+        return
+    kept = list(traces.values())[-max_traces:]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for spans in kept:
+            for span in spans:
+                out.write(json.dumps(span.to_dict()) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,143 @@
+"""A trace as a waterfall in the terminal: the span tree on the left, each span's bar on one
+time axis shared by the whole trace, so the async hops and the gaps between them show."""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
+
+from cli.spans import SpanRecord
+
+PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
+ERROR_STYLE = "bold red"
+GAP = "  "
+
+
+@dataclass(frozen=True)
+class Row:
+    span: SpanRecord
+    prefix: str  # tree guides before the name
+    continuation: str  # tree guides for lines under the name (attributes)
+    has_children: bool = False
+
+
+def tree_rows(spans: list[SpanRecord]) -> list[Row]:
+    """Depth-first, children ordered by start time; a span whose parent is not in the trace
+    (not exported yet, or from an upstream caller) is a root."""
+    ids = {s.span_id for s in spans}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in sorted(spans, key=lambda s: (s.start_ns, s.end_ns)):
+        parent = span.parent_span_id if span.parent_span_id in ids else None
+        children.setdefault(parent, []).append(span)
+    rows: list[Row] = []
+    seen: set[str] = set()
+
+    def walk(parent: str | None, guides: str, is_root: bool) -> None:
+        kids = children.get(parent, [])
+        for i, span in enumerate(kids):
+            if span.span_id in seen:  # a malformed trace could hold a cycle
+                continue
+            seen.add(span.span_id)
+            last = i == len(kids) - 1
+            branch = "" if is_root else ("└─ " if last else "├─ ")
+            below = guides if is_root else guides + ("   " if last else "│  ")
+            rows.append(Row(span, guides + branch, below, bool(children.get(span.span_id))))
+            walk(span.span_id, below, False)
+
+    walk(None, "", True)
+    return rows
+
+
+def format_duration(ns: int) -> str:
+    ms = ns / 1e6
+    if ms < 1:
+        return f"{ms:.2f} ms"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+class Waterfall:
+    """A rich renderable; it fits the console width it is printed on."""
+
+    def __init__(self, spans: list[SpanRecord], show_attributes: bool = False) -> None:
+        self.spans = spans
+        self.show_attributes = show_attributes
+        self.rows = tree_rows(spans)
+        services = dict.fromkeys(s.service for s in sorted(spans, key=lambda s: s.start_ns))
+        self.colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(services)}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.spans:
+            yield Text("(no spans)", "dim")
+            return
+        t0 = min(s.start_ns for s in self.spans)
+        total = max(max(s.end_ns for s in self.spans) - t0, 1)
+        yield Text.assemble(
+            ("trace ", "dim"),
+            (self.spans[0].trace_id, "bold"),
+            (f" · {len(self.spans)} spans · {len(self.colors)} services · ", "dim"),
+            (format_duration(total), "bold"),
+        )
+        service_w = max(len(s) for s in self.colors)
+        kind_w = max(len(s.kind) for s in self.spans)
+        dur_w = max(
+            len("duration"), *(len(format_duration(s.end_ns - s.start_ns)) for s in self.spans)
+        )
+        needed = max(len(r.prefix) + len(r.span.name) for r in self.rows)
+        available = options.max_width - service_w - kind_w - dur_w - 4 * len(GAP)
+        name_w = max(12, min(needed, available - 20))
+        bar_w = max(10, available - name_w)
+        axis = Text("0", "dim")
+        axis.append(format_duration(total).rjust(bar_w - 1), "dim")
+        head = f"{'span':<{name_w}}{GAP}{'service':<{service_w}}{GAP}{'kind':<{kind_w}}{GAP}"
+        yield Text.assemble((head + "duration".rjust(dur_w) + GAP, "dim"), axis)
+        for row in self.rows:
+            yield self._row(row, name_w, service_w, kind_w, dur_w, bar_w, t0, total)
+            if self.show_attributes:
+                yield from self._attributes(row, options.max_width)
+        errors = [s for s in self.spans if s.status == "ERROR"]
+        for span in errors:
+            yield Text.assemble(
+                ("✗ ERROR ", ERROR_STYLE), f"{span.name} ({span.service}) ", span.status_message
+            )
+
+    def _row(
+        self, row: Row, name_w: int, service_w: int, kind_w: int, dur_w: int, bar_w: int,
+        t0: int, total: int,
+    ) -> Text:  # fmt: skip
+        span = row.span
+        error = span.status == "ERROR"
+        color = ERROR_STYLE if error else self.colors[span.service]
+        label = row.prefix + span.name
+        if len(label) > name_w:
+            label = label[: name_w - 1] + "…"
+        guides = min(len(row.prefix), len(label))
+        start = int((span.start_ns - t0) / total * bar_w)
+        end = min(bar_w, max(start + 1, math.ceil((span.end_ns - t0) / total * bar_w)))
+        start = min(start, bar_w - 1)
+        return Text.assemble(
+            (label[:guides], "dim"),
+            (label[guides:].ljust(name_w - guides), ERROR_STYLE if error else ""),
+            GAP,
+            (span.service.ljust(service_w), self.colors[span.service]),
+            GAP,
+            (span.kind.ljust(kind_w), "dim"),
+            GAP,
+            format_duration(span.end_ns - span.start_ns).rjust(dur_w),
+            GAP,
+            " " * start,
+            ("█" * (end - start), color),
+            " " * (bar_w - end),
+        )
+
+    def _attributes(self, row: Row, width: int) -> Iterator[Text]:
+        lines = [f"{k} = {v}" for k, v in sorted(row.span.attributes.items())]
+        if row.span.status_message:
+            lines.append(f"status = {row.span.status} {row.span.status_message}")
+        lines += [f"event {e.name} {e.attributes or ''}".rstrip() for e in row.span.events]
+        for line in lines:
+            guide = row.continuation + ("│  " if row.has_children else "   ")
+            text = Text.assemble((guide + " ", "dim"), (line, "dim italic"))
+            text.truncate(width, overflow="ellipsis")
+            yield text

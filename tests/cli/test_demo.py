@@ -1,0 +1,48 @@
+"""`make demo` without a terminal: `reservations demo` with DEMO_EXIT=1 (what CI runs)."""
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.conftest import RESERVATIONS, cli_env
+from tests.system import purge_work_queues
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_prints_the_whole_trace_and_exits(amqp_url: str, tmp_path: Path) -> None:
+    asyncio.run(purge_work_queues(amqp_url))
+    env = cli_env(amqp_url, tmp_path / ".data", DEMO_EXIT="1")
+    env.pop("DATABASE_URL", None)  # the demo's own default: a SQLite file in the data dir
+
+    done = subprocess.run(
+        [str(RESERVATIONS), "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    out = done.stdout
+    assert "confirmed HTTP 201  alice → book-1" in out
+    assert "rejected_insufficient_credits HTTP 409  bob → course-1" in out
+    waterfall = out[out.index("the confirmed reservation's trace") :].splitlines()[1:]
+    trace_id = re.search(r"trace id\s+([0-9a-f]{32})", out)
+    assert trace_id and waterfall[0].startswith(f"trace {trace_id[1]} · ")
+    assert "3 services" in waterfall[0]
+    rows = [line for line in waterfall if "█" in line]
+    assert rows[0].startswith("POST /reservations")
+    for service in ("reservations-api", "credit-check-worker", "fulfilment-worker"):
+        assert any(service in row for row in rows), "\n".join(waterfall)
+    assert any("process reservations:reservation.confirmed:fulfilment" in r for r in rows)
+    assert out.rstrip().endswith("stopped: every process exited")
+    assert (tmp_path / ".data" / "reservations.db").exists()
+    assert (tmp_path / ".data" / "traces.jsonl").exists()
+    with pytest.raises(httpx.ConnectError):  # the API is gone, not orphaned
+        httpx.get(f"{env['API_URL']}/healthz", timeout=2)
