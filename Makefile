@@ -49,5 +49,14 @@ demo: $(STAMP)
 run-fulfilment: $(STAMP)
 	$(BIN)/python -m workers.fulfilment
 
+# End-to-end benchmark: bare aio-pika baseline vs the system untraced and traced, in one run
+# (bench/results/latest.{json,png}). Needs the local RabbitMQ (rabbitmqctl, for a private vhost);
+# uses wrk when installed.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

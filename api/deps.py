@@ -1,5 +1,9 @@
 """Dependencies for routes, as ``Annotated`` aliases. The lifespan puts the objects on
-``app.state``; routes never reach for globals."""
+``app.state``; routes never reach for globals.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
+pool, a thread hop (and a lock handshake) per dependency per request for a mere attribute
+read."""
 
 from typing import Annotated
 
@@ -11,22 +15,22 @@ from messaging.rpc import RpcClient
 from store.repository import SqlStore
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_rpc(request: Request) -> RpcClient:
+async def get_rpc(request: Request) -> RpcClient:
     rpc: RpcClient = request.app.state.rpc
     return rpc
 
 
-def get_store(request: Request) -> SqlStore:
+async def get_store(request: Request) -> SqlStore:
     store: SqlStore = request.app.state.store
     return store
 
 
-def get_connection(request: Request) -> AbstractRobustConnection:
+async def get_connection(request: Request) -> AbstractRobustConnection:
     connection: AbstractRobustConnection = request.app.state.connection
     return connection
 

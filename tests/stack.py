@@ -53,10 +53,12 @@ class System:
         return worker
 
     def stop_all(self) -> None:
-        for process in reversed(self.running):
-            # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit.
-            assert process.stop() in (0, -signal.SIGTERM), process.log()
+        """Stop every process (even if one fails to exit cleanly), then check the exits."""
+        stopped = [(process, process.stop()) for process in reversed(self.running)]
         self.running.clear()
+        for process, code in stopped:
+            # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit.
+            assert code in (0, -signal.SIGTERM), process.log()
 
 
 @pytest.fixture

@@ -1,0 +1,205 @@
+"""``python -m bench``: the end-to-end benchmark against a bare aio-pika baseline, in one run.
+
+    python -m bench                 # levels 1, 8, 32, 64; 10 s each; + OTLP-unreachable
+    python -m bench --quick         # concurrency 32 only, 4 s each (under 2 minutes)
+    python -m bench --db postgres   # PostgreSQL, a throwaway schema
+    python -m bench --source-root /tmp/wt   # measure another checkout of the services
+
+Markdown on stdout, progress on stderr, results in bench/results/latest.json and .png.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from bench import broker, loadgen, plot, report, scenarios
+from bench.db import DEFAULT_POSTGRES_URL
+
+BENCH_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# A scenario during which the broker dropped its connections is run again this many times.
+RETRIES = 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="concurrency 32 only, short windows")
+    p.add_argument("--levels", help="comma-separated concurrency levels (default 1,8,32,64)")
+    p.add_argument("--duration", type=float, help="measured seconds per level (10; quick 4)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per level (2; quick 1)")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    )
+    p.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
+    p.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "builtin"],
+        default="auto",
+        help="HTTP load generator: wrk if installed (auto), else the built-in asyncio client",
+    )
+    p.add_argument(
+        "--unreachable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run traced with the OTLP endpoint unreachable (default: on, off with --quick)",
+    )
+    p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(scenarios.SCENARIOS)}")
+    p.add_argument(
+        "--source-root",
+        type=Path,
+        default=BENCH_ROOT,
+        help="checkout whose api/ workers/ messaging/ store/ run as the services",
+    )
+    p.add_argument("--output", type=Path, default=RESULTS, help="where latest.json/.png go")
+    p.add_argument("--name", default="latest", help="file name stem of the results")
+    p.add_argument("--keep-logs", type=Path, help="copy every process log here")
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> scenarios.Plan:
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else None
+    levels = levels or ([32] if args.quick else [1, 8, 32, 64])
+    unreachable = (not args.quick) if args.unreachable is None else args.unreachable
+    names = (
+        args.scenarios.split(",")
+        if args.scenarios
+        else [
+            scenarios.BASELINE,
+            scenarios.UNTRACED,
+            scenarios.TRACED,
+            *([scenarios.UNREACHABLE] if unreachable else []),
+        ]
+    )
+    unknown = set(names) - set(scenarios.SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    chosen = args.loadgen
+    if chosen == "auto":
+        chosen = "wrk" if loadgen.wrk_path() else "builtin"
+    elif chosen == "wrk" and not loadgen.wrk_path():
+        raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install wrk)")
+    return scenarios.Plan(
+        scenarios=names,
+        levels=levels,
+        warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
+        duration=args.duration if args.duration is not None else (4.0 if args.quick else 10.0),
+        db=args.db,
+        postgres_url=args.postgres_url,
+        amqp_url=args.amqp_url,
+        source_root=args.source_root.resolve(),
+        bench_root=BENCH_ROOT,
+        loadgen=chosen,
+        keep_logs=args.keep_logs,
+    )
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def meta(plan: scenarios.Plan, mode: str, vhost: str | None) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "levels": plan.levels,
+        "scenarios": plan.scenarios,
+        "duration_s": plan.duration,
+        "warmup_s": plan.warmup,
+        "db": plan.db,
+        "loadgen": plan.loadgen,
+        "tracing_off": "OTEL_SDK_DISABLED=true",
+        "tracing_on": "OTLP/gRPC, parentbased_always_on (100%), SDK default batch processor "
+        "unless OTEL_BSP_* are set",
+        "otel_bsp": {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")},
+        "broker_vhost": vhost or "(shared: rabbitmqctl unavailable)",
+        "source_root": str(plan.source_root),
+        "git_commit": _git(plan.source_root, "rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git(plan.source_root, "status", "--porcelain")),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan = make_plan(args)
+    mode = "quick" if args.quick else "full"
+    console = Console(stderr=True)
+    began = time.monotonic()
+    results: list[scenarios.LevelResult] = []
+    async with broker.vhost(plan.amqp_url) as (url, vhost):
+        plan.amqp_url = url
+        info = meta(plan, mode, vhost)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("starting", total=len(plan.scenarios) * len(plan.levels))
+
+            def say(text: str) -> None:
+                progress.update(task, description=text)
+
+            def done() -> None:
+                progress.advance(task)
+
+            for name in plan.scenarios:
+                for attempt in range(1 + RETRIES):
+                    level_results = await scenarios.run_scenario(plan, name, say, done)
+                    if attempt == RETRIES or not any(r.disrupted for r in level_results):
+                        break
+                    progress.console.print(
+                        f"[yellow]{name}: the broker dropped the connections during the run "
+                        "(restarted by someone else?); running the scenario again"
+                    )
+                    progress.update(task, total=(progress.tasks[0].total or 0) + len(plan.levels))
+                results.extend(level_results)
+                for r in level_results:
+                    progress.console.print(
+                        f"{name:>18} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
+                        f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}"
+                        + (f"  spans {r.spans}" if r.spans else "")
+                    )
+            say("done")
+    info["wall_s"] = round(time.monotonic() - began, 1)
+    data = report.build(results, info)
+    report.write_json(data, args.output / f"{args.name}.json")
+    if not args.no_plot:
+        plot.plot(data, args.output / f"{args.name}.png")
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    data = asyncio.run(run(args))
+    sys.stdout.write(report.markdown(data))
+
+
+if __name__ == "__main__":
+    main()

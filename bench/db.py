@@ -1,0 +1,91 @@
+"""A fresh database per scenario, seeded so every reservation is confirmed.
+
+SQLite (default): a new file in the scenario's temporary directory. PostgreSQL
+(``--db postgres``): a throwaway schema, passed to the services as ``DATABASE_SCHEMA`` and
+dropped at the end. Either way the seed gives :data:`USERS` users 10^9 credits each and one
+item that costs 1, written to a JSON file the services read through ``SEED_FILE``.
+"""
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+USERS = 64
+CREDITS = 10**9
+ITEM_ID = "bench-item"
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def write_seed(directory: Path) -> Path:
+    path = directory / "seed.json"
+    data = {"users": {f"bench-{i}": CREDITS for i in range(USERS)}, "items": {ITEM_ID: 1}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+@dataclass
+class Database:
+    kind: str  # "sqlite" or "postgres"
+    url: str  # DATABASE_URL for the services
+    schema: str | None = None
+    sqlite_path: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {"DATABASE_URL": self.url}
+        if self.schema:
+            env["DATABASE_SCHEMA"] = self.schema
+        return env
+
+    async def outcomes(self) -> dict[str, int]:
+        """Reservations recorded so far, by outcome (empty before the schema exists)."""
+        query = "SELECT outcome, count(*) FROM reservations GROUP BY outcome"
+        if self.sqlite_path is not None:
+            if not self.sqlite_path.exists():
+                return {}
+            with sqlite3.connect(self.sqlite_path, timeout=10) as conn:
+                try:
+                    return {str(o): int(n) for o, n in conn.execute(query)}
+                except sqlite3.OperationalError:
+                    return {}
+        import asyncpg  # type: ignore[import-untyped]  # only with --db postgres
+
+        conn = await asyncpg.connect(_asyncpg_dsn(self.url))
+        try:
+            rows = await conn.fetch(query.replace("reservations", f"{self.schema}.reservations"))
+        except asyncpg.UndefinedTableError:
+            return {}
+        finally:
+            await conn.close()
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def drop(self) -> None:
+        if self.schema is None:
+            return
+        import asyncpg
+
+        conn = await asyncpg.connect(_asyncpg_dsn(self.url))
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def create(kind: str, directory: Path, postgres_url: str) -> Database:
+    if kind == "sqlite":
+        path = directory / "bench.db"
+        return Database("sqlite", f"sqlite+aiosqlite:///{path}", sqlite_path=path)
+    import asyncpg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(_asyncpg_dsn(postgres_url))
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
+    return Database("postgres", postgres_url, schema=schema)
