@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from tests.waiting import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,12 +27,7 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, within: float = 20) -> None:
-        for attempt in Retrying(
-            stop=stop_after_delay(within),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        for attempt in eventually(within, every=0.1):
             with attempt:
                 assert self.popen.poll() is None, f"{self.name} exited:\n{self.log()}"
                 assert text in self.log(), f"{self.name} has not logged {text!r} yet"

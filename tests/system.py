@@ -10,11 +10,11 @@ import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from api.app import create_app
 from messaging import topology
 from store.settings import StoreSettings
+from tests.waiting import eventually_async
 from workers.credit_check.__main__ import main as credit_check_main
 
 
@@ -40,12 +40,7 @@ async def purge_work_queues(amqp_url: str) -> None:
 
 async def get_within(queue: AbstractQueue, seconds: float) -> AbstractIncomingMessage:
     """The next message on ``queue``, waiting at most ``seconds`` for one to arrive."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(seconds),
-        wait=wait_fixed(0.05),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
+    async for attempt in eventually_async(seconds, every=0.05):
         with attempt:
             message = await queue.get(fail=False)
             assert message is not None, f"nothing in {queue.name} yet"

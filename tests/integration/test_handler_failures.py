@@ -11,7 +11,6 @@ from aio_pika.abc import AbstractChannel
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from messaging import instrumentation, topology
 from messaging.connection import open_channel
@@ -19,6 +18,7 @@ from messaging.messages import CONTENT_TYPE, ReservationRequested
 from store.repository import Reservation
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
+from tests.waiting import eventually_async
 from workers.credit_check.consumer import CreditCheckConsumer
 from workers.delivery import MAX_ATTEMPTS
 
@@ -82,12 +82,7 @@ async def _fail_three_times(
     )
     assert ledger.calls == MAX_ATTEMPTS
 
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(5),
-        wait=wait_fixed(0.05),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
+    async for attempt in eventually_async(5, every=0.05):
         with attempt:  # the last consumer span ends just after its dead-letter publish
             spans = exporter.get_finished_spans()
             consumers = [s for s in spans if s.kind is SpanKind.CONSUMER]

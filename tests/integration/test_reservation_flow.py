@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 import aio_pika
 import httpx
 import pytest
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from messaging import topology
 from messaging.messages import CreditChecked, Outcome, ReservationRequested
 from messaging.rpc import RpcClient
 from store.settings import StoreSettings
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -108,12 +108,7 @@ async def test_no_reply_in_time_is_202_then_the_final_state(
         assert (await client.get(location)).status_code == 404
         worker = start_worker()
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_delay(15),
-                wait=wait_fixed(0.1),
-                retry=retry_if_exception_type(AssertionError),
-                reraise=True,
-            ):
+            async for attempt in eventually_async(15, every=0.1):
                 with attempt:
                     final = await client.get(location)
                     assert final.status_code == 200

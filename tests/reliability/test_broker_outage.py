@@ -9,11 +9,11 @@ import json
 import time
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from messaging import topology
 from tests.infra import Broker
 from tests.stack import System
+from tests.waiting import eventually
 
 
 def _consumers(broker: Broker, queue: str) -> int:
@@ -38,12 +38,7 @@ def test_api_and_worker_recover_from_a_broker_outage(system: System, broker: Bro
     broker.rabbitmqctl("set_vhost_limits", "-p", broker.vhost, json.dumps({"max-connections": 0}))
     try:
         broker.rabbitmqctl("close_all_connections", "-p", broker.vhost, "outage test")
-        for attempt in Retrying(
-            stop=stop_after_delay(10),
-            wait=wait_fixed(0.2),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        for attempt in eventually(10, every=0.2):
             with attempt:
                 assert httpx.get(f"{system.api_url}/readyz", timeout=5).status_code == 503
         during = [_post(system) for _ in range(5)]
@@ -54,23 +49,13 @@ def test_api_and_worker_recover_from_a_broker_outage(system: System, broker: Bro
     back = time.monotonic()
 
     # Within 5 s of the broker accepting connections again, reservations succeed...
-    for attempt in Retrying(
-        stop=stop_after_delay(5),
-        wait=wait_fixed(0.2),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
+    for attempt in eventually(5, every=0.2):
         with attempt:
             assert _post(system).status_code == 201
     recovered_after = time.monotonic() - back
     assert httpx.get(f"{system.api_url}/readyz", timeout=5).status_code == 200
     # ...and each worker's queue has its consumer again (aio-pika restored it).
-    for attempt in Retrying(
-        stop=stop_after_delay(10),
-        wait=wait_fixed(0.5),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
+    for attempt in eventually(10, every=0.5):
         with attempt:
             assert _consumers(broker, topology.CREDIT_CHECK.name) == 1
             assert _consumers(broker, topology.FULFILMENT.name) == 1

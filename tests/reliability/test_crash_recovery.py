@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from tests.stack import System
+from tests.waiting import eventually
 from workers.faults import POINTS
 
 KILLS_PER_POINT = 7  # 21 kills in all
@@ -67,12 +67,7 @@ def test_sigkilled_worker_loses_nothing_and_charges_once(
     finals: Counter[str] = Counter()
     for response in responses:
         reservation_id = response.json()["reservation_id"]
-        for attempt in Retrying(
-            stop=stop_after_delay(15),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        for attempt in eventually(15, every=0.1):
             with attempt:
                 final = httpx.get(f"{system.api_url}/reservations/{reservation_id}", timeout=5)
                 assert final.status_code == 200

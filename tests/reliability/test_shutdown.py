@@ -11,11 +11,11 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
-from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from messaging import topology
 from tests.processes import Process
 from tests.stack import System
+from tests.waiting import eventually, eventually_async
 
 BURST = 150
 CREDITS = 10_000
@@ -48,12 +48,7 @@ async def test_sigterm_worker_during_a_burst(
             )
             for _ in range(BURST)
         ]
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(20),
-            wait=wait_fixed(0.05),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        async for attempt in eventually_async(20, every=0.05):
             with attempt:
                 assert len(_checked(first)) >= 10
         first.popen.send_signal(signal.SIGTERM)
@@ -98,21 +93,11 @@ def test_sigterm_api_finishes_requests_in_flight(
             for _ in range(in_flight)
         ]
         # No worker yet: every request is published and waiting for its reply.
-        for attempt in Retrying(
-            stop=stop_after_delay(10),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        for attempt in eventually(10, every=0.1):
             with attempt:
                 assert asyncio.run(_queued(amqp_url)) == in_flight
         api.popen.send_signal(signal.SIGTERM)
-        for attempt in Retrying(
-            stop=stop_after_delay(10),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        for attempt in eventually(10, every=0.1):
             with attempt:
                 assert _refused(f"{system.api_url}/healthz"), "new requests still accepted"
         system.start_worker("workers.credit_check")
