@@ -18,6 +18,10 @@ def main() -> None:
         http="auto",
         # Let in-flight requests finish on SIGTERM, within a bound.
         timeout_graceful_shutdown=10,
+        # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as
+        # uvicorn's default): otherwise the server may close an idle connection just as the
+        # client sends a request on it, and a POST fails with "connection reset".
+        timeout_keep_alive=75,
     )
 
 

@@ -8,7 +8,14 @@ retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from aiormq.exceptions import ProbableAuthenticationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 from yarl import URL
 
 from messaging import topology
@@ -22,7 +29,8 @@ RECONNECT_INTERVAL = 1
 
 
 class BrokerUnreachable(ConnectionError):
-    """The broker did not accept a connection within the start-up timeout."""
+    """The broker did not accept a connection within the start-up timeout, or refused our
+    credentials."""
 
 
 def redacted(url: str) -> str:
@@ -37,13 +45,20 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(settings.amqp_connect_timeout),
             wait=wait_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type((ConnectionError, OSError)),
+            retry=retry_if_exception_type((ConnectionError, OSError))
+            & retry_if_not_exception_type(ProbableAuthenticationError),
             reraise=True,
         ):
             with attempt:
                 connection = await aio_pika.connect_robust(
                     url, timeout=5, reconnect_interval=RECONNECT_INTERVAL
                 )
+    except ProbableAuthenticationError:
+        # Retrying cannot fix a wrong password: say so at once.
+        raise BrokerUnreachable(
+            f"RabbitMQ at {redacted(url)} refused the credentials of user "
+            f"{URL(url).user!r}: check the user and password in AMQP_URL."
+        ) from None
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
             f"RabbitMQ is unreachable at {redacted(url)} ({type(exc).__name__}). "

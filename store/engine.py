@@ -84,6 +84,10 @@ def for_writes(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
 
 
+class DatabaseUnreachable(ConnectionError):
+    """The database could not be reached or set up at start-up."""
+
+
 async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) -> AsyncEngine:
     """Engine ready for use: instrumented (one span per statement), schema created, seeded."""
     engine = create_engine(settings)
@@ -91,6 +95,13 @@ async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) 
     try:
         await create_schema(engine)
         await seed(engine, load_seed(settings.seed_file))
+    except (OSError, DBAPIError) as exc:
+        await engine.dispose()
+        url = make_url(settings.database_url.get_secret_value())
+        raise DatabaseUnreachable(
+            f"The database at {url.render_as_string(hide_password=True)} could not be reached "
+            f"or set up ({type(exc).__name__}). Check DATABASE_URL and that the server is up."
+        ) from None
     except BaseException:
         await engine.dispose()
         raise

@@ -41,8 +41,9 @@ class System:
     api_url: str = ""
     running: list[processes.Process] = field(default_factory=list)
 
-    def start_api(self, port: int, **env: str) -> processes.Process:
-        api = processes.start_api(port, {**self.base_env, **env}, self.log_dir)
+    def start_api(self, port: int, name: str = "api", **env: str) -> processes.Process:
+        """Start an API process; give a second one its own ``name`` (and log file)."""
+        api = processes.start_api(port, {**self.base_env, **env}, self.log_dir, name)
         self.api_url = f"http://127.0.0.1:{port}"
         self.running.append(api)
         return api

@@ -8,6 +8,7 @@ Messages that were prefetched but not started go back to the queue when the chan
 
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,11 +20,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from messaging import instrumentation, topology
-from messaging.connection import connect, open_channel
+from messaging.connection import BrokerUnreachable, connect, open_channel
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
 from messaging.telemetry import Telemetry, setup_telemetry
-from store.engine import open_engine
+from store.engine import DatabaseUnreachable, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from workers import faults
@@ -131,10 +132,16 @@ class _InFlight:
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a worker's async main on uvloop where available."""
+    """Run a worker's async main on uvloop where available. A broker or database that cannot
+    be reached at start-up ends the process with its clear message and exit code 1."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        asyncio.run(main())
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(main())
+        runner = uvloop.run
+    try:
+        runner(main())
+    except (BrokerUnreachable, DatabaseUnreachable) as exc:
+        log.error("cannot start", reason=str(exc))
+        sys.exit(1)

@@ -50,7 +50,7 @@ class RunningCli:
         ):
             with attempt:
                 assert self.popen.poll() is None, f"reservations run exited:\n{self.log()}"
-                assert "ready" in self.log()
+                assert "Ctrl-C stops everything" in self.log()  # the CLI's own ready panel
                 assert httpx.get(f"{self.env['API_URL']}/readyz", timeout=1).status_code == 200
 
     def interrupt(self, within: float = 20) -> int:

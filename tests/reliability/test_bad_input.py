@@ -1,0 +1,350 @@
+"""Bad input at the edge: a real API process (and a real worker behind it) answers every
+malformed, hostile or oversized request with a 4xx and a readable ``detail``, never a 5xx,
+and keeps serving. Then schemathesis fuzzes the published OpenAPI schema: no server errors.
+"""
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import infra, processes
+from tests.system import purge_work_queues
+
+MAX_BODY = 4096  # ApiSettings.max_body_bytes default
+GOOD = {"username": "alice", "item_id": "book-1"}
+
+
+@dataclass
+class Edge:
+    url: str
+    port: int
+    api: processes.Process
+    worker: processes.Process
+
+
+@pytest.fixture(scope="module")
+def edge(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """One API process and one credit-check worker for the whole module (default seed)."""
+    log_dir = tmp_path_factory.mktemp("bad-input")
+    asyncio.run(purge_work_queues(amqp_url))
+    env = processes.base_env(
+        amqp_url,
+        {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{log_dir}/edge.db",
+            "OTEL_TRACES_EXPORTER": "none",  # spans are made, just not sent anywhere
+        },
+    )
+    worker = processes.start_worker("workers.credit_check", env, log_dir)
+    port = infra.free_port()
+    try:
+        api = processes.start_api(port, env, log_dir)
+    except BaseException:
+        worker.stop()
+        raise
+    edge = Edge(f"http://127.0.0.1:{port}", port, api, worker)
+    yield edge
+    assert api.stop() in (0, -signal.SIGTERM), api.log()
+    assert worker.stop() == 0, worker.log()
+    # Nothing that reached the API was an unhandled exception.
+    for process in (api, worker):
+        assert "Traceback" not in process.log(), process.log()
+        assert "Exception in ASGI application" not in process.log(), process.log()
+
+
+def _assert_clear_4xx(response: httpx.Response, expected: int | None = None) -> Any:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if expected is not None:
+        assert response.status_code == expected, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["detail"], body
+    assert len(response.content) < 2_000, "the error body must not echo a large input"
+    return body["detail"]
+
+
+def _post_raw(edge: Edge, content: bytes, content_type: str | None = "application/json") -> Any:
+    headers = {} if content_type is None else {"content-type": content_type}
+    return httpx.post(f"{edge.url}/reservations", content=content, headers=headers, timeout=10)
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+INVALID_BODIES = {
+    "truncated-json": b'{"username": "alice",',
+    "not-json": b"username=alice&item_id=book-1",
+    "empty": b"",
+    "json-array": b"[]",
+    "json-string": b'"alice"',
+    "json-null": b"null",
+    "json-number": b"42",
+    "invalid-utf8": b'{"username": "\xff\xfe", "item_id": "book-1"}',
+    "deeply-nested": b"[" * 2_000 + b"]" * 2_000,
+    "nan": b'{"username": NaN, "item_id": "book-1"}',
+    "duplicate-keys-bad-last": b'{"username": "alice", "item_id": "book-1", "item_id": 1}',
+}
+
+INVALID_FIELDS: dict[str, dict[str, Any]] = {
+    "missing-all": {},
+    "missing-item": {"username": "alice"},
+    "missing-user": {"item_id": "book-1"},
+    "extra-field": {**GOOD, "credits": 1_000_000},
+    "user-int": {"username": 123, "item_id": "book-1"},
+    "user-null": {"username": None, "item_id": "book-1"},
+    "user-list": {"username": ["alice"], "item_id": "book-1"},
+    "user-object": {"username": {"$ne": ""}, "item_id": "book-1"},
+    "item-bool": {"username": "alice", "item_id": True},
+    "user-empty": {"username": "", "item_id": "book-1"},
+    "user-too-long": {"username": "a" * 65, "item_id": "book-1"},
+    "user-path-traversal": {"username": "../../etc/passwd", "item_id": "book-1"},
+    "user-space": {"username": "alice bob", "item_id": "book-1"},
+    "user-sql": {"username": "alice'; DROP TABLE users; --", "item_id": "book-1"},
+    "user-unicode": {"username": "ålice", "item_id": "book-1"},
+    "user-newline": {"username": "alice\n", "item_id": "book-1"},
+    "user-nul": {"username": "alice\x00", "item_id": "book-1"},
+}
+
+
+@pytest.mark.parametrize("body", INVALID_BODIES.values(), ids=INVALID_BODIES.keys())
+def test_malformed_json_is_a_clear_4xx(edge: Edge, body: bytes) -> None:
+    _assert_clear_4xx(_post_raw(edge, body))
+
+
+@pytest.mark.parametrize("fields", INVALID_FIELDS.values(), ids=INVALID_FIELDS.keys())
+def test_wrong_missing_or_extra_fields_are_422_naming_the_field(
+    edge: Edge, fields: dict[str, Any]
+) -> None:
+    response = httpx.post(f"{edge.url}/reservations", json=fields, timeout=10)
+    detail = _assert_clear_4xx(response, 422)
+    assert isinstance(detail, list) and detail
+    for error in detail:
+        assert set(error) == {"loc", "msg", "type"}, "the input must not be echoed back"
+        assert error["loc"][0] == "body" and error["msg"]
+
+
+def test_oversized_body_with_content_length_is_413(edge: Edge) -> None:
+    body = json.dumps({**GOOD, "pad": "x" * MAX_BODY}).encode()
+    response = _post_raw(edge, body)
+    assert str(MAX_BODY) in _assert_clear_4xx(response, 413)
+
+
+def test_oversized_chunked_body_is_413_without_reading_it_all(edge: Edge) -> None:
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"username": "alice", "item_id": "book-1", "pad": "'
+        for _ in range(256):  # 256 KiB offered; the API stops reading after 4 KiB
+            sent += 1024
+            yield b"x" * 1024
+        yield b'"}'
+
+    try:
+        response = httpx.post(
+            f"{edge.url}/reservations",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+    except httpx.WriteError:  # the server may answer and close before we finish sending
+        pytest.fail("the API closed the connection without answering 413")
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert str(MAX_BODY) in _assert_clear_4xx(response, 413)
+
+
+def test_lying_content_length_is_413(edge: Edge) -> None:
+    """A Content-Length over the limit is refused before a byte of the body is read."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n{"
+        )
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "json"],
+)
+def test_a_body_that_is_not_declared_json_is_415(edge: Edge, content_type: str | None) -> None:
+    response = _post_raw(edge, json.dumps(GOOD).encode(), content_type)
+    assert "application/json" in _assert_clear_4xx(response, 415)
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_with_parameters_or_other_case_is_accepted(edge: Edge, content_type: str) -> None:
+    response = _post_raw(edge, json.dumps(GOOD).encode(), content_type)
+    assert response.status_code in (201, 409), response.text
+
+
+# --- paths and methods ----------------------------------------------------------------------
+
+BAD_PATHS = [
+    ("GET", "/reservations/not-a-uuid", 422),
+    ("GET", "/reservations/" + "1" * 300, 422),
+    ("GET", f"/reservations/{uuid.uuid4()}", 404),
+    ("GET", "/users/alice%20bob", 422),
+    ("GET", "/users/" + "a" * 65, 422),
+    ("GET", "/users/%00", 422),
+    ("GET", "/users/nobody-here", 404),
+    ("GET", "/downloads/short", 422),
+    ("GET", "/downloads/" + "A" * 40, 404),
+    ("DELETE", "/reservations", 405),
+    ("PUT", "/users/alice", 405),  # with a JSON body: without one, 415 comes first
+    ("PATCH", "/reservations", 405),
+    ("GET", "/no/such/route", 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), BAD_PATHS, ids=[p for _, p, _ in BAD_PATHS])
+def test_bad_paths_and_methods_are_clear_4xx(
+    edge: Edge, method: str, path: str, status: int
+) -> None:
+    body: dict[str, str] | None = {} if method in ("PUT", "PATCH") else None
+    response = httpx.request(method, f"{edge.url}{path}", json=body, timeout=10)
+    _assert_clear_4xx(response, status)
+
+
+@pytest.mark.parametrize("amount", [0, -5, 10**12, "ten", None, 1.5])
+def test_bad_top_ups_are_422(edge: Edge, amount: object) -> None:
+    response = httpx.post(f"{edge.url}/users/alice/credits", json={"amount": amount}, timeout=10)
+    _assert_clear_4xx(response, 422)
+
+
+def test_unknown_user_and_item_are_404_with_a_reason(edge: Edge) -> None:
+    for body, reason in [
+        ({"username": "nobody", "item_id": "book-1"}, "unknown user"),
+        ({"username": "alice", "item_id": "no-such-item"}, "unknown item"),
+    ]:
+        response = httpx.post(f"{edge.url}/reservations", json=body, timeout=10)
+        assert _assert_clear_4xx(response, 404) == reason
+
+
+def test_malformed_http_gets_a_4xx_or_a_closed_connection_never_a_5xx(edge: Edge) -> None:
+    requests = [
+        b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: \x00\x01\r\n\r\n",
+        b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+    ]
+    for raw in requests:
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(raw)
+            head = b""
+            try:
+                head = sock.recv(4096)
+            except ConnectionResetError:
+                pass
+        # An answer, if any, is a 4xx: the parser refuses the request before our code runs.
+        assert head == b"" or head.split(b" ")[1].startswith(b"4"), (raw, head)
+    assert httpx.get(f"{edge.url}/healthz", timeout=10).status_code == 200
+
+
+# --- trace headers (the trace side is covered by tests/e2e/test_trace_edges.py) -------------
+
+_TRACE_HEADERS: dict[str, list[tuple[str, str | bytes]]] = {
+    "garbage-parent": [("traceparent", "garbage")],
+    "empty-parent": [("traceparent", "")],
+    "version-ff": [("traceparent", "ff-" + "a" * 32 + "-" + "b" * 16 + "-01")],
+    "future-version-extra": [("traceparent", "01-" + "a" * 32 + "-" + "b" * 16 + "-01-extra")],
+    "upper-hex": [("traceparent", "00-" + "A" * 32 + "-" + "B" * 16 + "-01")],
+    "all-zero": [("traceparent", "00-" + "0" * 32 + "-" + "0" * 16 + "-00")],
+    "bad-flags": [("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-zz")],
+    "short-ids": [("traceparent", "00-abc-def-01")],
+    "oversized-parent": [("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01" + "x" * 20_000)],
+    "two-parents": [
+        ("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"),
+        ("traceparent", "00-" + "c" * 32 + "-" + "d" * 16 + "-01"),
+    ],
+    "latin1-bytes": [("traceparent", b"00-\xe9\xe9-\xff-01"), ("baggage", b"k=\xff\xfe")],
+    "state-garbage": [("tracestate", "===,,,;;;")],
+    "state-many-members": [("tracestate", ",".join(f"k{i}=v{i}" for i in range(100)))],
+    "state-oversized": [("tracestate", "k=" + "v" * 20_000)],
+    "baggage-bad-escape": [("baggage", "k=%ZZ%, =v, ;;;,=")],
+    "baggage-many": [("baggage", ",".join(f"k{i}=v" for i in range(2_000)))],
+    "baggage-oversized": [("baggage", "user=" + "x" * 20_000)],
+    "baggage-properties": [("baggage", "k=v;" + ";".join(f"p{i}" for i in range(500)))],
+    "all-oversized": [
+        ("traceparent", "z" * 8_000),
+        ("tracestate", "s=" + "y" * 8_000),
+        ("baggage", "b=" + "x" * 8_000),
+    ],
+}
+
+
+# As raw bytes: some variants are not even valid latin-1 text.
+TRACE_HEADERS = {
+    name: [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
+    for name, headers in _TRACE_HEADERS.items()
+}
+
+
+def test_garbage_trace_headers_never_cause_a_5xx(edge: Edge) -> None:
+    answers: dict[str, list[int]] = {}
+    with httpx.Client(base_url=edge.url, timeout=10) as client:
+        for name, headers in TRACE_HEADERS.items():
+            answers[name] = [
+                client.post("/reservations", json=GOOD, headers=headers).status_code,
+                client.get("/users/alice", headers=headers).status_code,
+                client.get("/healthz", headers=headers).status_code,
+            ]
+    sys.stdout.write(f"\ntrace-header variants: {len(answers)}, answers: {answers}\n")
+    for name, statuses in answers.items():
+        assert all(200 <= s < 500 for s in statuses), (name, statuses)
+        # The headers are dropped or ignored, never a reason to refuse the request.
+        assert statuses[0] in (201, 409) and statuses[1:] == [200, 200], (name, statuses)
+
+
+# --- schemathesis ---------------------------------------------------------------------------
+
+
+def test_schemathesis_finds_no_server_error(edge: Edge, tmp_path: Path) -> None:
+    """Fuzz every operation of the published schema: positive and negative inputs, bounded."""
+    st = Path(sys.executable).with_name("st")
+    command = [
+        str(st),
+        "run",
+        f"{edge.url}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        "25",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "15",
+        "--generation-database",
+        "none",
+        "--seed",
+        "20240601",
+        "--no-color",
+        "--suppress-health-check",
+        "all",
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=110, check=False
+    )
+    summary = [line for line in done.stdout.splitlines() if line.strip()][-12:]
+    sys.stdout.write("\nschemathesis: " + "\n".join(summary) + "\n")
+    assert done.returncode == 0, done.stdout[-6_000:] + done.stderr[-2_000:]
+    counts = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
+    assert counts is not None, done.stdout[-3_000:]
+    assert int(counts[1]) == int(counts[2]) >= 100, counts[0]
+    # Still serving after the fuzzing.
+    assert httpx.get(f"{edge.url}/healthz", timeout=10).status_code == 200

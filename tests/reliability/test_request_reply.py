@@ -1,0 +1,305 @@
+"""Request/reply over direct reply-to, at its edges.
+
+- A reply that comes after its call timed out, or that names a correlation id nobody is
+  waiting for (or none, or a duplicate), is logged and dropped: no exception, nothing left
+  pending, and the client goes on matching the next replies correctly.
+- With two API processes and two workers, every reply reaches the API that asked (its
+  answer is a 201, and the trace shows its own reply CONSUMER span).
+- When the asking API is gone before the reply, the outcome is still recorded and any other
+  API replica serves it from ``GET /reservations/{id}``.
+"""
+
+import asyncio
+import json
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+
+from cli.collector import OtlpReceiver
+from messaging import rpc
+from messaging.rpc import ReplyTimeout, RpcClient
+from tests import infra
+from tests.stack import System
+from tests.traces import REPLY_PROCESS, one, wait_for_trace
+
+DROPPED = "reply dropped: late or unknown correlation id"
+
+
+# --- the client alone, against a responder the test controls -------------------------------
+
+
+@dataclass
+class Rig:
+    client: RpcClient
+    exchange: AbstractExchange
+    responder: AbstractChannel
+    requests: "asyncio.Queue[AbstractIncomingMessage]"
+    log: structlog.testing.LogCapture
+    loop_errors: list[dict[str, Any]]
+
+    async def reply(self, request: AbstractIncomingMessage, body: bytes, cid: str | None) -> None:
+        assert request.reply_to
+        await self.responder.default_exchange.publish(
+            aio_pika.Message(body, correlation_id=cid), routing_key=request.reply_to
+        )
+
+    async def next_request(self) -> AbstractIncomingMessage:
+        return await asyncio.wait_for(self.requests.get(), 10)
+
+    def dropped(self) -> list[str | None]:
+        return [e["correlation_id"] for e in self.log.entries if e["event"] == DROPPED]
+
+    async def wait_dropped(self, count: int) -> None:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(10),
+            wait=wait_fixed(0.05),
+            retry=retry_if_exception_type(AssertionError),
+            reraise=True,
+        ):
+            with attempt:
+                assert len(self.dropped()) >= count, self.log.entries
+
+
+@pytest.fixture
+async def rig(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    """An RpcClient on the real broker (private exchange and queue in the session's vhost),
+    its structlog output captured, and the event loop's unhandled errors recorded."""
+    capture = structlog.testing.LogCapture()
+    monkeypatch.setattr(
+        rpc,
+        "log",
+        structlog.wrap_logger(
+            structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
+        ),
+    )
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, Any]] = []
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.declare_exchange(
+            f"rpc-edges-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT, auto_delete=True
+        )
+        responder = await connection.channel()
+        queue = await responder.declare_queue(exclusive=True)
+        await queue.bind(exchange.name, routing_key="ask")
+        requests: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            requests.put_nowait(message)
+
+        await queue.consume(take, no_ack=True)
+        client = RpcClient(channel, exchange, reply_timeout=3)
+        await client.start()
+        yield Rig(client, exchange, responder, requests, capture, loop_errors)
+        await client.close()
+    finally:
+        await connection.close()
+        loop.set_exception_handler(previous_handler)
+
+
+async def _ask(rig: Rig, message_id: str) -> AbstractIncomingMessage:
+    return await rig.client.call(b"{}", routing_key="ask", message_id=message_id)
+
+
+async def test_a_late_reply_is_logged_and_dropped(rig: Rig, caplog: pytest.LogCaptureFixture):
+    with pytest.raises(ReplyTimeout):
+        await _ask(rig, "late-1")
+    assert rig.client.pending == 0
+    request = await rig.next_request()
+    assert request.message_id == "late-1"
+
+    await rig.reply(request, b"too late", request.correlation_id)
+    await rig.wait_dropped(1)
+    assert rig.dropped() == [request.correlation_id]
+    assert rig.client.pending == 0
+
+    # The client still matches replies: the next call gets its own answer.
+    call = asyncio.create_task(_ask(rig, "on-time-1"))
+    second = await rig.next_request()
+    await rig.reply(second, b"on time", second.correlation_id)
+    answer = await call
+    assert answer.body == b"on time" and answer.correlation_id == second.correlation_id
+    assert rig.client.pending == 0
+    assert rig.loop_errors == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    sys.stdout.write(f"\nlate reply dropped and logged: {rig.dropped()}\n")
+
+
+async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = asyncio.create_task(_ask(rig, "busy-1"))
+    request = await rig.next_request()
+    stranger = uuid.uuid4().hex
+    # Replies on one channel arrive in order: the strangers first, then the real one, twice.
+    await rig.reply(request, b"not yours", stranger)
+    await rig.reply(request, b"no id at all", None)
+    await rig.reply(request, b"yours", request.correlation_id)
+    await rig.reply(request, b"yours again", request.correlation_id)
+    answer = await call
+    assert answer.body == b"yours"
+    await rig.wait_dropped(3)
+    assert rig.dropped() == [stranger, None, request.correlation_id]
+    assert rig.client.pending == 0
+
+    # A call that only ever gets a stranger's reply times out cleanly.
+    call = asyncio.create_task(_ask(rig, "busy-2"))
+    request = await rig.next_request()
+    await rig.reply(request, b"not yours either", "f" * 32)
+    with pytest.raises(ReplyTimeout):
+        await call
+    assert rig.client.pending == 0
+    assert rig.dropped()[-1] == "f" * 32
+    assert rig.loop_errors == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    sys.stdout.write(f"\nreplies dropped and logged: {len(rig.dropped())}\n")
+
+
+# --- real processes -------------------------------------------------------------------------
+
+CREDITS, PRICE = 1_000, 10
+
+
+@pytest.fixture
+def seed_file(tmp_path: Path) -> Path:
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"users": {"rita": CREDITS}, "items": {"pen": PRICE}}))
+    return path
+
+
+def _log_events(process: Any, event: str | None) -> list[dict[str, Any]]:
+    """The JSON log lines of a process, all of them or those with this ``event``."""
+    lines = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if event is None or line.get("event") == event]
+
+
+def test_every_reply_reaches_the_api_that_asked(
+    make_system: Callable[[], System], seed_file: Path, receiver: OtlpReceiver
+) -> None:
+    system = make_system()
+    system.base_env["SEED_FILE"] = str(seed_file)
+    workers = [system.start_worker("workers.credit_check", name=f"credit-check-{n}") for n in "ab"]
+    ports = [infra.free_port(), infra.free_port()]
+    # A reply that went to the wrong API would leave its caller waiting out the whole
+    # timeout and answering 202; the timeout is generous so that only that can cause a 202.
+    # Each API has its own service name, so its spans say which one handled what.
+    apis = [
+        system.start_api(
+            port,
+            f"api-{n}",
+            RESERVATION_REPLY_TIMEOUT="20",
+            OTEL_SERVICE_NAME=f"reservations-api-{n}",
+        )
+        for n, port in zip("ab", ports, strict=True)
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+
+    def reserve(i: int) -> tuple[int, httpx.Response]:
+        api = i % 2
+        body = {"username": "rita", "item_id": "pen"}
+        return api, httpx.post(f"{urls[api]}/reservations", json=body, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(reserve, range(100)))
+
+    statuses = Counter((asked, r.status_code) for asked, r in answers)
+    assert statuses == {(0, 201): 50, (1, 201): 50}, {r.status_code: r.text for _, r in answers}
+    left = sorted(r.json()["credits_left"] for _, r in answers)
+    assert left == list(range(CREDITS - 100 * PRICE, CREDITS, PRICE))  # one serial chain
+    for asked, response in answers:  # and the other replica reads the same final state
+        reservation_id = response.json()["reservation_id"]
+        other = httpx.get(f"{urls[1 - asked]}/reservations/{reservation_id}", timeout=10)
+        assert other.json()["status"] == "confirmed"
+    assert httpx.get(f"{urls[0]}/users/rita", timeout=10).json()["credits"] == 0
+
+    for process in apis:
+        assert _log_events(process, DROPPED) == [], process.log()[-3_000:]
+    # In every trace, the reply was consumed by the API whose SERVER span took the request.
+    traced = 0
+    for asked, response in answers:
+        service = f"reservations-api-{'ab'[asked]}"
+        spans = wait_for_trace(
+            receiver.store, response.json()["trace_id"], {"POST /reservations", REPLY_PROCESS}
+        )
+        one(spans, "POST /reservations", service, "SERVER")
+        one(spans, REPLY_PROCESS, service, "CONSUMER")
+        traced += 1
+    handled = [len(_log_events(worker, "reservation received")) for worker in workers]
+    sys.stdout.write(
+        f"\n2 APIs x 2 workers: answers {dict(statuses)}; handled per worker {handled}; "
+        f"replies consumed by the asking API (from the traces): {traced}/{len(answers)}\n"
+    )
+    assert sum(handled) == 100 and min(handled) > 0
+
+
+def test_the_final_state_outlives_the_api_that_asked(
+    make_system: Callable[[], System], seed_file: Path
+) -> None:
+    system = make_system()
+    system.base_env["SEED_FILE"] = str(seed_file)
+    port_a, port_b = infra.free_port(), infra.free_port()
+    # No worker yet: the request waits in the queue, and API A gives up after 1 s.
+    api_a = system.start_api(port_a, "api-a", RESERVATION_REPLY_TIMEOUT="1")
+    system.start_api(port_b, "api-b")
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+
+    asked = httpx.post(
+        f"{url_a}/reservations", json={"username": "rita", "item_id": "pen"}, timeout=10
+    )
+    assert asked.status_code == 202, asked.text
+    pending = asked.json()
+    assert pending["status"] == "pending"
+    location = asked.headers["location"]
+    assert location == f"/reservations/{pending['reservation_id']}"
+    assert httpx.get(f"{url_b}{location}", timeout=10).status_code == 404  # not processed yet
+
+    assert api_a.stop() in (0, -signal.SIGTERM), api_a.log()
+    system.running.remove(api_a)
+    worker = system.start_worker("workers.credit_check")
+
+    for attempt in Retrying(
+        stop=stop_after_delay(20),
+        wait=wait_fixed(0.1),
+        retry=retry_if_exception_type(AssertionError),
+        reraise=True,
+    ):
+        with attempt:
+            final = httpx.get(f"{url_b}{location}", timeout=10)
+            assert final.status_code == 200, final.text
+    view = final.json()
+    assert view["status"] == "confirmed"
+    assert (view["price"], view["credits_left"]) == (PRICE, CREDITS - PRICE)
+    assert httpx.get(f"{url_b}/users/rita", timeout=10).json()["credits"] == CREDITS - PRICE
+
+    # The worker replied into the void (the asking channel is gone) and carried on.
+    story = [
+        line["event"]
+        for line in _log_events(worker, None)
+        if line.get("reservation_id") == pending["reservation_id"]
+    ]
+    assert story[:3] == ["reservation received", "credit checked", "replied"], story
+    assert "handler failed" not in worker.log()
+    sys.stdout.write(f"\n202 from API A, A stopped, final state from API B: {view['status']}\n")
