@@ -9,7 +9,8 @@ database and ``GET /reservations/{id}`` can always tell the final state.
 What the tutorial skips (after aio-pika's ``patterns/rpc.py``):
 
 - every call has a timeout, and its future is removed however the call ends;
-- pending calls fail at once when the channel closes, instead of waiting out their timeout;
+- pending calls end at once when the channel closes, instead of waiting out their timeout
+  (as a :class:`ReplyLost`: the request was published, so its outcome is unknown, not failed);
 - a late reply (after its timeout) or a reply to an unknown correlation id is logged and dropped;
 - publishing is ``mandatory`` with publisher confirms: an unroutable request raises.
 """
@@ -42,6 +43,11 @@ class ReplyTimeout(TimeoutError):
     """No reply arrived in time. The request was published and may still complete."""
 
 
+class ReplyLost(ReplyTimeout):
+    """The channel closed after the request was published: its reply can no longer arrive
+    here, but the request may still complete (its outcome is recorded either way)."""
+
+
 class RpcClient:
     """Publishes requests and matches replies to them by correlation id."""
 
@@ -68,7 +74,7 @@ class RpcClient:
         self._channel.close_callbacks.add(self._on_channel_close)
 
     async def close(self) -> None:
-        self._fail_pending(BrokerUnavailable("the request/reply client is shutting down"))
+        self._fail_pending(ReplyLost("the request/reply client is shutting down"))
         self._channel.close_callbacks.discard(self._on_channel_close)
         if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
             await self._reply_queue.cancel(self._consumer_tag)
@@ -110,6 +116,8 @@ class RpcClient:
                 except (AMQPError, ConnectionError, RuntimeError) as exc:
                     raise BrokerUnavailable(f"the broker is unavailable: {exc}") from exc
                 return await future
+        except ReplyLost:
+            raise
         except TimeoutError:
             raise ReplyTimeout(f"no reply within {self._reply_timeout}s") from None
         finally:
@@ -126,7 +134,7 @@ class RpcClient:
             future.set_result(message)
 
     def _on_channel_close(self, *_: Any) -> None:
-        self._fail_pending(BrokerUnavailable("the broker channel closed before the reply came"))
+        self._fail_pending(ReplyLost("the broker channel closed before the reply came"))
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}

@@ -124,8 +124,14 @@ def test_confirmed_reservation_is_one_trace_through_the_async_tail(
     assert consumer.attributes["user.credits_left"] == 90
     assert "user.name" not in consumer.attributes and "username" not in str(consumer.attributes)
     assert all(s.status != "ERROR" for s in spans), tree
-    # The async tail ends after the HTTP response was sent.
+    # The async tail ends after the HTTP response was sent, and leaves a download behind.
     assert tail.end_ns > server.end_ns
+    reservation = httpx.get(f"{system.api_url}/reservations/{body['reservation_id']}").json()
+    assert reservation["status"] == "confirmed"
+    assert reservation["download_url"].startswith("/downloads/")
+    download = httpx.get(f"{system.api_url}{reservation['download_url']}")
+    assert download.status_code == 200
+    assert download.json()["item_id"] == "book-1"
 
 
 def test_rejected_reservation_is_an_answer_not_an_error(

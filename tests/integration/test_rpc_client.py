@@ -1,0 +1,44 @@
+"""The request/reply client when its channel dies under a waiting call."""
+
+import asyncio
+
+import aio_pika
+import pytest
+
+from messaging import topology
+from messaging.connection import open_channel
+from messaging.rpc import ReplyLost, RpcClient
+from tests.system import purge_work_queues
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_closed_channel_ends_waiting_calls_at_once_as_reply_lost(amqp_url: str) -> None:
+    """The request was published, so its outcome is unknown (202), not failed (503)."""
+    await purge_work_queues(amqp_url)
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel, declared = await open_channel(connection)
+        rpc = RpcClient(channel, declared.exchanges[topology.RESERVATIONS.name], reply_timeout=60)
+        await rpc.start()
+        call = asyncio.create_task(
+            rpc.call(b"{}", routing_key=topology.RESERVATION_REQUESTED, message_id="m-1")
+        )
+        observer = await connection.channel()
+        async for attempt in eventually_async(10):
+            with attempt:  # published and confirmed: the request waits in its queue
+                queue = await observer.declare_queue(
+                    topology.CREDIT_CHECK.name,
+                    durable=True,
+                    arguments=dict(topology.CREDIT_CHECK.arguments),
+                )
+                assert queue.declaration_result.message_count == 1
+        await channel.close()
+        async with asyncio.timeout(10):  # far less than the 60 s reply timeout
+            with pytest.raises(ReplyLost):
+                await call
+        assert rpc.pending == 0
+    finally:
+        await connection.close()
+        await purge_work_queues(amqp_url)
