@@ -3,11 +3,14 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aio_pika
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from api.app import create_app
 from messaging import topology
 from messaging.messages import CreditChecked, Outcome, ReservationRequested
 from messaging.rpc import RpcClient
@@ -164,3 +167,28 @@ async def test_catalogue_and_top_up(api: httpx.AsyncClient) -> None:
     assert (await _reserve(api, "bob", "book-2")).status_code == 201
     assert (await api.post("/users/nobody/credits", json={"amount": 1})).status_code == 404
     assert (await api.post("/users/bob/credits", json={"amount": -5})).status_code == 422
+
+
+def _replace_with_directory(database: Path) -> None:
+    for path in database.parent.glob(database.name + "*"):  # the file, its -wal and -shm
+        path.unlink()
+    database.mkdir()  # the database path is now something SQLite cannot open
+
+
+async def test_database_down_is_503_not_500(
+    amqp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "gone.db"
+    settings = StoreSettings(database_url=SecretStr(f"sqlite+aiosqlite:///{database}"))
+    configure_env(monkeypatch, amqp_url, settings)
+    app = create_app()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+    ):
+        assert (await client.get("/users/alice")).status_code == 200
+        await app.state.store.engine.dispose()  # drop pooled connections to the file
+        _replace_with_directory(database)
+        response = await client.get("/users/alice")
+    assert response.status_code == 503
+    assert response.json()["detail"] == "The database is unavailable. Retry shortly."
