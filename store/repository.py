@@ -19,13 +19,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from messaging.messages import Outcome
 from store.engine import for_writes
 from store.tables import items, reservations, users
+
+# The hot-path statements are built once: SQLAlchemy then reuses their cache keys and compiled
+# SQL instead of rebuilding both for every message. (Bind names must not match column names
+# in an UPDATE, hence the p_ prefix.)
+_PRICE = select(items.c.price).where(items.c.item_id == bindparam("p_item_id")).scalar_subquery()
+_DEDUCT = (
+    update(users)
+    .where(users.c.username == bindparam("p_username"), users.c.credits >= _PRICE)
+    .values(credits=users.c.credits - _PRICE)
+    .returning(users.c.credits, _PRICE.label("price"))
+)
+_BALANCE_AND_PRICE = select(users.c.credits, _PRICE.label("price")).where(
+    users.c.username == bindparam("p_username")
+)
+_RECORD = insert(reservations)
+_BY_ID = select(reservations).where(reservations.c.reservation_id == bindparam("p_id"))
+_PREPARE_DOWNLOAD = (
+    update(reservations)
+    .where(
+        reservations.c.reservation_id == bindparam("p_id"),
+        reservations.c.outcome == Outcome.CONFIRMED.value,
+        reservations.c.download_token.is_(None),
+    )
+    .values(download_token=bindparam("p_token"), ready_at=func.now())
+)
 
 
 @dataclass(frozen=True)
@@ -91,14 +116,15 @@ class SqlStore:
                 if self._before_commit is not None:
                     self._before_commit()
                 await conn.execute(
-                    insert(reservations).values(
-                        reservation_id=str(reservation_id),
-                        username=username,
-                        item_id=item_id,
-                        outcome=reservation.outcome.value,
-                        price=reservation.price,
-                        credits_left=reservation.credits_left,
-                    )
+                    _RECORD,
+                    {
+                        "reservation_id": str(reservation_id),
+                        "username": username,
+                        "item_id": item_id,
+                        "outcome": reservation.outcome.value,
+                        "price": reservation.price,
+                        "credits_left": reservation.credits_left,
+                    },
                 )
                 return reservation
         except IntegrityError:
@@ -110,15 +136,8 @@ class SqlStore:
     async def _decide(
         self, conn: AsyncConnection, reservation_id: UUID, username: str, item_id: str
     ) -> Reservation:
-        price = select(items.c.price).where(items.c.item_id == item_id).scalar_subquery()
-        deducted = (
-            await conn.execute(
-                update(users)
-                .where(users.c.username == username, users.c.credits >= price)
-                .values(credits=users.c.credits - price)
-                .returning(users.c.credits, price.label("price"))
-            )
-        ).first()
+        params = {"p_username": username, "p_item_id": item_id}
+        deducted = (await conn.execute(_DEDUCT, params)).first()
         if deducted is not None:
             return Reservation(
                 reservation_id,
@@ -128,11 +147,7 @@ class SqlStore:
                 deducted.price,
                 deducted.credits,
             )
-        current = (
-            await conn.execute(
-                select(users.c.credits, price.label("price")).where(users.c.username == username)
-            )
-        ).first()
+        current = (await conn.execute(_BALANCE_AND_PRICE, params)).first()
         if current is None:
             outcome, credits, cost = Outcome.UNKNOWN_USER, None, None
         elif current.price is None:
@@ -147,23 +162,7 @@ class SqlStore:
 
     async def get_reservation(self, reservation_id: UUID) -> Reservation | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(reservations).where(reservations.c.reservation_id == str(reservation_id))
-                )
-            ).first()
-        if row is None:
-            return None
-        return Reservation(
-            UUID(row.reservation_id),
-            row.username,
-            row.item_id,
-            Outcome(row.outcome),
-            row.price,
-            row.credits_left,
-            row.download_token,
-            row.ready_at,
-        )
+            return await _get_reservation(conn, reservation_id)
 
     async def get_credits(self, username: str) -> int | None:
         async with self._engine.connect() as conn:
@@ -176,16 +175,8 @@ class SqlStore:
         """Attach a download token to a confirmed reservation, once: a redelivered event keeps
         the first token. None if there is no such confirmed reservation."""
         async with self._write() as conn:
-            await conn.execute(
-                update(reservations)
-                .where(
-                    reservations.c.reservation_id == str(reservation_id),
-                    reservations.c.outcome == Outcome.CONFIRMED.value,
-                    reservations.c.download_token.is_(None),
-                )
-                .values(download_token=token, ready_at=func.now())
-            )
-        reservation = await self.get_reservation(reservation_id)
+            await conn.execute(_PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token})
+            reservation = await _get_reservation(conn, reservation_id)
         if reservation is None or reservation.download_token is None:
             return None
         return reservation
@@ -221,6 +212,22 @@ class SqlStore:
                 .returning(users.c.credits)
             )
         return credits
+
+
+async def _get_reservation(conn: AsyncConnection, reservation_id: UUID) -> Reservation | None:
+    row = (await conn.execute(_BY_ID, {"p_id": str(reservation_id)})).first()
+    if row is None:
+        return None
+    return Reservation(
+        UUID(row.reservation_id),
+        row.username,
+        row.item_id,
+        Outcome(row.outcome),
+        row.price,
+        row.credits_left,
+        row.download_token,
+        row.ready_at,
+    )
 
 
 def _replayed(reservation: Reservation) -> Reservation:
