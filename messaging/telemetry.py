@@ -60,10 +60,6 @@ class Telemetry:
     service_name: str
     provider: trace.TracerProvider
 
-    @property
-    def enabled(self) -> bool:
-        return isinstance(self.provider, TracerProvider)
-
     def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
         """Flush queued spans, stop the exporter and remove the aio-pika patches; call once,
         on the way out. Bounded: with the tracing backend down or hanging, the exporter would
