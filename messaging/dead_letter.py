@@ -14,13 +14,25 @@ from messaging import instrumentation
 from messaging.topology import DEAD_LETTER_REASON
 
 MAX_REASON_LENGTH = 256
+_BROKER_HEADERS = {
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+}
 
 
 async def dead_letter(
     dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str, *, queue: str
 ) -> None:
     """Republish ``message`` to the dead-letter exchange with ``reason``, then ack it."""
-    headers = dict(message.headers or {})
+    # The broker's delivery bookkeeping must not follow the message: replayed from the
+    # dead-letter queue, it starts again at its first attempt.
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
     headers[DEAD_LETTER_REASON] = reason[:MAX_REASON_LENGTH]
     headers["x-original-queue"] = queue
     headers["x-original-exchange"] = message.exchange or ""

@@ -51,7 +51,8 @@ def destination(exchange: str, routing_key: str, queue: str | None = None) -> tu
 
     Span names use this value, so anonymous reply routing keys collapse to their template.
     """
-    anonymous = routing_key.startswith(DIRECT_REPLY_TO) or (queue or "").startswith(DIRECT_REPLY_TO)
+    # The contrib consumer passes a reply's routing key where the exchange goes: check all three.
+    anonymous = any(p.startswith(DIRECT_REPLY_TO) for p in (exchange, routing_key, queue or ""))
     if anonymous:
         return DIRECT_REPLY_TO, True
     parts = [exchange, routing_key] + ([queue] if queue and queue != routing_key else [])

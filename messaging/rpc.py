@@ -27,12 +27,21 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    DeliveryError,
+    PublishError,
+)
 
 from messaging import instrumentation
 from messaging.topology import DIRECT_REPLY_TO
 
 log = structlog.get_logger(__name__)
+
+# Seconds to wait for the broker to take (confirm) a request; a blocked or reconnecting
+# connection answers 503 after this, rather than a 202 for a request that was never sent.
+PUBLISH_TIMEOUT = 5.0
 
 
 class BrokerUnavailable(RuntimeError):
@@ -105,16 +114,12 @@ class RpcClient:
             type=message_type,
             headers={},
         )
+        if self._channel.is_closed:
+            self._pending.pop(correlation_id, None)
+            raise BrokerUnavailable("the broker channel is closed")
         try:
+            await self._publish(message, routing_key)
             async with asyncio.timeout(self._reply_timeout):
-                try:
-                    await instrumentation.publish(
-                        self._exchange, message, routing_key, mandatory=True
-                    )
-                except (DeliveryError, PublishError) as exc:
-                    raise BrokerUnavailable(f"the broker did not route the request: {exc}") from exc
-                except (AMQPError, ConnectionError, RuntimeError) as exc:
-                    raise BrokerUnavailable(f"the broker is unavailable: {exc}") from exc
                 return await future
         except ReplyLost:
             raise
@@ -122,6 +127,20 @@ class RpcClient:
             raise ReplyTimeout(f"no reply within {self._reply_timeout}s") from None
         finally:
             self._pending.pop(correlation_id, None)
+
+    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        """Publish and wait for the confirm. Refused, or never sent: BrokerUnavailable (503,
+        safe to retry). Sent but unconfirmed (the connection broke mid-way): ReplyLost, since
+        the request may be queued and a retry could reserve twice."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await instrumentation.publish(self._exchange, message, routing_key, mandatory=True)
+        except (DeliveryError, PublishError) as exc:
+            raise BrokerUnavailable(f"the broker did not route the request: {exc}") from exc
+        except (ChannelInvalidStateError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"the broker did not take the request: {exc!r}") from exc
+        except (AMQPError, ConnectionError) as exc:
+            raise ReplyLost(f"the connection broke before the broker confirmed: {exc!r}") from exc
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.pop(message.correlation_id or "", None)

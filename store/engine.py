@@ -30,7 +30,12 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     url = settings.database_url.get_secret_value()
     if url.startswith("sqlite"):
         _ensure_parent_dir(url)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Errors must not carry statement parameters (usernames) into spans and logs.
+            hide_parameters=True,
+        )
         _make_sqlite_transactional(engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -41,6 +46,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
         connect_args=connect_args,
+        hide_parameters=True,
     )
 
 

@@ -53,6 +53,15 @@ _PREPARE_DOWNLOAD = (
 )
 
 
+_EXISTS = select(users.c.username).where(users.c.username == bindparam("p_username"))
+# Balances stay well inside the 32-bit credits column.
+MAX_CREDITS = 1_000_000_000
+
+
+class CreditLimitExceeded(ValueError):
+    """A top-up would take a balance past MAX_CREDITS."""
+
+
 @dataclass(frozen=True)
 class Reservation:
     reservation_id: UUID
@@ -203,14 +212,17 @@ class SqlStore:
             return [Item(row.item_id, row.price) for row in rows]
 
     async def add_credits(self, username: str, amount: int) -> int | None:
-        """Top up a user's credits; None if there is no such user."""
+        """Top up a user's credits; None if there is no such user. Raises CreditLimitExceeded
+        rather than go past MAX_CREDITS (the column is a 32-bit integer)."""
         async with self._write() as conn:
             credits: int | None = await conn.scalar(
                 update(users)
-                .where(users.c.username == username)
+                .where(users.c.username == username, users.c.credits + amount <= MAX_CREDITS)
                 .values(credits=users.c.credits + amount)
                 .returning(users.c.credits)
             )
+            if credits is None and await conn.scalar(_EXISTS, {"p_username": username}):
+                raise CreditLimitExceeded(f"a balance cannot exceed {MAX_CREDITS} credits")
         return credits
 
 

@@ -4,13 +4,16 @@
   fail the same way every time: it is dead-lettered at once with its reason, never requeued.
 - A handler exception is a real failure: it is recorded on the CONSUMER span (exception event,
   ``error.type``, ERROR status) and the message is requeued. RabbitMQ counts deliveries
-  (quorum queues' ``x-delivery-count`` header); on the ``MAX_ATTEMPTS``-th failure the worker
+  (quorum queues' ``x-delivery-count`` header), after a short back-off (a database blip should
+  not use up every attempt at once); on the ``MAX_ATTEMPTS``-th failure the worker
   dead-letters it itself, with the error as the reason, so the dead-letter publish is a span
   in the same trace. The queue's ``x-delivery-limit`` stays as a backstop for a message that
   kills the worker before it can count.
 - Otherwise the message is acked, after everything it caused is committed and published.
 """
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,6 +38,8 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 16 * 1024
 # Attempts before a failing message is dead-lettered (below the queue's x-delivery-limit).
 MAX_ATTEMPTS = 3
+# Seconds before the first retry; doubled for each later one.
+RETRY_BACKOFF = 0.2
 
 M = TypeVar("M", bound=Message)
 
@@ -71,7 +76,8 @@ async def handle(
     except InvalidMessage as exc:
         span.set_attribute("messaging.dead_letter.reason", str(exc))
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
-        await _settle(dead_letter(dead_letter_exchange, message, f"invalid: {exc}", queue=queue))
+        reason = f"invalid: {exc}"
+        await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue), message)
         return
     try:
         await process(payload, message)
@@ -83,17 +89,21 @@ async def handle(
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {type(exc).__name__}"
-            await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue))
+            await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue), message)
         else:
             log.exception("handler failed; the message will be redelivered", attempt=tries)
-            await _settle(message.nack(requeue=True))
+            # Back off a little: a database blip should not use up every attempt at once.
+            await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+            # reject, not nack: RabbitMQ 4.3+ counts only reject as a failed delivery.
+            await _settle(message.reject(requeue=True), message)
         return
-    await _settle(message.ack())
+    await _settle(message.ack(), message)
 
 
-async def _settle(settling: Awaitable[Any]) -> None:
-    """Ack, nack or dead-letter; if the channel is already gone, the broker redelivers the
-    message to a live consumer, and the store's idempotency key makes that safe."""
+async def _settle(settling: Awaitable[Any], message: AbstractIncomingMessage) -> None:
+    """Ack, requeue or dead-letter. If the channel is already gone, the broker redelivers the
+    message to a live consumer (the store's idempotency key makes that safe). If our own
+    dead-letter publish fails, the broker dead-letters it instead: never left unacked."""
     try:
         await settling
     except _CHANNEL_GONE as exc:
@@ -101,3 +111,7 @@ async def _settle(settling: Awaitable[Any]) -> None:
             "channel lost before the message was settled; it will be redelivered",
             error=type(exc).__name__,
         )
+    except Exception:
+        log.exception("could not settle the message; handing it to the broker's dead-lettering")
+        with contextlib.suppress(*_CHANNEL_GONE):
+            await message.reject(requeue=False)

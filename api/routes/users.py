@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import StoreDep
 from api.schemas import ErrorBody, UserView
 from api.tracing import current_trace_id
+from store.repository import CreditLimitExceeded
 
 router = APIRouter(tags=["users"])
 
@@ -45,10 +46,16 @@ async def get_user(username: UsernamePath, store: StoreDep) -> UserView:
     return UserView(username=username, credits=credits, trace_id=current_trace_id())
 
 
-@router.post("/users/{username}/credits", responses={404: {"model": ErrorBody}})
+@router.post(
+    "/users/{username}/credits", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
+)
 async def top_up(username: UsernamePath, body: TopUp, store: StoreDep) -> UserView:
-    """Add credits, so a user can retry after a rejection."""
-    credits = await store.add_credits(username, body.amount)
+    """Add credits, so a user can retry after a rejection (a playground convenience: a real
+    system would put this behind authentication)."""
+    try:
+        credits = await store.add_credits(username, body.amount)
+    except CreditLimitExceeded as exc:
+        raise HTTPException(409, str(exc)) from None
     if credits is None:
         raise HTTPException(404, f"unknown user {username!r}")
     return UserView(username=username, credits=credits, trace_id=current_trace_id())

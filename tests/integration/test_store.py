@@ -9,7 +9,7 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from messaging.messages import Outcome
 from store.engine import open_engine
-from store.repository import SqlStore
+from store.repository import MAX_CREDITS, CreditLimitExceeded, SqlStore
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.integration
@@ -103,3 +103,11 @@ async def test_seeding_is_idempotent_and_keeps_balances(store_settings: StoreSet
         assert await SqlStore(engine).get_credits("alice") == 90
     finally:
         await engine.dispose()
+
+
+async def test_top_up_cannot_pass_the_credit_limit(store: SqlStore) -> None:
+    assert await store.add_credits("alice", 5) == 105
+    with pytest.raises(CreditLimitExceeded):
+        await store.add_credits("alice", MAX_CREDITS)
+    assert await store.get_credits("alice") == 105
+    assert await store.add_credits("nobody", 5) is None
