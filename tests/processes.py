@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from tests.waiting import eventually
 
@@ -81,12 +80,7 @@ def start_api(port: int, env: Mapping[str, str], log_dir: Path, name: str = "api
         {**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
         log_dir,
     )
-    for attempt in Retrying(
-        stop=stop_after_delay(30),
-        wait=wait_fixed(0.2),
-        retry=retry_if_exception_type((AssertionError, httpx.HTTPError)),
-        reraise=True,
-    ):
+    for attempt in eventually(30, every=0.2, retry_on=(AssertionError, httpx.HTTPError)):
         with attempt:
             assert process.popen.poll() is None, f"{name} exited:\n{process.log()}"
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200

@@ -2,6 +2,7 @@
 Tempo, the API and the workers. tests/conftest.py exposes these fixtures to every test."""
 
 import asyncio
+import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class System:
         worker = processes.start_worker(module, {**self.base_env, **env}, self.log_dir, name)
         self.running.append(worker)
         return worker
+
+    def seed(self, users: dict[str, int], items: dict[str, int]) -> None:
+        """Start the processes on these users and items instead of store/seed.json."""
+        path = self.log_dir / "seed.json"
+        path.write_text(json.dumps({"users": users, "items": items}))
+        self.base_env["SEED_FILE"] = str(path)
 
     def stop_all(self) -> None:
         """Stop every process (even if one fails to exit cleanly), then check the exits."""

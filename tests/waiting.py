@@ -5,22 +5,27 @@ for attempt in eventually(within=10):
         assert something()
 """
 
+from typing import Any
+
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-
-def eventually(within: float, every: float = 0.1) -> Retrying:
-    return Retrying(
-        stop=stop_after_delay(within),
-        wait=wait_fixed(every),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    )
+Retried = type[BaseException] | tuple[type[BaseException], ...]
 
 
-def eventually_async(within: float, every: float = 0.1) -> AsyncRetrying:
-    return AsyncRetrying(
-        stop=stop_after_delay(within),
-        wait=wait_fixed(every),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    )
+def _policy(within: float, every: float, retry_on: Retried) -> dict[str, Any]:
+    return {
+        "stop": stop_after_delay(within),
+        "wait": wait_fixed(every),
+        "retry": retry_if_exception_type(retry_on),
+        "reraise": True,
+    }
+
+
+def eventually(within: float, every: float = 0.1, retry_on: Retried = AssertionError) -> Retrying:
+    return Retrying(**_policy(within, every, retry_on))
+
+
+def eventually_async(
+    within: float, every: float = 0.1, retry_on: Retried = AssertionError
+) -> AsyncRetrying:
+    return AsyncRetrying(**_policy(within, every, retry_on))

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from tests import infra
 from tests.cli.conftest import RESERVATIONS, cli_env
 from tests.system import purge_work_queues
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +42,7 @@ class RunningCli:
         )
 
     def wait_ready(self) -> None:
-        for attempt in Retrying(
-            stop=stop_after_delay(60),
-            wait=wait_fixed(0.2),
-            retry=retry_if_exception_type((AssertionError, httpx.HTTPError)),
-            reraise=True,
-        ):
+        for attempt in eventually(60, every=0.2, retry_on=(AssertionError, httpx.HTTPError)):
             with attempt:
                 assert self.popen.poll() is None, f"reservations run exited:\n{self.log()}"
                 assert "Ctrl-C stops everything" in self.log()  # the CLI's own ready panel

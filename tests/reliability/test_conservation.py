@@ -24,13 +24,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from messaging.messages import Outcome
 from store.engine import create_engine
 from store.settings import StoreSettings
 from store.tables import reservations, users
 from tests.stack import System
+from tests.waiting import eventually_async
 
 USERS = {f"cons-{i:02d}": 100 for i in range(20)}
 ITEMS = {"cheap": 7, "dear": 13}
@@ -74,12 +74,7 @@ async def _fire(api_url: str) -> list[tuple[dict[str, str], httpx.Response]]:
 async def _final_state(api_url: str, reservation_id: str) -> str:
     """The stored outcome of a reservation answered 202, polled until a worker recorded it."""
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(30),
-            wait=wait_fixed(0.2),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        async for attempt in eventually_async(30, every=0.2):
             with attempt:
                 found = await client.get(f"/reservations/{reservation_id}")
                 assert found.status_code == 200, found.text

@@ -6,15 +6,12 @@ redelivered message; every reservation must still end exactly once: charged once
 status, and the client answered (201, or 202 and then the final state from GET).
 """
 
-import json
 import signal
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.stack import System
 from tests.waiting import eventually
@@ -24,18 +21,11 @@ KILLS_PER_POINT = 7  # 21 kills in all
 PRICE, CREDITS = 10, 1_000
 
 
-@pytest.fixture
-def seed_file(tmp_path: Path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps({"users": {"kenny": CREDITS}, "items": {"mug": PRICE}}))
-    return path
-
-
 def test_sigkilled_worker_loses_nothing_and_charges_once(
-    make_system: Callable[[], System], api_port: int, seed_file: Path
+    make_system: Callable[[], System], api_port: int
 ) -> None:
     system = make_system()
-    system.base_env["SEED_FILE"] = str(seed_file)
+    system.seed({"kenny": CREDITS}, {"mug": PRICE})
     system.start_api(api_port, RESERVATION_REPLY_TIMEOUT="8")
     kills: Counter[str] = Counter()
     answers: list[Future[httpx.Response]] = []

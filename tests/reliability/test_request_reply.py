@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -26,13 +25,6 @@ import httpx
 import pytest
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_fixed,
-)
 
 from cli.collector import OtlpReceiver
 from messaging import rpc
@@ -40,6 +32,7 @@ from messaging.rpc import ReplyTimeout, RpcClient
 from tests import infra
 from tests.stack import System
 from tests.traces import REPLY_PROCESS, one, wait_for_trace
+from tests.waiting import eventually, eventually_async
 
 DROPPED = "reply dropped: late or unknown correlation id"
 
@@ -69,12 +62,7 @@ class Rig:
         return [e["correlation_id"] for e in self.log.entries if e["event"] == DROPPED]
 
     async def wait_dropped(self, count: int) -> None:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(10),
-            wait=wait_fixed(0.05),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        ):
+        async for attempt in eventually_async(10, every=0.05):
             with attempt:
                 assert len(self.dropped()) >= count, self.log.entries
 
@@ -183,13 +171,6 @@ async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
 CREDITS, PRICE = 1_000, 10
 
 
-@pytest.fixture
-def seed_file(tmp_path: Path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps({"users": {"rita": CREDITS}, "items": {"pen": PRICE}}))
-    return path
-
-
 def _log_events(process: Any, event: str | None) -> list[dict[str, Any]]:
     """The JSON log lines of a process, all of them or those with this ``event``."""
     lines = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
@@ -197,10 +178,10 @@ def _log_events(process: Any, event: str | None) -> list[dict[str, Any]]:
 
 
 def test_every_reply_reaches_the_api_that_asked(
-    make_system: Callable[[], System], seed_file: Path, receiver: OtlpReceiver
+    make_system: Callable[[], System], receiver: OtlpReceiver
 ) -> None:
     system = make_system()
-    system.base_env["SEED_FILE"] = str(seed_file)
+    system.seed({"rita": CREDITS}, {"pen": PRICE})
     workers = [system.start_worker("workers.credit_check", name=f"credit-check-{n}") for n in "ab"]
     ports = [infra.free_port(), infra.free_port()]
     # A reply that went to the wrong API would leave its caller waiting out the whole
@@ -255,11 +236,9 @@ def test_every_reply_reaches_the_api_that_asked(
     assert sum(handled) == 100 and min(handled) > 0
 
 
-def test_the_final_state_outlives_the_api_that_asked(
-    make_system: Callable[[], System], seed_file: Path
-) -> None:
+def test_the_final_state_outlives_the_api_that_asked(make_system: Callable[[], System]) -> None:
     system = make_system()
-    system.base_env["SEED_FILE"] = str(seed_file)
+    system.seed({"rita": CREDITS}, {"pen": PRICE})
     port_a, port_b = infra.free_port(), infra.free_port()
     # No worker yet: the request waits in the queue, and API A gives up after 1 s.
     api_a = system.start_api(port_a, "api-a", RESERVATION_REPLY_TIMEOUT="1")
@@ -280,12 +259,7 @@ def test_the_final_state_outlives_the_api_that_asked(
     system.running.remove(api_a)
     worker = system.start_worker("workers.credit_check")
 
-    for attempt in Retrying(
-        stop=stop_after_delay(20),
-        wait=wait_fixed(0.1),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
+    for attempt in eventually(20, every=0.1):
         with attempt:
             final = httpx.get(f"{url_b}{location}", timeout=10)
             assert final.status_code == 200, final.text

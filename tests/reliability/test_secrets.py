@@ -22,12 +22,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import Retrying
 from yarl import URL
 
 from cli.collector import OtlpReceiver
 from tests import infra, processes
 from tests.stack import System
+from tests.waiting import eventually
 
 GOOD = {"username": "alice", "item_id": "book-1"}
 
@@ -71,12 +72,7 @@ async def pg_env(postgres_url: str) -> AsyncIterator[tuple[dict[str, str], str]]
 
 
 def _until(within: float) -> Retrying:
-    return Retrying(
-        stop=stop_after_delay(within),
-        wait=wait_fixed(0.2),
-        retry=retry_if_exception_type((AssertionError, httpx.HTTPError)),
-        reraise=True,
-    )
+    return eventually(within, every=0.2, retry_on=(AssertionError, httpx.HTTPError))
 
 
 def _pending(impatient_url: str) -> list[httpx.Response]:

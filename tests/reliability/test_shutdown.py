@@ -6,11 +6,9 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import aio_pika
 import httpx
-import pytest
 
 from messaging import topology
 from tests.processes import Process
@@ -21,23 +19,16 @@ BURST = 150
 CREDITS = 10_000
 
 
-@pytest.fixture
-def seed_file(tmp_path: Path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps({"users": {"burst": CREDITS}, "items": {"pen": 1}}))
-    return path
-
-
 def _checked(process: Process) -> list[dict[str, object]]:
     lines = [json.loads(x) for x in process.log().splitlines() if x.startswith("{")]
     return [line for line in lines if line.get("event") == "credit checked"]
 
 
 async def test_sigterm_worker_during_a_burst(
-    make_system: Callable[[], System], api_port: int, seed_file: Path
+    make_system: Callable[[], System], api_port: int
 ) -> None:
     system = make_system()
-    system.base_env["SEED_FILE"] = str(seed_file)
+    system.seed({"burst": CREDITS}, {"pen": 1})
     system.start_api(api_port, RESERVATION_REPLY_TIMEOUT="30")
     first = system.start_worker("workers.credit_check", name="first")
     limits = httpx.Limits(max_connections=64)

@@ -6,7 +6,6 @@ Two ways to be down: (a) nothing listens on the port (connection refused at once
 deadline). The spans are lost, the reservations are not.
 """
 
-import json
 import signal
 import socket
 import subprocess
@@ -16,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -67,13 +65,6 @@ class BlackHole:
             connection.close()
 
 
-@pytest.fixture
-def seed_file(tmp_path: Path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps({"users": {"dora": CREDITS}, "items": {"lamp": PRICE}}))
-    return path
-
-
 @pytest.fixture(params=["closed-port", "black-hole"])
 def dead_backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, BlackHole | None]]:
     if request.param == "closed-port":
@@ -105,12 +96,12 @@ def _sigterm_all(system: System, bound: float) -> dict[str, tuple[int | None, fl
 def test_services_keep_answering_and_stop_when_the_tracing_backend_is_down(
     make_system: Callable[[], System],
     api_port: int,
-    seed_file: Path,
     dead_backend: tuple[str, BlackHole | None],
 ) -> None:
     endpoint, hole = dead_backend
     system = make_system()
-    system.base_env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "SEED_FILE": str(seed_file)})
+    system.seed({"dora": CREDITS}, {"lamp": PRICE})
+    system.base_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     system.start_worker("workers.credit_check")
     system.start_worker("workers.fulfilment")
     system.start_api(api_port)
