@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,7 +23,7 @@ from messaging import instrumentation, topology
 from messaging.connection import BrokerUnreachable, connect, open_channel
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
-from messaging.telemetry import Telemetry, setup_telemetry
+from messaging.telemetry import setup_telemetry
 from store.engine import DatabaseUnreachable, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
@@ -47,8 +47,6 @@ class WorkerSettings(BaseSettings):
 class WorkerRuntime:
     """What a worker's handler may use; built once in :func:`running`."""
 
-    telemetry: Telemetry
-    connection: AbstractRobustConnection
     channel: AbstractChannel
     declared: topology.Declared
     store: SqlStore
@@ -66,7 +64,7 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
         connection = await connect(broker)
         channel, declared = await open_channel(connection, broker.amqp_prefetch)
         store = SqlStore(engine, before_commit=lambda: faults.crash_point("mid_transaction"))
-        yield WorkerRuntime(telemetry, connection, channel, declared, store)
+        yield WorkerRuntime(channel, declared, store)
     finally:
         if connection is not None:
             await connection.close()
