@@ -64,6 +64,19 @@ def base_env(amqp_url: str, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def migrate(env: Mapping[str, str]) -> None:
+    """``python -m store.migrate`` with this environment, as every deployment runs it first."""
+    done = subprocess.run(
+        [sys.executable, "-m", "store.migrate"],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def spawn(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> Process:
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:

@@ -24,7 +24,7 @@ from messaging.connection import BrokerUnreachable, connect, open_channel
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
 from messaging.telemetry import setup_telemetry
-from store.engine import DatabaseUnreachable, open_engine
+from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from workers import faults
@@ -140,6 +140,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner = uvloop.run
     try:
         runner(main())
-    except (BrokerUnreachable, DatabaseUnreachable) as exc:
+    except (BrokerUnreachable, DatabaseUnreachable, SchemaNotReady) as exc:
         log.error("cannot start", reason=str(exc))
         sys.exit(1)

@@ -9,6 +9,7 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from messaging.messages import Outcome
 from store.engine import open_engine
+from store.migrate import migrate
 from store.repository import MAX_CREDITS, CreditLimitExceeded, SqlStore
 from store.settings import StoreSettings
 
@@ -98,7 +99,8 @@ async def test_seeding_is_idempotent_and_keeps_balances(store_settings: StoreSet
     engine = await open_engine(store_settings, NoOpTracerProvider())
     await SqlStore(engine).reserve(uuid.uuid4(), "alice", "book-1")
     await engine.dispose()
-    engine = await open_engine(store_settings, NoOpTracerProvider())  # seeds again
+    await migrate(store_settings)  # migrates and seeds again
+    engine = await open_engine(store_settings, NoOpTracerProvider())
     try:
         assert await SqlStore(engine).get_credits("alice") == 90
     finally:
