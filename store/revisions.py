@@ -8,12 +8,12 @@ that the database is at the head revision instead of creating tables itself.
 from pathlib import Path
 
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"  # Alembic's default: one row, the applied revision
 FIX = "run `reservations migrate` (or `make migrate`; in compose, the migrate service) first"
 
 
@@ -29,10 +29,12 @@ def head_revision() -> str | None:
 
 def schema_problem(connection: Connection, schema: str | None) -> str | None:
     """Why this database is not ready for the services, or None when it is at the head."""
-    if schema and connection.dialect.name == "postgresql":
-        if not inspect(connection).has_schema(schema):
-            return f"the PostgreSQL schema {schema!r} (DATABASE_SCHEMA) does not exist"
-    current = MigrationContext.configure(connection).get_current_revision()
+    inspector = inspect(connection)
+    if schema and connection.dialect.name == "postgresql" and not inspector.has_schema(schema):
+        return f"the PostgreSQL schema {schema!r} (DATABASE_SCHEMA) does not exist"
+    current = None
+    if inspector.has_table(VERSION_TABLE):
+        current = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
     head = head_revision()
     if current == head:
         return None

@@ -130,3 +130,19 @@ def test_a_worker_started_before_migrate_exits_with_one_line_then_starts_after_i
     assert f"(schema '{schema}') is at revision {head_revision()}" in done.stdout, done.stdout
     worker = processes.start_worker("workers.credit_check", env, tmp_path, name="after")
     assert worker.stop() == 0, worker.log()
+
+
+async def test_a_service_on_an_older_revision_names_both_revisions(
+    store_settings: StoreSettings,
+) -> None:
+    engine = create_engine(store_settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(SchemaNotReady) as raised:
+        await open_engine(store_settings, NoOpTracerProvider())
+    message = str(raised.value)
+    assert f"revision 'older', this code needs '{head_revision()}'" in message, message
+    assert FIX in message, message

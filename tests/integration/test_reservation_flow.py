@@ -14,6 +14,7 @@ from api.app import create_app
 from messaging import topology
 from messaging.messages import CreditChecked, Outcome, ReservationRequested
 from messaging.rpc import RpcClient
+from store.migrate import migrate
 from store.settings import StoreSettings
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
@@ -180,6 +181,7 @@ async def test_database_down_is_503_not_500(
 ) -> None:
     database = tmp_path / "gone.db"
     settings = StoreSettings(database_url=SecretStr(f"sqlite+aiosqlite:///{database}"))
+    await migrate(settings)
     configure_env(monkeypatch, amqp_url, settings)
     app = create_app()
     async with (
