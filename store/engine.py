@@ -87,23 +87,33 @@ async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) 
     Services never create tables: a database that is not migrated raises SchemaNotReady."""
     engine = create_engine(settings)
     SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=tracer_provider)
-    url = make_url(settings.database_url.get_secret_value())
+    try:
+        await _require_ready(engine, settings)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+async def check_ready(settings: StoreSettings) -> None:
+    """The start-up check alone, on a short-lived engine of its own: DatabaseUnreachable or
+    SchemaNotReady (one line each) unless the database is reachable and migrated."""
+    engine = create_engine(settings)
+    try:
+        await _require_ready(engine, settings)
+    finally:
+        await engine.dispose()
+
+
+async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
+    where = make_url(settings.database_url.get_secret_value()).render_as_string(hide_password=True)
     try:
         async with engine.connect() as conn:
             problem = await conn.run_sync(schema_problem, settings.database_schema)
     except (OSError, DBAPIError) as exc:
-        await engine.dispose()
         raise DatabaseUnreachable(
-            f"The database at {url.render_as_string(hide_password=True)} could not be reached "
-            f"or set up ({type(exc).__name__}). Check DATABASE_URL and that the server is up."
+            f"The database at {where} could not be reached or set up ({type(exc).__name__}). "
+            "Check DATABASE_URL and that the server is up."
         ) from None
-    except BaseException:
-        await engine.dispose()
-        raise
     if problem is not None:
-        await engine.dispose()
-        raise SchemaNotReady(
-            f"The database at {url.render_as_string(hide_password=True)} is not ready: "
-            f"{problem}; {FIX}."
-        )
-    return engine
+        raise SchemaNotReady(f"The database at {where} is not ready: {problem}; {FIX}.")

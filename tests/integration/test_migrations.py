@@ -22,7 +22,7 @@ from store.repository import SqlStore
 from store.revisions import head_revision
 from store.settings import StoreSettings
 from store.tables import metadata
-from tests import processes
+from tests import infra, processes
 
 pytestmark = pytest.mark.integration
 FIX = "run `reservations migrate`"
@@ -104,7 +104,7 @@ async def test_migrate_creates_a_missing_postgresql_schema(missing_schema: Store
 
 
 @pytest.mark.e2e
-def test_a_worker_started_before_migrate_exits_with_one_line_then_starts_after_it(
+def test_services_started_before_migrate_exit_with_one_line_then_start_after_it(
     missing_schema: StoreSettings, amqp_url: str, tmp_path: Path
 ) -> None:
     schema = missing_schema.database_schema
@@ -115,13 +115,16 @@ def test_a_worker_started_before_migrate_exits_with_one_line_then_starts_after_i
             "DATABASE_URL": missing_schema.database_url.get_secret_value(),
             "DATABASE_SCHEMA": schema,
             "OTEL_TRACES_EXPORTER": "none",
+            "API_PORT": str(infra.free_port()),
         },
     )
-    worker = processes.spawn("early", [sys.executable, "-m", "workers.credit_check"], env, tmp_path)
-    assert worker.wait_exit(within=30) == 1, worker.log()
-    log = worker.log()
-    assert f"schema '{schema}'" in log and FIX in log, log
-    assert "Traceback" not in log, log
+    for name, module in [("early-worker", "workers.credit_check"), ("early-api", "api")]:
+        early = processes.spawn(name, [sys.executable, "-m", module], env, tmp_path)
+        assert early.wait_exit(within=30) == 1, early.log()
+        log = early.log()
+        assert f"schema '{schema}'" in log and FIX in log, log
+        assert "Traceback" not in log, log
+        assert len(log.strip().splitlines()) == 1, log
 
     done = subprocess.run(
         [sys.executable, "-m", "store.migrate"], env=env, capture_output=True, text=True, timeout=60
