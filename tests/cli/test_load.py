@@ -4,7 +4,8 @@ import pytest
 from rich.console import Console
 
 from cli.errors import CliError
-from cli.load import LoadResult, check_limits, percentile, summary
+from cli.load import check_limits, summary
+from devtools.load_stats import percentile, summarize
 
 
 @pytest.mark.parametrize(
@@ -34,9 +35,12 @@ def test_percentiles_are_observed_values_by_nearest_rank() -> None:
 
 
 def test_the_summary_shows_outcomes_throughput_and_latencies() -> None:
-    result = LoadResult(elapsed=2.0)
-    result.outcomes.update({"201 confirmed": 3, "409 rejected_insufficient_credits": 1})
-    result.latencies = [0.010, 0.020, 0.030, 0.040]
+    result = summarize(
+        [10_000_000, 20_000_000, 30_000_000, 40_000_000],
+        errors=0,
+        elapsed_s=2.0,
+        statuses={"201 confirmed": 3, "409 rejected_insufficient_credits": 1},
+    )
     console = Console(record=True, width=100)
     console.print(summary(result, concurrency=2))
     text = console.export_text()
