@@ -70,6 +70,10 @@ def poll(fetch: Callable[[], T], until: Callable[[T], bool], within: float, ever
 async def poll_async(
     fetch: Callable[[], Awaitable[T]], until: Callable[[T], bool], within: float, every: float
 ) -> T:
-    """:func:`poll` for a coroutine function."""
-    value: T = await AsyncRetrying(**_polling(until, within, every))(fetch)
+    """:func:`poll` for a function that returns an awaitable (a lambda will do)."""
+
+    async def call() -> T:
+        return await fetch()
+
+    value: T = await AsyncRetrying(**_polling(until, within, every))(call)
     return value
