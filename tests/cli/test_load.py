@@ -5,7 +5,7 @@ from rich.console import Console
 
 from cli.errors import CliError
 from cli.load import check_limits, summary
-from devtools.load_stats import percentile, summarize
+from devtools.load_stats import summarize
 
 
 @pytest.mark.parametrize(
@@ -25,13 +25,6 @@ def test_other_apis_are_refused(url: str) -> None:
 def test_request_count_and_concurrency_are_bounded(n: int, c: int) -> None:
     with pytest.raises(CliError, match="-n must be"):
         check_limits("http://127.0.0.1:8081", n, c)
-
-
-def test_percentiles_are_observed_values_by_nearest_rank() -> None:
-    latencies = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    assert percentile(latencies, 50) == 0.050
-    assert percentile(latencies, 99) == 0.099
-    assert percentile([0.2], 99) == 0.2
 
 
 def test_the_summary_shows_outcomes_throughput_and_latencies() -> None:
