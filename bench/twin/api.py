@@ -57,8 +57,10 @@ class TwinApi:
         trace_id = payload.get("trace_id")
         if trace_id:
             headers = [*headers, (b"x-trace-id", trace_id.encode())]
-        await send({"type": "http.response.start", "status": status, "headers": [*JSON, *headers]})
-        await send({"type": "http.response.body", "body": orjson.dumps(payload)})
+        content = orjson.dumps(payload)
+        headers = [*JSON, (b"content-length", str(len(content)).encode()), *headers]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     async def _traced(self, scope: Scope, body: bytes) -> answers.Answer:
         traceparent = next(
