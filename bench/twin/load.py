@@ -20,17 +20,14 @@ from bench.stats import LoadResult
 CALIBRATION_REQUESTS = 5
 
 
-async def http_load(
-    port: int, connections: int, warmup: float, seconds: float, workdir: Path
-) -> LoadResult:
+async def http_load(port: int, connections: int, seconds: float, workdir: Path) -> LoadResult:
+    """One window of ``seconds`` at ``connections`` (call it once more before, to warm up)."""
     if loadgen.wrk_path() is None:
-        return await _builtin(port, connections, warmup, seconds)
+        return await _builtin(port, connections, seconds)
     script = workdir / "bench.lua"
     script.write_text(loadgen.WRK_SCRIPT)
     url = f"http://127.0.0.1:{port}/reservations"
     env = {**os.environ, "BENCH_USERS": str(db.USERS), "BENCH_ITEM": db.ITEM_ID}
-    if warmup > 0:
-        await _run(loadgen.wrk_command(url, script, connections, warmup), env)
     return loadgen.parse_wrk(
         await _run(loadgen.wrk_command(url, script, connections, seconds), env)
     )
@@ -47,7 +44,7 @@ async def _run(args: list[str], env: dict[str, str]) -> str:
     return text
 
 
-async def _builtin(port: int, connections: int, warmup: float, seconds: float) -> LoadResult:
+async def _builtin(port: int, connections: int, seconds: float) -> LoadResult:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -55,12 +52,12 @@ async def _builtin(port: int, connections: int, warmup: float, seconds: float) -
         f"--port={port}",
         f"--concurrency={connections}",
         f"--users={db.USERS}",
-        f"--warmup={warmup}",
+        "--warmup=0",
         f"--duration={seconds}",
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    async with asyncio.timeout(warmup + seconds + 60):
+    async with asyncio.timeout(seconds + 60):
         async for line in process.stdout:
             event = protocol.parse(line)
             if event is not None and event["event"] == "done":

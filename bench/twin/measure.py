@@ -24,6 +24,7 @@ from bench.procstats import CpuMeter, find_broker_pid
 from bench.twin import load, processes
 from bench.twin.audit import Audit, audit
 from bench.twin.launch import TRACED, VARIANTS, launch
+from bench.twin.summary import markdown
 from messaging import topology
 
 QUEUES = (topology.CREDIT_CHECK.name, topology.FULFILMENT.name)
@@ -73,11 +74,23 @@ async def measure(
         pids = {p.spec.name: p.process.pid for p in running}
         levels = []
         for connections in (int(c) for c in args.connections.split(",")):
+            if args.warmup > 0:
+                await load.http_load(port, connections, args.warmup, workdir)
             meter = CpuMeter({**pids, "broker": find_broker_pid()})
             meter.begin()
-            result = await load.http_load(port, connections, args.warmup, args.seconds, workdir)
-            cpu = meter.used()  # includes the warm-up: CPU per request is indicative
-            levels.append({"connections": connections, **result.to_dict(), "cpu_s": cpu})
+            result = await load.http_load(port, connections, args.seconds, workdir)
+            cpu = meter.used()
+            levels.append(
+                {
+                    "connections": connections,
+                    **result.to_dict(),
+                    "cpu_s": cpu,
+                    "cpu_ms_per_request": {
+                        role: round(1000 * s / max(1, result.completed), 3)
+                        for role, s in cpu.items()
+                    },
+                }
+            )
         drained = await broker.wait_drained(amqp_url, QUEUES, within=60)
         final = await _settled(database)
         spans = None
@@ -127,24 +140,6 @@ async def _settled(database: db.Database, within: float = 30) -> Audit:
     return last
 
 
-def markdown(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | db | conns | req/s | p50 ms | p99 ms | errors | conserved | fulfilled "
-        "| spans dropped |",
-        "|---|---|--:|--:|--:|--:|--:|---|---|--:|",
-    ]
-    for r in results:
-        a, spans = r["audit"], r["spans"]
-        for level in r["levels"]:
-            lines.append(
-                f"| {r['variant']} | {r['db']} | {level['connections']} | "
-                f"{level['throughput_rps']:.0f} | {level['p50_ms']:.1f} | {level['p99_ms']:.1f} | "
-                f"{level['errors']} | {a['conserved']} | {a['all_fulfilled']} | "
-                f"{'-' if spans is None else spans['dropped']} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     async with broker.vhost(args.amqp_url) as (url, _):
@@ -159,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(run(args))
     if args.output is not None:
         args.output.write_text(json.dumps(results, indent=2))
-    print(markdown(results), end="")
+    print(markdown(results))
 
 
 if __name__ == "__main__":
