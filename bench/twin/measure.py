@@ -72,6 +72,8 @@ async def measure(
         running = await processes.start(specs, amqp_url, workdir)
         per_request = await load.calibrate(port, receiver) if receiver is not None else None
         pids = {p.spec.name: p.process.pid for p in running}
+        if receiver is not None:
+            pids["receiver"] = receiver.process.pid
         levels = []
         for connections in (int(c) for c in args.connections.split(",")):
             if args.warmup > 0:

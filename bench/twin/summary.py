@@ -6,14 +6,14 @@ from typing import Any
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "| variant | db | conns | req/s | p50 ms | p99 ms | errors | CPU ms/req "
-        "(api/credit-check/fulfilment/broker) | conserved | fulfilled | spans dropped |",
+        "(api/credit-check/fulfilment/broker/receiver) | conserved | fulfilled | spans dropped |",
         "|---|---|--:|--:|--:|--:|--:|--:|---|---|--:|",
     ]
     for r in results:
         a, spans = r["audit"], r["spans"]
         for level in r["levels"]:
             cpu = level["cpu_ms_per_request"]
-            roles = ("twin-api", "twin-credit-check", "twin-fulfilment", "broker")
+            roles = ("twin-api", "twin-credit-check", "twin-fulfilment", "broker", "receiver")
             lines.append(
                 f"| {r['variant']} | {r['db']} | {level['connections']} | "
                 f"{level['throughput_rps']:.0f} | {level['p50_ms']:.1f} | {level['p99_ms']:.1f} | "

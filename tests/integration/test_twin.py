@@ -277,3 +277,33 @@ def test_traced_twin_makes_one_trace_with_consumers_under_their_producers(
     assert {p.parent_span_id for p in worker_out} == {request_in.span_id}
     assert {reply_in.parent_span_id, event_in.parent_span_id} == {p.span_id for p in worker_out}
     assert len(spans) == 9, sorted((s.service, s.name) for s in spans)
+
+
+async def test_twin_dead_letters_a_poison_message_with_its_reason(
+    twin_amqp_url: str, tmp_path: Path
+) -> None:
+    db_env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/twin.db"}
+    twin = start_twin(UNTRACED, twin_amqp_url, db_env, tmp_path)
+    try:
+        connection = await aio_pika.connect(twin_amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(topology.RESERVATIONS.name)
+            await exchange.publish(
+                aio_pika.Message(b'{"version": 2}', content_type="application/json"),
+                topology.RESERVATION_REQUESTED,
+                mandatory=True,
+            )
+            dead = await channel.get_queue(topology.DEAD_LETTERS.name)
+            async for attempt in eventually_async(10, every=0.05):
+                with attempt:
+                    message = await dead.get(fail=False)
+                    assert message is not None
+            assert message is not None
+            assert str(message.headers[topology.DEAD_LETTER_REASON]).startswith("invalid:")
+            await message.ack()
+        finally:
+            await connection.close()
+    finally:
+        twin.stop()
+    assert await _query(db_env, "SELECT count(*) FROM reservations") == [(0,)]
