@@ -42,6 +42,8 @@ class TwinApi:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] != "http":
+            return  # no websockets here
         method, path = scope["method"], scope["path"]
         if method == "POST" and path == ROUTE:
             body = await _read(receive)

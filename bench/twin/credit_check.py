@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from bench.twin import amqp, contracts, schema
@@ -83,8 +84,6 @@ def make_handler(
 
 
 def _annotate(rid: str, item_id: str, outcome: str, replayed: bool) -> None:
-    from opentelemetry import trace
-
     trace.get_current_span().set_attributes(
         {
             "reservation.id": rid,
