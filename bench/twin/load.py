@@ -13,24 +13,22 @@ from pathlib import Path
 
 import httpx
 
-from bench import db, loadgen, protocol
+from bench import db, protocol, services, wrk
 from bench.receiver import ReceiverClient
-from bench.stats import LoadResult
+from devtools.load_stats import LoadResult
 
 CALIBRATION_REQUESTS = 5
 
 
 async def http_load(port: int, connections: int, seconds: float, workdir: Path) -> LoadResult:
     """One window of ``seconds`` at ``connections`` (call it once more before, to warm up)."""
-    if loadgen.wrk_path() is None:
+    if wrk.wrk_path() is None:
         return await _builtin(port, connections, seconds)
     script = workdir / "bench.lua"
-    script.write_text(loadgen.WRK_SCRIPT)
+    script.write_text(wrk.WRK_SCRIPT)
     url = f"http://127.0.0.1:{port}/reservations"
     env = {**os.environ, "BENCH_USERS": str(db.USERS), "BENCH_ITEM": db.ITEM_ID}
-    return loadgen.parse_wrk(
-        await _run(loadgen.wrk_command(url, script, connections, seconds), env)
-    )
+    return wrk.parse_wrk(await _run(wrk.wrk_command(url, script, connections, seconds), env))
 
 
 async def _run(args: list[str], env: dict[str, str]) -> str:
@@ -103,20 +101,10 @@ async def wait_for_spans(receiver: ReceiverClient, target: int) -> int:
         await asyncio.sleep(0.25)
 
 
+BENCH_ROOT = Path(__file__).resolve().parents[2]
+
+
 async def start_receiver(workdir: Path) -> ReceiverClient:
-    log = (workdir / "receiver.log").open("ab")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.receiver",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    log.close()
-    assert process.stdout is not None
-    async with asyncio.timeout(30):
-        while True:
-            event = protocol.parse(await process.stdout.readline())
-            if event is not None and event["event"] == "ready":
-                return ReceiverClient(process, int(event["port"]))
+    process = services.spawn_helper("receiver", ["bench.receiver"], BENCH_ROOT, workdir, stdin=True)
+    ready = await protocol.read_event(process, "ready")
+    return ReceiverClient(process, int(ready["port"]))

@@ -25,6 +25,8 @@ from bench.twin import load, processes
 from bench.twin.audit import Audit, audit
 from bench.twin.launch import TRACED, VARIANTS, launch
 from bench.twin.summary import markdown
+from devtools.addresses import DEFAULT_POSTGRES_URL
+from devtools.vhosts import local_rabbitmqctl, private_vhost
 from messaging import topology
 
 QUEUES = (topology.CREDIT_CHECK.name, topology.FULFILMENT.name)
@@ -41,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     )
     p.add_argument(
-        "--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", db.DEFAULT_POSTGRES_URL)
+        "--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     )
     p.add_argument("--output", type=Path, help="write the results here as JSON")
     p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
@@ -144,7 +146,9 @@ async def _settled(database: db.Database, within: float = 30) -> Audit:
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
-    async with broker.vhost(args.amqp_url) as (url, _):
+    ctl = local_rabbitmqctl(args.amqp_url)
+    assert ctl is not None, "the twin bench needs rabbitmqctl on this machine"
+    with private_vhost(args.amqp_url, ctl, "twin") as url:
         for variant in args.variants.split(","):
             with tempfile.TemporaryDirectory(prefix=f"twin-{variant}-") as tmp:
                 results.append(await measure(args, variant, url, Path(tmp)))
