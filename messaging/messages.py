@@ -4,16 +4,15 @@ Commands are imperative, events and replies past tense. A consumer that meets a 
 does not know must dead-letter the message rather than guess, so every model pins ``version``.
 """
 
-from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from domain.identifiers import Identifier
+from domain.reservations import Outcome
 
 CONTENT_TYPE = "application/json"
-
-# Usernames and item ids: 1-64 characters of [A-Za-z0-9_.-]. Shared with the HTTP edge.
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 class InvalidMessage(ValueError):
@@ -41,13 +40,6 @@ class ReservationRequested(Message):
     reservation_id: UUID
     username: Identifier
     item_id: Identifier
-
-
-class Outcome(StrEnum):
-    CONFIRMED = "confirmed"
-    REJECTED_INSUFFICIENT_CREDITS = "rejected_insufficient_credits"
-    UNKNOWN_USER = "unknown_user"
-    UNKNOWN_ITEM = "unknown_item"
 
 
 class CreditChecked(Message):

@@ -15,6 +15,10 @@ from typing import Literal, get_args
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.reservations import Reservation
+from store.repository import SqlStore
 
 log = structlog.get_logger(__name__)
 
@@ -41,3 +45,11 @@ def crash_point(point: CrashPoint) -> None:
     if _armed_at == point and _first_delivery.get():
         log.warning("crash point reached: SIGKILL", point=point)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CrashingStore(SqlStore):
+    """The store with the ``mid_transaction`` crash point inside reserve()'s transaction."""
+
+    async def _record(self, conn: AsyncConnection, reservation: Reservation) -> None:
+        crash_point("mid_transaction")
+        await super()._record(conn, reservation)

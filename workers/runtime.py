@@ -63,7 +63,7 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
     try:
         connection = await connect(broker)
         channel, declared = await open_channel(connection, broker.amqp_prefetch)
-        store = SqlStore(engine, before_commit=lambda: faults.crash_point("mid_transaction"))
+        store = faults.CrashingStore(engine)
         yield WorkerRuntime(channel, declared, store)
     finally:
         if connection is not None:

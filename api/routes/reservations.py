@@ -18,7 +18,8 @@ from api.schemas import (
     ReservationView,
 )
 from api.tracing import current_trace_id
-from messaging.messages import CreditChecked, InvalidMessage, Outcome, ReservationRequested
+from domain.reservations import Outcome
+from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
 from messaging.rpc import ReplyTimeout
 from messaging.topology import RESERVATION_REQUESTED
 

@@ -12,10 +12,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from domain.reservations import Reservation
 from messaging import instrumentation, topology
 from messaging.connection import open_channel
 from messaging.messages import CONTENT_TYPE, ReservationRequested
-from store.repository import Reservation
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
 from tests.waiting import eventually_async

@@ -11,8 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
+from domain.reservations import Outcome
 from messaging import topology
-from messaging.messages import CreditChecked, Outcome, ReservationRequested
+from messaging.messages import CreditChecked, ReservationRequested
 from messaging.rpc import RpcClient
 from store.settings import StoreSettings
 from tests.system import configure_env, purge_work_queues, running_api, start_worker

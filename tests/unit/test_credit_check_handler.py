@@ -5,8 +5,9 @@ from uuid import UUID
 
 import pytest
 
-from messaging.messages import Outcome, ReservationRequested
-from store.repository import Reservation
+from domain.credits import decide
+from domain.reservations import Outcome, Reservation
+from messaging.messages import ReservationRequested
 from workers.credit_check.handler import check_credit
 
 
@@ -20,19 +21,12 @@ class FakeLedger:
 
     async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
         if reservation_id in self.reserved:
-            previous = self.reserved[reservation_id]
-            return Reservation(**{**previous.__dict__, "replayed": True})
-        price = self.prices.get(item_id)
-        balance = self.credits.get(username)
-        if balance is None:
-            outcome, left, cost = Outcome.UNKNOWN_USER, None, None
-        elif price is None:
-            outcome, left, cost = Outcome.UNKNOWN_ITEM, balance, None
-        elif balance >= price:
+            return self.reserved[reservation_id].as_replayed()
+        balance, price = self.credits.get(username), self.prices.get(item_id)
+        outcome = decide(balance, price)  # the domain's rule, not a copy of it
+        left, cost = balance, None if outcome is Outcome.UNKNOWN_USER else price
+        if outcome is Outcome.CONFIRMED and balance is not None and price is not None:
             self.credits[username] = left = balance - price
-            outcome, cost = Outcome.CONFIRMED, price
-        else:
-            outcome, left, cost = Outcome.REJECTED_INSUFFICIENT_CREDITS, balance, price
         reservation = Reservation(reservation_id, username, item_id, outcome, cost, left)
         self.reserved[reservation_id] = reservation
         return reservation

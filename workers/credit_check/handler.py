@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from messaging.messages import CreditChecked, Outcome, ReservationConfirmed, ReservationRequested
-from store.repository import Reservation
+from domain.reservations import Outcome, Reservation
+from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
 
 
 class Ledger(Protocol):

@@ -6,8 +6,8 @@ from uuid import UUID
 
 from opentelemetry import trace
 
+from domain.reservations import Reservation
 from messaging.messages import ReservationConfirmed
-from store.repository import Reservation
 
 tracer = trace.get_tracer(__name__)
 
