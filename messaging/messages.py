@@ -32,31 +32,44 @@ class Message(BaseModel):
     def to_body(self) -> bytes:
         return self.model_dump_json().encode()
 
+    @property
+    def message_id(self) -> str | None:
+        """The AMQP ``message_id`` this message travels with (none by default)."""
+        return None
 
-class ReservationRequested(Message):
-    """The API asks for a reservation; the credit-check worker answers with CreditChecked."""
+
+class ReservationMessage(Message):
+    """A message about one reservation: its id is the message id."""
 
     version: Literal[1] = 1
     reservation_id: UUID
+
+    @property
+    def message_id(self) -> str:
+        return str(self.reservation_id)
+
+
+class ReservationRequested(ReservationMessage):
+    """The API asks for a reservation; the credit-check worker answers with CreditChecked."""
+
+    version: Literal[1] = 1
     username: Identifier
     item_id: Identifier
 
 
-class CreditChecked(Message):
+class CreditChecked(ReservationMessage):
     """The credit-check worker's reply. A rejection is an answer, not an error."""
 
     version: Literal[1] = 1
-    reservation_id: UUID
     outcome: Outcome
     credits_left: int | None = None
     price: int | None = None
 
 
-class ReservationConfirmed(Message):
+class ReservationConfirmed(ReservationMessage):
     """Published after a confirmed reservation commits; the fulfilment worker prepares it."""
 
     version: Literal[1] = 1
-    reservation_id: UUID
     username: Identifier
     item_id: Identifier
     price: int

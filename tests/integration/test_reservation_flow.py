@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from api.app import create_app
 from domain.reservations import Outcome
 from messaging import topology
+from messaging.broker import Broker
 from messaging.messages import CreditChecked, ReservationRequested
-from messaging.rpc import RpcClient
 from store.settings import StoreSettings
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
@@ -127,20 +127,9 @@ async def test_redelivered_request_gets_the_same_answer_and_charges_once(
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
     connection = await aio_pika.connect(amqp_url)
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(topology.RESERVATIONS.name)
-        rpc = RpcClient(channel, exchange, reply_timeout=10)
-        await rpc.start()
+        rpc = await (await Broker.open(connection)).rpc(reply_timeout=10)
         replies = [
-            CreditChecked.from_body(
-                (
-                    await rpc.call(
-                        request.to_body(),
-                        routing_key=topology.RESERVATION_REQUESTED,
-                        message_id=str(request.reservation_id),
-                    )
-                ).body
-            )
+            await rpc.call(request, CreditChecked, to=topology.RESERVATION_REQUESTS)
             for _ in range(2)
         ]
         await rpc.close()
