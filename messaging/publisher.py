@@ -63,10 +63,8 @@ class Publisher:
 
     async def reply(self, message: Message, to: ReplyAddress) -> None:
         """Answer a request on its direct reply-to address (at-most-once, by design)."""
-        amqp_message = encode(message, persistent=False, correlation_id=to.correlation_id)
-        await instrumentation.publish(
-            self._default_exchange, amqp_message, to.reply_to, mandatory=False
-        )
+        amqp = encode(message, persistent=False, correlation_id=to.correlation_id)
+        await instrumentation.publish(self._default_exchange, amqp, to.reply_to, mandatory=False)
 
     async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
         """Publish what a handler produced: the reply (if the request asked for one) and the
