@@ -105,19 +105,20 @@ async def publish(
         semconv.outgoing_body_size.reset(token)
 
 
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+# An aio-pika consumer callback (the transport level; handlers of models are messaging.handlers).
+OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
-def consumer(queue: str, handler: Handler) -> Handler:
+def consumer(queue: str, callback: OnMessage) -> OnMessage:
     """Wrap a consumer callback so the CONSUMER span (already current, started by the
     instrumentation) gets its full destination, delivery tag and body size."""
 
-    async def on_message(message: AbstractIncomingMessage) -> None:
+    async def enriched(message: AbstractIncomingMessage) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             dest, anonymous = destination(message.exchange or "", message.routing_key or "", queue)
             span.update_name(f"process {dest}")
             span.set_attributes(semconv.process_attributes(message, dest, anonymous))
-        await handler(message)
+        await callback(message)
 
-    return on_message
+    return enriched

@@ -9,18 +9,16 @@ closes.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from messaging import delivery, instrumentation
 from messaging.handlers import Handler, M
+from messaging.instrumentation import OnMessage
 from messaging.publisher import Publisher
 
 log = structlog.get_logger(__name__)
-
-OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
 class Subscription:
