@@ -7,8 +7,9 @@ import pytest
 
 from domain.credits import decide
 from domain.reservations import Outcome, Reservation
-from messaging.messages import ReservationRequested
-from workers.credit_check.handler import check_credit
+from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
+from messaging.topology import RESERVATION_CONFIRMATIONS
+from workers.credit_check.handler import check_credit, credit_check
 
 
 class FakeLedger:
@@ -79,3 +80,17 @@ async def test_replay_returns_the_same_answer_and_still_announces() -> None:
     assert second.reply == first.reply
     assert second.event == first.event
     assert ledger.credits["alice"] == 20
+
+
+async def test_the_worker_handler_returns_its_reply_and_the_event_to_publish() -> None:
+    ledger = FakeLedger({"alice": 30}, {"book": 10, "course": 50})
+    confirmed = await credit_check(ledger)(_request())
+    assert confirmed is not None and isinstance(confirmed.reply, CreditChecked)
+    assert confirmed.reply.outcome is Outcome.CONFIRMED
+    assert [(e.to, type(e.message)) for e in confirmed.events] == [
+        (RESERVATION_CONFIRMATIONS, ReservationConfirmed)
+    ]
+    rejected = await credit_check(ledger)(_request(item_id="course"))
+    assert rejected is not None and isinstance(rejected.reply, CreditChecked)
+    assert rejected.reply.outcome is Outcome.REJECTED_INSUFFICIENT_CREDITS
+    assert rejected.events == ()
