@@ -5,17 +5,15 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
 from domain.reservations import Outcome
-from messaging import topology
-from messaging.broker import Broker
-from messaging.messages import CreditChecked, ReservationRequested
+from messaging.messages import ReservationRequested
 from store.settings import StoreSettings
+from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
 
@@ -125,16 +123,7 @@ async def test_redelivered_request_gets_the_same_answer_and_charges_once(
     api: httpx.AsyncClient, amqp_url: str
 ) -> None:
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        rpc = await (await Broker.open(connection)).rpc(reply_timeout=10)
-        replies = [
-            await rpc.call(request, CreditChecked, to=topology.RESERVATION_REQUESTS)
-            for _ in range(2)
-        ]
-        await rpc.close()
-    finally:
-        await connection.close()
+    replies = await ask_repeatedly(amqp_url, request)
     assert replies[0] == replies[1]
     assert replies[0].outcome is Outcome.CONFIRMED
     assert (await api.get("/users/carol")).json()["credits"] == 30

@@ -24,11 +24,11 @@ from bench.twin import TRACED, UNTRACED, launch
 from cli.collector import OtlpReceiver
 from domain.reservations import Outcome
 from messaging import topology
-from messaging.broker import Broker as MessageBroker
-from messaging.messages import CreditChecked, ReservationRequested
+from messaging.messages import ReservationRequested
 from store.settings import StoreSettings
 from tests import infra, processes
 from tests.infra import Broker
+from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually, eventually_async
 
@@ -208,16 +208,7 @@ async def test_twin_is_idempotent_by_reservation_id(
     twin = start_twin(UNTRACED, twin_amqp_url, twin_db, tmp_path)
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
     try:
-        connection = await aio_pika.connect(twin_amqp_url)
-        try:
-            rpc = await (await MessageBroker.open(connection)).rpc(reply_timeout=10)
-            replies = [  # read with the system's contract
-                await rpc.call(request, CreditChecked, to=topology.RESERVATION_REQUESTS)
-                for _ in range(2)
-            ]
-            await rpc.close()
-        finally:
-            await connection.close()
+        replies = await ask_repeatedly(twin_amqp_url, request)  # the system's contract
         assert replies[0] == replies[1]
         assert replies[0].outcome is Outcome.CONFIRMED and replies[0].credits_left == 30
         async for attempt in eventually_async(10):
