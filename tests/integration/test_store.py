@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from opentelemetry.trace import NoOpTracerProvider
 
-from messaging.messages import Outcome
+from domain.credits import MAX_CREDITS, CreditLimitExceeded
+from domain.reservations import Outcome
 from store.engine import open_engine
 from store.migrate import migrate
-from store.repository import MAX_CREDITS, CreditLimitExceeded, SqlStore
+from store.repository import SqlStore
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from messaging.messages import Outcome
+from domain.reservations import Outcome
 from store.engine import create_engine
 from store.settings import StoreSettings
 from store.tables import reservations, users
