@@ -12,5 +12,6 @@
   an AMQP message is built.
 - :mod:`messaging.instrumentation` and :mod:`messaging.semconv`: messaging spans that follow
   the current semantic conventions.
+- :mod:`messaging.propagation`: trace-context extraction that garbage headers cannot break.
 - :mod:`messaging.telemetry` and :mod:`messaging.logs`: tracer provider and structured logs.
 """

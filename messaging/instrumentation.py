@@ -25,7 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.util.types import Attributes
 
-from messaging import semconv
+from messaging import propagation, semconv
 from messaging.semconv import destination
 
 
@@ -105,6 +105,10 @@ async def publish(
         semconv.outgoing_body_size.reset(token)
 
 
+# The CONSUMER span's event when trace headers were present but not usable (not strings, or
+# too long); the span then starts a new trace instead of continuing the sender's.
+UNUSABLE_CONTEXT = "messaging.trace_context.unusable"
+
 # An aio-pika consumer callback (the transport level; handlers of models are messaging.handlers).
 OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
@@ -119,6 +123,9 @@ def consumer(queue: str, callback: OnMessage) -> OnMessage:
             dest, anonymous = destination(message.exchange or "", message.routing_key or "", queue)
             span.update_name(f"process {dest}")
             span.set_attributes(semconv.process_attributes(message, dest, anonymous))
+            unusable = propagation.unusable_fields(message.headers)
+            if unusable:  # extraction ignored them: this span starts a fresh trace
+                span.add_event(UNUSABLE_CONTEXT, {"messaging.header.names": unusable})
         await callback(message)
 
     return enriched

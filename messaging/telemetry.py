@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import NoOpTracerProvider
 
+from messaging import propagation
 from messaging.instrumentation import SemconvTracerProvider
 
 log = structlog.get_logger(__name__)
@@ -91,6 +92,7 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
     them with ``telemetry.provider``.
     """
     service_name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
+    propagation.install()  # garbage trace headers must never break a consumer
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry(service_name, NoOpTracerProvider())
 
