@@ -5,7 +5,9 @@
 - :mod:`messaging.topology`: exchanges, queues, routes, bindings and dead-lettering, declared once.
 - :mod:`messaging.messages`: the frozen, versioned JSON message contracts.
 - :mod:`messaging.handlers`: what a handler is and returns (``Handler``, ``Handled``).
-- :mod:`messaging.rpc`: the request/reply client over RabbitMQ direct reply-to.
+- :mod:`messaging.rpc`: the request/reply client over RabbitMQ direct reply-to;
+  :mod:`messaging.readiness` (publish only once a reconnected channel is whole) and
+  :mod:`messaging.republisher` (requests whose confirm was lost, republished until confirmed).
 - :mod:`messaging.subscriber` and :mod:`messaging.delivery`: consuming, settling, retrying and
   dead-lettering one delivery; graceful stop.
 - :mod:`messaging.publisher` and :mod:`messaging.envelope`: publishing models; the one place

@@ -8,11 +8,20 @@ database and ``GET /reservations/{id}`` can always tell the final state.
 
 What the tutorial skips (after aio-pika's ``patterns/rpc.py``):
 
-- every call has a timeout, and its future is removed however the call ends;
+- every call has a timeout; its future is removed (and its result retrieved) however it ends;
 - pending calls end at once when the channel closes, instead of waiting out their timeout
-  (as a :class:`ReplyLost`: the request was published, so its outcome is unknown, not failed);
+  (as a :class:`ReplyLost`: the request was confirmed, so it is queued, not failed);
 - a late reply (after its timeout) or a reply to an unknown correlation id is logged and dropped;
 - publishing is ``mandatory`` with publisher confirms: an unroutable request raises.
+After a reconnect (see also :mod:`messaging.readiness` and :mod:`messaging.republisher`):
+
+- a request is published only once the channel *and* its reply consumer are restored;
+- a publish whose confirm never came has an unknown outcome: the same request (same
+  reservation id; the worker is idempotent by it) is published again once the channel is
+  back. No copy confirmed within ``PUBLISH_TIMEOUT``: :class:`RequestUnconfirmed` (a 202), and
+  the background republisher keeps trying;
+- :class:`BrokerUnavailable` (a 503) only when no copy can have been sent, or the broker
+  returned or refused it: a retry then cannot reserve twice.
 
 Callers pass and get message models: ``await rpc.call(request, CreditChecked, to=route)``.
 """
@@ -23,38 +32,42 @@ from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import (
-    AMQPError,
-    ChannelInvalidStateError,
-    DeliveryError,
-    PublishError,
-)
+from aio_pika.exceptions import DeliveryError
 
 from messaging import instrumentation
 from messaging.messages import Message
 from messaging.publisher import Publisher
+from messaging.readiness import ChannelReadiness
+from messaging.republisher import Republisher
 from messaging.topology import DIRECT_REPLY_TO, Route
 
 log = structlog.get_logger(__name__)
 
-# Seconds to wait for the broker to take (confirm) a request; a blocked or reconnecting
-# connection answers 503 after this, rather than a 202 for a request that was never sent.
+# Seconds a call may spend getting a confirm for its request (waiting for the channel and
+# republishing included); a blocked or reconnecting connection answers 503 or 202 after this.
 PUBLISH_TIMEOUT = 5.0
+# Seconds between an unconfirmed publish and the next copy.
+UNCONFIRMED_PAUSE = 0.05
 
 R = TypeVar("R", bound=Message)
 
 
 class BrokerUnavailable(RuntimeError):
-    """The request could not be handed to the broker (down, closed channel, unroutable)."""
+    """The broker did not take the request (down, refused, unroutable): safe to retry."""
 
 
 class ReplyTimeout(TimeoutError):
-    """No reply arrived in time. The request was published and may still complete."""
+    """No reply arrived in time. The request is queued (or will be) and may still complete."""
 
 
 class ReplyLost(ReplyTimeout):
-    """The channel closed after the request was published: its reply can no longer arrive
-    here, but the request may still complete (its outcome is recorded either way)."""
+    """The channel closed after the request was confirmed: its reply can no longer arrive
+    here, but the request is queued (its outcome is recorded either way)."""
+
+
+class RequestUnconfirmed(ReplyTimeout):
+    """No copy of the request was confirmed in time, but one may have been taken; the client
+    keeps republishing it in the background (see :mod:`messaging.republisher`)."""
 
 
 class RpcClient:
@@ -69,6 +82,8 @@ class RpcClient:
         self._pending: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
         self._reply_queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._readiness = ChannelReadiness(channel)
+        self.republisher = Republisher(publisher, self._readiness.wait)
 
     @property
     def pending(self) -> int:
@@ -81,10 +96,13 @@ class RpcClient:
             instrumentation.consumer(DIRECT_REPLY_TO, self._on_reply), no_ack=True
         )
         self._channel.close_callbacks.add(self._on_channel_close)
+        self._readiness.watch()
 
     async def close(self) -> None:
         self._fail_pending(ReplyLost("the request/reply client is shutting down"))
+        await self.republisher.close()
         self._channel.close_callbacks.discard(self._on_channel_close)
+        self._readiness.unwatch()
         if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
             await self._reply_queue.cancel(self._consumer_tag)
 
@@ -93,7 +111,7 @@ class RpcClient:
         reply, validated as ``reply_model``.
 
         Raises :class:`BrokerUnavailable` if the broker did not take the request,
-        :class:`ReplyTimeout` if it took it but no reply came back in time, and
+        :class:`ReplyTimeout` if it took it (or will) but no reply came back in time, and
         :class:`~messaging.messages.InvalidMessage` if the reply came but is not a
         ``reply_model`` (the request was handled; its outcome is recorded).
         """
@@ -101,29 +119,37 @@ class RpcClient:
         return reply_model.from_body(reply.body)
 
     async def _request(self, request: Message, to: Route) -> AbstractIncomingMessage:
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        if self._channel.is_closed:
-            self._pending.pop(correlation_id, None)
-            raise BrokerUnavailable("the broker channel is closed")
-        try:
-            await self._publish(request, to, correlation_id)
-            async with asyncio.timeout(self._reply_timeout):
-                return await future
-        except ReplyLost:
-            raise
-        except TimeoutError:
-            raise ReplyTimeout(f"no reply within {self._reply_timeout}s") from None
-        finally:
-            self._pending.pop(correlation_id, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_TIMEOUT
+        maybe_sent = False  # a copy went out and its confirm never came
+        while await self._readiness.wait(deadline):
+            correlation_id = uuid.uuid4().hex
+            future: asyncio.Future[AbstractIncomingMessage] = loop.create_future()
+            self._pending[correlation_id] = future
+            try:
+                if await self._publish(request, to, correlation_id, deadline):
+                    async with asyncio.timeout(self._reply_timeout):
+                        return await future
+                maybe_sent = True
+                await asyncio.sleep(UNCONFIRMED_PAUSE)  # let the channel notice it is down
+            except ReplyTimeout:  # ReplyLost: confirmed (queued), then the channel closed
+                raise
+            except TimeoutError:
+                raise ReplyTimeout(f"no reply within {self._reply_timeout}s") from None
+            finally:
+                self._forget(correlation_id, future)
+        if maybe_sent:
+            self.republisher.keep_trying(request, to)
+            raise RequestUnconfirmed(f"no confirm within {PUBLISH_TIMEOUT}s; republishing")
+        raise BrokerUnavailable("the broker channel is not open")
 
-    async def _publish(self, request: Message, to: Route, correlation_id: str) -> None:
-        """Publish and wait for the confirm. Refused, or never sent: BrokerUnavailable (503,
-        safe to retry). Sent but unconfirmed (the connection broke mid-way): ReplyLost, since
-        the request may be queued and a retry could reserve twice."""
+    async def _publish(
+        self, request: Message, to: Route, correlation_id: str, deadline: float
+    ) -> bool:
+        """True once the broker confirmed the request; False if the outcome is unknown (sent,
+        perhaps, but no confirm). Returned or refused: BrokerUnavailable."""
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
+            async with asyncio.timeout_at(deadline):
                 await self._publisher.publish(
                     request,
                     to,
@@ -131,12 +157,27 @@ class RpcClient:
                     reply_to=DIRECT_REPLY_TO,
                     message_type=to.routing_key,
                 )
-        except (DeliveryError, PublishError) as exc:
-            raise BrokerUnavailable(f"the broker did not route the request: {exc}") from exc
-        except (ChannelInvalidStateError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"the broker did not take the request: {exc!r}") from exc
-        except (AMQPError, ConnectionError) as exc:
-            raise ReplyLost(f"the connection broke before the broker confirmed: {exc!r}") from exc
+        except DeliveryError as exc:  # returned (unroutable) or nacked: not queued
+            raise BrokerUnavailable(f"the broker did not take the request: {exc}") from exc
+        except Exception as exc:  # connection or channel lost, or no confirm in time
+            log.warning(
+                "request unconfirmed; publishing it again",
+                message_id=request.message_id,
+                error=repr(exc),
+            )
+            return False
+        return True
+
+    def _forget(
+        self, correlation_id: str, future: "asyncio.Future[AbstractIncomingMessage]"
+    ) -> None:
+        """Remove a call's future; a failure set on it that nobody awaited is retrieved here,
+        so asyncio never logs "Future exception was never retrieved"."""
+        self._pending.pop(correlation_id, None)
+        if future.done() and not future.cancelled():
+            future.exception()
+        else:
+            future.cancel()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.pop(message.correlation_id or "", None)

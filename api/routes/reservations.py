@@ -54,9 +54,10 @@ async def create_reservation(
     span.set_attribute("reservation.id", str(request.reservation_id))
     try:
         reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS)
-    except ReplyTimeout:
+    except ReplyTimeout as exc:  # queued, or will be (RequestUnconfirmed: being republished)
         span.add_event(
-            "reservation.reply_timeout", {"timeout_s": settings.reservation_reply_timeout}
+            "reservation.reply_timeout",
+            {"timeout_s": settings.reservation_reply_timeout, "reason": type(exc).__name__},
         )
         span.set_attribute("reservation.outcome", "pending")
         return _pending(request)

@@ -1,0 +1,50 @@
+"""Waiting, bounded, until a channel can take a request and route its reply.
+
+aio-pika's robust channel reopens after a reconnect *before* it re-registers its consumers;
+``RobustChannel.ready()`` returns only once the queues and consumers are restored. A request
+published in between would carry ``reply_to=amq.rabbitmq.reply-to`` with no reply consumer on
+the channel, and RabbitMQ refuses it (406 "fast reply consumer does not exist").
+
+The wait is bounded twice: by the caller's deadline, and by ``RECONNECT_GRACE`` after the
+channel went down, so a short reconnect is ridden out while a long outage answers at once.
+"""
+
+import asyncio
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel
+
+# Seconds after the channel went down during which callers wait for it to come back
+# (aio-pika tries to reconnect every second).
+RECONNECT_GRACE = 3.0
+
+
+class ChannelReadiness:
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._down_since: float | None = None
+
+    def watch(self) -> None:
+        self._channel.close_callbacks.add(self._went_down)
+
+    def unwatch(self) -> None:
+        self._channel.close_callbacks.discard(self._went_down)
+
+    async def wait(self, deadline: float) -> bool:
+        """True once the channel is open with its consumers restored; False if that did not
+        happen by ``deadline`` (loop time) or within the grace after it went down."""
+        if not isinstance(self._channel, AbstractRobustChannel):
+            return not self._channel.is_closed
+        if self._down_since is not None:
+            deadline = min(deadline, self._down_since + RECONNECT_GRACE)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._channel.ready()
+        except TimeoutError:
+            return False
+        self._down_since = None
+        return True
+
+    def _went_down(self, *_: Any) -> None:
+        if self._down_since is None:
+            self._down_since = asyncio.get_running_loop().time()
