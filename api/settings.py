@@ -18,3 +18,5 @@ class ApiSettings(BaseSettings):
     # "continue": an incoming traceparent becomes the parent (handy: curl -H traceparent:...).
     # "link": every request starts a new trace that links to the incoming context.
     incoming_trace: Literal["continue", "link"] = "continue"
+    # Seconds an Idempotency-Key stays bound to its reservation (then it may be reused).
+    idempotency_key_ttl: int = Field(default=24 * 3600, ge=60)

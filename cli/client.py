@@ -1,10 +1,17 @@
 """The API as the CLI sees it: every call fails with one clear sentence, not a traceback."""
 
+import time
+import uuid
 from typing import Any
 
 import httpx
 
 from cli.errors import CliError
+
+# A reservation the CLI sends is retried (same Idempotency-Key) after a timeout, a lost
+# connection or a 503, at most this many times in all, PAUSE seconds apart.
+RESERVE_ATTEMPTS = 3
+PAUSE = 0.5
 
 
 class ApiClient:
@@ -18,9 +25,11 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    def request(
+        self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         try:
-            return self._http.request(method, path, json=json)
+            return self._http.request(method, path, json=json, headers=headers)
         except httpx.TimeoutException:
             raise CliError(f"the API at {self.base_url} did not answer in time.") from None
         except httpx.HTTPError as error:
@@ -29,8 +38,24 @@ class ApiClient:
                 hint="start everything with `reservations run` (or `make demo`), or set API_URL.",
             ) from None
 
-    def reserve(self, username: str, item_id: str) -> httpx.Response:
-        return self.request("POST", "/reservations", {"username": username, "item_id": item_id})
+    def reserve(
+        self, username: str, item_id: str, idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """POST /reservations with an Idempotency-Key (a random one unless given), retried with
+        that key after a timeout, a lost connection or a 503: a retry never reserves twice."""
+        body = {"username": username, "item_id": item_id}
+        headers = {"Idempotency-Key": f'"{idempotency_key or uuid.uuid4()}"'}
+        for attempt in range(1, RESERVE_ATTEMPTS + 1):
+            try:
+                response = self.request("POST", "/reservations", body, headers)
+            except CliError:
+                if attempt == RESERVE_ATTEMPTS:
+                    raise
+            else:
+                if response.status_code != 503 or attempt == RESERVE_ATTEMPTS:
+                    return response
+            time.sleep(PAUSE)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def catalogue(self) -> dict[str, Any]:
         return self._ok(self.request("GET", "/users"))

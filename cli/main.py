@@ -95,10 +95,21 @@ def demo(
 
 
 @app.command()
-def reserve(user: str, item: str) -> None:
+def reserve(
+    user: str,
+    item: str,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Send this Idempotency-Key: running the command again with the same key and "
+            "the same USER and ITEM never reserves twice. Default: a random key, used for the "
+            "command's own retries (after a timeout, a lost connection or a 503)."
+        ),
+    ] = None,
+) -> None:
     """Reserve ITEM for USER; prints the outcome and the trace id."""
     with reporting_errors(err):
-        reservations.reserve(settings(), user, item, console)
+        reservations.reserve(settings(), user, item, console, idempotency_key)
 
 
 @app.command()

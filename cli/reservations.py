@@ -15,11 +15,17 @@ OUTCOME_STYLES = {
 }
 
 
-def reserve(settings: CliSettings, username: str, item_id: str, console: Console) -> str:
+def reserve(
+    settings: CliSettings,
+    username: str,
+    item_id: str,
+    console: Console,
+    idempotency_key: str | None = None,
+) -> str:
     """Reserve and print the outcome; returns the trace id. A reservation that is not
     confirmed (or accepted as pending) is a failure, so scripts can rely on the exit code."""
     with ApiClient(settings.api_url) as api:
-        response = api.reserve(username, item_id)
+        response = api.reserve(username, item_id, idempotency_key)
     body = body_of(response)
     trace_id = str(body.get("trace_id") or response.headers.get("x-trace-id", ""))
     status = str(body.get("status", "failed"))

@@ -13,6 +13,7 @@ answer is returned instead: a reservation is charged at most once, however often
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID
@@ -23,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.credits import MAX_CREDITS, CreditLimitExceeded, decide
 from domain.reservations import Balance, Item, Outcome, Reservation
+from store import idempotency
 from store import statements as sql
 from store.engine import for_writes
+from store.idempotency import KeyClaim
 from store.tables import items, reservations, users
 
 
@@ -103,6 +106,18 @@ class SqlStore:
                 "credits_left": reservation.credits_left,
             },
         )
+
+    async def claim_key(self, wanted: KeyClaim, ttl_s: int) -> KeyClaim:
+        """The claim that holds this idempotency key: ``wanted`` if it was free or expired."""
+        try:
+            async with self._write() as conn:
+                return await idempotency.claim(conn, wanted, int(time.time()), ttl_s)
+        except IntegrityError:  # a concurrent first request bound it (PostgreSQL)
+            async with self._engine.connect() as conn:
+                held = await idempotency.find(conn, wanted.scope, wanted.key)
+            if held is None:
+                raise
+            return held
 
     async def get_reservation(self, reservation_id: UUID) -> Reservation | None:
         async with self._engine.connect() as conn:

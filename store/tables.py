@@ -1,9 +1,11 @@
 """Table definitions (SQLAlchemy Core: the hot path is three statements, no ORM needed)."""
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -43,4 +45,17 @@ reservations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("download_token", String(64), unique=True),
     Column("ready_at", DateTime(timezone=True)),
+)
+
+# A client's Idempotency-Key, per endpoint (scope), bound to the reservation id of its first
+# request; expires_at is in seconds since the epoch (plain integers compare alike everywhere).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("reservation_id", String(36), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("idempotency_keys_expires_at", "expires_at"),
 )

@@ -4,10 +4,11 @@ import uuid
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Header, HTTPException, Path
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
+from api import idempotency
 from api.deps import RpcDep, SettingsDep, StoreDep
 from api.schemas import (
     ErrorBody,
@@ -26,6 +27,12 @@ from messaging.topology import RESERVATION_REQUESTS
 router = APIRouter(tags=["reservations"])
 log = structlog.get_logger(__name__)
 
+IDEMPOTENCY_KEY_HELP = (
+    "Optional. A retry with the same key and body gets the first request's reservation and is "
+    "never charged again (a different body: 422). Scoped to this endpoint; at most 255 "
+    "printable ASCII characters, e.g. a quoted UUID; kept for IDEMPOTENCY_KEY_TTL (24 h)."
+)
+
 _NOT_FOUND = {
     Outcome.UNKNOWN_USER: "unknown user",
     Outcome.UNKNOWN_ITEM: "unknown item",
@@ -38,19 +45,43 @@ _NOT_FOUND = {
     response_model=ReservationConfirmedBody,
     responses={
         202: {"model": ReservationPendingBody, "description": "No reply in time; poll Location"},
+        400: {"model": ErrorBody, "description": "Malformed Idempotency-Key"},
         404: {"model": ErrorBody, "description": "Unknown user or item"},
         409: {"model": ReservationRejectedBody, "description": "Not enough credits"},
         503: {"model": ErrorBody, "description": "The broker is unavailable"},
     },
 )
 async def create_reservation(
-    body: ReservationRequest, rpc: RpcDep, settings: SettingsDep
+    body: ReservationRequest,
+    rpc: RpcDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias=idempotency.HEADER, description=IDEMPOTENCY_KEY_HELP)
+    ] = None,
 ) -> ReservationConfirmedBody | JSONResponse:
     """Reserve an item: the credit-check worker deducts its price from the user's credits."""
-    request = ReservationRequested(
-        reservation_id=uuid.uuid4(), username=body.username, item_id=body.item_id
-    )
     span = trace.get_current_span()
+    reservation_id = uuid.uuid4()
+    if idempotency_key is not None:
+        reservation_id = await idempotency.reservation_id_for(
+            store, idempotency_key, body, settings.idempotency_key_ttl
+        )
+        span.set_attribute("reservation.id", str(reservation_id))
+        stored = await store.get_reservation(reservation_id)
+        if stored is not None:  # a retry of a decided request: its answer, charged once
+            span.set_attribute("reservation.replayed", True)
+            return _answer(
+                CreditChecked(
+                    reservation_id=reservation_id,
+                    outcome=stored.outcome,
+                    credits_left=stored.credits_left,
+                    price=stored.price,
+                )
+            )
+    request = ReservationRequested(
+        reservation_id=reservation_id, username=body.username, item_id=body.item_id
+    )
     span.set_attribute("reservation.id", str(request.reservation_id))
     try:
         reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS)

@@ -49,7 +49,7 @@ async def test_the_migrations_create_exactly_the_tables_the_code_describes(
             assert [row[0] for row in version] == [head_revision()]
     finally:
         await engine.dispose()
-    assert tables == {"alembic_version", "users", "items", "reservations"}
+    assert tables == {"alembic_version", "users", "items", "reservations", "idempotency_keys"}
 
 
 async def test_migrating_twice_changes_nothing(store_settings: StoreSettings) -> None:

@@ -1,0 +1,55 @@
+"""The ``Idempotency-Key`` request header (IETF httpapi draft "The Idempotency-Key HTTP Header
+Field"): a client's retry of ``POST /reservations`` never reserves twice.
+
+The first request with a key binds it, in this endpoint's scope, to its reservation id and the
+fingerprint of its body. A retry with the same key and body gets the same reservation id: the
+API answers from the stored outcome, or asks the worker again for that id (idempotent by it),
+even while the first request is still in flight. The same key with another body is refused
+(422), a malformed key too (400). Keys expire after ``IDEMPOTENCY_KEY_TTL`` seconds.
+"""
+
+import hashlib
+import re
+import uuid
+from uuid import UUID
+
+from fastapi import HTTPException
+
+from api.schemas import ReservationRequest
+from store.idempotency import KeyClaim
+from store.repository import SqlStore
+
+HEADER = "Idempotency-Key"
+SCOPE = "POST /reservations"
+MAX_KEY_CHARS = 255
+# A Structured Field string's characters (printable ASCII; no quote or backslash, so no escapes).
+_KEY = re.compile(rf"[\x20\x21\x23-\x5b\x5d-\x7e]{{1,{MAX_KEY_CHARS}}}")
+
+
+def parse_key(raw: str) -> str:
+    """The key, from an sf-string (``"abc"``) or, leniently, a bare token; else 400."""
+    key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    if not _KEY.fullmatch(key) or not key.strip():
+        raise HTTPException(
+            400,
+            f"malformed {HEADER}: use 1-{MAX_KEY_CHARS} printable ASCII characters, e.g. a "
+            'UUID in double quotes ("8e03978e-40d5-43e8-bc93-6894a57f9324")',
+        )
+    return key
+
+
+def fingerprint(body: ReservationRequest) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+async def reservation_id_for(
+    store: SqlStore, raw_key: str, body: ReservationRequest, ttl_s: int
+) -> UUID:
+    """The reservation id this key stands for: a new one for a new key, else the first's."""
+    wanted = KeyClaim(SCOPE, parse_key(raw_key), fingerprint(body), uuid.uuid4())
+    held = await store.claim_key(wanted, ttl_s)
+    if held.fingerprint != wanted.fingerprint:
+        raise HTTPException(
+            422, f"this {HEADER} was already used with a different request body; use a new key"
+        )
+    return held.reservation_id
