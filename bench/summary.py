@@ -65,9 +65,9 @@ def summarize(
     at = by_level.get(HEADLINE_CONCURRENCY, {})
     low = by_level.get(LOW_CONCURRENCY, {})
     every = [r for results in by_level.values() for r in results.values()]
-    dropped = {r.scenario: 0 for r in every if _dropped(r) is not None}
-    for r in every:
-        dropped[r.scenario] = dropped.get(r.scenario, 0) + (_dropped(r) or 0)
+    dropped = _by_scenario(
+        (r for r in every if _dropped(r) is not None), lambda r: _dropped(r) or 0
+    )
     audits = [r.audit for r in every if r.audit is not None]
     summary: dict[str, Any] = {
         "db": db,
