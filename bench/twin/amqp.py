@@ -8,6 +8,8 @@ with its reason; a failing one is requeued, and dead-lettered on its ``MAX_ATTEM
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import (
@@ -19,12 +21,14 @@ from aio_pika.abc import (
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from bench.twin import contracts
 from messaging import topology
 
 CONTENT_TYPE = "application/json"
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 0.2
 log = logging.getLogger("bench.twin")
+T = TypeVar("T")
 
 
 async def open_channel(
@@ -56,6 +60,20 @@ def reply(body: bytes, message_id: str, correlation_id: str | None) -> aio_pika.
         correlation_id=correlation_id,
         headers={},
     )
+
+
+async def parsed(
+    dlx: AbstractExchange, message: AbstractIncomingMessage, parse: Callable[[bytes], T]
+) -> T | None:
+    """The body parsed, or None once a poison message is dead-lettered with its reason."""
+    try:
+        if message.content_type != CONTENT_TYPE:
+            raise contracts.Invalid(f"content type {message.content_type!r}")
+        return parse(message.body)
+    except contracts.Invalid as exc:
+        log.warning("poison message dead-lettered: %s", exc)
+        await dead_letter(dlx, message, f"invalid: {exc}")
+        return None
 
 
 async def dead_letter(dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str) -> None:
