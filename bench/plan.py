@@ -73,7 +73,7 @@ class LevelResult:
     cpu_s: dict[str, float]  # CPU seconds per process role over the measured window
     spans: dict[str, Any] | None = None
     reservations: dict[str, int] = field(default_factory=dict)
-    audit: dict[str, Any] | None = None  # bench.audit.Audit, after the level
+    audit: dict[str, Any] | None = None  # bench.audit.Audit: the scenario so far, after the level
     disrupted: int = 0  # broker-disconnect log lines seen during the level
 
     def cpu_s_per_request(self) -> dict[str, float]:

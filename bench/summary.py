@@ -8,7 +8,8 @@
 - ``errors``: failed requests in every scenario at every level;
 - ``dropped_spans``: spans expected but not received, traced system and twin, every level.
 
-The twin's own figures (``twin_*``) sit beside them for reference; they have no targets.
+The twin's own figures (``twin_*``) sit beside them for reference, and ``cpu_ms_per_request``
+per row (services and broker); they have no targets.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ from bench.plan import (
 )
 
 HEADLINE_CONCURRENCY = 32
+NOT_THE_WORK = ("loadgen", "receiver")
 LOW_CONCURRENCY = 1
 # name: (comparison, target), from issue 12.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -79,6 +81,7 @@ def summarize(
         "twin_p99_ms_traced": _p99(at, TWIN_TRACED),
         "throughput_rps": {name: round(r.load.throughput, 1) for name, r in at.items()},
         "p99_ms": {name: r.load.p99_ms for name, r in at.items()},
+        "cpu_ms_per_request": {name: _cpu_ms(r) for name, r in at.items()},
         "errors": sum(r.load.errors for r in every),
         "errors_by_scenario": _by_scenario(every, lambda r: r.load.errors),
         "dropped_spans": sum(dropped.values()) if dropped else None,
@@ -109,6 +112,13 @@ def _scaling(
 
 def _p99(results: Mapping[str, LevelResult], name: str) -> float | None:
     return results[name].load.p99_ms if name in results else None
+
+
+def _cpu_ms(result: LevelResult) -> float:
+    """CPU per request of the processes doing the work and the broker (not the load, not the
+    receiver): steadier than throughput on a shared machine."""
+    cpu = result.cpu_s_per_request()
+    return round(1000 * sum(v for role, v in cpu.items() if role not in NOT_THE_WORK), 3)
 
 
 def _dropped(result: LevelResult) -> int | None:

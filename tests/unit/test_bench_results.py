@@ -35,7 +35,8 @@ def _level(
     if dropped is not None:
         spans = {"expected": 100, "received": 100 - dropped, "dropped": dropped}
     audit = {"conserved": True, "all_fulfilled": True}
-    return LevelResult(name, conns, _load(rps, p99), {}, spans, audit=audit)
+    cpu = {"api": rps / 1000, "worker": rps / 500, "loadgen": 1.0}  # 0.3 ms per request, + load
+    return LevelResult(name, conns, _load(rps, p99), cpu, spans, audit=audit)
 
 
 def _run(**overrides: tuple[float, float]) -> list[LevelResult]:
@@ -80,6 +81,7 @@ def test_the_summary_reports_the_issue_keys_and_whether_each_target_is_met() -> 
     assert summary["p99_ms_traced"] == 95.0
     assert (summary["errors"], summary["dropped_spans"]) == (0, 0)
     assert summary["conserved"] is True and summary["all_fulfilled"] is True
+    assert summary["cpu_ms_per_request"][plan.UNTRACED] == pytest.approx(0.3)
     met = {name: t["met"] for name, t in targets.items()}
     assert met == {
         "system_over_twin_untraced": True,
