@@ -1,6 +1,7 @@
 """What an HTTP scenario puts under load, started the same way whichever it is.
 
-- ``system``: the real API, credit-check worker and fulfilment worker, from ``--source-root``.
+- ``system``: the real API, credit-check worker and fulfilment worker, from ``--source-root``,
+  after ``store.migrate`` has created and seeded the tables.
 - ``twin``: the lean twin (``bench/twin``), always from the bench's own checkout: it is the
   anchor the system is measured against, not the code under test.
 
@@ -44,6 +45,7 @@ async def start_target(
         env = services.service_env(
             plan.source_root, plan.amqp_url, tracing_env(mode, endpoint), database.env() | seed
         )
+        await db.migrate(plan.source_root, env, workdir)
         return await services.start_system(plan.source_root, plan.amqp_url, env, workdir)
     if mode == "unreachable":
         raise ValueError("the twin runs untraced or traced to the receiver only")
