@@ -1,7 +1,8 @@
 """The twin's broker side: the system's topology, confirm channels, and settling a delivery.
 
 Queues, exchanges and their arguments come from ``messaging.topology`` (one source of truth;
-a private vhost keeps the twin apart from the system). Every channel has publisher confirms;
+a private vhost keeps the twin apart from the system), and messages are built by
+``messaging.envelope``, the project's one place for that. Every channel has publisher confirms;
 work queues are consumed with manual acks. A message that cannot be parsed is dead-lettered
 with its reason; a failing one is requeued, and dead-lettered on its ``MAX_ATTEMPTS``-th try.
 """
@@ -23,6 +24,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from bench.twin import contracts
 from messaging import topology
+from messaging.envelope import envelope
 
 CONTENT_TYPE = "application/json"
 MAX_ATTEMPTS = 3
@@ -41,24 +43,32 @@ async def open_channel(
     return connection, channel, await topology.declare(channel)
 
 
-def persistent(body: bytes, message_id: str, **properties: str) -> aio_pika.Message:
-    return aio_pika.Message(
+def persistent(
+    body: bytes,
+    message_id: str,
+    *,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    message_type: str | None = None,
+) -> aio_pika.Message:
+    return envelope(
         body,
+        persistent=True,
         content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
-        headers={},
-        **properties,  # type: ignore[arg-type]
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        message_type=message_type,
     )
 
 
 def reply(body: bytes, message_id: str, correlation_id: str | None) -> aio_pika.Message:
-    return aio_pika.Message(
+    return envelope(
         body,
+        persistent=False,
         content_type=CONTENT_TYPE,
         message_id=message_id,
         correlation_id=correlation_id,
-        headers={},
     )
 
 
@@ -81,12 +91,12 @@ async def dead_letter(dlx: AbstractExchange, message: AbstractIncomingMessage, r
     headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
     headers[topology.DEAD_LETTER_REASON] = reason[:256]
     await dlx.publish(
-        aio_pika.Message(
+        envelope(
             message.body,
-            headers=headers,
+            persistent=True,
             content_type=message.content_type,
             message_id=message.message_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
         ),
         message.routing_key or "",
         mandatory=True,
