@@ -167,18 +167,11 @@ async def measure(plan: plans.Plan) -> list[plans.LevelResult]:
             for r in level_results:
                 progress.console.print(
                     f"{name:>25} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
-                    f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}" + _spans_note(r.spans)
+                    f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}"
+                    + report.spans_note(r.spans)
                 )
         say("done")
     return results
-
-
-def _spans_note(spans: dict[str, Any] | None) -> str:
-    if not spans:
-        return ""
-    if "expected" in spans:
-        return f"  spans {spans['received']}/{spans['expected']} (dropped {spans['dropped']})"
-    return f"  queue-full logged {spans.get('queue_full_logged', 0)}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,15 @@ def build(results: Iterable[LevelResult], meta: Mapping[str, Any]) -> dict[str, 
     }
 
 
+def spans_note(spans: dict[str, Any] | None) -> str:
+    """The spans of one level, for a progress line."""
+    if not spans:
+        return ""
+    if "expected" in spans:
+        return f"  spans {spans['received']}/{spans['expected']} (dropped {spans['dropped']})"
+    return f"  queue-full logged {spans.get('queue_full_logged', 0)}"
+
+
 def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
