@@ -41,7 +41,10 @@ class ReservationView(BaseModel):
     price: int | None
     credits_left: int | None
     download_url: str | None
+    # The trace of the request that created the reservation ("" if it was not traced) ...
     trace_id: str
+    # ... and the trace of this GET.
+    request_trace_id: str
 
 
 class UserView(BaseModel):

@@ -114,7 +114,10 @@ def reserve(
 
 @app.command()
 def trace(
-    trace_id: Annotated[str | None, typer.Argument(help="32 hex characters")] = None,
+    trace_id: Annotated[
+        str | None,
+        typer.Argument(help="32 hex characters, or a reservation id (its request's trace)"),
+    ] = None,
     last: Annotated[
         bool, typer.Option("--last", help="The newest trace in the collector.")
     ] = False,
@@ -130,6 +133,8 @@ def trace(
             trace_id, source = newest_trace_id(cfg.data_dir), Source.collector
         elif trace_id is None:
             raise typer.BadParameter("give a TRACE_ID or --last")
+        else:
+            trace_id = reservations.trace_of(cfg, trace_id)
         spans = find_trace(
             normalize_trace_id(trace_id), source, cfg.data_dir, TempoClient(cfg.tempo_url), wait
         )

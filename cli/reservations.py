@@ -1,5 +1,7 @@
 """What ``reserve``, ``users`` and ``top-up`` print: the outcome first, then the trace to open."""
 
+import re
+
 from rich.console import Console
 from rich.table import Table
 
@@ -43,6 +45,25 @@ def reserve(
     if response.status_code not in (201, 202):
         raise CliError(f"reservation not confirmed: {describe_error(body)}")
     return trace_id
+
+
+# A reservation id as the API writes it (a trace id is 32 hex digits without dashes).
+RESERVATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def trace_of(settings: CliSettings, value: str) -> str:
+    """``value`` if it is a trace id; for a reservation id, the trace of the request that
+    created that reservation (``GET /reservations/{id}``)."""
+    if not RESERVATION_ID.fullmatch(value.strip()):
+        return value
+    with ApiClient(settings.api_url) as api:
+        response = api.request("GET", f"/reservations/{value.strip()}")
+    body = body_of(response)
+    if response.status_code != 200:
+        raise CliError(f"reservation {value}: {describe_error(body)}")
+    if not body.get("trace_id"):
+        raise CliError(f"reservation {value} has no trace id (its request was not traced).")
+    return str(body["trace_id"])
 
 
 def print_trace_links(settings: CliSettings, trace_id: str, console: Console) -> None:

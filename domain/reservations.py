@@ -23,6 +23,8 @@ class Reservation:
     credits_left: int | None
     download_token: str | None = None
     ready_at: datetime | None = None
+    # The trace of the request that created it, when that request was traced.
+    trace_id: str | None = None
     # True when this is the stored answer to a reservation that was already processed.
     replayed: bool = False
 

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import select, update
@@ -56,11 +57,15 @@ class SqlStore:
         async with self._write_lock, self._writer.begin() as conn:
             yield conn
 
-    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
-        """Check and deduct credits and record the outcome, exactly once per reservation id."""
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
+        """Check and deduct credits and record the outcome (with the trace that asked),
+        exactly once per reservation id."""
         try:
             async with self._write() as conn:
                 reservation = await self._deduct(conn, reservation_id, username, item_id)
+                reservation = replace(reservation, trace_id=trace_id)
                 await self._record(conn, reservation)
                 return reservation
         except IntegrityError:
@@ -104,6 +109,7 @@ class SqlStore:
                 "outcome": reservation.outcome.value,
                 "price": reservation.price,
                 "credits_left": reservation.credits_left,
+                "trace_id": reservation.trace_id,
             },
         )
 
@@ -191,4 +197,5 @@ async def _get_reservation(conn: AsyncConnection, reservation_id: UUID) -> Reser
         row.credits_left,
         row.download_token,
         row.ready_at,
+        row.trace_id,
     )

@@ -45,6 +45,8 @@ reservations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("download_token", String(64), unique=True),
     Column("ready_at", DateTime(timezone=True)),
+    # The trace of the request that created it (32 hex digits), so a 202 can be followed.
+    Column("trace_id", String(32)),
 )
 
 # A client's Idempotency-Key, per endpoint (scope), bound to the reservation id of its first

@@ -159,5 +159,6 @@ async def get_reservation(
         price=reservation.price,
         credits_left=reservation.credits_left,
         download_url=f"/downloads/{token}" if token and reservation.ready_at else None,
-        trace_id=current_trace_id(),
+        trace_id=reservation.trace_id or "",
+        request_trace_id=current_trace_id(),
     )

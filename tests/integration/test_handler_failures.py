@@ -31,7 +31,9 @@ class ExplodingLedger:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
         self.calls += 1
         raise RuntimeError("the database is on fire")
 

@@ -56,8 +56,10 @@ class CrashingStore(SqlStore):
         crash_at("mid_transaction", self._armed)
         await super()._record(conn, reservation)
 
-    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
-        reservation = await super().reserve(reservation_id, username, item_id)
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
+        reservation = await super().reserve(reservation_id, username, item_id, trace_id)
         crash_at("after_commit", self._armed)
         return reservation
 

@@ -20,7 +20,9 @@ class FakeLedger:
         self.prices = prices
         self.reserved: dict[UUID, Reservation] = {}
 
-    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
         if reservation_id in self.reserved:
             return self.reserved[reservation_id].as_replayed()
         balance, price = self.credits.get(username), self.prices.get(item_id)
@@ -28,7 +30,9 @@ class FakeLedger:
         left, cost = balance, None if outcome is Outcome.UNKNOWN_USER else price
         if outcome is Outcome.CONFIRMED and balance is not None and price is not None:
             self.credits[username] = left = balance - price
-        reservation = Reservation(reservation_id, username, item_id, outcome, cost, left)
+        reservation = Reservation(
+            reservation_id, username, item_id, outcome, cost, left, trace_id=trace_id
+        )
         self.reserved[reservation_id] = reservation
         return reservation
 

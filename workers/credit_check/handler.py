@@ -24,7 +24,9 @@ log = structlog.get_logger(__name__)
 class Ledger(Protocol):
     """The port the handler needs: an idempotent, atomic reserve."""
 
-    async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation: ...
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,12 @@ class Decision:
 
 
 async def check_credit(request: ReservationRequested, ledger: Ledger) -> Decision:
-    reservation = await ledger.reserve(request.reservation_id, request.username, request.item_id)
+    # The worker's CONSUMER span continues the API's trace: the request's trace, kept with it.
+    span_context = trace.get_current_span().get_span_context()
+    trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+    reservation = await ledger.reserve(
+        request.reservation_id, request.username, request.item_id, trace_id
+    )
     reply = CreditChecked(
         reservation_id=request.reservation_id,
         outcome=reservation.outcome,
