@@ -55,12 +55,19 @@ class Subscription:
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
         self.in_flight += 1
         self._idle.clear()
-        try:
-            await self._on_message(message)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+        # aiormq cancels a channel's consumer tasks when the connection drops. Shielded, a
+        # handler finishes what it started (a database transaction above all) instead of
+        # stopping mid-way; its ack then finds the channel gone and the broker redelivers.
+        handling = asyncio.ensure_future(self._on_message(message))
+        handling.add_done_callback(self._finished)
+        await asyncio.shield(handling)
+
+    def _finished(self, handling: "asyncio.Future[None]") -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+        if not handling.cancelled() and handling.exception() is not None:
+            log.error("delivery handling failed", error=repr(handling.exception()))
 
 
 async def subscribe(
