@@ -2,7 +2,9 @@
 
 Children run in their own session, so a Ctrl-C in the terminal reaches only this process; it
 then stops them in order (the API first, so in-flight requests still get their replies), each
-with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once.
+with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once. SIGTERM and
+SIGHUP (the terminal closed) stop them the same way; if this process is killed outright, the
+kernel kills them (:mod:`devtools.parent_death`), so no child outlives it.
 """
 
 import signal
@@ -42,15 +44,15 @@ class Supervisor:
         self._width = 0
 
     def install_signal_handlers(self) -> None:
-        """SIGINT and SIGTERM ask for a clean stop; a second one asks to hurry."""
+        """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second one asks to hurry."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             if self.stop_requested.is_set():
                 self._hurry.set()
             self.stop_requested.set()
 
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handle)
 
     def start(
         self,

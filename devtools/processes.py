@@ -16,6 +16,7 @@ from typing import IO
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, stop_when_event_set, wait_fixed
 
+from devtools.parent_death import parent_death_signal
 from devtools.waiting import Retried, eventually
 
 # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit too.
@@ -53,7 +54,8 @@ class Process:
     ) -> "Process":
         """Start ``args``. With ``log_path``, stderr (and stdout unless ``pipe_stdout``) go to
         that file; without, stdout and stderr go to one pipe. ``own_session`` keeps a Ctrl-C in
-        the terminal away from the child."""
+        the terminal away from the child. The child is killed if this process dies without
+        stopping it (:mod:`devtools.parent_death`)."""
         log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
         try:
             popen = subprocess.Popen(
@@ -64,6 +66,7 @@ class Process:
                 stdout=subprocess.PIPE if pipe_stdout or log is None else log,
                 stderr=log if log is not None else subprocess.STDOUT,
                 start_new_session=own_session,
+                preexec_fn=parent_death_signal(),
             )
         finally:
             if log is not None:

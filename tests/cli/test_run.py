@@ -136,6 +136,28 @@ def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -
     assert "killing" not in running.log()  # each stopped on SIGTERM, within the bound
 
 
+def test_no_child_outlives_a_killed_cli(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    assert len(children) >= 3
+    running.popen.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+    assert running.popen.wait(10) == -signal.SIGKILL
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"survived `reservations run`: {[c.cmdline() for c in alive]}"
+    with pytest.raises(httpx.ConnectError):  # the API's port is free for the next run
+        httpx.get(f"{running.env['API_URL']}/healthz", timeout=2)
+
+
+def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    running.popen.send_signal(signal.SIGHUP)
+    assert running.popen.wait(20) == 0, running.log()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+    assert "stopped: every process exited" in running.log()
+
+
 def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     done = subprocess.run(
