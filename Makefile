@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-reliability test-static lint format run-api run-worker run-fulfilment demo bench bench-quick clean
+.PHONY: install test test-reliability test-static lint format run-api run-worker run-fulfilment run-collector demo reset bench bench-quick clean
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ demo: $(STAMP)
 
 run-fulfilment: $(STAMP)
 	$(BIN)/python -m workers.fulfilment
+
+# Only the embedded OTLP trace collector on 127.0.0.1:4317, for the services run by hand.
+run-collector: $(STAMP)
+	$(BIN)/reservations collector
+
+# Start from scratch: the SQLite database and the collected traces go, .venv stays.
+reset: $(STAMP)
+	$(BIN)/reservations reset
 
 # End-to-end benchmark: bare aio-pika baseline vs the system untraced and traced, in one run
 # (bench/results/latest.{json,png}). Needs the local RabbitMQ (rabbitmqctl, for a private vhost);

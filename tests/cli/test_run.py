@@ -89,9 +89,11 @@ def test_reserve_prints_the_outcome_and_a_trace_that_trace_renders(running: Runn
         assert service in shown.stdout, shown.stdout
     assert "process reservations:reservation.confirmed:fulfilment" in shown.stdout
 
+    assert running.cli("users").returncode == 0  # a newer trace, but not a reservation
     last = running.cli("trace", "--last", "--attrs")
     assert last.returncode == 0, last.stderr
     assert last.stdout.splitlines()[0].startswith(f"trace {trace_id[1]} · ")
+    assert re.match(r"the last reservation, \d+ s ago\.", last.stderr), last.stderr
     assert "reservation.outcome = confirmed" in last.stdout
 
 
