@@ -19,22 +19,26 @@ from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging import topology
-from messaging.connection import connect, open_channel
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect, open_channel
 from messaging.logs import configure_logging
 from messaging.rpc import RpcClient
 from messaging.settings import BrokerSettings
+from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
-from store.engine import open_engine
+from store.engine import DatabaseUnreachable, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
 log = structlog.get_logger(__name__)
+# Reported in one line each (messaging/startup.py), not as a traceback.
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
+    quiet_lifespan_traceback(STARTUP_FAILURES)
     telemetry = setup_telemetry(SERVICE_NAME)
     # No per-message ASGI "http receive"/"http send" spans: noise in every trace.
     FastAPIInstrumentor.instrument_app(
@@ -47,7 +51,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
-    engine = await open_engine(StoreSettings(), telemetry.provider)
+    try:
+        engine = await open_engine(StoreSettings(), telemetry.provider)
+    except DatabaseUnreachable as exc:
+        report_startup_failure(exc)
+        raise
     connection = None
     try:
         connection = await connect(BrokerSettings())
@@ -64,6 +72,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("api ready")
         yield
         await rpc.close()
+    except (BrokerUnreachable, TopologyConflict) as exc:
+        report_startup_failure(exc)
+        raise
     finally:
         if connection is not None:
             await connection.close()

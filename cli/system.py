@@ -134,8 +134,8 @@ def _check_ready(system: LocalSystem) -> None:
         raise Interrupted
     if (dead := supervisor.died()) is not None:
         raise CliError(
-            f"{dead.name} exited while starting (exit code {dead.process.returncode}).",
-            hint="its last log lines are above.",
+            dead.why_it_died(),
+            hint="README.md, Troubleshooting" if dead.failure else "its last log lines are above.",
         )
     waiting = [c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()]
     assert not waiting, f"waiting for {waiting}"

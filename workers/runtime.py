@@ -20,9 +20,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from messaging import instrumentation, topology
-from messaging.connection import BrokerUnreachable, connect, open_channel
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect, open_channel
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
+from messaging.startup import report_startup_failure
 from messaging.telemetry import setup_telemetry
 from store.engine import DatabaseUnreachable, open_engine
 from store.repository import SqlStore
@@ -131,7 +132,7 @@ class _InFlight:
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a worker's async main on uvloop where available. A broker or database that cannot
-    be reached at start-up ends the process with its clear message and exit code 1."""
+    be reached or set up at start-up ends the process with its one clear line and exit code 1."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
@@ -140,6 +141,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner = uvloop.run
     try:
         runner(main())
-    except (BrokerUnreachable, DatabaseUnreachable) as exc:
-        log.error("cannot start", reason=str(exc))
+    except (BrokerUnreachable, TopologyConflict, DatabaseUnreachable) as exc:
+        report_startup_failure(exc)
         sys.exit(1)
