@@ -162,6 +162,18 @@ def top_up(user: str, amount: Annotated[int, typer.Argument(min=1)]) -> None:
 
 
 @app.command()
+def peek(
+    user: Annotated[str, typer.Argument()] = "carol",
+    item: Annotated[str, typer.Argument()] = "book-1",
+) -> None:
+    """Reserve once and show the reservation.requested message as it sat on the wire."""
+    from cli import peek as peek_flow
+
+    with reporting_errors(err):
+        peek_flow.peek(settings(), user, item, console)
+
+
+@app.command()
 def reset(data_dir: DataDir = None) -> None:
     """Start from scratch: remove the SQLite database and the traces (keeps .venv)."""
     from cli import reset as reset_flow

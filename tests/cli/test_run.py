@@ -127,6 +127,31 @@ def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:
     assert "p50 latency" in loaded.stdout and "p99 latency" in loaded.stdout
 
 
+def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
+    running: RunningCli,
+) -> None:
+    peeked = running.cli("peek", "carol", "book-2")
+    assert peeked.returncode == 0, peeked.stdout[-2000:] + peeked.stderr
+    out = peeked.stdout
+    # The worker still got the original: the reservation was confirmed.
+    assert out.startswith("confirmed HTTP 201  carol → book-2"), out
+    for field in ("routing_key", "reservation.requested", "correlation_id", "reply_to"):
+        assert field in out, out
+    assert re.search(r"content_type\s+application/json", out), out
+    assert re.search(r"delivery_mode\s+2 \(persistent\)", out), out
+    header = re.search(r"headers\.traceparent\s+\"00-([0-9a-f]{32})-([0-9a-f]{16})-0[13]\"", out)
+    assert header, out
+    trace_id, span_id = header[1], header[2]  # flags: sampled (W3C level 2 adds random, 02)
+    assert re.search(rf"trace id\s+{trace_id}\s+\(the reservation's trace: True\)", out), out
+    assert re.search(
+        rf"span id\s+{span_id}\s+= publish reservations:reservation.requested "
+        r"\(PRODUCER, reservations-api\)",
+        out,
+    ), out
+    assert f"trace {trace_id} · " in out  # the waterfall of that same trace follows
+    assert "process reservations:reservation.requested:credit-check" in out
+
+
 def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -> None:
     running = start_cli(amqp_url, tmp_path)
     children = psutil.Process(running.popen.pid).children(recursive=True)
