@@ -16,7 +16,7 @@ from typing import IO
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, stop_when_event_set, wait_fixed
 
-from devtools.parent_death import parent_death_signal
+from devtools.parent_death import dying_with_parent
 from devtools.waiting import Retried, eventually
 
 # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit too.
@@ -59,14 +59,13 @@ class Process:
         log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
         try:
             popen = subprocess.Popen(
-                list(args),
+                dying_with_parent(args),
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if pipe_stdout or log is None else log,
                 stderr=log if log is not None else subprocess.STDOUT,
                 start_new_session=own_session,
-                preexec_fn=parent_death_signal(),
             )
         finally:
             if log is not None:
