@@ -17,7 +17,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from cli.errors import CliError
-from cli.reservations import reserve
+from cli.reservations import NotConfirmed, reserve
 from cli.settings import CliSettings
 from cli.tempo import TempoClient
 from cli.trace_lookup import Source, find_trace
@@ -72,7 +72,7 @@ async def _capture(
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, RESERVATION_REQUESTED)
         async with queue.iterator(no_ack=True) as copies:
-            trace_id = await asyncio.to_thread(reserve, settings, user, item, console)
+            trace_id = await asyncio.to_thread(_reserve, settings, user, item, console)
             try:
                 async with asyncio.timeout(WITHIN):
                     async for message in copies:
@@ -80,6 +80,15 @@ async def _capture(
             except TimeoutError:
                 pass
     raise CliError(f"no {RESERVATION_REQUESTED} message within {WITHIN:g} s.")
+
+
+def _reserve(settings: CliSettings, user: str, item: str, console: Console) -> str:
+    """Any answer will do: a rejection is a reply from the worker too."""
+    try:
+        return reserve(settings, user, item, console)
+    except NotConfirmed as answer:
+        console.print(f"  [dim]{answer.message}[/]", highlight=False)
+        return answer.trace_id
 
 
 def _properties(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Table:

@@ -130,6 +130,7 @@ def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:
 def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
     running: RunningCli,
 ) -> None:
+    assert running.cli("top-up", "carol", "25").returncode == 0  # whatever earlier tests spent
     peeked = running.cli("peek", "carol", "book-2")
     assert peeked.returncode == 0, peeked.stdout[-2000:] + peeked.stderr
     out = peeked.stdout
