@@ -76,7 +76,7 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
         receiver = None
         if settings.otel_exporter_otlp_endpoint:
             endpoint = settings.otel_exporter_otlp_endpoint
-            console.print(external_endpoint_line(settings), highlight=False)
+            console.print(external_endpoint_line(settings), highlight=False, soft_wrap=True)
         else:
             receiver = stack.enter_context(embedded_collector(settings))
             endpoint = receiver.endpoint
