@@ -18,21 +18,20 @@ from api.limits import RequestLimitsMiddleware
 from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
-from messaging import topology
-from messaging.connection import BrokerUnreachable, TopologyConflict, connect, open_channel
+from messaging.broker import Broker
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.logs import configure_logging
-from messaging.rpc import RpcClient
 from messaging.settings import BrokerSettings
 from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
-from store.engine import DatabaseUnreachable, open_engine
+from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
 log = structlog.get_logger(__name__)
 # Reported in one line each (messaging/startup.py), not as a traceback.
-STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable)
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 
 
 @asynccontextmanager
@@ -53,19 +52,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.middleware_stack = None
     try:
         engine = await open_engine(StoreSettings(), telemetry.provider)
-    except DatabaseUnreachable as exc:
+    except (DatabaseUnreachable, SchemaNotReady) as exc:
         report_startup_failure(exc)
         raise
     connection = None
     try:
         connection = await connect(BrokerSettings())
-        channel, declared = await open_channel(connection)
-        rpc = RpcClient(
-            channel,
-            declared.exchanges[topology.RESERVATIONS.name],
-            reply_timeout=app.state.settings.reservation_reply_timeout,
-        )
-        await rpc.start()
+        broker = await Broker.open(connection)
+        rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
         app.state.store = SqlStore(engine)
         app.state.connection = connection

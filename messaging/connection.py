@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 from aiormq.exceptions import ChannelPreconditionFailed, ProbableAuthenticationError
 from tenacity import (
     AsyncRetrying,
@@ -105,7 +105,7 @@ def _quiet(names: tuple[str, ...]) -> Iterator[None]:
 
 
 async def open_channel(
-    connection: AbstractRobustConnection, prefetch: int | None = None
+    connection: AbstractConnection, prefetch: int | None = None
 ) -> tuple[AbstractChannel, topology.Declared]:
     """A channel with publisher confirms (a returned, unroutable message raises), with the
     topology declared on it."""
