@@ -10,7 +10,6 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.trace import TracerProvider
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -21,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from store.seed import load_seed, seed
 from store.settings import StoreSettings
 from store.tables import metadata
+from store.tracing import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
@@ -97,7 +97,7 @@ class DatabaseUnreachable(ConnectionError):
 async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) -> AsyncEngine:
     """Engine ready for use: instrumented (one span per statement), schema created, seeded."""
     engine = create_engine(settings)
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=tracer_provider)
+    instrument_engine(engine, tracer_provider)
     try:
         await create_schema(engine)
         await seed(engine, load_seed(settings.seed_file))
