@@ -7,9 +7,10 @@ into ``db.operation.name``. For SQLite the "database" is the file path, so spans
 ``BEGIN .data/reservations.db`` and Tempo's service graph drew a node per path.
 
 We hand the instrumentor a tracer provider whose spans fix this as the instrumentation writes
-them: the name becomes ``{db.operation.name} {target}`` (the table when the statement names
-exactly one, else the namespace), ``db.operation.name`` is the SQL keyword alone, a single table
-goes to ``db.collection.name``, and a SQLite namespace is the file's stem, not its path.
+them: the name becomes ``{db.operation.name} {target}`` (the table the statement acts on, else
+the namespace: ``UPDATE users``, ``BEGIN reservations``), ``db.operation.name`` is the SQL keyword
+alone, ``db.collection.name`` is set when the statement names exactly one table (as the
+conventions ask), and a SQLite namespace is the file's stem, not its path.
 """
 
 import re
@@ -44,14 +45,23 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> N
     )
 
 
-def operation_and_collection(statement: str) -> tuple[str, str | None]:
-    """The SQL keyword, and the table when the statement names exactly one."""
+def parse(statement: str) -> tuple[str, str | None, str | None]:
+    """The SQL keyword, the table it acts on (outside any subquery) and, when the statement
+    names exactly one table, that table as the collection. No parser: a keyword scan."""
     text = _COMMENTS.sub("", statement, count=1)
     words = text.split(maxsplit=1)
     operation = words[0].upper() if words else ""
-    # "... DO UPDATE SET" (an upsert) is no table.
-    tables = {name.strip('"`') for name in _TABLES.findall(text)} - {"SET", "set"}
-    return operation, (tables.pop() if len(tables) == 1 else None)
+    target = None
+    tables = set()
+    for match in _TABLES.finditer(text):
+        name = match.group(1).strip('"`')
+        if name.upper() == "SET":  # "... DO UPDATE SET" (an upsert) is no table
+            continue
+        tables.add(name)
+        before = text[: match.start()]
+        if target is None and before.count("(") == before.count(")"):
+            target = name
+    return operation, target, (tables.pop() if len(tables) == 1 else None)
 
 
 class DbSemconvTracerProvider(TracerProvider):
@@ -135,14 +145,14 @@ class _DbSpan(Span):
         self._delegate.set_attribute(key, value)
 
     def _from_statement(self, statement: str) -> None:
-        operation, collection = operation_and_collection(statement)
+        operation, table, collection = parse(statement)
         if not operation:
             return
         self._operation = operation
         self._delegate.set_attribute("db.operation.name", operation)
         if collection:
             self._delegate.set_attribute("db.collection.name", collection)
-        target = collection or self._namespace
+        target = table or self._namespace
         self._delegate.update_name(f"{operation} {target}" if target else operation)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
