@@ -20,7 +20,7 @@ def exported() -> Iterator[InMemoryLogRecordExporter]:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     configure_logging("unit-test")
-    exporter = InMemoryLogRecordExporter()
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     provider = LoggerProvider(shutdown_on_exit=False)
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     handler = OtelLogHandler(provider)
