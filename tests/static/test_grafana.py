@@ -71,7 +71,12 @@ def test_prometheus_exemplars_open_traces_in_tempo() -> None:
 
 def test_data_source_urls_reach_the_compose_services() -> None:
     tempo_port = load_yaml("tempo/tempo.yaml")["server"]["http_listen_port"]
-    expected = {"tempo": ("tempo", tempo_port), "prometheus": ("prometheus", 9090)}
+    loki_port = load_yaml("loki/loki.yaml")["server"]["http_listen_port"]
+    expected = {
+        "tempo": ("tempo", tempo_port),
+        "prometheus": ("prometheus", 9090),
+        "loki": ("loki", loki_port),
+    }
     for uid, source in _datasources().items():
         url = urlsplit(source["url"])
         assert (url.hostname, url.port) == expected[uid]
