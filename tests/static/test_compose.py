@@ -4,20 +4,20 @@ import json
 import re
 import shlex
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 
 from tests.static import (
     REPO,
-    load_yaml,
     compose,
     compose_text,
     compose_variables,
     environment,
     interpolate,
+    load_yaml,
     services,
 )
 
