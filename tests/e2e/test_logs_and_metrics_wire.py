@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 # Stable HTTP server keys (semantic conventions v1.23+) and the legacy ones they replace.
 STABLE_HTTP = {"http.request.method", "http.response.status_code", "url.path", "url.scheme"}
+STABLE_HTTP |= {"network.protocol.version", "client.address", "user_agent.original"}
 LEGACY_HTTP = {"http.method", "http.status_code", "http.target", "http.url", "http.scheme"}
 LEGACY_HTTP |= {"http.flavor", "http.user_agent", "http.host", "http.server_name"}
 LEGACY_HTTP |= {"net.host.port", "net.host.name", "net.peer.ip", "net.peer.port"}
