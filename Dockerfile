@@ -26,6 +26,7 @@ COPY workers ./workers
 COPY messaging ./messaging
 COPY store ./store
 COPY cli ./cli
+COPY devtools ./devtools
 RUN pip install --no-deps -c constraints.txt .
 
 # ---- runtime: the same slim base, the venv, and an unprivileged user
@@ -36,7 +37,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 # The project was installed into the venv (not in editable mode), so the venv carries the
-# source of api, workers, messaging, store and cli: one copy of the code, no PYTHONPATH.
+# source of api, workers, messaging, store, cli and devtools: one copy of the code, no PYTHONPATH.
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER app

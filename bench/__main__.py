@@ -11,11 +11,9 @@ Markdown on stdout, progress on stderr, results in bench/results/latest.json and
 import argparse
 import asyncio
 import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import broker, loadgen, plot, report, scenarios
-from bench.db import DEFAULT_POSTGRES_URL
+from bench import plan as plans
+from bench import plot, report, scenarios, wrk
+from bench.meta import meta
+from devtools.addresses import DEFAULT_AMQP_URL, DEFAULT_POSTGRES_URL
+from devtools.vhosts import local_rabbitmqctl, private_vhost, vhost_of
 
 BENCH_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 # A scenario during which the broker dropped its connections is run again this many times.
 RETRIES = 1
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also run traced with the OTLP endpoint unreachable (default: on, off with --quick)",
     )
-    p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(scenarios.SCENARIOS)}")
+    p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(plans.SCENARIOS)}")
     p.add_argument(
         "--source-root",
         type=Path,
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_plan(args: argparse.Namespace) -> scenarios.Plan:
+def make_plan(args: argparse.Namespace) -> plans.Plan:
     levels = [int(x) for x in args.levels.split(",")] if args.levels else None
     levels = levels or ([32] if args.quick else [1, 8, 32, 64])
     unreachable = (not args.quick) if args.unreachable is None else args.unreachable
@@ -84,21 +84,21 @@ def make_plan(args: argparse.Namespace) -> scenarios.Plan:
         args.scenarios.split(",")
         if args.scenarios
         else [
-            scenarios.BASELINE,
-            scenarios.UNTRACED,
-            scenarios.TRACED,
-            *([scenarios.UNREACHABLE] if unreachable else []),
+            plans.BASELINE,
+            plans.UNTRACED,
+            plans.TRACED,
+            *([plans.UNREACHABLE] if unreachable else []),
         ]
     )
-    unknown = set(names) - set(scenarios.SCENARIOS)
+    unknown = set(names) - set(plans.SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     chosen = args.loadgen
     if chosen == "auto":
-        chosen = "wrk" if loadgen.wrk_path() else "builtin"
-    elif chosen == "wrk" and not loadgen.wrk_path():
+        chosen = "wrk" if wrk.wrk_path() else "builtin"
+    elif chosen == "wrk" and not wrk.wrk_path():
         raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install wrk)")
-    return scenarios.Plan(
+    return plans.Plan(
         scenarios=names,
         levels=levels,
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
@@ -113,80 +113,11 @@ def make_plan(args: argparse.Namespace) -> scenarios.Plan:
     )
 
 
-def _git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    return done.stdout.strip()
-
-
-def meta(plan: scenarios.Plan, mode: str, vhost: str | None) -> dict[str, Any]:
-    return {
-        "mode": mode,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "levels": plan.levels,
-        "scenarios": plan.scenarios,
-        "duration_s": plan.duration,
-        "warmup_s": plan.warmup,
-        "db": plan.db,
-        "loadgen": plan.loadgen,
-        "tracing_off": "OTEL_SDK_DISABLED=true",
-        "tracing_on": "OTLP/gRPC, parentbased_always_on (100%), SDK default batch processor "
-        "unless OTEL_BSP_* are set",
-        "otel_bsp": {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")},
-        "broker_vhost": vhost or "(shared: rabbitmqctl unavailable)",
-        "source_root": str(plan.source_root),
-        "git_commit": _git(plan.source_root, "rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(_git(plan.source_root, "status", "--porcelain")),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    plan = make_plan(args)
+async def run(args: argparse.Namespace, plan: plans.Plan, vhost: str | None) -> dict[str, Any]:
     mode = "quick" if args.quick else "full"
-    console = Console(stderr=True)
     began = time.monotonic()
-    results: list[scenarios.LevelResult] = []
-    async with broker.vhost(plan.amqp_url) as (url, vhost):
-        plan.amqp_url = url
-        info = meta(plan, mode, vhost)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            task = progress.add_task("starting", total=len(plan.scenarios) * len(plan.levels))
-
-            def say(text: str) -> None:
-                progress.update(task, description=text)
-
-            def done() -> None:
-                progress.advance(task)
-
-            for name in plan.scenarios:
-                for attempt in range(1 + RETRIES):
-                    level_results = await scenarios.run_scenario(plan, name, say, done)
-                    if attempt == RETRIES or not any(r.disrupted for r in level_results):
-                        break
-                    progress.console.print(
-                        f"[yellow]{name}: the broker dropped the connections during the run "
-                        "(restarted by someone else?); running the scenario again"
-                    )
-                    progress.update(task, total=(progress.tasks[0].total or 0) + len(plan.levels))
-                results.extend(level_results)
-                for r in level_results:
-                    progress.console.print(
-                        f"{name:>18} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
-                        f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}"
-                        + (f"  spans {r.spans}" if r.spans else "")
-                    )
-            say("done")
+    info = meta(plan, mode, vhost)
+    results = await measure(plan)
     info["wall_s"] = round(time.monotonic() - began, 1)
     data = report.build(results, info)
     report.write_json(data, args.output / f"{args.name}.json")
@@ -195,9 +126,58 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+async def measure(plan: plans.Plan) -> list[plans.LevelResult]:
+    """Every scenario at every level, with progress on stderr."""
+    results: list[plans.LevelResult] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=len(plan.scenarios) * len(plan.levels))
+
+        def say(text: str) -> None:
+            progress.update(task, description=text)
+
+        def done() -> None:
+            progress.advance(task)
+
+        for name in plan.scenarios:
+            for attempt in range(1 + RETRIES):
+                level_results = await scenarios.run_scenario(plan, name, say, done)
+                if attempt == RETRIES or not any(r.disrupted for r in level_results):
+                    break
+                progress.console.print(
+                    f"[yellow]{name}: the broker dropped the connections during the run "
+                    "(restarted by someone else?); running the scenario again"
+                )
+                progress.update(task, total=(progress.tasks[0].total or 0) + len(plan.levels))
+            results.extend(level_results)
+            for r in level_results:
+                progress.console.print(
+                    f"{name:>18} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
+                    f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}"
+                    + (f"  spans {r.spans}" if r.spans else "")
+                )
+        say("done")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    data = asyncio.run(run(args))
+    plan = make_plan(args)
+    with ExitStack() as stack:
+        # A vhost of its own when rabbitmqctl can make one; else the configured one, shared.
+        ctl = local_rabbitmqctl(plan.amqp_url)
+        vhost = None
+        if ctl is not None:
+            plan.amqp_url = stack.enter_context(private_vhost(plan.amqp_url, ctl, "bench"))
+            vhost = vhost_of(plan.amqp_url)
+        data = asyncio.run(run(args, plan, vhost))
     sys.stdout.write(report.markdown(data))
 
 

@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench import protocol
-from bench.stats import Window
+from bench.window import Window
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}

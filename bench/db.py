@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.waiting import poll_async
+
 USERS = 64
 CREDITS = 10**9
 ITEM_ID = "bench-item"
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 def write_seed(directory: Path) -> Path:
@@ -59,6 +60,20 @@ class Database:
         finally:
             await conn.close()
         return {str(row[0]): int(row[1]) for row in rows}
+
+    async def settled_outcomes(self, within: float = 30) -> dict[str, int]:
+        """:meth:`outcomes` once two reads half a second apart agree (prefetched deliveries
+        finish), or after ``within`` seconds."""
+        seen: list[dict[str, int]] = []
+
+        async def read() -> list[dict[str, int]]:
+            seen.append(await self.outcomes())
+            return seen
+
+        await poll_async(
+            read, until=lambda s: len(s) > 1 and s[-1] == s[-2], within=within, every=0.5
+        )
+        return seen[-1]
 
     async def drop(self) -> None:
         if self.schema is None:

@@ -9,7 +9,8 @@ import json
 import time
 from typing import Any
 
-from bench.stats import Window
+from bench.window import Window
+from devtools.processes import Process
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -23,6 +24,21 @@ def parse(line: bytes | str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) and "event" in data else None
+
+
+async def read_event(process: Process, expected: str, within: float = 60) -> dict[str, Any]:
+    """Read ``process``'s stdout until the ``expected`` event (in a thread: a pipe read
+    blocks). Raises RuntimeError if it exits first, TimeoutError after ``within`` seconds."""
+
+    def read() -> dict[str, Any]:
+        assert process.popen.stdout is not None
+        for line in process.popen.stdout:
+            event = parse(line)
+            if event is not None and event["event"] == expected:
+                return event
+        raise RuntimeError(f"{process.name} exited before {expected!r}:\n{process.log()}")
+
+    return await asyncio.wait_for(asyncio.to_thread(read), within)
 
 
 async def announce(window: Window) -> None:

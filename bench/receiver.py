@@ -1,8 +1,8 @@
 """An OTLP/gRPC receiver in its own process that counts the spans it accepts.
 
-``python -m bench.receiver`` reuses ``cli.collector.OtlpReceiver`` with a store that keeps
-counts instead of spans (total, and per trace id), prints ``{"event": "ready", "port": N}``
-and then answers one JSON line per command read from stdin:
+``python -m bench.receiver`` runs ``cli.collector.OtlpReceiver`` (keeping the newest
+traces in memory, nothing on disk), prints ``{"event": "ready", "port": N}`` and then
+answers one JSON line per command read from stdin:
 
 - ``count``: ``{"received": total}``;
 - ``traces ID,ID,...``: ``{"counts": {id: spans}}`` for those trace ids.
@@ -13,41 +13,30 @@ to the benchmark or the services, and its CPU time is reported on its own.
 
 import asyncio
 import json
+import subprocess
 import sys
-from collections import Counter
 from dataclasses import dataclass
 
+from bench import protocol
 from cli.collector import OtlpReceiver, SpanStore
-from cli.spans import SpanRecord
+from devtools.processes import Process
 
-
-class CountingStore(SpanStore):
-    """A SpanStore that only counts: the benchmark needs totals, not the spans."""
-
-    def __init__(self) -> None:
-        super().__init__(max_traces=1)
-        self.per_trace: Counter[str] = Counter()
-
-    def add(self, spans: list[SpanRecord]) -> None:
-        with self._lock:
-            self.received += len(spans)
-            self.per_trace.update(span.trace_id for span in spans)
+# Enough for the calibration traces, which are the newest when they are counted.
+KEPT_TRACES = 100
 
 
 def serve() -> None:
-    store = CountingStore()
+    store = SpanStore(max_traces=KEPT_TRACES)
     receiver = OtlpReceiver(store, port=0).start()
-    print(json.dumps({"event": "ready", "port": receiver.port}), flush=True)
+    protocol.emit("ready", port=receiver.port)
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
-        with store._lock:
-            if command == "count":
-                answer: dict[str, object] = {"received": store.received}
-            elif command == "traces":
-                ids = [i for i in argument.split(",") if i]
-                answer = {"counts": {i: store.per_trace.get(i, 0) for i in ids}}
-            else:
-                answer = {"error": f"unknown command {command!r}"}
+        if command == "count":
+            answer: dict[str, object] = {"received": store.received}
+        elif command == "traces":
+            answer = {"counts": store.counts(i for i in argument.split(",") if i)}
+        else:
+            answer = {"error": f"unknown command {command!r}"}
         print(json.dumps(answer), flush=True)
     receiver.stop()
 
@@ -56,7 +45,7 @@ def serve() -> None:
 class ReceiverClient:
     """The benchmark's handle on a running receiver process."""
 
-    process: asyncio.subprocess.Process
+    process: Process
     port: int
 
     @property
@@ -64,11 +53,17 @@ class ReceiverClient:
         return f"http://127.0.0.1:{self.port}"
 
     async def _ask(self, command: str) -> dict[str, object]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        await self.process.stdin.drain()
-        answer: dict[str, object] = json.loads(await self.process.stdout.readline())
-        return answer
+        popen = self.process.popen
+        assert popen.stdin is not None and popen.stdout is not None
+        stdin, stdout = popen.stdin, popen.stdout
+
+        def ask() -> dict[str, object]:
+            stdin.write(command.encode() + b"\n")
+            stdin.flush()
+            answer: dict[str, object] = json.loads(stdout.readline())
+            return answer
+
+        return await asyncio.to_thread(ask)
 
     async def received(self) -> int:
         value = (await self._ask("count"))["received"]
@@ -81,13 +76,14 @@ class ReceiverClient:
         return {str(k): int(v) for k, v in counts.items()}
 
     async def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
+        """Closing stdin ends the command loop; SIGKILL if that takes over 10 s."""
+        popen = self.process.popen
+        if popen.stdin is not None:
+            popen.stdin.close()
         try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
+            await asyncio.to_thread(popen.wait, 10)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            await self.process.wait()
 
 
 if __name__ == "__main__":

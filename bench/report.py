@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import BASELINE, TRACED, UNREACHABLE, UNTRACED, LevelResult
+from bench.plan import BASELINE, TRACED, UNREACHABLE, UNTRACED, LevelResult
 
 HEADLINE_CONCURRENCY = 32
 ROLES = ("api", "client", "worker", "server", "fulfilment", "broker", "receiver", "loadgen")

@@ -9,7 +9,7 @@ The test suite points real processes at it to check the exact wire path, and
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,11 @@ class SpanStore:
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:
             return list(self._traces.get(trace_id, ()))
+
+    def counts(self, trace_ids: Iterable[str]) -> dict[str, int]:
+        """How many spans each of these traces holds (0 for one not seen or evicted)."""
+        with self._lock:
+            return {t: len(self._traces.get(t, ())) for t in trace_ids}
 
     def all_spans(self) -> list[SpanRecord]:
         with self._lock:

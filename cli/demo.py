@@ -7,10 +7,10 @@ from rich.rule import Rule
 from cli.client import ApiClient
 from cli.errors import CliError
 from cli.reservations import reserve
-from cli.run import announce_ready, keep_running
+from cli.run import run
 from cli.settings import CliSettings
 from cli.spans import SpanRecord
-from cli.system import Interrupted, LocalSystem, local_system
+from cli.system import Interrupted, LocalSystem
 from cli.tempo import TempoClient
 from cli.trace_lookup import wait_until_stable
 from cli.waterfall import Waterfall
@@ -22,21 +22,16 @@ TRACE_WITHIN = 30.0
 
 
 def demo(settings: CliSettings, console: Console, exit_after: bool) -> None:
-    try:
-        with local_system(settings, console) as system:
-            trace_id = send_reservations(settings, console)
-            spans = complete_trace(system, settings, trace_id)
-            console.print(Rule("the confirmed reservation's trace"))
-            console.print(Waterfall(spans))
-            missing = SERVICES - {s.service for s in spans}
-            if missing:
-                raise CliError(f"the trace is incomplete: no spans from {sorted(missing)}.")
-            if not exit_after:
-                announce_ready(system, console)
-                keep_running(system)
-    except Interrupted:
-        pass
-    console.print("[green]stopped[/]: every process exited")
+    def show_a_trace(system: LocalSystem) -> None:
+        trace_id = send_reservations(settings, console)
+        spans = complete_trace(system, settings, trace_id)
+        console.print(Rule("the confirmed reservation's trace"))
+        console.print(Waterfall(spans))
+        missing = SERVICES - {s.service for s in spans}
+        if missing:
+            raise CliError(f"the trace is incomplete: no spans from {sorted(missing)}.")
+
+    run(settings, console, first=show_a_trace, exit_after=exit_after)
 
 
 def send_reservations(settings: CliSettings, console: Console) -> str:

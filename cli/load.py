@@ -5,7 +5,6 @@ Loopback only and capped, so it cannot be pointed at somebody else's server by a
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 import httpx
 from rich.console import Console
@@ -15,20 +14,10 @@ from rich.table import Table
 from cli.client import body_of
 from cli.errors import CliError
 from cli.settings import is_loopback_url
+from devtools.load_stats import LoadResult, summarize
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 256
-
-
-@dataclass
-class LoadResult:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)  # seconds, successful answers only
-    elapsed: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        return sum(self.outcomes.values()) / self.elapsed if self.elapsed else 0.0
 
 
 def check_limits(api_url: str, requests: int, concurrency: int) -> None:
@@ -44,7 +33,10 @@ def check_limits(api_url: str, requests: int, concurrency: int) -> None:
 async def run_load(
     api_url: str, requests: int, concurrency: int, username: str, item_id: str, console: Console
 ) -> LoadResult:
-    result = LoadResult()
+    """Each answer counts as completed, whatever its status (a 409 is an outcome too); a
+    request that got no answer counts as an error."""
+    outcomes: Counter[str] = Counter()
+    latencies_ns: list[int] = []
     remaining = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     progress = Progress(
@@ -63,44 +55,40 @@ async def run_load(
 
         async def worker() -> None:
             for _ in remaining:  # shared iterator: each request is sent once
-                began = time.perf_counter()
+                began = time.perf_counter_ns()
                 try:
                     response = await client.post(
                         "/reservations", json={"username": username, "item_id": item_id}
                     )
                 except httpx.HTTPError as error:
-                    result.outcomes[f"error {type(error).__name__}"] += 1
+                    outcomes[f"error {type(error).__name__}"] += 1
                 else:
-                    result.latencies.append(time.perf_counter() - began)
+                    latencies_ns.append(time.perf_counter_ns() - began)
                     status = body_of(response).get("status", "")
-                    result.outcomes[f"{response.status_code} {status}".strip()] += 1
+                    outcomes[f"{response.status_code} {status}".strip()] += 1
                 progress.advance(task)
 
         with progress:
             began = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
-            result.elapsed = time.perf_counter() - began
-    return result
-
-
-def percentile(values: list[float], q: int) -> float:
-    """Nearest-rank percentile: an observed latency, never an interpolated one."""
-    ordered = sorted(values)
-    rank = -(-q * len(ordered) // 100)  # ceil(q% of n)
-    return ordered[max(1, min(rank, len(ordered))) - 1]
+            elapsed = time.perf_counter() - began
+    return summarize(
+        latencies_ns, errors=requests - len(latencies_ns), elapsed_s=elapsed, statuses=outcomes
+    )
 
 
 def summary(result: LoadResult, concurrency: int) -> Table:
-    table = Table(title=f"{sum(result.outcomes.values())} reservations, concurrency {concurrency}")
+    table = Table(title=f"{result.requests} reservations, concurrency {concurrency}")
     table.add_column("outcome")
     table.add_column("count", justify="right")
-    for outcome, count in sorted(result.outcomes.items()):
+    for outcome, count in sorted(result.statuses.items()):
         table.add_row(outcome, str(count))
     table.add_section()
-    table.add_row("throughput", f"{result.throughput:.1f} req/s")
-    table.add_row("elapsed", f"{result.elapsed:.2f} s")
-    if result.latencies:
-        for q in (50, 99):
-            table.add_row(f"p{q} latency", f"{percentile(result.latencies, q) * 1000:.1f} ms")
-        table.add_row("max latency", f"{max(result.latencies) * 1000:.1f} ms")
+    throughput = result.requests / result.elapsed_s if result.elapsed_s else 0.0
+    table.add_row("throughput", f"{throughput:.1f} req/s")
+    table.add_row("elapsed", f"{result.elapsed_s:.2f} s")
+    if result.completed:
+        table.add_row("p50 latency", f"{result.p50_ms:.1f} ms")
+        table.add_row("p99 latency", f"{result.p99_ms:.1f} ms")
+        table.add_row("max latency", f"{result.max_ms:.1f} ms")
     return table

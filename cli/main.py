@@ -4,7 +4,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -42,15 +42,18 @@ CollectorPort = Annotated[
 ]
 
 
-def settings(**overrides: Any) -> CliSettings:
-    base = CliSettings()
-    field_names = {
-        "data_dir": "data_dir",
-        "otlp_endpoint": "otel_exporter_otlp_endpoint",
-        "collector_port": "collector_port",
+def settings(
+    data_dir: Path | None = None,
+    otlp_endpoint: str | None = None,
+    collector_port: int | None = None,
+) -> CliSettings:
+    """The environment's settings, with the options the user gave on top."""
+    update = {
+        "data_dir": data_dir,
+        "otel_exporter_otlp_endpoint": otlp_endpoint,
+        "collector_port": collector_port,
     }
-    update = {field_names[k]: v for k, v in overrides.items() if v is not None}
-    return base.model_copy(update=update)
+    return CliSettings().model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
 @app.command()
@@ -63,30 +66,23 @@ def run(
     from cli import run as run_flow  # lazily: gRPC and the collector load only where needed
 
     with reporting_errors(err):
-        run_flow.run(
-            settings(data_dir=data_dir, otlp_endpoint=otlp_endpoint, collector_port=collector_port),
-            console,
-        )
+        run_flow.run(settings(data_dir, otlp_endpoint, collector_port), console)
 
 
 @app.command()
 def demo(
-    exit_after: Annotated[
-        bool, typer.Option("--exit", envvar="DEMO_EXIT", help="Stop after the waterfall (CI).")
-    ] = False,
     data_dir: DataDir = None,
     otlp_endpoint: OtlpEndpoint = None,
     collector_port: CollectorPort = None,
+    exit_after: Annotated[
+        bool, typer.Option("--exit", envvar="DEMO_EXIT", help="Stop after the waterfall (CI).")
+    ] = False,
 ) -> None:
     """`run`, then reserve twice and show the confirmed reservation's whole trace."""
     from cli import demo as demo_flow
 
     with reporting_errors(err):
-        demo_flow.demo(
-            settings(data_dir=data_dir, otlp_endpoint=otlp_endpoint, collector_port=collector_port),
-            console,
-            exit_after,
-        )
+        demo_flow.demo(settings(data_dir, otlp_endpoint, collector_port), console, exit_after)
 
 
 @app.command()
@@ -109,7 +105,7 @@ def trace(
 ) -> None:
     """Show a trace as a waterfall: span tree, services, kinds, durations on one time axis."""
     with reporting_errors(err):
-        cfg = settings(data_dir=data_dir)
+        cfg = settings(data_dir)
         if last:
             trace_id, source = newest_trace_id(cfg.data_dir), Source.collector
         elif trace_id is None:

@@ -1,5 +1,7 @@
 """``reservations run``: everything up until Ctrl-C, and a clear word when something dies."""
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.panel import Panel
 
@@ -8,11 +10,21 @@ from cli.settings import CliSettings
 from cli.system import Interrupted, LocalSystem, local_system
 
 
-def run(settings: CliSettings, console: Console) -> None:
+def run(
+    settings: CliSettings,
+    console: Console,
+    first: Callable[[LocalSystem], None] | None = None,
+    exit_after: bool = False,
+) -> None:
+    """Start everything, do ``first`` once it is ready, then keep running unless
+    ``exit_after``; whatever happens, stop every process."""
     try:
         with local_system(settings, console) as system:
-            announce_ready(system, console)
-            keep_running(system)
+            if first is not None:
+                first(system)
+            if not exit_after:
+                announce_ready(system, console)
+                keep_running(system)
     except Interrupted:
         pass
     console.print("[green]stopped[/]: every process exited")
@@ -41,7 +53,7 @@ def keep_running(system: LocalSystem) -> None:
     dead = system.supervisor.wait()
     if dead is not None:
         raise CliError(
-            f"{dead.name} exited unexpectedly (exit code {dead.popen.returncode}); "
+            f"{dead.name} exited unexpectedly (exit code {dead.process.returncode}); "
             "stopped everything else.",
             hint=f"its last log lines above (prefixed '{dead.name}') say why.",
         )

@@ -4,17 +4,17 @@ The same variables as the services (``AMQP_URL``, ``OTEL_EXPORTER_OTLP_ENDPOINT`
 addresses of the API, Tempo and Grafana, and where the embedded collector keeps its traces.
 """
 
-import ipaddress
 from pathlib import Path
 
 import httpx
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from devtools.addresses import DEFAULT_AMQP_URL, LOCALHOST, is_loopback
+
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 DEFAULT_TEMPO_URL = "http://localhost:3200"
-COLLECTOR_HOST = "127.0.0.1"  # loopback only: the collector accepts spans from anyone
+COLLECTOR_HOST = LOCALHOST  # loopback only: the collector accepts spans from anyone
 
 
 class CliSettings(BaseSettings):
@@ -52,10 +52,4 @@ class CliSettings(BaseSettings):
 
 
 def is_loopback_url(url: str) -> bool:
-    host = httpx.URL(url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(httpx.URL(url).host)

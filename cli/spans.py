@@ -1,11 +1,11 @@
 """One span model for every trace source: the embedded collector (OTLP protobuf) and Tempo's
 HTTP API (OTLP JSON, ids in base64). The waterfall renderer and the tests read this model."""
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -83,50 +83,14 @@ def from_proto_request(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> lis
 
 def from_otlp_json(document: Mapping[str, Any]) -> list[SpanRecord]:
     """Spans from Tempo's ``/api/v2/traces/{id}`` (``trace.resourceSpans``) or
-    ``/api/traces/{id}`` (``batches``) answer. An empty ``trace`` gives no spans."""
+    ``/api/traces/{id}`` (``batches``) answer, read by protobuf's own JSON mapping (ids in
+    base64, enums by name, 64-bit numbers as strings). An empty ``trace`` gives no spans;
+    a document that is not OTLP raises ``json_format.ParseError``."""
     resource_spans = document.get("trace", {}).get("resourceSpans") or document.get("batches", [])
-    records = []
-    for rs in resource_spans:
-        resource = _json_attributes(rs.get("resource", {}).get("attributes", []))
-        service = str(resource.get("service.name", "unknown"))
-        for ss in rs.get("scopeSpans", []):
-            for span in ss.get("spans", []):
-                status = span.get("status", {})
-                records.append(
-                    SpanRecord(
-                        trace_id=_b64_hex(span["traceId"]),
-                        span_id=_b64_hex(span["spanId"]),
-                        parent_span_id=_b64_hex(span["parentSpanId"])
-                        if span.get("parentSpanId")
-                        else None,
-                        name=span.get("name", ""),
-                        kind=span.get("kind", "SPAN_KIND_INTERNAL").removeprefix("SPAN_KIND_"),
-                        service=service,
-                        start_ns=int(span.get("startTimeUnixNano", 0)),
-                        end_ns=int(span.get("endTimeUnixNano", 0)),
-                        attributes=_json_attributes(span.get("attributes", [])),
-                        status=status.get("code", "STATUS_CODE_UNSET").removeprefix("STATUS_CODE_"),
-                        status_message=status.get("message", ""),
-                        events=tuple(
-                            SpanEvent(
-                                e.get("name", ""),
-                                int(e.get("timeUnixNano", 0)),
-                                _json_attributes(e.get("attributes", [])),
-                            )
-                            for e in span.get("events", [])
-                        ),
-                        links=tuple(
-                            f"{_b64_hex(lk['traceId'])}:{_b64_hex(lk['spanId'])}"
-                            for lk in span.get("links", [])
-                        ),
-                        scope=ss.get("scope", {}).get("name", ""),
-                    )
-                )
-    return records
-
-
-def _b64_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
+    traces = json_format.ParseDict(
+        {"resourceSpans": resource_spans}, trace_pb2.TracesData(), ignore_unknown_fields=True
+    )
+    return from_proto_request(traces.resource_spans)
 
 
 def _proto_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
@@ -140,20 +104,3 @@ def _proto_value(value: AnyValue) -> Any:
     if which == "kvlist_value":
         return _proto_attributes(value.kvlist_value.values)
     return getattr(value, which) if which else None
-
-
-def _json_attributes(attributes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    return {kv["key"]: _json_value(kv.get("value", {})) for kv in attributes}
-
-
-def _json_value(value: Mapping[str, Any]) -> Any:
-    if "intValue" in value:
-        return int(value["intValue"])
-    if "arrayValue" in value:
-        return [_json_value(v) for v in value["arrayValue"].get("values", [])]
-    if "kvlistValue" in value:
-        return _json_attributes(value["kvlistValue"].get("values", []))
-    for key in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
-        if key in value:
-            return value[key]
-    return None

@@ -1,14 +1,12 @@
 """Child processes run side by side, their logs interleaved on one terminal, stopped together.
 
-Children run in their own process group, so a Ctrl-C in the terminal reaches only this
-process; it then stops them in order (the API first, so in-flight requests still get their
-replies), each with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once.
+Children run in their own session, so a Ctrl-C in the terminal reaches only this process; it
+then stops them in order (the API first, so in-flight requests still get their replies), each
+with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once.
 """
 
 import signal
-import subprocess
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -16,22 +14,20 @@ from types import FrameType
 from rich.console import Console
 from rich.text import Text
 
-# uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit too.
-CLEAN_EXIT_CODES = (0, -signal.SIGTERM)
+from devtools.processes import Process
 
 
 @dataclass
 class Child:
-    name: str
-    popen: "subprocess.Popen[bytes]"
+    process: Process
     color: str
     ready_marker: str | None
     ready: threading.Event = field(default_factory=threading.Event)
     pump: threading.Thread | None = None
 
     @property
-    def running(self) -> bool:
-        return self.popen.poll() is None
+    def name(self) -> str:
+        return self.process.name
 
 
 class Supervisor:
@@ -65,15 +61,8 @@ class Supervisor:
         ready_marker: str | None = None,
     ) -> Child:
         """Start ``args``; its child counts as ready once a log line contains ``ready_marker``."""
-        popen = subprocess.Popen(
-            list(args),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        child = Child(name, popen, color, ready_marker)
+        process = Process.start(name, args, env, own_session=True)
+        child = Child(process, color, ready_marker)
         self._width = max(self._width, len(name))
         child.pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
         child.pump.start()
@@ -81,8 +70,8 @@ class Supervisor:
         return child
 
     def _pump(self, child: Child) -> None:
-        assert child.popen.stdout is not None
-        for raw in child.popen.stdout:
+        assert child.process.popen.stdout is not None
+        for raw in child.process.popen.stdout:
             line = raw.decode(errors="replace").rstrip()
             if child.ready_marker and child.ready_marker in line:
                 child.ready.set()
@@ -96,7 +85,7 @@ class Supervisor:
         """A child that exited while nobody asked it to."""
         if self._stopping:
             return None
-        return next((c for c in self.children if not c.running), None)
+        return next((c for c in self.children if not c.process.running), None)
 
     def wait(self) -> Child | None:
         """Block until a stop is requested (returns None) or a child dies (returns it)."""
@@ -110,16 +99,9 @@ class Supervisor:
         self._stopping = True
         codes: dict[str, int] = {}
         for child in reversed(self.children):
-            if child.running:
-                child.popen.send_signal(signal.SIGTERM)
-                deadline = time.monotonic() + self._stop_timeout
-                while child.running and time.monotonic() < deadline:
-                    if self._hurry.wait(0.05):
-                        break
-                if child.running:
-                    self.say(Text(f"{child.name} did not stop in time: killing it", "yellow"))
-                    child.popen.kill()
-            codes[child.name] = child.popen.wait()
+            if not child.process.terminate(self._stop_timeout, self._hurry):
+                self.say(Text(f"{child.name} did not stop in time: killing it", "yellow"))
+            codes[child.name] = child.process.kill()
             if child.pump is not None:
                 child.pump.join(timeout=2)
         return codes

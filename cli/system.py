@@ -2,14 +2,12 @@
 traces going to an embedded collector (the default) or to an OTLP endpoint the user named."""
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 from rich.console import Console
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from cli.collector import OtlpReceiver, SpanStore
 from cli.errors import CliError
@@ -17,6 +15,8 @@ from cli.preflight import require_broker, require_free_port
 from cli.settings import COLLECTOR_HOST, CliSettings
 from cli.supervisor import Supervisor
 from cli.trace_files import compact_traces_file
+from devtools.processes import CLEAN_EXIT_CODES, python_module
+from devtools.waiting import eventually
 
 # (name, module, colour, log line that says it is consuming); the API is ready on /readyz.
 CHILDREN = (
@@ -89,14 +89,14 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
     try:
         env = children_env(settings, endpoint)
         for name, module, color, marker in CHILDREN:
-            supervisor.start(name, [sys.executable, "-m", module], env, color, marker)
+            supervisor.start(name, python_module(module), env, color, marker)
         wait_ready(system)
         yield system
     finally:
         codes = supervisor.stop()
         if receiver is not None:
             receiver.stop()
-        unclean = {n: c for n, c in codes.items() if c not in (0, -15)}
+        unclean = {n: c for n, c in codes.items() if c not in CLEAN_EXIT_CODES}
         if unclean and not supervisor.stop_requested.is_set():
             console.print(f"[yellow]exit codes:[/] {unclean}")
 
@@ -118,32 +118,26 @@ def start_collector(settings: CliSettings) -> OtlpReceiver:
 
 def wait_ready(system: LocalSystem) -> None:
     """Until the workers consume and the API answers /readyz; a dead child or Ctrl-C ends it."""
-    retrying = Retrying(
-        stop=stop_after_delay(READY_WITHIN),
-        wait=wait_fixed(0.2),
-        retry=retry_if_exception_type((AssertionError, httpx.HTTPError)),
-        reraise=True,
-    )
     try:
-        _poll_ready(system, retrying)
+        for attempt in eventually(
+            READY_WITHIN, every=0.2, retry_on=(AssertionError, httpx.HTTPError)
+        ):
+            with attempt:
+                _check_ready(system)
     except (AssertionError, httpx.HTTPError) as error:
         raise CliError(f"not ready within {READY_WITHIN:.0f} s: {error}") from None
 
 
-def _poll_ready(system: LocalSystem, retrying: Retrying) -> None:
+def _check_ready(system: LocalSystem) -> None:
     supervisor = system.supervisor
-    for attempt in retrying:
-        with attempt:
-            if supervisor.stop_requested.is_set():
-                raise Interrupted
-            if (dead := supervisor.died()) is not None:
-                raise CliError(
-                    f"{dead.name} exited while starting (exit code {dead.popen.returncode}).",
-                    hint="its last log lines are above.",
-                )
-            waiting = [
-                c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()
-            ]
-            assert not waiting, f"waiting for {waiting}"
-            response = httpx.get(f"{system.api_url}/readyz", timeout=1)
-            assert response.status_code == 200, "API not ready"
+    if supervisor.stop_requested.is_set():
+        raise Interrupted
+    if (dead := supervisor.died()) is not None:
+        raise CliError(
+            f"{dead.name} exited while starting (exit code {dead.process.returncode}).",
+            hint="its last log lines are above.",
+        )
+    waiting = [c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()]
+    assert not waiting, f"waiting for {waiting}"
+    response = httpx.get(f"{system.api_url}/readyz", timeout=1)
+    assert response.status_code == 200, "API not ready"

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+from google.protobuf import json_format
 
 from cli.errors import CliError
 from cli.spans import SpanRecord, from_otlp_json
@@ -52,9 +53,12 @@ class TempoClient:
     @staticmethod
     def parse(document: dict[str, Any]) -> list[SpanRecord]:
         """Spans of a v2 answer; ``{"trace":{},"metrics":{}}`` (not found yet) gives none."""
-        if not isinstance(document, dict):
-            raise CliError("Tempo answered JSON that is not a trace document.")
-        return from_otlp_json(document)
+        try:
+            if not isinstance(document, dict):
+                raise TypeError(type(document).__name__)
+            return from_otlp_json(document)
+        except (json_format.ParseError, TypeError, AttributeError):
+            raise CliError("Tempo answered JSON that is not a trace document.") from None
 
 
 def grafana_explore_url(grafana_url: str, trace_id: str) -> str:

@@ -9,6 +9,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from cli.spans import SpanRecord
+from devtools.span_tree import walk
 
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 ERROR_STYLE = "bold red"
@@ -24,29 +25,15 @@ class Row:
 
 
 def tree_rows(spans: list[SpanRecord]) -> list[Row]:
-    """Depth-first, children ordered by start time; a span whose parent is not in the trace
-    (not exported yet, or from an upstream caller) is a root."""
-    ids = {s.span_id for s in spans}
-    children: dict[str | None, list[SpanRecord]] = {}
-    for span in sorted(spans, key=lambda s: (s.start_ns, s.end_ns)):
-        parent = span.parent_span_id if span.parent_span_id in ids else None
-        children.setdefault(parent, []).append(span)
+    """The span tree (:func:`devtools.span_tree.walk`) with its guides drawn."""
     rows: list[Row] = []
-    seen: set[str] = set()
-
-    def walk(parent: str | None, guides: str, is_root: bool) -> None:
-        kids = children.get(parent, [])
-        for i, span in enumerate(kids):
-            if span.span_id in seen:  # a malformed trace could hold a cycle
-                continue
-            seen.add(span.span_id)
-            last = i == len(kids) - 1
-            branch = "" if is_root else ("└─ " if last else "├─ ")
-            below = guides if is_root else guides + ("   " if last else "│  ")
-            rows.append(Row(span, guides + branch, below, bool(children.get(span.span_id))))
-            walk(span.span_id, below, False)
-
-    walk(None, "", True)
+    for node in walk(spans):
+        guides = "".join("   " if last else "│  " for last in node.lineage)
+        if node.depth == 0:
+            rows.append(Row(node.span, "", "", node.has_children))
+            continue
+        branch, below = ("└─ ", "   ") if node.last else ("├─ ", "│  ")
+        rows.append(Row(node.span, guides + branch, guides + below, node.has_children))
     return rows
 
 

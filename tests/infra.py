@@ -11,28 +11,26 @@ Each test session gets its own RabbitMQ virtual host when ``rabbitmqctl`` can re
 
 import os
 import shutil
-import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import pytest
 from yarl import URL
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from devtools.addresses import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_POSTGRES_URL,
+    connection_error,
+    free_port,
+)
+from devtools.vhosts import local_rabbitmqctl, private_vhost, vhost_of
+
+__all__ = ["Broker", "free_port", "postgres", "rabbitmq"]
+
 RABBITMQ_IMAGE = "rabbitmq:3.13.7-management"
 POSTGRES_IMAGE = "postgres:16.6"
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def docker_available() -> bool:
@@ -55,60 +53,46 @@ class Broker:
 
     @property
     def vhost(self) -> str:
-        return URL(self.url).path.lstrip("/") or "/"
+        return vhost_of(self.url)
 
 
 @contextmanager
 def rabbitmq() -> Iterator[Broker]:
     url = URL(os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
-    container = None
-    ctl: list[str] | None = None
-    if reachable(url.host or "127.0.0.1", url.port or 5672):
-        if url.host in ("127.0.0.1", "localhost", "::1") and shutil.which("rabbitmqctl"):
-            ctl = ["rabbitmqctl"]
-    elif docker_available():
-        from testcontainers.rabbitmq import RabbitMqContainer
+    with ExitStack() as stack:
+        ctl: list[str] | None = None
+        if connection_error(url.host or "127.0.0.1", url.port or 5672) is None:
+            ctl = local_rabbitmqctl(str(url))
+        elif docker_available():
+            from testcontainers.rabbitmq import RabbitMqContainer
 
-        container = RabbitMqContainer(RABBITMQ_IMAGE).start()
-        url = URL.build(
-            scheme="amqp",
-            user="guest",
-            password="guest",
-            host=container.get_container_host_ip(),
-            port=int(container.get_exposed_port(5672)),
-            path="/",
-        )
-        ctl = ["docker", "exec", container.get_wrapped_container().id, "rabbitmqctl"]
-    else:
-        pytest.fail(
-            f"RabbitMQ is not reachable at {url.with_password(None)} and Docker is not "
-            "available. Start it (`rabbitmq-server -detached`, or `docker compose up "
-            "rabbitmq`) or set AMQP_URL.",
-            pytrace=False,
-        )
-    vhost = None
-    try:
-        if ctl is not None:
-            vhost = f"test-{uuid.uuid4().hex[:8]}"
-            subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True)
-            subprocess.run(
-                [*ctl, "set_permissions", "-p", vhost, url.user or "guest", ".*", ".*", ".*"],
-                check=True,
-                capture_output=True,
+            container = stack.enter_context(RabbitMqContainer(RABBITMQ_IMAGE))
+            url = URL.build(
+                scheme="amqp",
+                user="guest",
+                password="guest",
+                host=container.get_container_host_ip(),
+                port=int(container.get_exposed_port(5672)),
+                path="/",
             )
-            url = url.with_path("/" + vhost)
-        yield Broker(str(url), ctl)
-    finally:
-        if vhost is not None and ctl is not None:
-            subprocess.run([*ctl, "delete_vhost", vhost], capture_output=True)
-        if container is not None:
-            container.stop()
+            ctl = ["docker", "exec", container.get_wrapped_container().id, "rabbitmqctl"]
+        else:
+            pytest.fail(
+                f"RabbitMQ is not reachable at {url.with_password(None)} and Docker is not "
+                "available. Start it (`rabbitmq-server -detached`, or `docker compose up "
+                "rabbitmq`) or set AMQP_URL.",
+                pytrace=False,
+            )
+        session_url = str(url)
+        if ctl is not None:
+            session_url = stack.enter_context(private_vhost(session_url, ctl, "test"))
+        yield Broker(session_url, ctl)
 
 
 @contextmanager
 def postgres() -> Iterator[str]:
     url = URL(os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
-    if reachable(url.host or "127.0.0.1", url.port or 5432):
+    if connection_error(url.host or "127.0.0.1", url.port or 5432) is None:
         yield str(url)
         return
     if not docker_available():
@@ -122,10 +106,3 @@ def postgres() -> Iterator[str]:
 
     with PostgresContainer(POSTGRES_IMAGE, driver="asyncpg") as container:
         yield container.get_connection_url()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -3,7 +3,6 @@ Tempo, the API and the workers. tests/conftest.py exposes these fixtures to ever
 
 import asyncio
 import json
-import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from cli.collector import OtlpReceiver, SpanStore
-from tests import infra, processes
+from devtools.addresses import free_port
+from devtools.processes import CLEAN_EXIT_CODES
+from tests import processes
 from tests.system import purge_work_queues
 
 
@@ -30,7 +31,7 @@ def database_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def api_port() -> int:
-    return infra.free_port()
+    return free_port()
 
 
 @dataclass
@@ -65,8 +66,7 @@ class System:
         stopped = [(process, process.stop()) for process in reversed(self.running)]
         self.running.clear()
         for process, code in stopped:
-            # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit.
-            assert code in (0, -signal.SIGTERM), process.log()
+            assert code in CLEAN_EXIT_CODES, process.log()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 
 from cli.collector import SpanStore
 from cli.spans import SpanRecord
+from devtools.span_tree import walk
 
 API = "reservations-api"
 CREDIT_CHECK = "credit-check-worker"
@@ -62,18 +63,8 @@ def children(span: SpanRecord, spans: list[SpanRecord]) -> list[SpanRecord]:
 
 def render(spans: list[SpanRecord]) -> str:
     """A plain-text span tree, for assertion messages and the README."""
-    by_parent: dict[str | None, list[SpanRecord]] = {}
-    ids = {s.span_id for s in spans}
-    for span in sorted(spans, key=lambda s: s.start_ns):
-        parent = span.parent_span_id if span.parent_span_id in ids else None
-        by_parent.setdefault(parent, []).append(span)
-    lines: list[str] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for span in by_parent.get(parent, []):
-            status = " [ERROR]" if span.status == "ERROR" else ""
-            lines.append(f"{'  ' * depth}{span.name}  ({span.kind}, {span.service}){status}")
-            walk(span.span_id, depth + 1)
-
-    walk(None, 0)
-    return "\n".join(lines)
+    return "\n".join(
+        f"{'  ' * node.depth}{node.span.name}  ({node.span.kind}, {node.span.service})"
+        + (" [ERROR]" if node.span.status == "ERROR" else "")
+        for node in walk(spans)
+    )

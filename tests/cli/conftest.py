@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cli.spans import SpanRecord
-from tests import infra
+from devtools.addresses import free_port
 
 FIXTURES = Path(__file__).with_name("fixtures")
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,10 +82,10 @@ def cli_env(amqp_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env.update(
         {
             "AMQP_URL": amqp_url,
-            "API_URL": f"http://127.0.0.1:{infra.free_port()}",
+            "API_URL": f"http://127.0.0.1:{free_port()}",
             "RESERVATIONS_DATA_DIR": str(data_dir),
-            "RESERVATIONS_COLLECTOR_PORT": str(infra.free_port()),
-            "TEMPO_URL": f"http://127.0.0.1:{infra.free_port()}",  # nothing there
+            "RESERVATIONS_COLLECTOR_PORT": str(free_port()),
+            "TEMPO_URL": f"http://127.0.0.1:{free_port()}",  # nothing there
             "PYTHONUNBUFFERED": "1",
             "COLUMNS": "160",
         }

@@ -4,7 +4,8 @@ import pytest
 from rich.console import Console
 
 from cli.errors import CliError
-from cli.load import LoadResult, check_limits, percentile, summary
+from cli.load import check_limits, summary
+from devtools.load_stats import summarize
 
 
 @pytest.mark.parametrize(
@@ -26,17 +27,13 @@ def test_request_count_and_concurrency_are_bounded(n: int, c: int) -> None:
         check_limits("http://127.0.0.1:8081", n, c)
 
 
-def test_percentiles_are_observed_values_by_nearest_rank() -> None:
-    latencies = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    assert percentile(latencies, 50) == 0.050
-    assert percentile(latencies, 99) == 0.099
-    assert percentile([0.2], 99) == 0.2
-
-
 def test_the_summary_shows_outcomes_throughput_and_latencies() -> None:
-    result = LoadResult(elapsed=2.0)
-    result.outcomes.update({"201 confirmed": 3, "409 rejected_insufficient_credits": 1})
-    result.latencies = [0.010, 0.020, 0.030, 0.040]
+    result = summarize(
+        [10_000_000, 20_000_000, 30_000_000, 40_000_000],
+        errors=0,
+        elapsed_s=2.0,
+        statuses={"201 confirmed": 3, "409 rejected_insufficient_credits": 1},
+    )
     console = Console(record=True, width=100)
     console.print(summary(result, concurrency=2))
     text = console.export_text()

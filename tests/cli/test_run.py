@@ -13,10 +13,10 @@ import httpx
 import psutil
 import pytest
 
-from tests import infra
+from devtools.addresses import free_port
+from devtools.processes import Process
 from tests.cli.conftest import RESERVATIONS, cli_env
 from tests.system import purge_work_queues
-from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +25,15 @@ SERVICES = ("reservations-api", "credit-check-worker", "fulfilment-worker")
 
 @dataclass
 class RunningCli:
-    popen: "subprocess.Popen[bytes]"
+    process: Process  # `reservations run`
     env: dict[str, str]
-    log_path: Path
+
+    @property
+    def popen(self) -> "subprocess.Popen[bytes]":
+        return self.process.popen
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
     def cli(self, *args: str, timeout: float = 30) -> "subprocess.CompletedProcess[str]":
         return subprocess.run(
@@ -41,13 +44,6 @@ class RunningCli:
             timeout=timeout,
         )
 
-    def wait_ready(self) -> None:
-        for attempt in eventually(60, every=0.2, retry_on=(AssertionError, httpx.HTTPError)):
-            with attempt:
-                assert self.popen.poll() is None, f"reservations run exited:\n{self.log()}"
-                assert "Ctrl-C stops everything" in self.log()  # the CLI's own ready panel
-                assert httpx.get(f"{self.env['API_URL']}/readyz", timeout=1).status_code == 200
-
     def interrupt(self, within: float = 20) -> int:
         self.popen.send_signal(signal.SIGINT)
         return self.popen.wait(within)
@@ -55,14 +51,16 @@ class RunningCli:
 
 def start_cli(amqp_url: str, tmp: Path) -> RunningCli:
     env = cli_env(amqp_url, tmp / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/cli.db")
-    log_path = tmp / "run.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            [str(RESERVATIONS), "run"], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    running = RunningCli(popen, env, log_path)
-    running.wait_ready()
-    return running
+    process = Process.start(
+        "reservations run", [str(RESERVATIONS), "run"], env, log_path=tmp / "run.log", cwd=tmp
+    )
+
+    def ready() -> None:
+        assert "Ctrl-C stops everything" in process.log()  # the CLI's own ready panel
+        assert httpx.get(f"{env['API_URL']}/readyz", timeout=1).status_code == 200
+
+    process.wait_ready(ready, within=60, retry_on=(AssertionError, httpx.HTTPError))
+    return RunningCli(process, env)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +137,7 @@ def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -
 
 
 def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
-    closed = f"amqp://guest:guest@127.0.0.1:{infra.free_port()}/"
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     done = subprocess.run(
         [str(RESERVATIONS), "run"],
         env=cli_env(closed, tmp_path / ".data"),

@@ -1,7 +1,7 @@
 """What a load run measured, and latency samples turned into percentiles.
 
-Every load generator (the bare aio-pika client, the built-in HTTP client, wrk) reports a
-:class:`LoadResult`, so the rest of the benchmark never knows which one ran.
+Every load generator (the CLI's ``load``, the benchmark's bare aio-pika client, its built-in
+HTTP client, wrk) reports a :class:`LoadResult`, so whatever reads it never knows which ran.
 """
 
 import math
@@ -12,9 +12,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LoadResult:
-    """One measured window at one concurrency level."""
+    """One measured run (or window) of a load generator."""
 
-    completed: int  # answers with the expected status (201, or a matched reply)
+    completed: int  # answers the generator counts as success (e.g. 201, or a matched reply)
     errors: int  # anything else: another status, a reset, a timeout
     elapsed_s: float  # length of the measured window
     p50_ms: float
@@ -22,11 +22,16 @@ class LoadResult:
     p99_ms: float
     max_ms: float
     mean_ms: float
-    statuses: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)  # every request, by outcome
 
     @property
     def throughput(self) -> float:
+        """Completed requests per second."""
         return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def requests(self) -> int:
+        return self.completed + self.errors
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "throughput_rps": round(self.throughput, 1)}
@@ -38,7 +43,8 @@ class LoadResult:
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0 when it is empty)."""
+    """Nearest-rank percentile of an ascending sequence: an observed value, never an
+    interpolated one (0 when the sequence is empty)."""
     if not sorted_values:
         return 0.0
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
@@ -65,38 +71,3 @@ def summarize(
         mean_ms=round(sum(ms) / len(ms) if ms else 0.0, 3),
         statuses=dict(statuses or {}),
     )
-
-
-class Window:
-    """The measured window of a load run: warm-up first, then ``duration`` seconds.
-
-    Workers record a completion only when it falls inside the window, so throughput is
-    completions in the window over its length, whatever was in flight at its edges.
-    """
-
-    def __init__(self, start: float, duration: float) -> None:
-        self.start = start
-        self.end = start + duration
-        self.latencies_ns: list[int] = []
-        self.errors = 0
-        self.statuses: dict[str, int] = {}
-
-    def inside(self, t: float) -> bool:
-        return self.start <= t < self.end
-
-    def record(self, t: float, latency_ns: int, status: str, ok: bool) -> None:
-        if not self.inside(t):
-            return
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        if ok:
-            self.latencies_ns.append(latency_ns)
-        else:
-            self.errors += 1
-
-    def result(self) -> LoadResult:
-        return summarize(
-            self.latencies_ns,
-            errors=self.errors,
-            elapsed_s=self.end - self.start,
-            statuses=self.statuses,
-        )

@@ -1,0 +1,81 @@
+"""What one benchmark run measures (the plan) and what each level of a scenario measured."""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtools.load_stats import LoadResult
+
+BASELINE = "baseline"
+UNTRACED = "untraced"
+TRACED = "traced"
+UNREACHABLE = "traced-unreachable"
+SCENARIOS = (BASELINE, UNTRACED, TRACED, UNREACHABLE)
+
+WORK_QUEUES = ("credit-check", "fulfilment")
+QUEUE_FULL_LOG = "Queue full, dropping"  # BatchSpanProcessor (deduplicated per 20 s)
+EXPORT_FAILED_LOG = "Failed to export"  # OTLP exporter, after its retries
+CALIBRATION_REQUESTS = 20
+# Log lines that mean the broker dropped the connections: someone restarted it (a test's
+# ``rabbitmqctl stop_app``, say). A level that saw one measured an outage, not the system.
+DISRUPTION_MARKERS = ("CONNECTION_FORCED", "Unexpected connection close", "AMQPConnectionError")
+
+TRACING_OFF = {"OTEL_SDK_DISABLED": "true"}
+
+
+def tracing_on(endpoint: str) -> dict[str, str]:
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
+
+
+def bsp_delay_s() -> float:
+    return float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000
+
+
+@dataclass
+class Plan:
+    scenarios: list[str]
+    levels: list[int]
+    warmup: float
+    duration: float
+    db: str
+    postgres_url: str
+    amqp_url: str
+    source_root: Path
+    bench_root: Path
+    loadgen: str  # "wrk" or "builtin"
+    keep_logs: Path | None = None
+
+
+@dataclass
+class LevelResult:
+    scenario: str
+    concurrency: int
+    load: LoadResult
+    cpu_s: dict[str, float]  # CPU seconds per process role over the measured window
+    spans: dict[str, Any] | None = None
+    reservations: dict[str, int] = field(default_factory=dict)
+    disrupted: int = 0  # broker-disconnect log lines seen during the level
+
+    def cpu_s_per_request(self) -> dict[str, float]:
+        n = max(1, self.load.completed)
+        return {role: round(cpu / n, 7) for role, cpu in self.cpu_s.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            **self.load.to_dict(),
+            "cpu_s": self.cpu_s,
+            "cpu_s_per_request": self.cpu_s_per_request(),
+            "spans": self.spans,
+            "reservations": self.reservations,
+            "broker_disrupted": self.disrupted,
+        }
+
+
+Say = Callable[[str], None]

@@ -1,0 +1,91 @@
+"""The twin's broker side: the system's topology, confirm channels, and settling a delivery.
+
+Queues, exchanges and their arguments come from ``messaging.topology`` (one source of truth;
+a private vhost keeps the twin apart from the system). Every channel has publisher confirms;
+work queues are consumed with manual acks. A message that cannot be parsed is dead-lettered
+with its reason; a failing one is requeued, and dead-lettered on its ``MAX_ATTEMPTS``-th try.
+"""
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from messaging import topology
+
+CONTENT_TYPE = "application/json"
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF_S = 0.2
+log = logging.getLogger("bench.twin")
+
+
+async def open_channel(
+    url: str, prefetch: int | None
+) -> tuple[AbstractRobustConnection, AbstractChannel, topology.Declared]:
+    connection = await aio_pika.connect_robust(url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    if prefetch is not None:
+        await channel.set_qos(prefetch_count=prefetch)
+    return connection, channel, await topology.declare(channel)
+
+
+def persistent(body: bytes, message_id: str, **properties: str) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        headers={},
+        **properties,  # type: ignore[arg-type]
+    )
+
+
+def reply(body: bytes, message_id: str, correlation_id: str | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        content_type=CONTENT_TYPE,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        headers={},
+    )
+
+
+async def dead_letter(dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str) -> None:
+    """Republish to the dead-letter exchange with the reason, then ack the original."""
+    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+    headers[topology.DEAD_LETTER_REASON] = reason[:256]
+    await dlx.publish(
+        aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        message.routing_key or "",
+        mandatory=True,
+    )
+    await message.ack()
+
+
+async def failed(dlx: AbstractExchange, message: AbstractIncomingMessage, exc: Exception) -> None:
+    """A real failure: requeue after a back-off, or dead-letter after MAX_ATTEMPTS."""
+    count = (message.headers or {}).get("x-delivery-count", 0)
+    attempt = (count if isinstance(count, int) else 0) + 1
+    log.error("handler failed (attempt %d)", attempt, exc_info=exc)
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    if attempt >= MAX_ATTEMPTS:
+        await dead_letter(dlx, message, f"handler failed {attempt} times: {type(exc).__name__}")
+        return
+    await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    await message.reject(requeue=True)
