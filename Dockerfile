@@ -22,6 +22,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then the project itself (pyproject.toml names README.md as its readme, so it must be here).
 COPY README.md ./
 COPY api ./api
+COPY domain ./domain
 COPY workers ./workers
 COPY messaging ./messaging
 COPY store ./store
@@ -37,7 +38,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 # The project was installed into the venv (not in editable mode), so the venv carries the
-# source of api, workers, messaging, store, cli and devtools: one copy of the code, no PYTHONPATH.
+# source of api, domain, workers, messaging, store, cli and devtools: one copy of the code,
+# no PYTHONPATH.
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER app

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-reliability test-static lint format run-api run-worker run-fulfilment demo bench bench-quick clean
+.PHONY: install test test-reliability test-static lint format migrate run-api run-worker run-fulfilment demo bench bench-quick clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Create or upgrade the tables (creating DATABASE_SCHEMA on PostgreSQL) and seed them. Run it
+# once before run-api/run-worker; `make demo` and `reservations run` do it themselves.
+migrate: $(STAMP)
+	$(BIN)/python -m store.migrate
 
 run-api: $(STAMP)
 	$(BIN)/python -m api

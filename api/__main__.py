@@ -1,12 +1,30 @@
 """``python -m api``: serve the API with uvicorn (uvloop + httptools)."""
 
+import asyncio
+import sys
+
+import structlog
 import uvicorn
 
+from api.app import SERVICE_NAME
 from api.settings import ApiSettings
+from messaging.logs import configure_logging
+from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
+from store.settings import StoreSettings
+
+log = structlog.get_logger(__name__)
 
 
 def main() -> None:
     settings = ApiSettings()
+    # A database that is down or not migrated: one line and exit 1, as the workers do, instead
+    # of the traceback uvicorn prints for a failed lifespan (which checks again).
+    configure_logging(SERVICE_NAME)
+    try:
+        asyncio.run(check_ready(StoreSettings()))
+    except (DatabaseUnreachable, SchemaNotReady) as exc:
+        log.error("cannot start", reason=str(exc))
+        sys.exit(1)
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -19,10 +19,9 @@ from api.limits import RequestLimitsMiddleware
 from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
-from messaging import topology
-from messaging.connection import connect, open_channel
+from messaging.broker import Broker
+from messaging.connection import connect
 from messaging.logs import configure_logging
-from messaging.rpc import RpcClient
 from messaging.settings import BrokerSettings
 from messaging.telemetry import service_version, setup_telemetry
 from store.engine import open_engine
@@ -58,13 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection = None
     try:
         connection = await connect(BrokerSettings())
-        channel, declared = await open_channel(connection)
-        rpc = RpcClient(
-            channel,
-            declared.exchanges[topology.RESERVATIONS.name],
-            reply_timeout=app.state.settings.reservation_reply_timeout,
-        )
-        await rpc.start()
+        broker = await Broker.open(connection)
+        rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
         app.state.store = SqlStore(engine)
         app.state.connection = connection

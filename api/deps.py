@@ -5,8 +5,10 @@ They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in th
 pool, a thread hop (and a lock handshake) per dependency per request for a mere attribute
 read."""
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
+from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import Depends, Request
 
@@ -14,26 +16,25 @@ from api.settings import ApiSettings
 from messaging.rpc import RpcClient
 from store.repository import SqlStore
 
-
-async def get_settings(request: Request) -> ApiSettings:
-    settings: ApiSettings = request.app.state.settings
-    return settings
+T = TypeVar("T")
 
 
-async def get_rpc(request: Request) -> RpcClient:
-    rpc: RpcClient = request.app.state.rpc
-    return rpc
+def _from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency that returns ``app.state.<name>``, checked to be a ``kind``."""
+
+    async def dependency(request: Request) -> T:
+        value = getattr(request.app.state, name)
+        assert isinstance(value, kind), f"app.state.{name} is not a {kind.__name__}"
+        return value
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-async def get_store(request: Request) -> SqlStore:
-    store: SqlStore = request.app.state.store
-    return store
-
-
-async def get_connection(request: Request) -> AbstractRobustConnection:
-    connection: AbstractRobustConnection = request.app.state.connection
-    return connection
-
+get_settings = _from_state("settings", ApiSettings)
+get_rpc = _from_state("rpc", RpcClient)
+get_store = _from_state("store", SqlStore)
+get_connection = _from_state("connection", RobustConnection)
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 RpcDep = Annotated[RpcClient, Depends(get_rpc)]

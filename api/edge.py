@@ -9,32 +9,37 @@ This middleware must run before the OpenTelemetry ASGI middleware extracts the c
 lifespan installs it *outside* the instrumented stack (see :func:`wrap_outermost`).
 """
 
-import re
 from collections.abc import Callable
 from typing import Literal
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# Version 00 is 55 characters; a future version may append fields, but not without bound.
+MAX_TRACEPARENT_BYTES = 256
 MAX_TRACESTATE_BYTES = 512  # W3C: vendors may drop tracestate beyond 512 characters
 MAX_BAGGAGE_BYTES = 1024  # far below the propagator's 8192: every message would carry it
 INCOMING_CONTEXT = "incoming_trace_context"
+# The SDK's parser follows the spec: a higher version is read as version 00 plus fields it
+# ignores, version ff and all-zero ids are refused.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 Mode = Literal["continue", "link"]
 
 
 def parse_traceparent(value: bytes) -> SpanContext | None:
-    match = TRACEPARENT.match(value.strip().lower())
-    if match is None or set(match[1]) == {ord("0")} or set(match[2]) == {ord("0")}:
+    """The caller's span context, or None when the header is malformed or oversized."""
+    if len(value) > MAX_TRACEPARENT_BYTES:
         return None
-    return SpanContext(
-        int(match[1], 16),
-        int(match[2], 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(match[3], 16)),
-    )
+    try:
+        header = value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    context = _TRACE_CONTEXT.extract({"traceparent": header})
+    incoming = trace.get_current_span(context).get_span_context()
+    return incoming if incoming.is_valid else None
 
 
 class EdgeTrustMiddleware:

@@ -4,7 +4,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from messaging.messages import Identifier
+from domain.identifiers import Identifier
 
 
 class ReservationRequest(BaseModel):

@@ -3,12 +3,16 @@
 SQLite (default): a new file in the scenario's temporary directory. PostgreSQL
 (``--db postgres``): a throwaway schema, passed to the services as ``DATABASE_SCHEMA`` and
 dropped at the end. Either way the seed gives :data:`USERS` users 10^9 credits each and one
-item that costs 1, written to a JSON file the services read through ``SEED_FILE``.
+item that costs 1, written to a JSON file that ``python -m store.migrate`` reads through
+``SEED_FILE`` before the services start.
 """
 
+import asyncio
 import json
 import sqlite3
+import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +108,23 @@ async def create(kind: str, directory: Path, postgres_url: str) -> Database:
     finally:
         await conn.close()
     return Database("postgres", postgres_url, schema=schema)
+
+
+async def migrate(source_root: Path, env: Mapping[str, str], log_dir: Path) -> None:
+    """Create and seed the tables as every deployment does, before any service starts (older
+    trees have no ``store/migrate.py``: their services create the tables themselves)."""
+    if not (source_root / "store" / "migrate.py").is_file():
+        return
+    log_path = log_dir / "migrate.log"
+    with log_path.open("ab") as log:
+        step = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "store.migrate",
+            cwd=source_root,
+            env=dict(env),
+            stdout=log,
+            stderr=log,
+        )
+    if await asyncio.wait_for(step.wait(), 60) != 0:
+        raise RuntimeError(f"store.migrate failed:\n{log_path.read_text(errors='replace')[-4000:]}")

@@ -52,6 +52,7 @@ async def run_system(
             tracing,
             {**database.env(), "SEED_FILE": str(db.write_seed(workdir))},
         )
+        await db.migrate(plan.source_root, env, workdir)
         say(f"{name}: starting the services")
         system = await services.start_system(plan.source_root, plan.amqp_url, env, workdir)
         spans_per_request = None

@@ -70,6 +70,15 @@ def run(
 
 
 @app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Create or upgrade the database's tables and seed it (`run` and `demo` do this first)."""
+    from cli.migration import migrate_database
+
+    with reporting_errors(err):
+        migrate_database(settings(data_dir=data_dir), console)
+
+
+@app.command()
 def demo(
     data_dir: DataDir = None,
     otlp_endpoint: OtlpEndpoint = None,

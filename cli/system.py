@@ -11,6 +11,7 @@ from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
 from cli.errors import CliError
+from cli.migration import migrate_database
 from cli.preflight import require_broker, require_free_port
 from cli.settings import COLLECTOR_HOST, CliSettings
 from cli.supervisor import Supervisor
@@ -72,6 +73,7 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
         "the API",
         "another `reservations run` or `make run-api` may be running; or set API_URL.",
     )
+    migrate_database(settings, console)
     receiver = None
     if settings.otel_exporter_otlp_endpoint:
         endpoint = settings.otel_exporter_otlp_endpoint

@@ -7,7 +7,7 @@ retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 from aiormq.exceptions import ProbableAuthenticationError
 from tenacity import (
     AsyncRetrying,
@@ -70,7 +70,7 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
 
 
 async def open_channel(
-    connection: AbstractRobustConnection, prefetch: int | None = None
+    connection: AbstractConnection, prefetch: int | None = None
 ) -> tuple[AbstractChannel, topology.Declared]:
     """A channel with publisher confirms (a returned, unroutable message raises), with the
     topology declared on it."""

@@ -7,10 +7,10 @@ exchange with an ``x-dead-letter-reason`` header and then acks the original. The
 PRODUCER span inside the consumer span, so the poisoned message stays in the same trace.
 """
 
-import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from messaging import instrumentation
+from messaging.envelope import envelope
 from messaging.topology import DEAD_LETTER_REASON
 
 MAX_REASON_LENGTH = 256
@@ -38,14 +38,14 @@ async def dead_letter(
     headers["x-original-exchange"] = message.exchange or ""
     await instrumentation.publish(
         dlx,
-        aio_pika.Message(
+        envelope(
             message.body,
+            persistent=True,
             headers=headers,
             content_type=message.content_type,
             message_id=message.message_id,
             correlation_id=message.correlation_id,
-            type=message.type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_type=message.type,
         ),
         message.routing_key or queue,
         mandatory=True,

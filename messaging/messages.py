@@ -4,16 +4,15 @@ Commands are imperative, events and replies past tense. A consumer that meets a 
 does not know must dead-letter the message rather than guess, so every model pins ``version``.
 """
 
-from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from domain.identifiers import Identifier
+from domain.reservations import Outcome
 
 CONTENT_TYPE = "application/json"
-
-# Usernames and item ids: 1-64 characters of [A-Za-z0-9_.-]. Shared with the HTTP edge.
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 class InvalidMessage(ValueError):
@@ -33,38 +32,44 @@ class Message(BaseModel):
     def to_body(self) -> bytes:
         return self.model_dump_json().encode()
 
+    @property
+    def message_id(self) -> str | None:
+        """The AMQP ``message_id`` this message travels with (none by default)."""
+        return None
 
-class ReservationRequested(Message):
-    """The API asks for a reservation; the credit-check worker answers with CreditChecked."""
+
+class ReservationMessage(Message):
+    """A message about one reservation: its id is the message id."""
 
     version: Literal[1] = 1
     reservation_id: UUID
+
+    @property
+    def message_id(self) -> str:
+        return str(self.reservation_id)
+
+
+class ReservationRequested(ReservationMessage):
+    """The API asks for a reservation; the credit-check worker answers with CreditChecked."""
+
+    version: Literal[1] = 1
     username: Identifier
     item_id: Identifier
 
 
-class Outcome(StrEnum):
-    CONFIRMED = "confirmed"
-    REJECTED_INSUFFICIENT_CREDITS = "rejected_insufficient_credits"
-    UNKNOWN_USER = "unknown_user"
-    UNKNOWN_ITEM = "unknown_item"
-
-
-class CreditChecked(Message):
+class CreditChecked(ReservationMessage):
     """The credit-check worker's reply. A rejection is an answer, not an error."""
 
     version: Literal[1] = 1
-    reservation_id: UUID
     outcome: Outcome
     credits_left: int | None = None
     price: int | None = None
 
 
-class ReservationConfirmed(Message):
+class ReservationConfirmed(ReservationMessage):
     """Published after a confirmed reservation commits; the fulfilment worker prepares it."""
 
     version: Literal[1] = 1
-    reservation_id: UUID
     username: Identifier
     item_id: Identifier
     price: int

@@ -13,20 +13,16 @@ What the tutorial skips (after aio-pika's ``patterns/rpc.py``):
   (as a :class:`ReplyLost`: the request was published, so its outcome is unknown, not failed);
 - a late reply (after its timeout) or a reply to an unknown correlation id is logged and dropped;
 - publishing is ``mandatory`` with publisher confirms: an unroutable request raises.
+
+Callers pass and get message models: ``await rpc.call(request, CreditChecked, to=route)``.
 """
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-import aio_pika
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -35,13 +31,17 @@ from aio_pika.exceptions import (
 )
 
 from messaging import instrumentation
-from messaging.topology import DIRECT_REPLY_TO
+from messaging.messages import Message
+from messaging.publisher import Publisher
+from messaging.topology import DIRECT_REPLY_TO, Route
 
 log = structlog.get_logger(__name__)
 
 # Seconds to wait for the broker to take (confirm) a request; a blocked or reconnecting
 # connection answers 503 after this, rather than a 202 for a request that was never sent.
 PUBLISH_TIMEOUT = 5.0
+
+R = TypeVar("R", bound=Message)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -61,10 +61,10 @@ class RpcClient:
     """Publishes requests and matches replies to them by correlation id."""
 
     def __init__(
-        self, channel: AbstractChannel, exchange: AbstractExchange, *, reply_timeout: float
+        self, channel: AbstractChannel, publisher: Publisher, *, reply_timeout: float
     ) -> None:
         self._channel = channel
-        self._exchange = exchange
+        self._publisher = publisher
         self._reply_timeout = reply_timeout
         self._pending: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
         self._reply_queue: AbstractQueue | None = None
@@ -88,37 +88,27 @@ class RpcClient:
         if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
             await self._reply_queue.cancel(self._consumer_tag)
 
-    async def call(
-        self,
-        body: bytes,
-        *,
-        routing_key: str,
-        message_id: str,
-        message_type: str | None = None,
-    ) -> AbstractIncomingMessage:
-        """Publish a persistent JSON request and wait at most ``reply_timeout`` for its reply.
+    async def call(self, request: Message, reply_model: type[R], *, to: Route) -> R:
+        """Publish ``request`` (persistent, JSON) and wait at most ``reply_timeout`` for its
+        reply, validated as ``reply_model``.
 
-        Raises :class:`BrokerUnavailable` if the broker did not take the request and
-        :class:`ReplyTimeout` if it took it but no reply came back in time.
+        Raises :class:`BrokerUnavailable` if the broker did not take the request,
+        :class:`ReplyTimeout` if it took it but no reply came back in time, and
+        :class:`~messaging.messages.InvalidMessage` if the reply came but is not a
+        ``reply_model`` (the request was handled; its outcome is recorded).
         """
+        reply = await self._request(request, to)
+        return reply_model.from_body(reply.body)
+
+    async def _request(self, request: Message, to: Route) -> AbstractIncomingMessage:
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
-        message = aio_pika.Message(
-            body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message_id,
-            correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
-            type=message_type,
-            headers={},
-        )
         if self._channel.is_closed:
             self._pending.pop(correlation_id, None)
             raise BrokerUnavailable("the broker channel is closed")
         try:
-            await self._publish(message, routing_key)
+            await self._publish(request, to, correlation_id)
             async with asyncio.timeout(self._reply_timeout):
                 return await future
         except ReplyLost:
@@ -128,13 +118,19 @@ class RpcClient:
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def _publish(self, request: Message, to: Route, correlation_id: str) -> None:
         """Publish and wait for the confirm. Refused, or never sent: BrokerUnavailable (503,
         safe to retry). Sent but unconfirmed (the connection broke mid-way): ReplyLost, since
         the request may be queued and a retry could reserve twice."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await instrumentation.publish(self._exchange, message, routing_key, mandatory=True)
+                await self._publisher.publish(
+                    request,
+                    to,
+                    correlation_id=correlation_id,
+                    reply_to=DIRECT_REPLY_TO,
+                    message_type=to.routing_key,
+                )
         except (DeliveryError, PublishError) as exc:
             raise BrokerUnavailable(f"the broker did not route the request: {exc}") from exc
         except (ChannelInvalidStateError, TimeoutError) as exc:

@@ -7,7 +7,7 @@ service declares everything it touches at start-up, in any order, as often as it
 - ``reservations`` (topic): ``reservation.requested`` -> ``credit-check``,
   ``reservation.confirmed`` -> ``fulfilment``.
 - ``credit-check`` and ``fulfilment`` are quorum queues (replicated, and they count
-  deliveries). Workers dead-letter a message themselves after ``workers.delivery.MAX_ATTEMPTS``
+  deliveries). Workers dead-letter a message themselves after ``messaging.delivery.MAX_ATTEMPTS``
   failures; the queue's ``x-delivery-limit`` is the broker-side backstop. Dead letters go to
   ``reservations.dlx``, which routes everything to ``reservations.dead-letter``.
 
@@ -25,7 +25,7 @@ RESERVATION_REQUESTED = "reservation.requested"
 RESERVATION_CONFIRMED = "reservation.confirmed"
 # RabbitMQ's direct reply-to pseudo-queue: replies reach the channel that asked, no queue needed.
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-# A backstop above workers.delivery.MAX_ATTEMPTS: it catches a message that kills its worker.
+# A backstop above messaging.delivery.MAX_ATTEMPTS: it catches a message that kills its worker.
 DELIVERY_LIMIT = 5
 # Header a worker sets on a message it dead-letters on purpose, saying why.
 DEAD_LETTER_REASON = "x-dead-letter-reason"
@@ -45,6 +45,14 @@ class QueueSpec:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a message is published: an exchange and a routing key."""
+
+    exchange: ExchangeSpec
+    routing_key: str
+
+
 RESERVATIONS = ExchangeSpec("reservations")
 DEAD_LETTER_EXCHANGE = ExchangeSpec("reservations.dlx")
 
@@ -61,6 +69,9 @@ FULFILMENT = QueueSpec("fulfilment", RESERVATIONS, (RESERVATION_CONFIRMED,), _WO
 DEAD_LETTERS = QueueSpec(
     "reservations.dead-letter", DEAD_LETTER_EXCHANGE, ("#",), {"x-queue-type": "quorum"}
 )
+
+RESERVATION_REQUESTS = Route(RESERVATIONS, RESERVATION_REQUESTED)
+RESERVATION_CONFIRMATIONS = Route(RESERVATIONS, RESERVATION_CONFIRMED)
 
 EXCHANGES = (RESERVATIONS, DEAD_LETTER_EXCHANGE)
 QUEUES = (CREDIT_CHECK, FULFILMENT, DEAD_LETTERS)

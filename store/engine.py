@@ -1,4 +1,4 @@
-"""Engine creation and schema set-up for SQLite and PostgreSQL.
+"""Engine creation for SQLite and PostgreSQL, and the start-up check that the schema is ready.
 
 SQLite needs three things to be safe with several processes writing one file: WAL (readers do
 not block the writer), a busy timeout (wait for the lock instead of failing), and ``BEGIN
@@ -15,11 +15,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from store.seed import load_seed, seed
+from store.revisions import FIX, schema_problem
 from store.settings import StoreSettings
-from store.tables import metadata
 from store.tracing import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -50,20 +48,6 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     )
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables. Several processes may start at once; PostgreSQL can then fail
-    one concurrent CREATE TABLE with a duplicate-type error, so a failure is retried."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(5),
-        wait=wait_random(0.05, 0.3),
-        retry=retry_if_exception_type(DBAPIError),
-        reraise=True,
-    ):
-        with attempt:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-
-
 def _ensure_parent_dir(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
@@ -91,24 +75,45 @@ def for_writes(engine: AsyncEngine) -> AsyncEngine:
 
 
 class DatabaseUnreachable(ConnectionError):
-    """The database could not be reached or set up at start-up."""
+    """The database could not be reached at start-up."""
+
+
+class SchemaNotReady(RuntimeError):
+    """The database is reachable, but ``store.migrate`` has not brought it to this code's schema."""
 
 
 async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) -> AsyncEngine:
-    """Engine ready for use: instrumented (one span per statement), schema created, seeded."""
+    """Engine ready for use: instrumented (one span per statement), on a migrated schema.
+    Services never create tables: a database that is not migrated raises SchemaNotReady."""
     engine = create_engine(settings)
     instrument_engine(engine, tracer_provider)
     try:
-        await create_schema(engine)
-        await seed(engine, load_seed(settings.seed_file))
-    except (OSError, DBAPIError) as exc:
-        await engine.dispose()
-        url = make_url(settings.database_url.get_secret_value())
-        raise DatabaseUnreachable(
-            f"The database at {url.render_as_string(hide_password=True)} could not be reached "
-            f"or set up ({type(exc).__name__}). Check DATABASE_URL and that the server is up."
-        ) from None
+        await _require_ready(engine, settings)
     except BaseException:
         await engine.dispose()
         raise
     return engine
+
+
+async def check_ready(settings: StoreSettings) -> None:
+    """The start-up check alone, on a short-lived engine of its own: DatabaseUnreachable or
+    SchemaNotReady (one line each) unless the database is reachable and migrated."""
+    engine = create_engine(settings)
+    try:
+        await _require_ready(engine, settings)
+    finally:
+        await engine.dispose()
+
+
+async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
+    where = make_url(settings.database_url.get_secret_value()).render_as_string(hide_password=True)
+    try:
+        async with engine.connect() as conn:
+            problem = await conn.run_sync(schema_problem, settings.database_schema)
+    except (OSError, DBAPIError) as exc:
+        raise DatabaseUnreachable(
+            f"The database at {where} could not be reached or set up ({type(exc).__name__}). "
+            "Check DATABASE_URL and that the server is up."
+        ) from None
+    if problem is not None:
+        raise SchemaNotReady(f"The database at {where} is not ready: {problem}; {FIX}.")

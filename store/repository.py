@@ -13,85 +13,23 @@ answer is returned instead: a reservation is charged at most once, however often
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from messaging.messages import Outcome
+from domain.credits import MAX_CREDITS, CreditLimitExceeded, decide
+from domain.reservations import Balance, Item, Outcome, Reservation
+from store import statements as sql
 from store.engine import for_writes
 from store.tables import items, reservations, users
 
-# The hot-path statements are built once: SQLAlchemy then reuses their cache keys and compiled
-# SQL instead of rebuilding both for every message. (Bind names must not match column names
-# in an UPDATE, hence the p_ prefix.)
-_PRICE = select(items.c.price).where(items.c.item_id == bindparam("p_item_id")).scalar_subquery()
-_DEDUCT = (
-    update(users)
-    .where(users.c.username == bindparam("p_username"), users.c.credits >= _PRICE)
-    .values(credits=users.c.credits - _PRICE)
-    .returning(users.c.credits, _PRICE.label("price"))
-)
-_BALANCE_AND_PRICE = select(users.c.credits, _PRICE.label("price")).where(
-    users.c.username == bindparam("p_username")
-)
-_RECORD = insert(reservations)
-_BY_ID = select(reservations).where(reservations.c.reservation_id == bindparam("p_id"))
-_PREPARE_DOWNLOAD = (
-    update(reservations)
-    .where(
-        reservations.c.reservation_id == bindparam("p_id"),
-        reservations.c.outcome == Outcome.CONFIRMED.value,
-        reservations.c.download_token.is_(None),
-    )
-    .values(download_token=bindparam("p_token"), ready_at=func.now())
-)
-
-
-_EXISTS = select(users.c.username).where(users.c.username == bindparam("p_username"))
-# Balances stay well inside the 32-bit credits column.
-MAX_CREDITS = 1_000_000_000
-
-
-class CreditLimitExceeded(ValueError):
-    """A top-up would take a balance past MAX_CREDITS."""
-
-
-@dataclass(frozen=True)
-class Reservation:
-    reservation_id: UUID
-    username: str
-    item_id: str
-    outcome: Outcome
-    price: int | None
-    credits_left: int | None
-    download_token: str | None = None
-    ready_at: datetime | None = None
-    # True when this is the stored answer to a reservation that was already processed.
-    replayed: bool = False
-
-
-@dataclass(frozen=True)
-class Balance:
-    username: str
-    credits: int
-
-
-@dataclass(frozen=True)
-class Item:
-    item_id: str
-    price: int
-
 
 class SqlStore:
-    def __init__(
-        self, engine: AsyncEngine, before_commit: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = for_writes(engine)
         # SQLite has one writer per database file. Without this lock every concurrent
@@ -100,8 +38,6 @@ class SqlStore:
         # under load that is most of a reservation's latency. Queued on the lock instead,
         # they run back to back. PostgreSQL locks rows and needs no such thing.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        # Called inside reserve()'s transaction, after the deduction (the crash tests use it).
-        self._before_commit = before_commit
 
     @property
     def engine(self) -> AsyncEngine:
@@ -121,32 +57,20 @@ class SqlStore:
         """Check and deduct credits and record the outcome, exactly once per reservation id."""
         try:
             async with self._write() as conn:
-                reservation = await self._decide(conn, reservation_id, username, item_id)
-                if self._before_commit is not None:
-                    self._before_commit()
-                await conn.execute(
-                    _RECORD,
-                    {
-                        "reservation_id": str(reservation_id),
-                        "username": username,
-                        "item_id": item_id,
-                        "outcome": reservation.outcome.value,
-                        "price": reservation.price,
-                        "credits_left": reservation.credits_left,
-                    },
-                )
+                reservation = await self._deduct(conn, reservation_id, username, item_id)
+                await self._record(conn, reservation)
                 return reservation
         except IntegrityError:
             existing = await self.get_reservation(reservation_id)
             if existing is None:
                 raise
-            return _replayed(existing)
+            return existing.as_replayed()
 
-    async def _decide(
+    async def _deduct(
         self, conn: AsyncConnection, reservation_id: UUID, username: str, item_id: str
     ) -> Reservation:
         params = {"p_username": username, "p_item_id": item_id}
-        deducted = (await conn.execute(_DEDUCT, params)).first()
+        deducted = (await conn.execute(sql.DEDUCT, params)).first()
         if deducted is not None:
             return Reservation(
                 reservation_id,
@@ -156,18 +80,29 @@ class SqlStore:
                 deducted.price,
                 deducted.credits,
             )
-        current = (await conn.execute(_BALANCE_AND_PRICE, params)).first()
-        if current is None:
-            outcome, credits, cost = Outcome.UNKNOWN_USER, None, None
-        elif current.price is None:
-            outcome, credits, cost = Outcome.UNKNOWN_ITEM, current.credits, None
-        else:
-            outcome, credits, cost = (
-                Outcome.REJECTED_INSUFFICIENT_CREDITS,
-                current.credits,
-                current.price,
-            )
-        return Reservation(reservation_id, username, item_id, outcome, cost, credits)
+        # The conditional UPDATE did not happen: say why, with the domain's rule.
+        current = (await conn.execute(sql.BALANCE_AND_PRICE, params)).first()
+        credits = None if current is None else current.credits
+        price = None if current is None else current.price
+        outcome = decide(credits, price)
+        if outcome is Outcome.CONFIRMED:
+            # A top-up landed between the two statements: the UPDATE's answer stands.
+            outcome = Outcome.REJECTED_INSUFFICIENT_CREDITS
+        return Reservation(reservation_id, username, item_id, outcome, price, credits)
+
+    async def _record(self, conn: AsyncConnection, reservation: Reservation) -> None:
+        """Record the outcome, inside reserve()'s transaction (the idempotency key)."""
+        await conn.execute(
+            sql.RECORD,
+            {
+                "reservation_id": str(reservation.reservation_id),
+                "username": reservation.username,
+                "item_id": reservation.item_id,
+                "outcome": reservation.outcome.value,
+                "price": reservation.price,
+                "credits_left": reservation.credits_left,
+            },
+        )
 
     async def get_reservation(self, reservation_id: UUID) -> Reservation | None:
         async with self._engine.connect() as conn:
@@ -184,7 +119,9 @@ class SqlStore:
         """Attach a download token to a confirmed reservation, once: a redelivered event keeps
         the first token. None if there is no such confirmed reservation."""
         async with self._write() as conn:
-            await conn.execute(_PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token})
+            await conn.execute(
+                sql.PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token}
+            )
             reservation = await _get_reservation(conn, reservation_id)
         if reservation is None or reservation.download_token is None:
             return None
@@ -221,13 +158,13 @@ class SqlStore:
                 .values(credits=users.c.credits + amount)
                 .returning(users.c.credits)
             )
-            if credits is None and await conn.scalar(_EXISTS, {"p_username": username}):
+            if credits is None and await conn.scalar(sql.USER_EXISTS, {"p_username": username}):
                 raise CreditLimitExceeded(f"a balance cannot exceed {MAX_CREDITS} credits")
         return credits
 
 
 async def _get_reservation(conn: AsyncConnection, reservation_id: UUID) -> Reservation | None:
-    row = (await conn.execute(_BY_ID, {"p_id": str(reservation_id)})).first()
+    row = (await conn.execute(sql.BY_ID, {"p_id": str(reservation_id)})).first()
     if row is None:
         return None
     return Reservation(
@@ -239,18 +176,4 @@ async def _get_reservation(conn: AsyncConnection, reservation_id: UUID) -> Reser
         row.credits_left,
         row.download_token,
         row.ready_at,
-    )
-
-
-def _replayed(reservation: Reservation) -> Reservation:
-    return Reservation(
-        reservation.reservation_id,
-        reservation.username,
-        reservation.item_id,
-        reservation.outcome,
-        reservation.price,
-        reservation.credits_left,
-        reservation.download_token,
-        reservation.ready_at,
-        replayed=True,
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messaging.messages import Identifier
+from domain.identifiers import Identifier
 from store.tables import items, users
 
 

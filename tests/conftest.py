@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from store.migrate import migrate
 from store.settings import StoreSettings
 from tests import infra
 
@@ -37,10 +38,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store_settings(
+async def empty_store_settings(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreSettings]:
-    """Settings for a fresh, empty database: a SQLite file, or a throwaway PostgreSQL schema."""
+    """Settings for a fresh, empty (not migrated) database: a SQLite file, or a throwaway
+    PostgreSQL schema."""
     if request.param == "sqlite":
         yield StoreSettings(database_url=SecretStr(f"sqlite+aiosqlite:///{tmp_path}/test.db"))
         return
@@ -55,6 +57,13 @@ async def store_settings(
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+@pytest.fixture
+async def store_settings(empty_store_settings: StoreSettings) -> StoreSettings:
+    """A fresh database, migrated and seeded from store/seed.json as before any service starts."""
+    await migrate(empty_store_settings)
+    return empty_store_settings
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 
 from devtools.processes import Process, python_module
 
-__all__ = ["Process", "base_env", "spawn", "start_api", "start_worker"]
+__all__ = ["Process", "base_env", "migrate", "spawn", "start_api", "start_worker"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,12 @@ def base_env(amqp_url: str, extra: Mapping[str, str]) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def migrate(env: Mapping[str, str], log_dir: Path) -> None:
+    """``python -m store.migrate`` with this environment, as every deployment runs it first."""
+    step = spawn("migrate", python_module("store.migrate"), env, log_dir)
+    assert step.wait_exit(within=60) == 0, step.log()
 
 
 def spawn(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> Process:

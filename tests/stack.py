@@ -42,21 +42,30 @@ class System:
     log_dir: Path
     api_url: str = ""
     running: list[processes.Process] = field(default_factory=list)
+    migrated: bool = False
 
     def start_api(self, port: int, name: str = "api", **env: str) -> processes.Process:
         """Start an API process; give a second one its own ``name`` (and log file)."""
+        self.migrate()
         api = processes.start_api(port, {**self.base_env, **env}, self.log_dir, name)
         self.api_url = f"http://127.0.0.1:{port}"
         self.running.append(api)
         return api
 
     def start_worker(self, module: str, name: str | None = None, **env: str) -> processes.Process:
+        self.migrate()
         worker = processes.start_worker(module, {**self.base_env, **env}, self.log_dir, name)
         self.running.append(worker)
         return worker
 
+    def migrate(self) -> None:
+        """Migrate (and seed) the database once, before the first process starts."""
+        if not self.migrated:
+            processes.migrate(self.base_env, self.log_dir)
+            self.migrated = True
+
     def seed(self, users: dict[str, int], items: dict[str, int]) -> None:
-        """Start the processes on these users and items instead of store/seed.json."""
+        """Seed these users and items instead of store/seed.json (call before starting)."""
         path = self.log_dir / "seed.json"
         path.write_text(json.dumps({"users": users, "items": items}))
         self.base_env["SEED_FILE"] = str(path)

@@ -1,37 +1,37 @@
 """What every worker process does around its handler: the composition root of a worker.
 
-Start-up: logs, tracer provider, broker connection, topology, database. Then consume one queue
-with manual acks until SIGTERM or SIGINT. Shutdown is graceful and bounded: stop consuming,
-let the messages in flight finish (and ack), close the broker and the database, flush spans.
-Messages that were prefetched but not started go back to the queue when the channel closes.
+A worker is a :class:`Worker`: a queue, the message model it takes, and how to build its
+handler from the store. :func:`serve` does the rest. Start-up: logs, tracer provider, broker
+connection, topology, database. Then it consumes the queue until SIGTERM or SIGINT. Shutdown
+is graceful and bounded: stop consuming, let the messages in flight finish (and ack), close the
+broker and the database, flush spans.
 """
 
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messaging import instrumentation, topology
-from messaging.connection import BrokerUnreachable, connect, open_channel
+from messaging.broker import Broker, PublisherFactory
+from messaging.connection import BrokerUnreachable, connect
+from messaging.handlers import Handler, M
 from messaging.logs import configure_logging
+from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
 from messaging.telemetry import setup_telemetry
-from store.engine import DatabaseUnreachable, open_engine
+from messaging.topology import QueueSpec
+from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
-from workers import faults
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
 class WorkerSettings(BaseSettings):
@@ -39,32 +39,39 @@ class WorkerSettings(BaseSettings):
 
     # Seconds a worker waits for in-flight messages on SIGTERM before closing anyway.
     worker_shutdown_timeout: float = Field(default=10.0, gt=0)
-    # Test-only: see workers.faults.
-    worker_crash_at: faults.CrashPoint | None = None
 
 
 @dataclass(frozen=True)
-class WorkerRuntime:
-    """What a worker's handler may use; built once in :func:`running`."""
+class Worker(Generic[M]):
+    """One worker: its service name, the queue it consumes, the model it takes, and its
+    handler, built from the store port."""
 
-    channel: AbstractChannel
-    declared: topology.Declared
-    store: SqlStore
+    service_name: str
+    queue: QueueSpec
+    model: type[M]
+    handler: Callable[[SqlStore], Handler[M]]
 
 
-@asynccontextmanager
-async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
-    configure_logging(service_name)
-    telemetry = setup_telemetry(service_name)
-    broker = BrokerSettings()
-    faults.arm(WorkerSettings().worker_crash_at)
+async def serve(
+    worker: Worker[M],
+    stop: asyncio.Event | None = None,
+    *,
+    store: Callable[[AsyncEngine], SqlStore] = SqlStore,
+    publisher: PublisherFactory = Publisher.on,
+) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests)."""
+    configure_logging(worker.service_name)
+    telemetry = setup_telemetry(worker.service_name)
+    settings = BrokerSettings()
     engine = await open_engine(StoreSettings(), telemetry.provider)
     connection = None
     try:
-        connection = await connect(broker)
-        channel, declared = await open_channel(connection, broker.amqp_prefetch)
-        store = SqlStore(engine, before_commit=lambda: faults.crash_point("mid_transaction"))
-        yield WorkerRuntime(channel, declared, store)
+        connection = await connect(settings)
+        broker = await Broker.open(connection, prefetch=settings.amqp_prefetch, publisher=publisher)
+        handler = worker.handler(store(engine))
+        subscription = await broker.subscribe(worker.queue, worker.model, handler)
+        await _until_stopped(stop)
+        await subscription.stop(WorkerSettings().worker_shutdown_timeout)
     finally:
         if connection is not None:
             await connection.close()
@@ -73,60 +80,13 @@ async def running(service_name: str) -> AsyncIterator[WorkerRuntime]:
         log.info("stopped")
 
 
-async def consume_until_stopped(
-    runtime: WorkerRuntime,
-    queue: topology.QueueSpec,
-    handler: Handler,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Consume ``queue`` with ``handler`` until SIGTERM/SIGINT (or ``stop``, in tests)."""
+async def _until_stopped(stop: asyncio.Event | None) -> None:
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    in_flight = _InFlight()
-    amqp_queue = runtime.declared.queues[queue.name]
-    tag = await amqp_queue.consume(
-        instrumentation.consumer(queue.name, in_flight.track(handler)), no_ack=False
-    )
-    log.info("consuming", queue=queue.name)
     await stop.wait()
-    log.info("stopping: no new messages, finishing those in flight", in_flight=in_flight.count)
-    await amqp_queue.cancel(tag)
-    timeout = WorkerSettings().worker_shutdown_timeout
-    if not await in_flight.drained(timeout):
-        log.warning("shutdown timeout: unfinished messages will be redelivered", timeout=timeout)
-
-
-class _InFlight:
-    """Counts handlers that are running, so shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def track(self, handler: Handler) -> Handler:
-        async def tracked(message: AbstractIncomingMessage) -> None:
-            self.count += 1
-            self._idle.clear()
-            try:
-                await handler(message)
-            finally:
-                self.count -= 1
-                if self.count == 0:
-                    self._idle.set()
-
-        return tracked
-
-    async def drained(self, within: float) -> bool:
-        try:
-            async with asyncio.timeout(within):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -140,6 +100,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner = uvloop.run
     try:
         runner(main())
-    except (BrokerUnreachable, DatabaseUnreachable) as exc:
+    except (BrokerUnreachable, DatabaseUnreachable, SchemaNotReady) as exc:
         log.error("cannot start", reason=str(exc))
         sys.exit(1)

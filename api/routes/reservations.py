@@ -18,9 +18,10 @@ from api.schemas import (
     ReservationView,
 )
 from api.tracing import current_trace_id
-from messaging.messages import CreditChecked, InvalidMessage, Outcome, ReservationRequested
+from domain.reservations import Outcome
+from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
 from messaging.rpc import ReplyTimeout
-from messaging.topology import RESERVATION_REQUESTED
+from messaging.topology import RESERVATION_REQUESTS
 
 router = APIRouter(tags=["reservations"])
 log = structlog.get_logger(__name__)
@@ -52,20 +53,13 @@ async def create_reservation(
     span = trace.get_current_span()
     span.set_attribute("reservation.id", str(request.reservation_id))
     try:
-        reply_message = await rpc.call(
-            request.to_body(),
-            routing_key=RESERVATION_REQUESTED,
-            message_id=str(request.reservation_id),
-            message_type=RESERVATION_REQUESTED,
-        )
+        reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS)
     except ReplyTimeout:
         span.add_event(
             "reservation.reply_timeout", {"timeout_s": settings.reservation_reply_timeout}
         )
         span.set_attribute("reservation.outcome", "pending")
         return _pending(request)
-    try:
-        reply = CreditChecked.from_body(reply_message.body)
     except InvalidMessage as exc:
         # The worker answered, so the outcome is recorded; it is just unreadable here (a
         # version this API does not know yet, mid-deploy): the client polls Location.

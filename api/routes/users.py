@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import StoreDep
 from api.schemas import ErrorBody, UserView
 from api.tracing import current_trace_id
-from store.repository import CreditLimitExceeded
+from domain.credits import CreditLimitExceeded
+from domain.identifiers import IDENTIFIER_PATTERN
 
 router = APIRouter(tags=["users"])
 
-UsernamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+UsernamePath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
 
 
 class TopUp(BaseModel):

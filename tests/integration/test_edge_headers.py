@@ -57,3 +57,36 @@ async def test_incoming_baggage_reaches_amqp_headers_only_when_small(
     assert message.headers.get("baggage") == expected_baggage
     assert len(str(message.headers)) < 2_000
     assert str(message.headers["traceparent"]).split("-")[1] == response.json()["trace_id"]
+
+
+@pytest.mark.parametrize(
+    ("version", "continued"),
+    [("cc", True), ("ff", False)],
+    ids=["future-version-continued", "version-ff-refused"],
+)
+async def test_a_future_traceparent_version_is_continued_and_version_ff_is_not(
+    amqp_url: str,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    spy: AbstractQueue,
+    version: str,
+    continued: bool,
+) -> None:
+    configure_env(monkeypatch, amqp_url, store_settings)
+    monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "0.2")
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traceparent = f"{version}-{trace_id}-{parent_id}-01-extra"
+    async with running_api() as client:
+        response = await client.post(
+            "/reservations",
+            json={"username": "alice", "item_id": "book-1"},
+            headers={"traceparent": traceparent},
+        )
+    assert response.status_code == 202
+    message = await spy.get(timeout=5)
+    assert message is not None
+    await message.ack()
+    sent = str(message.headers["traceparent"]).split("-")
+    assert sent[0] == "00"  # what we send onwards is the version we speak
+    assert sent[1] == response.json()["trace_id"]
+    assert (sent[1] == trace_id) is continued, (traceparent, sent)

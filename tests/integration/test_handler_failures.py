@@ -12,15 +12,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from messaging import instrumentation, topology
+from domain.reservations import Reservation
+from messaging import topology
+from messaging.broker import Broker
 from messaging.connection import open_channel
-from messaging.messages import CONTENT_TYPE, ReservationRequested
-from store.repository import Reservation
+from messaging.delivery import MAX_ATTEMPTS
+from messaging.messages import ReservationRequested
+from messaging.publisher import Publisher
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
 from tests.waiting import eventually_async
-from workers.credit_check.consumer import CreditCheckConsumer
-from workers.delivery import MAX_ATTEMPTS
+from workers.credit_check.handler import credit_check
 
 pytestmark = pytest.mark.integration
 
@@ -56,26 +58,17 @@ async def _fail_three_times(
     channel: AbstractChannel, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
     ledger = ExplodingLedger()
-    consumer = CreditCheckConsumer(
-        ledger,
-        declared.exchanges[topology.RESERVATIONS.name],
-        channel.default_exchange,
-        declared.exchanges[topology.DEAD_LETTER_EXCHANGE.name],
+    subscription = await broker.subscribe(
+        topology.CREDIT_CHECK, ReservationRequested, credit_check(ledger)
     )
-    queue = declared.queues[topology.CREDIT_CHECK.name]
-    tag = await queue.consume(instrumentation.consumer(queue.name, consumer))
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("test request") as root:
-        await instrumentation.publish(
-            declared.exchanges[topology.RESERVATIONS.name],
-            aio_pika.Message(request.to_body(), content_type=CONTENT_TYPE, headers={}),
-            topology.RESERVATION_REQUESTED,
-            mandatory=True,
-        )
+        await broker.publish(request, topology.RESERVATION_REQUESTS)
     dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 15)
-    await queue.cancel(tag)
+    assert await subscription.stop(5)
     await dead.ack()
     assert dead.headers[topology.DEAD_LETTER_REASON] == (
         f"handler failed {MAX_ATTEMPTS} times: RuntimeError"

@@ -5,16 +5,16 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
-from messaging import topology
-from messaging.messages import CreditChecked, Outcome, ReservationRequested
-from messaging.rpc import RpcClient
+from domain.reservations import Outcome
+from messaging.messages import ReservationRequested
+from store.migrate import migrate
 from store.settings import StoreSettings
+from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
 
@@ -124,27 +124,7 @@ async def test_redelivered_request_gets_the_same_answer_and_charges_once(
     api: httpx.AsyncClient, amqp_url: str
 ) -> None:
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(topology.RESERVATIONS.name)
-        rpc = RpcClient(channel, exchange, reply_timeout=10)
-        await rpc.start()
-        replies = [
-            CreditChecked.from_body(
-                (
-                    await rpc.call(
-                        request.to_body(),
-                        routing_key=topology.RESERVATION_REQUESTED,
-                        message_id=str(request.reservation_id),
-                    )
-                ).body
-            )
-            for _ in range(2)
-        ]
-        await rpc.close()
-    finally:
-        await connection.close()
+    replies = await ask_repeatedly(amqp_url, request)
     assert replies[0] == replies[1]
     assert replies[0].outcome is Outcome.CONFIRMED
     assert (await api.get("/users/carol")).json()["credits"] == 30
@@ -180,6 +160,7 @@ async def test_database_down_is_503_not_500(
 ) -> None:
     database = tmp_path / "gone.db"
     settings = StoreSettings(database_url=SecretStr(f"sqlite+aiosqlite:///{database}"))
+    await migrate(settings)
     configure_env(monkeypatch, amqp_url, settings)
     app = create_app()
     async with (

@@ -1,13 +1,15 @@
 """The request/reply client when its channel dies under a waiting call."""
 
 import asyncio
+import uuid
 
 import aio_pika
 import pytest
 
 from messaging import topology
-from messaging.connection import open_channel
-from messaging.rpc import ReplyLost, RpcClient
+from messaging.broker import Broker
+from messaging.messages import CreditChecked, ReservationRequested
+from messaging.rpc import ReplyLost
 from tests.system import purge_work_queues
 from tests.waiting import eventually_async
 
@@ -19,11 +21,11 @@ async def test_a_closed_channel_ends_waiting_calls_at_once_as_reply_lost(amqp_ur
     await purge_work_queues(amqp_url)
     connection = await aio_pika.connect_robust(amqp_url)
     try:
-        channel, declared = await open_channel(connection)
-        rpc = RpcClient(channel, declared.exchanges[topology.RESERVATIONS.name], reply_timeout=60)
-        await rpc.start()
+        broker = await Broker.open(connection)
+        rpc = await broker.rpc(reply_timeout=60)
+        request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
         call = asyncio.create_task(
-            rpc.call(b"{}", routing_key=topology.RESERVATION_REQUESTED, message_id="m-1")
+            rpc.call(request, CreditChecked, to=topology.RESERVATION_REQUESTS)
         )
         observer = await connection.channel()
         async for attempt in eventually_async(10):
@@ -34,7 +36,7 @@ async def test_a_closed_channel_ends_waiting_calls_at_once_as_reply_lost(amqp_ur
                     arguments=dict(topology.CREDIT_CHECK.arguments),
                 )
                 assert queue.declaration_result.message_count == 1
-        await channel.close()
+        await broker.channel.close()
         async with asyncio.timeout(10):  # far less than the 60 s reply timeout
             with pytest.raises(ReplyLost):
                 await call

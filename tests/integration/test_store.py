@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from opentelemetry.trace import NoOpTracerProvider
 
-from messaging.messages import Outcome
+from domain.credits import MAX_CREDITS, CreditLimitExceeded
+from domain.reservations import Outcome
 from store.engine import open_engine
-from store.repository import MAX_CREDITS, CreditLimitExceeded, SqlStore
+from store.migrate import migrate
+from store.repository import SqlStore
 from store.settings import StoreSettings
 
 pytestmark = pytest.mark.integration
@@ -98,7 +100,8 @@ async def test_seeding_is_idempotent_and_keeps_balances(store_settings: StoreSet
     engine = await open_engine(store_settings, NoOpTracerProvider())
     await SqlStore(engine).reserve(uuid.uuid4(), "alice", "book-1")
     await engine.dispose()
-    engine = await open_engine(store_settings, NoOpTracerProvider())  # seeds again
+    await migrate(store_settings)  # migrates and seeds again
+    engine = await open_engine(store_settings, NoOpTracerProvider())
     try:
         assert await SqlStore(engine).get_credits("alice") == 90
     finally:

@@ -22,12 +22,13 @@ from yarl import URL
 from api.schemas import ReservationConfirmedBody, ReservationPendingBody, ReservationRejectedBody
 from bench.twin import TRACED, UNTRACED, launch
 from cli.collector import OtlpReceiver
+from domain.reservations import Outcome
 from messaging import topology
-from messaging.messages import CreditChecked, Outcome, ReservationRequested
-from messaging.rpc import RpcClient
+from messaging.messages import ReservationRequested
 from store.settings import StoreSettings
 from tests import infra, processes
 from tests.infra import Broker
+from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually, eventually_async
 
@@ -207,23 +208,7 @@ async def test_twin_is_idempotent_by_reservation_id(
     twin = start_twin(UNTRACED, twin_amqp_url, twin_db, tmp_path)
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="carol", item_id="book-1")
     try:
-        connection = await aio_pika.connect(twin_amqp_url)
-        try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await channel.get_exchange(topology.RESERVATIONS.name)
-            rpc = RpcClient(channel, exchange, reply_timeout=10)
-            await rpc.start()
-            replies = []
-            for _ in range(2):
-                reply = await rpc.call(
-                    request.to_body(),
-                    routing_key=topology.RESERVATION_REQUESTED,
-                    message_id=str(request.reservation_id),
-                )
-                replies.append(CreditChecked.from_body(reply.body))  # the system's contract
-            await rpc.close()
-        finally:
-            await connection.close()
+        replies = await ask_repeatedly(twin_amqp_url, request)  # the system's contract
         assert replies[0] == replies[1]
         assert replies[0].outcome is Outcome.CONFIRMED and replies[0].credits_left == 30
         async for attempt in eventually_async(10):

@@ -46,6 +46,7 @@ def edge(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ed
             "OTEL_TRACES_EXPORTER": "none",  # spans are made, just not sent anywhere
         },
     )
+    processes.migrate(env, log_dir)
     worker = processes.start_worker("workers.credit_check", env, log_dir)
     port = infra.free_port()
     try:

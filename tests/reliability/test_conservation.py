@@ -25,7 +25,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from messaging.messages import Outcome
+from domain.reservations import Outcome
 from store.engine import create_engine
 from store.settings import StoreSettings
 from store.tables import reservations, users
@@ -94,16 +94,16 @@ async def _read_db(settings: StoreSettings) -> tuple[dict[str, int], list[Any]]:
 
 
 async def test_concurrent_reservations_conserve_credits(
-    store_settings: StoreSettings,  # first: the processes stop before the schema is dropped
+    empty_store_settings: StoreSettings,  # first: the processes stop before the schema is dropped
     make_system: Callable[[], System],
     api_port: int,
     seed_file: Path,
 ) -> None:
     system = make_system()
-    database = {"DATABASE_URL": store_settings.database_url.get_secret_value()}
-    if store_settings.database_schema:
-        database["DATABASE_SCHEMA"] = store_settings.database_schema
-    backend = "postgresql" if store_settings.database_schema else "sqlite"
+    database = {"DATABASE_URL": empty_store_settings.database_url.get_secret_value()}
+    if empty_store_settings.database_schema:
+        database["DATABASE_SCHEMA"] = empty_store_settings.database_schema
+    backend = "postgresql" if empty_store_settings.database_schema else "sqlite"
     # Spans are still made in every process, but not exported: this test is about the books.
     system.base_env.update(
         {**database, "SEED_FILE": str(seed_file), "OTEL_TRACES_EXPORTER": "none"}

@@ -1,7 +1,8 @@
 """At-least-once delivery with an exactly-once effect, proved by killing the worker.
 
-The worker SIGKILLs itself (``WORKER_CRASH_AT``, test-only) mid-transaction, after the
-commit, or after the reply: at each point before its ack. The next worker gets the
+The worker SIGKILLs itself (``tests/reliability/faulty_worker.py``: the production wiring with
+crash points around its ports) mid-transaction, after the commit, or after the reply: at each
+point before its ack. The next worker gets the
 redelivered message; every reservation must still end exactly once: charged once, one final
 status, and the client answered (201, or 202 and then the final state from GET).
 """
@@ -13,9 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 
+from tests.reliability.faulty_worker import POINTS
 from tests.stack import System
 from tests.waiting import eventually
-from workers.faults import POINTS
 
 KILLS_PER_POINT = 7  # 21 kills in all
 PRICE, CREDITS = 10, 1_000
@@ -35,7 +36,7 @@ def test_sigkilled_worker_loses_nothing_and_charges_once(
             # It first finishes the message the previous worker died on (a redelivery),
             # then dies at `point` on this iteration's new message.
             worker = system.start_worker(
-                "workers.credit_check", name=f"worker-{i}", WORKER_CRASH_AT=point
+                "tests.reliability.faulty_worker", name=f"worker-{i}", WORKER_CRASH_AT=point
             )
             answers.append(
                 pool.submit(

@@ -8,9 +8,9 @@ import aio_pika
 import httpx
 
 from messaging import topology
+from messaging.delivery import MAX_BODY_BYTES
 from tests.stack import System
 from tests.system import get_within
-from workers.delivery import MAX_BODY_BYTES
 
 VALID = {"version": 1, "reservation_id": "", "username": "alice", "item_id": "book-1"}
 

@@ -24,11 +24,14 @@ import aio_pika
 import httpx
 import pytest
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from cli.collector import OtlpReceiver
 from messaging import rpc
+from messaging.messages import Message
+from messaging.publisher import Publisher
 from messaging.rpc import ReplyTimeout, RpcClient
+from messaging.topology import ExchangeSpec, Route
 from tests import infra
 from tests.stack import System
 from tests.traces import REPLY_PROCESS, one, wait_for_trace
@@ -37,20 +40,36 @@ from tests.waiting import eventually, eventually_async
 DROPPED = "reply dropped: late or unknown correlation id"
 
 
+class Ask(Message):
+    ask_id: str
+
+    @property
+    def message_id(self) -> str:
+        return self.ask_id
+
+
+class Answer(Message):
+    """The responder's answer, carrying the correlation id it was sent with."""
+
+    text: str
+    correlation_id: str | None
+
+
 # --- the client alone, against a responder the test controls -------------------------------
 
 
 @dataclass
 class Rig:
     client: RpcClient
-    exchange: AbstractExchange
+    route: Route
     responder: AbstractChannel
     requests: "asyncio.Queue[AbstractIncomingMessage]"
     log: structlog.testing.LogCapture
     loop_errors: list[dict[str, Any]]
 
-    async def reply(self, request: AbstractIncomingMessage, body: bytes, cid: str | None) -> None:
+    async def reply(self, request: AbstractIncomingMessage, text: str, cid: str | None) -> None:
         assert request.reply_to
+        body = Answer(text=text, correlation_id=cid).to_body()
         await self.responder.default_exchange.publish(
             aio_pika.Message(body, correlation_id=cid), routing_key=request.reply_to
         )
@@ -99,17 +118,19 @@ async def rig(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[R
             requests.put_nowait(message)
 
         await queue.consume(take, no_ack=True)
-        client = RpcClient(channel, exchange, reply_timeout=3)
+        publisher = Publisher({exchange.name: exchange}, channel.default_exchange)
+        client = RpcClient(channel, publisher, reply_timeout=3)
         await client.start()
-        yield Rig(client, exchange, responder, requests, capture, loop_errors)
+        route = Route(ExchangeSpec(exchange.name), "ask")
+        yield Rig(client, route, responder, requests, capture, loop_errors)
         await client.close()
     finally:
         await connection.close()
         loop.set_exception_handler(previous_handler)
 
 
-async def _ask(rig: Rig, message_id: str) -> AbstractIncomingMessage:
-    return await rig.client.call(b"{}", routing_key="ask", message_id=message_id)
+async def _ask(rig: Rig, message_id: str) -> Answer:
+    return await rig.client.call(Ask(ask_id=message_id), Answer, to=rig.route)
 
 
 async def test_a_late_reply_is_logged_and_dropped(rig: Rig, caplog: pytest.LogCaptureFixture):
@@ -119,7 +140,7 @@ async def test_a_late_reply_is_logged_and_dropped(rig: Rig, caplog: pytest.LogCa
     request = await rig.next_request()
     assert request.message_id == "late-1"
 
-    await rig.reply(request, b"too late", request.correlation_id)
+    await rig.reply(request, "too late", request.correlation_id)
     await rig.wait_dropped(1)
     assert rig.dropped() == [request.correlation_id]
     assert rig.client.pending == 0
@@ -127,9 +148,9 @@ async def test_a_late_reply_is_logged_and_dropped(rig: Rig, caplog: pytest.LogCa
     # The client still matches replies: the next call gets its own answer.
     call = asyncio.create_task(_ask(rig, "on-time-1"))
     second = await rig.next_request()
-    await rig.reply(second, b"on time", second.correlation_id)
+    await rig.reply(second, "on time", second.correlation_id)
     answer = await call
-    assert answer.body == b"on time" and answer.correlation_id == second.correlation_id
+    assert answer.text == "on time" and answer.correlation_id == second.correlation_id
     assert rig.client.pending == 0
     assert rig.loop_errors == []
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
@@ -143,12 +164,12 @@ async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
     request = await rig.next_request()
     stranger = uuid.uuid4().hex
     # Replies on one channel arrive in order: the strangers first, then the real one, twice.
-    await rig.reply(request, b"not yours", stranger)
-    await rig.reply(request, b"no id at all", None)
-    await rig.reply(request, b"yours", request.correlation_id)
-    await rig.reply(request, b"yours again", request.correlation_id)
+    await rig.reply(request, "not yours", stranger)
+    await rig.reply(request, "no id at all", None)
+    await rig.reply(request, "yours", request.correlation_id)
+    await rig.reply(request, "yours again", request.correlation_id)
     answer = await call
-    assert answer.body == b"yours"
+    assert answer.text == "yours"
     await rig.wait_dropped(3)
     assert rig.dropped() == [stranger, None, request.correlation_id]
     assert rig.client.pending == 0
@@ -156,7 +177,7 @@ async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
     # A call that only ever gets a stranger's reply times out cleanly.
     call = asyncio.create_task(_ask(rig, "busy-2"))
     request = await rig.next_request()
-    await rig.reply(request, b"not yours either", "f" * 32)
+    await rig.reply(request, "not yours either", "f" * 32)
     with pytest.raises(ReplyTimeout):
         await call
     assert rig.client.pending == 0
@@ -272,7 +293,7 @@ def test_the_final_state_outlives_the_api_that_asked(make_system: Callable[[], S
     story = [
         line["event"]
         for line in _log_events(worker, None)
-        if line.get("reservation_id") == pending["reservation_id"]
+        if pending["reservation_id"] in (line.get("reservation_id"), line.get("message_id"))
     ]
     assert story[:3] == ["reservation received", "credit checked", "replied"], story
     assert "handler failed" not in worker.log()

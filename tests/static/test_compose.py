@@ -126,6 +126,7 @@ def test_the_stack_has_every_service_of_the_issue() -> None:
         "loki",
         "prometheus",
         "grafana",
+        "migrate",
         "api",
         "credit-check-worker",
         "fulfilment-worker",
@@ -295,6 +296,21 @@ def test_apps_share_one_image_and_run_their_own_module() -> None:
     for name in APPS:
         module = REPO / commands[name][-1].replace(".", "/")
         assert (module / "__main__.py").is_file(), f"{name}: {module} has no __main__.py"
+
+
+def test_a_one_shot_migrate_step_runs_before_every_app() -> None:
+    migrate = services()["migrate"]
+    assert migrate["command"] == ["python", "-m", "store.migrate"]
+    assert (REPO / "store" / "migrate.py").is_file()
+    # Restarted after it exits 0, it would never count as completed.
+    assert migrate["restart"] == "no"
+    assert migrate["image"] == services()["api"]["image"]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert "ports" not in migrate and "healthcheck" not in migrate
+    assert environment(migrate) == {"DATABASE_URL": environment(services()["api"])["DATABASE_URL"]}
+    for name in APPS:
+        depends_on = services()[name]["depends_on"]
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
 def test_apps_get_only_standard_opentelemetry_variables() -> None:

@@ -5,9 +5,11 @@ from uuid import UUID
 
 import pytest
 
-from messaging.messages import Outcome, ReservationRequested
-from store.repository import Reservation
-from workers.credit_check.handler import check_credit
+from domain.credits import decide
+from domain.reservations import Outcome, Reservation
+from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
+from messaging.topology import RESERVATION_CONFIRMATIONS
+from workers.credit_check.handler import check_credit, credit_check
 
 
 class FakeLedger:
@@ -20,19 +22,12 @@ class FakeLedger:
 
     async def reserve(self, reservation_id: UUID, username: str, item_id: str) -> Reservation:
         if reservation_id in self.reserved:
-            previous = self.reserved[reservation_id]
-            return Reservation(**{**previous.__dict__, "replayed": True})
-        price = self.prices.get(item_id)
-        balance = self.credits.get(username)
-        if balance is None:
-            outcome, left, cost = Outcome.UNKNOWN_USER, None, None
-        elif price is None:
-            outcome, left, cost = Outcome.UNKNOWN_ITEM, balance, None
-        elif balance >= price:
+            return self.reserved[reservation_id].as_replayed()
+        balance, price = self.credits.get(username), self.prices.get(item_id)
+        outcome = decide(balance, price)  # the domain's rule, not a copy of it
+        left, cost = balance, None if outcome is Outcome.UNKNOWN_USER else price
+        if outcome is Outcome.CONFIRMED and balance is not None and price is not None:
             self.credits[username] = left = balance - price
-            outcome, cost = Outcome.CONFIRMED, price
-        else:
-            outcome, left, cost = Outcome.REJECTED_INSUFFICIENT_CREDITS, balance, price
         reservation = Reservation(reservation_id, username, item_id, outcome, cost, left)
         self.reserved[reservation_id] = reservation
         return reservation
@@ -85,3 +80,17 @@ async def test_replay_returns_the_same_answer_and_still_announces() -> None:
     assert second.reply == first.reply
     assert second.event == first.event
     assert ledger.credits["alice"] == 20
+
+
+async def test_the_worker_handler_returns_its_reply_and_the_event_to_publish() -> None:
+    ledger = FakeLedger({"alice": 30}, {"book": 10, "course": 50})
+    confirmed = await credit_check(ledger)(_request())
+    assert confirmed is not None and isinstance(confirmed.reply, CreditChecked)
+    assert confirmed.reply.outcome is Outcome.CONFIRMED
+    assert [(e.to, type(e.message)) for e in confirmed.events] == [
+        (RESERVATION_CONFIRMATIONS, ReservationConfirmed)
+    ]
+    rejected = await credit_check(ledger)(_request(item_id="course"))
+    assert rejected is not None and isinstance(rejected.reply, CreditChecked)
+    assert rejected.reply.outcome is Outcome.REJECTED_INSUFFICIENT_CREDITS
+    assert rejected.events == ()

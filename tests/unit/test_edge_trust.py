@@ -5,7 +5,13 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanContext
 
-from api.edge import INCOMING_CONTEXT, MAX_BAGGAGE_BYTES, EdgeTrustMiddleware, parse_traceparent
+from api.edge import (
+    INCOMING_CONTEXT,
+    MAX_BAGGAGE_BYTES,
+    MAX_TRACEPARENT_BYTES,
+    EdgeTrustMiddleware,
+    parse_traceparent,
+)
 
 VALID = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -27,6 +33,38 @@ async def _seen(mode: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]
 )
 def test_invalid_traceparent_is_rejected(value: bytes) -> None:
     assert parse_traceparent(value) is None
+
+
+TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"ff-{TRACE}-{SPAN}-01".encode(),  # version ff is forbidden
+        f"00-{TRACE}-{SPAN}-01-extra".encode(),  # version 00 has exactly four fields
+        f"00-{TRACE.upper()}-{SPAN}-01".encode(),  # lowercase hex only
+        f"cc-{TRACE}-{SPAN}-01-".encode() + b"x" * MAX_TRACEPARENT_BYTES,  # oversized
+        f"00-{TRACE}-{SPAN}-01".encode().replace(b"-", b"\xe2\x80\x93", 1),  # not ASCII
+    ],
+)
+def test_traceparent_outside_the_spec_or_the_size_limit_is_rejected(value: bytes) -> None:
+    assert parse_traceparent(value) is None
+
+
+@pytest.mark.parametrize("value", [f"cc-{TRACE}-{SPAN}-01-extra", f"cc-{TRACE}-{SPAN}-01"])
+def test_a_future_traceparent_version_is_read_as_version_00(value: str) -> None:
+    """W3C Trace Context: a higher version is parsed for the version 00 fields it starts with."""
+    context = parse_traceparent(value.encode())
+    assert context is not None and context.is_remote
+    assert (format(context.trace_id, "032x"), format(context.span_id, "016x")) == (TRACE, SPAN)
+    assert context.trace_flags.sampled
+
+
+async def test_continue_mode_keeps_a_future_version_traceparent() -> None:
+    future = f"cc-{TRACE}-{SPAN}-01-extra".encode()
+    scope = await _seen("continue", [(b"traceparent", future)])
+    assert scope["headers"] == [(b"traceparent", future)]
 
 
 def test_valid_traceparent_parses() -> None:

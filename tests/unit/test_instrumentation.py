@@ -5,7 +5,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from messaging.instrumentation import SemconvTracerProvider, destination, upgrade
+from messaging.instrumentation import SemconvTracerProvider
+from messaging.semconv import destination, upgrade
 from tests.spans import aio_pika_traced_by, in_memory_provider
 
 LEGACY_PRODUCER: dict[str, AttributeValue] = {

@@ -3,12 +3,8 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from messaging.messages import (
-    CreditChecked,
-    InvalidMessage,
-    Outcome,
-    ReservationRequested,
-)
+from domain.reservations import Outcome
+from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
 
 
 def test_request_round_trips_as_json() -> None:

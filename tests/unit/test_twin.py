@@ -9,12 +9,8 @@ from bench.twin import TRACED, UNTRACED, launch
 from bench.twin import contracts as twin
 from bench.twin.answers import from_reply, parse_request
 from bench.twin.ledger import Decision
-from messaging.messages import (
-    CreditChecked,
-    Outcome,
-    ReservationConfirmed,
-    ReservationRequested,
-)
+from domain.reservations import Outcome
+from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
 
 
 def test_the_twin_reads_what_the_system_publishes_and_the_other_way_round() -> None:

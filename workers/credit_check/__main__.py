@@ -3,21 +3,15 @@
 import asyncio
 
 from messaging import topology
-from workers.credit_check.consumer import CreditCheckConsumer
-from workers.runtime import consume_until_stopped, run, running
+from messaging.messages import ReservationRequested
+from workers.credit_check.handler import credit_check
+from workers.runtime import Worker, run, serve
 
-SERVICE_NAME = "credit-check-worker"
+WORKER = Worker("credit-check-worker", topology.CREDIT_CHECK, ReservationRequested, credit_check)
 
 
 async def main(stop: asyncio.Event | None = None) -> None:
-    async with running(SERVICE_NAME) as runtime:
-        handler = CreditCheckConsumer(
-            ledger=runtime.store,
-            exchange=runtime.declared.exchanges[topology.RESERVATIONS.name],
-            default_exchange=runtime.channel.default_exchange,
-            dead_letter_exchange=runtime.declared.exchanges[topology.DEAD_LETTER_EXCHANGE.name],
-        )
-        await consume_until_stopped(runtime, topology.CREDIT_CHECK, handler, stop)
+    await serve(WORKER, stop)
 
 
 if __name__ == "__main__":

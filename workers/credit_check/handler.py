@@ -1,15 +1,24 @@
-"""The credit check itself, free of AMQP: a request in, a reply (and maybe an event) out.
+"""The credit check: a request in, a reply (and, when confirmed, an event) out.
 
 The store does the check and the deduction atomically (see ``store.repository``); this module
-turns its answer into messages. Unit tests drive it with a fake ledger.
+turns its answer into messages. ``messaging`` publishes them and acks the request only after
+both are confirmed: a crash before that means a redelivery, never a loss, and the store's
+idempotency key means a redelivery never charges twice. Unit tests drive it with a fake ledger.
 """
 
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from messaging.messages import CreditChecked, Outcome, ReservationConfirmed, ReservationRequested
-from store.repository import Reservation
+import structlog
+from opentelemetry import trace
+
+from domain.reservations import Outcome, Reservation
+from messaging.handlers import Handled, Handler, Publication
+from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
+from messaging.topology import RESERVATION_CONFIRMATIONS
+
+log = structlog.get_logger(__name__)
 
 
 class Ledger(Protocol):
@@ -44,3 +53,39 @@ async def check_credit(request: ReservationRequested, ledger: Ledger) -> Decisio
             price=reservation.price,
         )
     return Decision(reservation, reply, event)
+
+
+def credit_check(ledger: Ledger) -> Handler[ReservationRequested]:
+    """The worker's handler: check, annotate the CONSUMER span, answer and announce."""
+
+    async def handle(request: ReservationRequested) -> Handled:
+        log.info("reservation received", reservation_id=str(request.reservation_id))
+        decision = await check_credit(request, ledger)
+        _annotate(trace.get_current_span(), decision)
+        log.info(
+            "credit checked",
+            reservation_id=str(request.reservation_id),
+            outcome=decision.reply.outcome.value,
+            credits_left=decision.reply.credits_left,
+            replayed=decision.reservation.replayed,
+        )
+        events: tuple[Publication, ...] = ()
+        if decision.event is not None:
+            events = (Publication(decision.event, RESERVATION_CONFIRMATIONS),)
+        return Handled(reply=decision.reply, events=events)
+
+    return handle
+
+
+def _annotate(span: trace.Span, decision: Decision) -> None:
+    """Business attributes. The username is left out on purpose: it identifies a person."""
+    span.set_attributes(
+        {
+            "reservation.id": str(decision.reply.reservation_id),
+            "reservation.outcome": decision.reply.outcome.value,
+            "reservation.replayed": decision.reservation.replayed,
+            "reservation.item_id": decision.reservation.item_id,
+        }
+    )
+    if decision.reply.credits_left is not None:
+        span.set_attribute("user.credits_left", decision.reply.credits_left)

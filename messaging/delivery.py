@@ -1,4 +1,5 @@
-"""One delivery, handled the same way by every worker: validate, process, ack or give up.
+"""One delivery, handled the same way by every subscriber: validate, handle, publish what the
+handler produced, then ack, or give up.
 
 - A poison message (wrong content type, too big, bad JSON, wrong schema, unknown version) would
   fail the same way every time: it is dead-lettered at once with its reason, never requeued.
@@ -9,13 +10,16 @@
   dead-letters it itself, with the error as the reason, so the dead-letter publish is a span
   in the same trace. The queue's ``x-delivery-limit`` stays as a backstop for a message that
   kills the worker before it can count.
-- Otherwise the message is acked, after everything it caused is committed and published.
+- Otherwise the message is acked, after everything it caused is committed and published
+  (the reply and the events, with publisher confirms).
 """
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
@@ -29,8 +33,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from messaging.dead_letter import dead_letter
-from messaging.messages import CONTENT_TYPE, InvalidMessage, Message
-from workers import faults
+from messaging.handlers import Handler, M
+from messaging.messages import CONTENT_TYPE, InvalidMessage
+from messaging.publisher import Publisher, ReplyAddress
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +46,24 @@ MAX_ATTEMPTS = 3
 # Seconds before the first retry; doubled for each later one.
 RETRY_BACKOFF = 0.2
 
-M = TypeVar("M", bound=Message)
-
 _CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler may want to know about the delivery it is handling."""
+
+    redelivered: bool
+    attempt: int
+
+
+_OUTSIDE_A_DELIVERY = Delivery(redelivered=False, attempt=1)
+_current: ContextVar[Delivery] = ContextVar("delivery", default=_OUTSIDE_A_DELIVERY)
+
+
+def current_delivery() -> Delivery:
+    """The delivery being handled in this task (each delivery runs in its own task)."""
+    return _current.get()
 
 
 def parse(message: AbstractIncomingMessage, model: type[M]) -> M:
@@ -64,23 +84,40 @@ def attempt(message: AbstractIncomingMessage) -> int:
 async def handle(
     message: AbstractIncomingMessage,
     model: type[M],
-    process: Callable[[M, AbstractIncomingMessage], Awaitable[None]],
+    handler: Handler[M],
     *,
+    publisher: Publisher,
     dead_letter_exchange: AbstractExchange,
     queue: str,
 ) -> None:
+    token = _current.set(Delivery(bool(message.redelivered), attempt(message)))
+    try:
+        await _handle(message, model, handler, publisher, dead_letter_exchange, queue)
+    finally:
+        _current.reset(token)
+
+
+async def _handle(
+    message: AbstractIncomingMessage,
+    model: type[M],
+    handler: Handler[M],
+    publisher: Publisher,
+    dlx: AbstractExchange,
+    queue: str,
+) -> None:
     span = trace.get_current_span()
-    faults.delivering(message)
     try:
         payload = parse(message, model)
     except InvalidMessage as exc:
         span.set_attribute("messaging.dead_letter.reason", str(exc))
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
         reason = f"invalid: {exc}"
-        await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue), message)
+        await _settle(dead_letter(dlx, message, reason, queue=queue), message)
         return
     try:
-        await process(payload, message)
+        handled = await handler(payload)
+        if handled is not None:
+            await publisher.send(handled, _reply_address(message))
     except Exception as exc:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -89,7 +126,7 @@ async def handle(
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {type(exc).__name__}"
-            await _settle(dead_letter(dead_letter_exchange, message, reason, queue=queue), message)
+            await _settle(dead_letter(dlx, message, reason, queue=queue), message)
         else:
             log.exception("handler failed; the message will be redelivered", attempt=tries)
             # Back off a little: a database blip should not use up every attempt at once.
@@ -98,6 +135,14 @@ async def handle(
             await _settle(message.reject(requeue=True), message)
         return
     await _settle(message.ack(), message)
+
+
+def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
+    # Direct reply-to is at-most-once: if the asking API is gone, the reply is dropped and the
+    # API's GET /reservations/{id} reads the stored outcome instead.
+    if not message.reply_to:
+        return None
+    return ReplyAddress(message.reply_to, message.correlation_id)
 
 
 async def _settle(settling: Awaitable[Any], message: AbstractIncomingMessage) -> None:

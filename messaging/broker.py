@@ -1,0 +1,63 @@
+"""The typed surface of the broker: publish a model, subscribe a handler, call and await a reply.
+
+A :class:`Broker` is one channel with publisher confirms and the whole topology declared on it
+(see :mod:`messaging.topology`). Callers deal in message models and topology objects only; the
+AMQP message, its headers, settlement and tracing stay inside :mod:`messaging`.
+"""
+
+from collections.abc import Callable
+
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from messaging import topology
+from messaging.connection import open_channel
+from messaging.handlers import Handler, M
+from messaging.messages import Message
+from messaging.publisher import Publisher
+from messaging.rpc import RpcClient
+from messaging.subscriber import Subscription, subscribe
+
+PublisherFactory = Callable[[AbstractChannel, topology.Declared], Publisher]
+
+
+class Broker:
+    def __init__(
+        self, channel: AbstractChannel, declared: topology.Declared, publisher: Publisher
+    ) -> None:
+        self.channel = channel
+        self.declared = declared
+        self.publisher = publisher
+
+    @classmethod
+    async def open(
+        cls,
+        connection: AbstractConnection,
+        *,
+        prefetch: int | None = None,
+        publisher: PublisherFactory = Publisher.on,
+    ) -> "Broker":
+        """A new channel on ``connection``, with the topology declared on it."""
+        channel, declared = await open_channel(connection, prefetch)
+        return cls(channel, declared, publisher(channel, declared))
+
+    async def publish(self, message: Message, to: topology.Route) -> None:
+        """Persistent, mandatory, confirmed: returns once the broker has the message."""
+        await self.publisher.publish(message, to)
+
+    async def subscribe(
+        self, queue: topology.QueueSpec, model: type[M], handler: Handler[M]
+    ) -> Subscription:
+        """Consume ``queue`` with ``handler`` (see :mod:`messaging.subscriber`)."""
+        return await subscribe(
+            self.declared.queues[queue.name],
+            model,
+            handler,
+            publisher=self.publisher,
+            dead_letter_exchange=self.declared.exchanges[topology.DEAD_LETTER_EXCHANGE.name],
+        )
+
+    async def rpc(self, *, reply_timeout: float) -> RpcClient:
+        """A started request/reply client on this channel; close it before the channel."""
+        client = RpcClient(self.channel, self.publisher, reply_timeout=reply_timeout)
+        await client.start()
+        return client

@@ -1,0 +1,85 @@
+"""Publishing message models: work and events to a route, replies to whoever asked.
+
+Work and events are persistent and ``mandatory`` on a channel with publisher confirms: an
+unroutable message raises, and ``publish`` returns only once the broker has taken it. A reply
+goes through the default exchange to the asker's direct reply-to address; it is not mandatory,
+because an asker that has gone away is not an error (its outcome is recorded in the store).
+"""
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from messaging import instrumentation
+from messaging.envelope import encode
+from messaging.handlers import Handled
+from messaging.messages import Message
+from messaging.topology import Declared, Route
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplyAddress:
+    """Where the asker waits for its reply."""
+
+    reply_to: str
+    correlation_id: str | None
+
+
+class Publisher:
+    def __init__(
+        self, exchanges: Mapping[str, AbstractExchange], default_exchange: AbstractExchange
+    ) -> None:
+        self._exchanges = exchanges
+        self._default_exchange = default_exchange
+
+    @classmethod
+    def on(cls, channel: AbstractChannel, declared: Declared) -> "Publisher":
+        return cls(declared.exchanges, channel.default_exchange)
+
+    async def publish(
+        self,
+        message: Message,
+        to: Route,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_type: str | None = None,
+    ) -> None:
+        """Publish persistent and mandatory; returns once the broker confirmed it."""
+        amqp_message = encode(
+            message,
+            persistent=True,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            message_type=message_type,
+        )
+        exchange = self._exchanges[to.exchange.name]
+        await instrumentation.publish(exchange, amqp_message, to.routing_key, mandatory=True)
+
+    async def reply(self, message: Message, to: ReplyAddress) -> None:
+        """Answer a request on its direct reply-to address (at-most-once, by design)."""
+        amqp = encode(message, persistent=False, correlation_id=to.correlation_id)
+        await instrumentation.publish(self._default_exchange, amqp, to.reply_to, mandatory=False)
+
+    async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
+        """Publish what a handler produced: the reply (if the request asked for one) and the
+        events at once, all confirms awaited together. Raises the first failure, once every
+        publish has finished, so nothing is left in flight behind the caller's back."""
+        sends: list[Awaitable[None]] = [self.publish(e.message, e.to) for e in handled.events]
+        if handled.reply is not None and reply_to is not None:
+            sends.insert(0, self.reply(handled.reply, reply_to))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if handled.reply is not None and reply_to is not None:
+            log.info("replied", message_id=handled.reply.message_id)
+        for event in handled.events:
+            log.info(
+                "published", routing_key=event.to.routing_key, message_id=event.message.message_id
+            )

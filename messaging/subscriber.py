@@ -1,0 +1,89 @@
+"""Consuming one queue with a typed handler, and stopping gracefully.
+
+:func:`subscribe` is the only way this project consumes work: manual acks, the CONSUMER span
+completed (:func:`messaging.instrumentation.consumer`), each delivery handled by
+:func:`messaging.delivery.handle`, and the deliveries in flight counted, so that
+:meth:`Subscription.stop` can stop taking new ones and let the started ones finish (and ack)
+within a bound. Prefetched deliveries that never started go back to the queue when the channel
+closes.
+"""
+
+import asyncio
+
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+
+from messaging import delivery, instrumentation
+from messaging.handlers import Handler, M
+from messaging.instrumentation import OnMessage
+from messaging.publisher import Publisher
+
+log = structlog.get_logger(__name__)
+
+
+class Subscription:
+    """A running consumer on one queue; counts the deliveries it is handling."""
+
+    def __init__(self, queue: AbstractQueue, on_message: OnMessage) -> None:
+        self._queue = queue
+        self._on_message = on_message
+        self._tag: str | None = None
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        callback = instrumentation.consumer(self._queue.name, self._tracked)
+        self._tag = await self._queue.consume(callback, no_ack=False)
+        log.info("consuming", queue=self._queue.name)
+
+    async def stop(self, within: float) -> bool:
+        """Take no new deliveries; wait at most ``within`` seconds for those in flight.
+        False if some were still running (the broker redelivers them)."""
+        log.info("stopping: no new messages, finishing those in flight", in_flight=self.in_flight)
+        if self._tag is not None:
+            await self._queue.cancel(self._tag)
+            self._tag = None
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("shutdown timeout: unfinished messages will be redelivered", timeout=within)
+            return False
+        return True
+
+    async def _tracked(self, message: AbstractIncomingMessage) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self._on_message(message)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+
+async def subscribe(
+    queue: AbstractQueue,
+    model: type[M],
+    handler: Handler[M],
+    *,
+    publisher: Publisher,
+    dead_letter_exchange: AbstractExchange,
+) -> Subscription:
+    """Start consuming ``queue``: each delivery validated as ``model`` and given to
+    ``handler``; what it returns is published, then the delivery is acked."""
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await delivery.handle(
+            message,
+            model,
+            handler,
+            publisher=publisher,
+            dead_letter_exchange=dead_letter_exchange,
+            queue=queue.name,
+        )
+
+    subscription = Subscription(queue, on_message)
+    await subscription.start()
+    return subscription

@@ -1,0 +1,79 @@
+"""``python -m store.migrate``: the one-shot step that readies the database for the services.
+
+It creates the PostgreSQL schema named by ``DATABASE_SCHEMA`` when it is missing, upgrades the
+tables to the newest Alembic revision and seeds the users and items of ``SEED_FILE`` (rows that
+exist are left alone, so a balance is never reset). Running it again changes nothing. The
+services only check that it has run (store.engine.open_engine); they never create tables.
+"""
+
+import asyncio
+import sys
+
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
+
+from store.engine import create_engine, for_writes
+from store.revisions import alembic_config, head_revision
+from store.seed import load_seed, seed
+from store.settings import StoreSettings
+
+
+class MigrationFailed(RuntimeError):
+    """The database could not be reached or migrated; the message is one line saying why."""
+
+
+async def migrate(settings: StoreSettings) -> str:
+    """Create the schema if missing, upgrade to the head revision, seed; returns a summary."""
+    url = make_url(settings.database_url.get_secret_value())
+    where = url.render_as_string(hide_password=True)
+    schema = settings.database_schema if url.get_backend_name() == "postgresql" else None
+    try:
+        if schema:
+            await _create_schema(settings, schema)
+        engine = create_engine(settings)
+        try:
+            async with for_writes(engine).begin() as conn:
+                await conn.run_sync(_upgrade)
+            await seed(engine, load_seed(settings.seed_file))
+        finally:
+            await engine.dispose()
+    except (OSError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise MigrationFailed(
+            f"could not migrate the database at {where} ({type(exc).__name__}: "
+            f"{reason[0] if reason else 'no detail'}). Check DATABASE_URL and that the server "
+            "is up."
+        ) from None
+    in_schema = f" (schema {schema!r})" if schema else ""
+    return f"{where}{in_schema} is at revision {head_revision()}, seeded from {settings.seed_file}"
+
+
+async def _create_schema(settings: StoreSettings, schema: str) -> None:
+    # A connection without the search_path, so the new schema is seen from the first statement.
+    engine = create_engine(settings.model_copy(update={"database_schema": None}))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def main() -> None:
+    try:
+        summary = asyncio.run(migrate(StoreSettings()))
+    except MigrationFailed as exc:
+        sys.stderr.write(f"migrate: {exc}\n")
+        sys.exit(1)
+    sys.stdout.write(f"migrate: {summary}\n")
+
+
+if __name__ == "__main__":
+    main()
