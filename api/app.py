@@ -5,6 +5,7 @@ request/reply client) is built when the app starts and closed when it stops, nev
 ``uvicorn api.app:create_app --factory`` or ``python -m api`` runs it.
 """
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +21,7 @@ from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
 from messaging.connection import BrokerUnreachable, TopologyConflict, connect
+from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
 from messaging.startup import quiet_lifespan_traceback, report_startup_failure
@@ -29,6 +31,7 @@ from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
+HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
 # Reported in one line each (messaging/startup.py), not as a traceback.
 STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
@@ -39,9 +42,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
     quiet_lifespan_traceback(STARTUP_FAILURES)
     telemetry = setup_telemetry(SERVICE_NAME)
-    # No per-message ASGI "http receive"/"http send" spans: noise in every trace.
+    # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
+    # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=telemetry.provider, exclude_spans=["receive", "send"]
+        app,
+        tracer_provider=telemetry.provider,
+        meter_provider=telemetry.meter_provider,
+        exclude_spans=["receive", "send"],
+        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
     )
     # The edge filter must see trace headers before the instrumentation extracts them.
     app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]
@@ -51,10 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
     try:
-        engine = await open_engine(StoreSettings(), telemetry.provider)
+        engine = await open_engine(StoreSettings())
     except (DatabaseUnreachable, SchemaNotReady) as exc:
         report_startup_failure(exc)
         raise
+    instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(BrokerSettings())
