@@ -5,6 +5,7 @@ request/reply client) is built when the app starts and closed when it stops, nev
 ``uvicorn api.app:create_app --factory`` or ``python -m api`` runs it.
 """
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,25 +20,36 @@ from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
-from messaging.connection import connect
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect
+from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
 from messaging.settings import BrokerSettings
+from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
-from store.engine import open_engine
+from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
+HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
+# Reported in one line each (messaging/startup.py), not as a traceback.
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
+    quiet_lifespan_traceback(STARTUP_FAILURES)
     telemetry = setup_telemetry(SERVICE_NAME)
-    # No per-message ASGI "http receive"/"http send" spans: noise in every trace.
+    # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
+    # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=telemetry.provider, exclude_spans=["receive", "send"]
+        app,
+        tracer_provider=telemetry.provider,
+        meter_provider=telemetry.meter_provider,
+        exclude_spans=["receive", "send"],
+        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
     )
     # The edge filter must see trace headers before the instrumentation extracts them.
     app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]
@@ -46,7 +58,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
-    engine = await open_engine(StoreSettings(), telemetry.provider)
+    try:
+        engine = await open_engine(StoreSettings())
+    except (DatabaseUnreachable, SchemaNotReady) as exc:
+        report_startup_failure(exc)
+        raise
+    instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(BrokerSettings())
@@ -58,6 +75,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("api ready")
         yield
         await rpc.close()
+    except (BrokerUnreachable, TopologyConflict) as exc:
+        report_startup_failure(exc)
+        raise
     finally:
         if connection is not None:
             await connection.close()

@@ -11,9 +11,10 @@ from rich.console import Console
 
 from cli import reservations
 from cli.errors import reporting_errors
+from cli.last_reservation import last_reservation
 from cli.settings import CliSettings
 from cli.tempo import TempoClient, normalize_trace_id
-from cli.trace_lookup import Source, find_trace, newest_trace_id
+from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ OtlpEndpoint = Annotated[
         help="Send traces there; no embedded collector. [env: OTEL_EXPORTER_OTLP_ENDPOINT]"
     ),
 ]
+IdempotencyKey = Annotated[str | None, typer.Option(help=reservations.IDEMPOTENCY_KEY_HELP)]
 CollectorPort = Annotated[
     int | None,
     typer.Option(help="Embedded collector port (4317). [env: RESERVATIONS_COLLECTOR_PORT]"),
@@ -70,6 +72,15 @@ def run(
 
 
 @app.command()
+def collector(data_dir: DataDir = None, collector_port: CollectorPort = None) -> None:
+    """Only the embedded trace collector, for services run by hand, until Ctrl-C."""
+    from cli import embedded_collector
+
+    with reporting_errors(err):
+        embedded_collector.serve(settings(data_dir, None, collector_port), console)
+
+
+@app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Create or upgrade the database's tables and seed it (`run` and `demo` do this first)."""
     from cli.migration import migrate_database
@@ -95,18 +106,7 @@ def demo(
 
 
 @app.command()
-def reserve(
-    user: str,
-    item: str,
-    idempotency_key: Annotated[
-        str | None,
-        typer.Option(
-            help="Send this Idempotency-Key: running the command again with the same key and "
-            "the same USER and ITEM never reserves twice. Default: a random key, used for the "
-            "command's own retries (after a timeout, a lost connection or a 503)."
-        ),
-    ] = None,
-) -> None:
+def reserve(user: str, item: str, idempotency_key: IdempotencyKey = None) -> None:
     """Reserve ITEM for USER; prints the outcome and the trace id."""
     with reporting_errors(err):
         reservations.reserve(settings(), user, item, console, idempotency_key)
@@ -114,12 +114,9 @@ def reserve(
 
 @app.command()
 def trace(
-    trace_id: Annotated[
-        str | None,
-        typer.Argument(help="32 hex characters, or a reservation id (its request's trace)"),
-    ] = None,
+    trace_id: Annotated[str | None, typer.Argument(help=reservations.TRACE_ARGUMENT)] = None,
     last: Annotated[
-        bool, typer.Option("--last", help="The newest trace in the collector.")
+        bool, typer.Option("--last", help="The newest reservation's trace in the collector.")
     ] = False,
     source: Annotated[Source, typer.Option(help="Where to read the trace.")] = Source.auto,
     attrs: Annotated[bool, typer.Option("--attrs", help="Show span attributes.")] = False,
@@ -130,7 +127,9 @@ def trace(
     with reporting_errors(err):
         cfg = settings(data_dir)
         if last:
-            trace_id, source = newest_trace_id(cfg.data_dir), Source.collector
+            found = last_reservation(cfg.data_dir)
+            err.print(found.note, style="yellow" if found.stale else "dim", highlight=False)
+            trace_id, source = found.trace_id, Source.collector
         elif trace_id is None:
             raise typer.BadParameter("give a TRACE_ID or --last")
         else:
@@ -172,3 +171,24 @@ def top_up(user: str, amount: Annotated[int, typer.Argument(min=1)]) -> None:
     """Add AMOUNT credits to USER."""
     with reporting_errors(err):
         reservations.top_up(settings(), user, amount, console)
+
+
+@app.command()
+def peek(
+    user: Annotated[str, typer.Argument()] = "carol",
+    item: Annotated[str, typer.Argument()] = "book-1",
+) -> None:
+    """Reserve once and show the reservation.requested message as it sat on the wire."""
+    from cli import peek as peek_flow
+
+    with reporting_errors(err):
+        peek_flow.peek(settings(), user, item, console)
+
+
+@app.command()
+def reset(data_dir: DataDir = None) -> None:
+    """Start from scratch: remove the SQLite database and the traces (keeps .venv)."""
+    from cli import reset as reset_flow
+
+    with reporting_errors(err):
+        reset_flow.reset(settings(data_dir), console)

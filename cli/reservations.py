@@ -10,6 +10,15 @@ from cli.errors import CliError
 from cli.settings import CliSettings
 from cli.tempo import grafana_explore_url
 
+
+class NotConfirmed(CliError):
+    """The API answered, but not with a confirmation (nor a pending one)."""
+
+    def __init__(self, message: str, trace_id: str) -> None:
+        super().__init__(message)
+        self.trace_id = trace_id
+
+
 OUTCOME_STYLES = {
     "confirmed": "bold green",
     "pending": "bold yellow",
@@ -43,9 +52,16 @@ def reserve(
         console.print(f"  poll          {settings.api_url}{response.headers.get('location', '')}")
     print_trace_links(settings, trace_id, console)
     if response.status_code not in (201, 202):
-        raise CliError(f"reservation not confirmed: {describe_error(body)}")
+        raise NotConfirmed(f"reservation not confirmed: {describe_error(body)}", trace_id)
     return trace_id
 
+
+IDEMPOTENCY_KEY_HELP = (
+    "Send this Idempotency-Key: running the command again with the same key, USER and ITEM "
+    "never reserves twice. Default: a random key, used for the command's own retries (after "
+    "a timeout, a lost connection or a 503)."
+)
+TRACE_ARGUMENT = "32 hex characters, or a reservation id (the trace of its request)"
 
 # A reservation id as the API writes it (a trace id is 32 hex digits without dashes).
 RESERVATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)

@@ -60,8 +60,7 @@ class SqlStore:
     async def reserve(
         self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
     ) -> Reservation:
-        """Check and deduct credits and record the outcome (with the trace that asked),
-        exactly once per reservation id."""
+        """Check and deduct credits, record the outcome and its trace, once per reservation."""
         try:
             async with self._write() as conn:
                 reservation = await self._deduct(conn, reservation_id, username, item_id)
@@ -114,7 +113,7 @@ class SqlStore:
         )
 
     async def claim_key(self, wanted: KeyClaim, ttl_s: int) -> KeyClaim:
-        """The claim that holds this idempotency key: ``wanted`` if it was free or expired."""
+        """The claim holding this idempotency key: ``wanted`` if it was free or expired."""
         try:
             async with self._write() as conn:
                 return await idempotency.claim(conn, wanted, int(time.time()), ttl_s)

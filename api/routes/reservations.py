@@ -34,8 +34,8 @@ IDEMPOTENCY_KEY_HELP = (
 )
 
 _NOT_FOUND = {
-    Outcome.UNKNOWN_USER: "unknown user",
-    Outcome.UNKNOWN_ITEM: "unknown item",
+    Outcome.UNKNOWN_USER: "unknown user {username!r}",
+    Outcome.UNKNOWN_ITEM: "unknown item {item_id!r}",
 }
 
 
@@ -67,22 +67,20 @@ async def create_reservation(
         reservation_id = await idempotency.reservation_id_for(
             store, idempotency_key, body, settings.idempotency_key_ttl
         )
-        span.set_attribute("reservation.id", str(reservation_id))
-        stored = await store.get_reservation(reservation_id)
-        if stored is not None:  # a retry of a decided request: its answer, charged once
-            span.set_attribute("reservation.replayed", True)
-            return _answer(
-                CreditChecked(
-                    reservation_id=reservation_id,
-                    outcome=stored.outcome,
-                    credits_left=stored.credits_left,
-                    price=stored.price,
-                )
-            )
     request = ReservationRequested(
         reservation_id=reservation_id, username=body.username, item_id=body.item_id
     )
     span.set_attribute("reservation.id", str(request.reservation_id))
+    if idempotency_key is not None and (stored := await store.get_reservation(reservation_id)):
+        # A retry of a decided request: its answer, charged once.
+        span.set_attribute("reservation.replayed", True)
+        stored_reply = CreditChecked(
+            reservation_id=reservation_id,
+            outcome=stored.outcome,
+            credits_left=stored.credits_left,
+            price=stored.price,
+        )
+        return _answer(stored_reply, request)
     try:
         reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS)
     except ReplyTimeout as exc:  # queued, or will be (RequestUnconfirmed: being republished)
@@ -99,10 +97,12 @@ async def create_reservation(
         span.set_attribute("reservation.outcome", "pending")
         return _pending(request)
     span.set_attribute("reservation.outcome", reply.outcome.value)
-    return _answer(reply)
+    return _answer(reply, request)
 
 
-def _answer(reply: CreditChecked) -> ReservationConfirmedBody | JSONResponse:
+def _answer(
+    reply: CreditChecked, request: ReservationRequested
+) -> ReservationConfirmedBody | JSONResponse:
     trace_id = current_trace_id()
     if reply.outcome is Outcome.CONFIRMED and reply.credits_left is not None:
         return ReservationConfirmedBody(
@@ -120,7 +120,9 @@ def _answer(reply: CreditChecked) -> ReservationConfirmedBody | JSONResponse:
             trace_id=trace_id,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=409)
-    detail = _NOT_FOUND.get(reply.outcome, "reservation failed")
+    detail = _NOT_FOUND.get(reply.outcome, "reservation failed").format(
+        username=request.username, item_id=request.item_id
+    )
     return JSONResponse(
         {
             "detail": detail,
