@@ -42,6 +42,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
+        max_overflow=0,
         pool_pre_ping=True,
         connect_args=connect_args,
         hide_parameters=True,
