@@ -77,9 +77,10 @@ class Publisher:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        # DEBUG: the handler's own line tells the story; the trace shows every publish.
         if handled.reply is not None and reply_to is not None:
-            log.info("replied", message_id=handled.reply.message_id)
+            log.debug("replied", message_id=handled.reply.message_id)
         for event in handled.events:
-            log.info(
+            log.debug(
                 "published", routing_key=event.to.routing_key, message_id=event.message.message_id
             )
