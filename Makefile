@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-reliability test-static lint format migrate run-api run-worker run-fulfilment demo bench bench-quick clean
+.PHONY: install test test-reliability test-static lint format migrate run-api run-worker run-fulfilment demo bench bench-quick bench-publish clean
 
 install: $(STAMP)
 
@@ -54,14 +54,22 @@ demo: $(STAMP)
 run-fulfilment: $(STAMP)
 	$(BIN)/python -m workers.fulfilment
 
-# End-to-end benchmark: bare aio-pika baseline vs the system untraced and traced, in one run
-# (bench/results/latest.{json,png}). Needs the local RabbitMQ (rabbitmqctl, for a private vhost);
-# uses wrk when installed.
+# End-to-end benchmark: the system and its lean twin, untraced and traced, beside the bare
+# aio-pika loop, in one run. Results go to bench/results/local/<db>.{json,png} (git-ignored);
+# `make bench-publish` copies them to the committed bench/results/. BENCH_ARGS adds options,
+# e.g. `make bench BENCH_ARGS="--db postgres"`. Needs the local RabbitMQ (rabbitmqctl, for a
+# private vhost); uses wrk when installed.
+BENCH_ARGS ?=
+PUBLISH_ARGS ?=
+
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+bench-publish: $(STAMP)
+	$(BIN)/python -m bench.publish $(PUBLISH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -5,6 +5,7 @@ request/reply client) is built when the app starts and closed when it stops, nev
 ``uvicorn api.app:create_app --factory`` or ``python -m api`` runs it.
 """
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,7 @@ from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
+HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
 
 
@@ -35,9 +37,14 @@ log = structlog.get_logger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
     telemetry = setup_telemetry(SERVICE_NAME)
-    # No per-message ASGI "http receive"/"http send" spans: noise in every trace.
+    # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
+    # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=telemetry.provider, exclude_spans=["receive", "send"]
+        app,
+        tracer_provider=telemetry.provider,
+        meter_provider=telemetry.meter_provider,
+        exclude_spans=["receive", "send"],
+        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
     )
     # The edge filter must see trace headers before the instrumentation extracts them.
     app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]

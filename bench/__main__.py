@@ -1,11 +1,12 @@
-"""``python -m bench``: the end-to-end benchmark against a bare aio-pika baseline, in one run.
+"""``python -m bench``: the system against its lean twin and a bare aio-pika loop, in one run.
 
     python -m bench                 # levels 1, 8, 32, 64; 10 s each; + OTLP-unreachable
-    python -m bench --quick         # concurrency 32 only, 4 s each (under 2 minutes)
-    python -m bench --db postgres   # PostgreSQL, a throwaway schema
+    python -m bench --quick         # levels 1 and 32, 4 s each
+    python -m bench --db postgres   # PostgreSQL, a throwaway schema (system and twin alike)
     python -m bench --source-root /tmp/wt   # measure another checkout of the services
 
-Markdown on stdout, progress on stderr, results in bench/results/latest.json and .png.
+Markdown on stdout, progress on stderr, results in bench/results/local/<db>.json and .png
+(git-ignored); ``python -m bench.publish`` copies them to the committed bench/results/.
 """
 
 import argparse
@@ -30,19 +31,21 @@ from rich.progress import (
 from bench import plan as plans
 from bench import plot, report, scenarios, wrk
 from bench.meta import meta
+from bench.publish import LOCAL
 from devtools.addresses import DEFAULT_AMQP_URL, DEFAULT_POSTGRES_URL
 from devtools.vhosts import local_rabbitmqctl, private_vhost, vhost_of
 
 BENCH_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 # A scenario during which the broker dropped its connections is run again this many times.
 RETRIES = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="concurrency 32 only, short windows")
-    p.add_argument("--levels", help="comma-separated concurrency levels (default 1,8,32,64)")
+    p.add_argument("--quick", action="store_true", help="levels 1 and 32 only, short windows")
+    p.add_argument(
+        "--levels", help="comma-separated concurrency levels (default 1,8,32,64; 1 and 32 always)"
+    )
     p.add_argument("--duration", type=float, help="measured seconds per level (10; quick 4)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per level (2; quick 1)")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -69,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=BENCH_ROOT,
         help="checkout whose api/ workers/ messaging/ store/ run as the services",
     )
-    p.add_argument("--output", type=Path, default=RESULTS, help="where latest.json/.png go")
-    p.add_argument("--name", default="latest", help="file name stem of the results")
+    p.add_argument("--output", type=Path, default=LOCAL, help="where <name>.json/.png go")
+    p.add_argument("--name", help="file name stem of the results (default: the --db)")
     p.add_argument("--keep-logs", type=Path, help="copy every process log here")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -78,14 +81,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_plan(args: argparse.Namespace) -> plans.Plan:
     levels = [int(x) for x in args.levels.split(",")] if args.levels else None
-    levels = levels or ([32] if args.quick else [1, 8, 32, 64])
+    levels = levels or ([1, 32] if args.quick else [1, 8, 32, 64])
+    levels = sorted({*levels, *plans.REQUIRED_LEVELS})
     unreachable = (not args.quick) if args.unreachable is None else args.unreachable
     names = (
         args.scenarios.split(",")
         if args.scenarios
         else [
             plans.BASELINE,
+            plans.TWIN_UNTRACED,
             plans.UNTRACED,
+            plans.TWIN_TRACED,
             plans.TRACED,
             *([plans.UNREACHABLE] if unreachable else []),
         ]
@@ -120,9 +126,10 @@ async def run(args: argparse.Namespace, plan: plans.Plan, vhost: str | None) -> 
     results = await measure(plan)
     info["wall_s"] = round(time.monotonic() - began, 1)
     data = report.build(results, info)
-    report.write_json(data, args.output / f"{args.name}.json")
+    name = args.name or plan.db
+    report.write_json(data, args.output / f"{name}.json")
     if not args.no_plot:
-        plot.plot(data, args.output / f"{args.name}.png")
+        plot.plot(data, args.output / f"{name}.png")
     return data
 
 
@@ -159,9 +166,9 @@ async def measure(plan: plans.Plan) -> list[plans.LevelResult]:
             results.extend(level_results)
             for r in level_results:
                 progress.console.print(
-                    f"{name:>18} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
+                    f"{name:>25} @ {r.concurrency:>2}: {r.load.throughput:8.1f} req/s  "
                     f"p99 {r.load.p99_ms:7.2f} ms  errors {r.load.errors}"
-                    + (f"  spans {r.spans}" if r.spans else "")
+                    + report.spans_note(r.spans)
                 )
         say("done")
     return results

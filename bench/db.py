@@ -56,7 +56,7 @@ class Database:
                     return {}
         import asyncpg  # type: ignore[import-untyped]  # only with --db postgres
 
-        conn = await asyncpg.connect(_asyncpg_dsn(self.url))
+        conn = await asyncpg.connect(asyncpg_dsn(self.url))
         try:
             rows = await conn.fetch(query.replace("reservations", f"{self.schema}.reservations"))
         except asyncpg.UndefinedTableError:
@@ -84,14 +84,14 @@ class Database:
             return
         import asyncpg
 
-        conn = await asyncpg.connect(_asyncpg_dsn(self.url))
+        conn = await asyncpg.connect(asyncpg_dsn(self.url))
         try:
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
         finally:
             await conn.close()
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
@@ -102,7 +102,7 @@ async def create(kind: str, directory: Path, postgres_url: str) -> Database:
     import asyncpg
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(_asyncpg_dsn(postgres_url))
+    conn = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
     finally:

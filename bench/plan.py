@@ -9,10 +9,23 @@ from typing import Any
 from devtools.load_stats import LoadResult
 
 BASELINE = "baseline"
-UNTRACED = "untraced"
-TRACED = "traced"
-UNREACHABLE = "traced-unreachable"
-SCENARIOS = (BASELINE, UNTRACED, TRACED, UNREACHABLE)
+UNTRACED = "system-untraced"
+TRACED = "system-traced"
+UNREACHABLE = "system-traced-unreachable"
+TWIN_UNTRACED = "twin-untraced"
+TWIN_TRACED = "twin-traced"
+SCENARIOS = (BASELINE, UNTRACED, TRACED, UNREACHABLE, TWIN_UNTRACED, TWIN_TRACED)
+# What each scenario runs under HTTP load: the system (api/, workers/) or the lean twin
+# (bench/twin), and how it traces: "off", "on" (to the span-counting receiver) or "unreachable".
+TARGETS = {
+    UNTRACED: ("system", "off"),
+    TRACED: ("system", "on"),
+    UNREACHABLE: ("system", "unreachable"),
+    TWIN_UNTRACED: ("twin", "off"),
+    TWIN_TRACED: ("twin", "on"),
+}
+# Every run measures these levels: the summary compares 32 connections with 1.
+REQUIRED_LEVELS = (1, 32)
 
 WORK_QUEUES = ("credit-check", "fulfilment")
 QUEUE_FULL_LOG = "Queue full, dropping"  # BatchSpanProcessor (deduplicated per 20 s)
@@ -60,6 +73,7 @@ class LevelResult:
     cpu_s: dict[str, float]  # CPU seconds per process role over the measured window
     spans: dict[str, Any] | None = None
     reservations: dict[str, int] = field(default_factory=dict)
+    audit: dict[str, Any] | None = None  # bench.audit.Audit: the scenario so far, after the level
     disrupted: int = 0  # broker-disconnect log lines seen during the level
 
     def cpu_s_per_request(self) -> dict[str, float]:
@@ -74,6 +88,7 @@ class LevelResult:
             "cpu_s_per_request": self.cpu_s_per_request(),
             "spans": self.spans,
             "reservations": self.reservations,
+            "audit": self.audit,
             "broker_disrupted": self.disrupted,
         }
 

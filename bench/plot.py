@@ -1,4 +1,5 @@
-"""bench/results/latest.png: throughput and p99 latency against concurrency, per scenario."""
+"""<db>.png beside the JSON: throughput and p99 latency against concurrency, per scenario
+(the twin's rows dashed)."""
 
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, (tput_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, levels in report["scenarios"].items():
         xs = sorted(int(c) for c in levels)
-        tput_ax.plot(xs, [levels[str(c)]["throughput_rps"] for c in xs], marker="o", label=name)
-        p99_ax.plot(xs, [levels[str(c)]["p99_ms"] for c in xs], marker="o", label=name)
+        style = "--" if name.startswith("twin") else "-"
+        for ax, key in ((tput_ax, "throughput_rps"), (p99_ax, "p99_ms")):
+            ax.plot(xs, [levels[str(c)][key] for c in xs], style, marker="o", label=name)
+    p99_ax.axhline(100, color="grey", linestyle=":", linewidth=1, label="100 ms target")
     meta = report["meta"]
     for ax, title, unit in (
         (tput_ax, "Throughput", "requests / s"),
@@ -27,7 +30,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend()
     p99_ax.set_yscale("log")
-    p99_ax.axhline(30, color="grey", linestyle=":", linewidth=1, label="30 ms target")
     fig.suptitle(
         f"{meta.get('mode')} run, {meta.get('db')}, {meta.get('loadgen')}, "
         f"{meta.get('cpus')} CPUs, {meta.get('started_at', '')[:16]}",

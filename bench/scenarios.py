@@ -1,16 +1,17 @@
 """The scenarios, each run at every concurrency level of the plan.
 
 - ``baseline``: bare aio-pika request/reply (bench.baseline), no HTTP, no DB, no tracing.
-- ``untraced``: the real API + credit-check worker (+ fulfilment worker) + database, driven
-  over HTTP, with ``OTEL_SDK_DISABLED=true``.
-- ``traced``: the same with the SDK on, 100% sampling (``parentbased_always_on``; the load
-  sends no ``traceparent``, so every request is a sampled root), exporting OTLP/gRPC to a
+- ``system-untraced``: the real API + credit-check worker (+ fulfilment worker) + database,
+  driven over HTTP, with ``OTEL_SDK_DISABLED=true``.
+- ``system-traced``: the same with the SDK on, 100% sampling (``parentbased_always_on``; the
+  load sends no ``traceparent``, so every request is a sampled root), exporting OTLP/gRPC to a
   receiver process (bench.receiver) that counts what it accepts.
-- ``traced-unreachable``: the same, exporting to a closed port.
+- ``system-traced-unreachable``: the same, exporting to a closed port.
+- ``twin-untraced`` and ``twin-traced``: the lean twin (bench/twin) in place of the system.
 
 Per level: warm-up, then a measured window with the CPU time of every process read at its
-edges; then the queues drain and, when traced, the benchmark waits for the spans and checks
-expected (spans per request × reservations recorded) against received.
+edges; then the queues drain, the database is audited and, when traced, the benchmark waits
+for the spans and checks expected (spans per request × reservations recorded) against received.
 """
 
 import asyncio

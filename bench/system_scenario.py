@@ -1,9 +1,10 @@
-"""The system scenarios: the real API and workers with a fresh database, untraced, traced to a
-receiver that counts spans, or traced to a closed port.
+"""The HTTP scenarios: the system or its lean twin (``bench.targets``) with a fresh database,
+untraced, traced to a receiver that counts spans, or (the system) traced to a closed port.
 
 Per level: a measured window with the CPU time of every process read at its edges; then the
-queues drain and, when traced, the benchmark waits for the spans and checks expected (spans
-per request × reservations recorded) against received.
+queues drain, the database is audited (credits conserved, every confirmation fulfilled) and,
+when traced, the benchmark waits for the spans and checks expected (spans per request ×
+reservations recorded) against received.
 """
 
 from collections.abc import Callable
@@ -11,50 +12,38 @@ from pathlib import Path
 from typing import Any
 
 from bench import broker, db, protocol, services
+from bench.audit import settled_audit
 from bench.http_load import http_load
 from bench.plan import (
     DISRUPTION_MARKERS,
     EXPORT_FAILED_LOG,
     QUEUE_FULL_LOG,
-    TRACED,
-    TRACING_OFF,
-    UNREACHABLE,
+    TARGETS,
     WORK_QUEUES,
     LevelResult,
     Plan,
     Say,
-    tracing_on,
 )
 from bench.procstats import CpuMeter, find_broker_pid
 from bench.receiver import ReceiverClient
 from bench.span_counts import calibrate, wait_for_spans
-from devtools.addresses import free_port
+from bench.targets import start_target
 
 
 async def run_system(
     plan: Plan, name: str, workdir: Path, say: Say, done: Callable[[], None]
 ) -> list[LevelResult]:
+    target, mode = TARGETS[name]
     database = await db.create(plan.db, workdir, plan.postgres_url)
     receiver: ReceiverClient | None = None
     system: services.RunningSystem | None = None
     try:
-        if name == TRACED:
+        if mode == "on":
             say(f"{name}: starting the OTLP receiver")
             receiver = await start_receiver(plan, workdir)
-            tracing = tracing_on(receiver.endpoint)
-        elif name == UNREACHABLE:
-            tracing = tracing_on(f"http://127.0.0.1:{free_port()}")  # nothing listens
-        else:
-            tracing = TRACING_OFF
-        env = services.service_env(
-            plan.source_root,
-            plan.amqp_url,
-            tracing,
-            {**database.env(), "SEED_FILE": str(db.write_seed(workdir))},
-        )
-        await db.migrate(plan.source_root, env, workdir)
-        say(f"{name}: starting the services")
-        system = await services.start_system(plan.source_root, plan.amqp_url, env, workdir)
+        say(f"{name}: starting the {target}")
+        endpoint = receiver.endpoint if receiver is not None else None
+        system = await start_target(plan, target, mode, endpoint, database, workdir)
         spans_per_request = None
         if receiver is not None:
             say(f"{name}: calibrating spans per request")
@@ -99,8 +88,9 @@ async def _level(
     drained = await broker.wait_drained(plan.amqp_url, WORK_QUEUES, within=60)
     outcomes = await database.settled_outcomes()
     recorded = sum(outcomes.values()) - before
+    audit = await settled_audit(database)
     spans: dict[str, Any] | None = None
-    if name in (TRACED, UNREACHABLE):
+    if TARGETS[name][1] != "off":
         spans = {
             "queue_full_logged": system.count_since(offsets, QUEUE_FULL_LOG),
             "export_failures_logged": system.count_since(offsets, EXPORT_FAILED_LOG),
@@ -122,6 +112,7 @@ async def _level(
         cpu,
         spans,
         {"recorded": recorded, "queues_drained": int(drained), **outcomes},
+        audit=audit.to_dict(),
         disrupted=sum(system.count_since(offsets, m) for m in DISRUPTION_MARKERS),
     )
 

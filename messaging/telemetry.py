@@ -1,30 +1,41 @@
-"""Tracer provider setup, done once per process from a composition root.
+"""Tracer, logger and meter providers, set up once per process from a composition root.
 
 Call :func:`setup_telemetry` from the FastAPI lifespan or a worker's ``main()``, never at import:
-a process can set its global tracer provider only once, and ``BatchSpanProcessor`` starts a
-thread that does not survive a fork.
+a process can set its global tracer provider only once, and the batch processors start threads
+that do not survive a fork. It also attaches the OTLP log handler (:mod:`messaging.otel_logs`)
+to the root logger, so call it after :func:`messaging.logs.configure_logging`.
 
 Only the standard OpenTelemetry variables are read:
 
 - ``OTEL_SERVICE_NAME`` (else the service's default name);
-- ``OTEL_TRACES_EXPORTER``: ``otlp`` (default), ``console`` or ``none``;
-- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (gRPC), read by the
-  exporter itself;
+- ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``, the endpoints and protocols: see
+  :mod:`messaging.exporters`;
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, read by the SDK's default sampler
   (``parentbased_always_on`` unless set, so a worker follows the API's decision);
-- ``OTEL_BSP_*`` (batch processor) and ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``;
-- ``OTEL_SDK_DISABLED=true`` turns tracing off entirely (no provider, no instrumentation).
+- ``OTEL_BSP_*``, ``OTEL_BLRP_*`` (batch processors), ``OTEL_METRIC_EXPORT_INTERVAL`` and
+  ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``;
+- ``OTEL_SEMCONV_STABILITY_OPT_IN``, which defaults here to ``http,database``: the contrib
+  instrumentations then write the stable HTTP and database conventions;
+- ``OTEL_SDK_DISABLED=true`` turns all three signals off (no providers, no instrumentation).
 """
 
+import logging
 import os
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
 from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
@@ -32,49 +43,68 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 
+from messaging.exporters import (
+    TelemetryConfigError,
+    log_exporters,
+    metric_exporters,
+    span_exporters,
+)
 from messaging.instrumentation import SemconvTracerProvider
+from messaging.otel_logs import OtelLogHandler
+
+__all__ = ["Telemetry", "TelemetryConfigError", "service_version", "setup_telemetry"]
 
 log = structlog.get_logger(__name__)
 
-# Seconds shutdown waits for the last spans to be exported.
+# Seconds shutdown waits, in all, for the last spans, log records and metrics to be exported.
 SHUTDOWN_TIMEOUT = 3.0
 # Bound attribute values (an oversized header copied into an attribute must not bloat spans).
 DEFAULT_ATTRIBUTE_LENGTH_LIMIT = 1024
-
-
-class TelemetryConfigError(ValueError):
-    """An OTEL_* variable holds a value this project does not support."""
+# Stable HTTP and database conventions, unless the user chose otherwise.
+SEMCONV_OPT_IN = "http,database"
 
 
 @dataclass
 class Telemetry:
-    """The process's tracing handle, owned by its composition root."""
+    """The process's telemetry handle, owned by its composition root.
+
+    ``provider`` traces, ``meter_provider`` feeds :class:`messaging.metrics.MessagingMetrics`
+    and the FastAPI instrumentation, ``logger_provider`` receives every log line.
+    """
 
     service_name: str
     provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider = field(default_factory=metrics.NoOpMeterProvider)
+    logger_provider: LoggerProvider = field(default_factory=NoOpLoggerProvider)
+    log_handler: logging.Handler | None = None
 
     def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
-        """Flush queued spans, stop the exporter and remove the aio-pika patches; call once,
-        on the way out. Bounded: with the tracing backend down or hanging, the exporter would
-        retry for its whole timeout, so after ``within`` seconds the spans still queued are
-        dropped and the process goes on exiting."""
-        if not isinstance(self.provider, TracerProvider):
-            return
-        uninstrument_aio_pika()
-        flushing = threading.Thread(
-            target=self.provider.shutdown, name="otel-shutdown", daemon=True
-        )
-        flushing.start()
-        flushing.join(within)
-        if flushing.is_alive():
-            log.warning("tracing backend unreachable: unexported spans dropped", within=within)
+        """Flush what is queued, stop the exporters and remove the aio-pika patches and the
+        log handler; call once, on the way out. Bounded: with a backend down or hanging, an
+        exporter would retry for its whole timeout, so after ``within`` seconds (for all three
+        signals together) whatever is still queued is dropped and the process goes on exiting."""
+        if self.log_handler is not None:
+            logging.getLogger().removeHandler(self.log_handler)
+        if isinstance(self.provider, TracerProvider):
+            uninstrument_aio_pika()
+        stops: list[Callable[[], object]] = [
+            p.shutdown
+            for p in (self.provider, self.meter_provider, self.logger_provider)
+            if isinstance(p, TracerProvider | SdkMeterProvider | SdkLoggerProvider)
+        ]
+        threads = [
+            threading.Thread(target=stop, name="otel-shutdown", daemon=True) for stop in stops
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + within
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            log.warning("telemetry backend unreachable: unexported data dropped", within=within)
 
 
 def service_version() -> str:
@@ -85,11 +115,13 @@ def service_version() -> str:
 
 
 def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Telemetry:
-    """Build the tracer provider and instrument aio-pika with it.
+    """Build the three providers, instrument aio-pika and send log records over OTLP.
 
     The FastAPI and SQLAlchemy instrumentations are per app and per engine; their owners call
-    them with ``telemetry.provider``.
+    them with ``telemetry.provider`` (and ``telemetry.meter_provider``).
     """
+    # Read once per process by the contrib instrumentations: set before any of them runs.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", SEMCONV_OPT_IN)
     service_name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry(service_name, NoOpTracerProvider())
@@ -107,12 +139,23 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
         )
     )
     provider = TracerProvider(resource=resource, span_limits=limits)
-    for exporter in _exporters():
+    for exporter in span_exporters():
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Telemetry.shutdown stops these two, bounded; no unbounded atexit flush after it.
+    meter_provider = SdkMeterProvider(
+        resource=resource,
+        metric_readers=[PeriodicExportingMetricReader(e) for e in metric_exporters()],
+        shutdown_on_exit=False,
+    )
+    logger_provider = SdkLoggerProvider(resource=resource, shutdown_on_exit=False)
+    for log_exporter in log_exporters():
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    handler = OtelLogHandler(logger_provider)
+    logging.getLogger().addHandler(handler)
     if set_global:
         trace.set_tracer_provider(provider)
     instrument_aio_pika(provider)
-    return Telemetry(service_name, provider)
+    return Telemetry(service_name, provider, meter_provider, logger_provider, handler)
 
 
 def instrument_aio_pika(provider: trace.TracerProvider) -> None:
@@ -125,24 +168,6 @@ def uninstrument_aio_pika() -> None:
     instrumentor = AioPikaInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-
-
-def _exporters() -> list[SpanExporter]:
-    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
-    exporters: list[SpanExporter] = []
-    for name in (n.strip() for n in names.split(",")):
-        if name == "otlp":
-            # Imported lazily: gRPC is heavy and useless when tracing goes to the console.
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            exporters.append(OTLPSpanExporter())
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name != "none":
-            raise TelemetryConfigError(
-                f"OTEL_TRACES_EXPORTER={names!r}: use 'otlp', 'console' or 'none'"
-            )
-    return exporters
 
 
 def _int_env(name: str, default: int) -> int:

@@ -10,7 +10,6 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.trace import TracerProvider
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from store.revisions import FIX, schema_problem
 from store.settings import StoreSettings
+from store.tracing import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
@@ -87,7 +87,7 @@ async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) 
     """Engine ready for use: instrumented (one span per statement), on a migrated schema.
     Services never create tables: a database that is not migrated raises SchemaNotReady."""
     engine = create_engine(settings)
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=tracer_provider)
+    instrument_engine(engine, tracer_provider)
     try:
         await _require_ready(engine, settings)
     except BaseException:

@@ -5,7 +5,8 @@ acks and direct reply-to, the same topology, the same transaction (conditional d
 the idempotent insert), the reply, the ``reservation.confirmed`` event and the fulfilment
 write, on raw drivers (sqlite3 behind one thread hop per transaction, asyncpg), one log line
 per message; traced with the same OpenTelemetry packages, or not at all. It is the anchor the
-bench measures the system against. ``python -m bench.twin.measure`` measures it on its own.
+bench measures the system against: ``python -m bench`` runs it as the ``twin-untraced`` and
+``twin-traced`` scenarios (``bench.targets`` starts it).
 """
 
 from bench.twin.launch import TRACED, UNTRACED, VARIANTS, TwinProcess, launch

@@ -1,13 +1,16 @@
 """The twin's broker side: the system's topology, confirm channels, and settling a delivery.
 
 Queues, exchanges and their arguments come from ``messaging.topology`` (one source of truth;
-a private vhost keeps the twin apart from the system). Every channel has publisher confirms;
+a private vhost keeps the twin apart from the system), and messages are built by
+``messaging.envelope``, the project's one place for that. Every channel has publisher confirms;
 work queues are consumed with manual acks. A message that cannot be parsed is dead-lettered
 with its reason; a failing one is requeued, and dead-lettered on its ``MAX_ATTEMPTS``-th try.
 """
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import (
@@ -19,12 +22,15 @@ from aio_pika.abc import (
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from bench.twin import contracts
 from messaging import topology
+from messaging.envelope import envelope
 
 CONTENT_TYPE = "application/json"
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 0.2
 log = logging.getLogger("bench.twin")
+T = TypeVar("T")
 
 
 async def open_channel(
@@ -37,25 +43,47 @@ async def open_channel(
     return connection, channel, await topology.declare(channel)
 
 
-def persistent(body: bytes, message_id: str, **properties: str) -> aio_pika.Message:
-    return aio_pika.Message(
+def persistent(
+    body: bytes,
+    message_id: str,
+    *,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    message_type: str | None = None,
+) -> aio_pika.Message:
+    return envelope(
         body,
+        persistent=True,
         content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
-        headers={},
-        **properties,  # type: ignore[arg-type]
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        message_type=message_type,
     )
 
 
 def reply(body: bytes, message_id: str, correlation_id: str | None) -> aio_pika.Message:
-    return aio_pika.Message(
+    return envelope(
         body,
+        persistent=False,
         content_type=CONTENT_TYPE,
         message_id=message_id,
         correlation_id=correlation_id,
-        headers={},
     )
+
+
+async def parsed(
+    dlx: AbstractExchange, message: AbstractIncomingMessage, parse: Callable[[bytes], T]
+) -> T | None:
+    """The body parsed, or None once a poison message is dead-lettered with its reason."""
+    try:
+        if message.content_type != CONTENT_TYPE:
+            raise contracts.Invalid(f"content type {message.content_type!r}")
+        return parse(message.body)
+    except contracts.Invalid as exc:
+        log.warning("poison message dead-lettered: %s", exc)
+        await dead_letter(dlx, message, f"invalid: {exc}")
+        return None
 
 
 async def dead_letter(dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str) -> None:
@@ -63,12 +91,12 @@ async def dead_letter(dlx: AbstractExchange, message: AbstractIncomingMessage, r
     headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
     headers[topology.DEAD_LETTER_REASON] = reason[:256]
     await dlx.publish(
-        aio_pika.Message(
+        envelope(
             message.body,
-            headers=headers,
+            persistent=True,
             content_type=message.content_type,
             message_id=message.message_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
         ),
         message.routing_key or "",
         mandatory=True,

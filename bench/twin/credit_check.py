@@ -34,14 +34,10 @@ def make_handler(
 
     async def handle(message: AbstractIncomingMessage) -> None:
         """Handle one ``reservation.requested`` delivery."""
-        try:
-            if message.content_type != amqp.CONTENT_TYPE:
-                raise contracts.Invalid(f"content type {message.content_type!r}")
-            rid, username, item_id = contracts.parse_requested(message.body)
-        except contracts.Invalid as exc:
-            log.warning("poison message dead-lettered: %s", exc)
-            await amqp.dead_letter(dlx, message, f"invalid: {exc}")
+        request = await amqp.parsed(dlx, message, contracts.parse_requested)
+        if request is None:
             return
+        rid, username, item_id = request
         try:
             with tracing.span("reserve credits", db_attributes, SpanKind.CLIENT):
                 decision = await ledger.reserve(rid, username, item_id)

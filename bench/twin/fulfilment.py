@@ -29,13 +29,8 @@ def make_handler(
 
     async def handle(message: AbstractIncomingMessage) -> None:
         """Handle one ``reservation.confirmed`` delivery."""
-        try:
-            if message.content_type != amqp.CONTENT_TYPE:
-                raise contracts.Invalid(f"content type {message.content_type!r}")
-            rid = contracts.parse_confirmed(message.body)
-        except contracts.Invalid as exc:
-            log.warning("poison message dead-lettered: %s", exc)
-            await amqp.dead_letter(dlx, message, f"invalid: {exc}")
+        rid = await amqp.parsed(dlx, message, contracts.parse_confirmed)
+        if rid is None:
             return
         try:
             with tracing.span("prepare download", db_attributes, SpanKind.CLIENT):

@@ -4,12 +4,14 @@
 with its ``python -m`` arguments, its environment, its working directory and how to tell it
 is ready (a consumer on its queue, or ``GET /readyz`` answering 200). The twin reads the
 same variables as the system, so ``db_env`` is what ``bench.db.Database.env()`` gives.
+``bench.targets`` runs them with the bench's own process handling.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.plan import TRACING_OFF, tracing_on
 from messaging import topology
 
 UNTRACED = "untraced"
@@ -30,15 +32,12 @@ class TwinProcess:
 
 
 def tracing_env(variant: str, otlp_endpoint: str | None) -> dict[str, str]:
+    """The same tracing settings the bench gives the system."""
     if variant == UNTRACED:
-        return {"OTEL_SDK_DISABLED": "true"}
+        return dict(TRACING_OFF)
     if variant != TRACED or otlp_endpoint is None:
         raise ValueError(f"variant {variant!r}: 'untraced', or 'traced' with an OTLP endpoint")
-    return {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
-        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-    }
+    return tracing_on(otlp_endpoint)
 
 
 def launch(

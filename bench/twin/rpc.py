@@ -46,7 +46,7 @@ class Rpc:
             reservation_id,
             correlation_id=correlation_id,
             reply_to=DIRECT_REPLY_TO,
-            type=RESERVATION_REQUESTED,
+            message_type=RESERVATION_REQUESTED,
         )
         try:
             try:

@@ -249,7 +249,7 @@ def test_passwords_never_leak(
     assert f"{amqp_account.user}:***@" in process_logs["api"]
     assert all("Reconnecting" in process_logs[name] for name in logs), "no reconnect logged"
     assert "reply dropped" in process_logs["api-impatient"]  # the 202s' late replies
-    db_spans = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    db_spans = [s for s in spans if s.attributes.get("db.system.name") == "postgresql"]
     messaging_spans = [s for s in spans if s.attributes.get("messaging.system") == "rabbitmq"]
     assert db_spans and messaging_spans
     lines = sum(len(log.splitlines()) for log in process_logs.values())

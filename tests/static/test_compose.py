@@ -5,6 +5,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -16,6 +17,7 @@ from tests.static import (
     compose_variables,
     environment,
     interpolate,
+    load_yaml,
     services,
 )
 
@@ -32,6 +34,8 @@ WORKERS = ("credit-check-worker", "fulfilment-worker")
 #   binaries, pg_isready among them, on PATH);
 # - grafana/tempo: grafana/tempo cmd/tempo/Dockerfile at v3.0.3, distroless/static with the
 #   /tempo binary only: no shell, no wget, no curl, so nothing;
+# - grafana/loki: grafana/loki cmd/loki/Dockerfile at v3.7.6, FROM gcr.io/distroless/static with
+#   /usr/bin/loki only, so nothing;
 # - prom/prometheus: prometheus/prometheus Dockerfile at v3.13.2, FROM quay.io/prometheus/busybox;
 # - grafana/grafana: Alpine-based final stage of grafana/grafana's Dockerfile (BusyBox wget and
 #   sh; curl has been proposed for removal, grafana/grafana PR #122982, so it is not listed);
@@ -40,6 +44,7 @@ IMAGE_TOOLS: dict[str, set[str]] = {
     "rabbitmq": {"sh", "bash", "rabbitmq-diagnostics", "rabbitmqctl", "rabbitmq-plugins"},
     "postgres": {"sh", "bash", "pg_isready", "psql"},
     "grafana/tempo": set(),
+    "grafana/loki": set(),
     "prom/prometheus": {"sh", "wget", "promtool"},
     "grafana/grafana": {"sh", "bash", "wget"},
     "async-trace-reservations": {"sh", "python"},
@@ -54,6 +59,13 @@ STANDARD_OTEL = {
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_METRIC_EXPORT_INTERVAL",
 }
 
 
@@ -111,6 +123,7 @@ def test_the_stack_has_every_service_of_the_issue() -> None:
         "rabbitmq",
         "postgres",
         "tempo",
+        "loki",
         "prometheus",
         "grafana",
         "migrate",
@@ -233,11 +246,35 @@ def test_apps_start_once_broker_and_database_are_healthy() -> None:
         assert depends_on["postgres"]["condition"] == "service_healthy", name
 
 
-def test_nothing_waits_for_tempo_to_be_healthy() -> None:
+def test_nothing_waits_for_tempo_or_loki_to_be_healthy() -> None:
     for name, service in services().items():
-        condition = (service.get("depends_on") or {}).get("tempo")
-        if isinstance(condition, dict):
-            assert condition["condition"] != "service_healthy", name
+        for backend in ("tempo", "loki"):
+            condition = (service.get("depends_on") or {}).get(backend)
+            if isinstance(condition, dict):
+                assert condition["condition"] != "service_healthy", name
+
+
+def test_loki_has_no_healthcheck_and_grafana_starts_after_it() -> None:
+    assert IMAGE_TOOLS[_repository(services()["loki"]["image"])] == set()
+    assert "healthcheck" not in services()["loki"]
+    assert services()["grafana"]["depends_on"]["loki"]["condition"] == "service_started"
+
+
+def test_apps_send_logs_to_loki_and_metrics_to_prometheus_over_otlp_http() -> None:
+    loki_port = load_yaml("loki/loki.yaml")["server"]["http_listen_port"]
+    for name in APPS:
+        env = environment(services()[name])
+        assert (env["OTEL_LOGS_EXPORTER"], env["OTEL_METRICS_EXPORTER"]) == ("otlp", "otlp")
+        logs = urlsplit(env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"])
+        assert (logs.hostname, logs.port, logs.path) == ("loki", loki_port, "/otlp/v1/logs")
+        metrics = urlsplit(env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"])
+        assert (metrics.hostname, metrics.port) == ("prometheus", 9090)
+        assert metrics.path == "/api/v1/otlp/v1/metrics"
+        # Loki and Prometheus accept OTLP over HTTP only; the exporters default to gRPC here.
+        assert env["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"] == "http/protobuf"
+        assert env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] == "http/protobuf"
+        assert int(env["OTEL_METRIC_EXPORT_INTERVAL"]) > 0
+    assert "--web.enable-otlp-receiver" in services()["prometheus"]["command"]
 
 
 def test_workers_can_scale() -> None:

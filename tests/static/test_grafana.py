@@ -6,7 +6,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
+from messaging.metrics import MessagingMetrics, attributes
 from tests.static import environment, load_json, load_yaml, mount_target, services
 
 pytestmark = pytest.mark.static
@@ -71,7 +74,12 @@ def test_prometheus_exemplars_open_traces_in_tempo() -> None:
 
 def test_data_source_urls_reach_the_compose_services() -> None:
     tempo_port = load_yaml("tempo/tempo.yaml")["server"]["http_listen_port"]
-    expected = {"tempo": ("tempo", tempo_port), "prometheus": ("prometheus", 9090)}
+    loki_port = load_yaml("loki/loki.yaml")["server"]["http_listen_port"]
+    expected = {
+        "tempo": ("tempo", tempo_port),
+        "prometheus": ("prometheus", 9090),
+        "loki": ("loki", loki_port),
+    }
     for uid, source in _datasources().items():
         url = urlsplit(source["url"])
         assert (url.hostname, url.port) == expected[uid]
@@ -146,3 +154,86 @@ def test_dashboard_lists_recent_and_failed_traces_with_traceql() -> None:
     assert any("status = error" in query for query in queries)
     tables = [panel for panel in _panels() if panel.get("datasource", {}).get("type") == "tempo"]
     assert tables and all(panel["type"] == "table" for panel in tables)
+
+
+def test_loki_lines_open_their_trace_in_tempo() -> None:
+    sources = _datasources()
+    (field,) = sources["loki"]["jsonData"]["derivedFields"]
+    assert sources[field["datasourceUid"]]["type"] == "tempo"
+    # Loki's OTLP ingestion keeps the record's trace id as structured metadata "trace_id";
+    # matcherType "label" reads it there instead of searching the line's text.
+    assert (field["matcherType"], field["matcherRegex"]) == ("label", "trace_id")
+    assert field["url"] == "$${__value.raw}"  # "$$" is a literal "$" in provisioning files
+
+
+def test_tempo_spans_open_their_logs_in_loki_by_service_and_trace() -> None:
+    sources = _datasources()
+    link = sources["tempo"]["jsonData"]["tracesToLogsV2"]
+    assert sources[link["datasourceUid"]]["type"] == "loki"
+    # The span's service.name maps to the one label Loki indexes (loki/loki.yaml).
+    otlp = load_yaml("loki/loki.yaml")["limits_config"]["otlp_config"]["resource_attributes"]
+    (indexed,) = [
+        e["attributes"] for e in otlp["attributes_config"] if e["action"] == "index_label"
+    ]
+    assert link["tags"] == [{"key": attr, "value": attr.replace(".", "_")} for attr in indexed]
+    assert link["customQuery"] is True
+    assert link["query"] == '{$${__tags}} | trace_id="$${__trace.traceId}"'
+
+
+def test_logs_panel_shows_the_selected_services() -> None:
+    panels = [panel for panel in _panels() if panel["type"] == "logs"]
+    assert panels and all(panel["datasource"]["uid"] == "loki" for panel in panels)
+    expressions = [target["expr"] for target in _targets("loki")]
+    assert expressions == ['{service_name=~"$service"}']
+    # Loki refuses a selector that matches the empty string: "All" must not be ".*".
+    (service,) = [v for v in _dashboard()["templating"]["list"] if v["name"] == "service"]
+    assert service["allValue"] == ".+"
+
+
+def _prometheus_names() -> tuple[set[str], set[str]]:
+    """The series names and labels Prometheus makes of the apps' OTLP metrics
+    (UnderscoreEscapingWithSuffixes, prometheus/prometheus.yml)."""
+    reader = InMemoryMetricReader()
+    instruments = MessagingMetrics(MeterProvider(metric_readers=[reader]))
+    metric_attributes = attributes("publish", "send", "d", error_type="E", server_address="h")
+    metric_attributes |= {"server.port": 5672}
+    instruments.sent(0.1, metric_attributes)
+    instruments.processed(0.1, metric_attributes)
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    described = [(m.name, m.unit, isinstance(m.data, Sum)) for m in metrics]
+    described.append(("http.server.request.duration", "s", False))
+    names = set()
+    for name, unit, counter in described:
+        base = name.replace(".", "_") + ("_seconds" if unit == "s" else "")
+        names |= (
+            {base + "_total"} if counter else {f"{base}_{s}" for s in ("bucket", "sum", "count")}
+        )
+    labels = {key.replace(".", "_") for key in metric_attributes} | {"job", "instance", "le"}
+    labels |= {"http_route", "http_request_method", "http_response_status_code", "url_scheme"}
+    return names, labels
+
+
+def test_metric_panels_read_the_apps_otlp_metrics_by_their_prometheus_names() -> None:
+    names, labels = _prometheus_names()
+    expressions = " ".join(target["expr"] for target in _targets("prometheus"))
+    # A series name is followed by its selector or range; labels and values are not.
+    used = set(re.findall(r"\b((?:messaging|http_server)_\w+)\s*[{\[]", expressions))
+    assert used <= names, used - names
+    for metric in (
+        "messaging_client_operation_duration_seconds_bucket",
+        "messaging_process_duration_seconds_bucket",
+        "messaging_client_sent_messages_total",
+        "messaging_client_consumed_messages_total",
+        "http_server_request_duration_seconds_bucket",
+    ):
+        assert metric in used, metric
+    for target in _targets("prometheus"):
+        if not re.search(r"\b(?:messaging|http_server)_\w+\s*[{\[]", target["expr"]):
+            continue
+        assert 'job=~"$service"' in target["expr"], target["expr"]  # job is service.name
+        grouped = re.findall(r"by \(([^)]*)\)", target["expr"])
+        selected = re.findall(r"(\w+)\s*(?:=~|!=|!~|=)", target["expr"])
+        used_labels = {label.strip() for group in grouped for label in group.split(",")}
+        assert used_labels | set(selected) <= labels, (used_labels | set(selected)) - labels

@@ -1,7 +1,8 @@
-"""What the database says after a run: nothing charged twice, nothing lost, all fulfilled.
+"""What the database says after a level: nothing charged twice, nothing lost, all fulfilled.
 
+The system and the twin share the table layout (``store.tables``), so one audit serves both.
 Conservation: the credits taken from the users equal the sum of the confirmed reservations'
-prices, and every confirmed reservation has its download token.
+prices; fulfilment: every confirmed reservation has its download token.
 """
 
 import sqlite3
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import db
+from devtools.waiting import poll_async
 
 _TOTALS = (
     "SELECT (SELECT count(*) FROM users), (SELECT sum(credits) FROM users), "
@@ -50,8 +52,9 @@ async def audit(database: db.Database) -> Audit:
     else:
         import asyncpg  # type: ignore[import-untyped]
 
-        dsn = database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        conn = await asyncpg.connect(dsn, server_settings={"search_path": database.schema or ""})
+        conn = await asyncpg.connect(
+            db.asyncpg_dsn(database.url), server_settings={"search_path": database.schema or ""}
+        )
         try:
             row = await conn.fetchrow(_TOTALS)
         finally:
@@ -63,4 +66,12 @@ async def audit(database: db.Database) -> Audit:
         deducted=int(users) * db.CREDITS - int(credits or 0),
         charged=int(charged),
         fulfilled=int(fulfilled),
+    )
+
+
+async def settled_audit(database: db.Database, within: float = 30) -> Audit:
+    """The audit once every confirmed reservation is fulfilled (the fulfilment worker trails
+    the replies), or after ``within`` seconds."""
+    return await poll_async(
+        lambda: audit(database), until=lambda a: a.all_fulfilled, within=within, every=0.5
     )

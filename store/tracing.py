@@ -1,0 +1,192 @@
+"""Database spans named and attributed by the stable semantic conventions.
+
+With ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` (the default, see :mod:`messaging.telemetry`)
+the contrib SQLAlchemy instrumentation 0.66b1 writes ``db.system.name``, ``db.namespace`` and
+``db.query.text``, but still names a span ``{first SQL word} {database}`` and copies that name
+into ``db.operation.name``. For SQLite the "database" is the file path, so spans were called
+``BEGIN .data/reservations.db`` and Tempo's service graph drew a node per path.
+
+We hand the instrumentor a tracer provider whose spans fix this as the instrumentation writes
+them: the name becomes ``{db.operation.name} {target}`` (the table the statement acts on, else
+the namespace: ``UPDATE users``, ``BEGIN reservations``), ``db.operation.name`` is the SQL keyword
+alone, ``db.collection.name`` is set when the statement names exactly one table (as the
+conventions ask), and a SQLite namespace is the file's stem, not its path.
+"""
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import Attributes, AttributeValue
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Keys of the old conventions, dropped if an instrumentation still writes one.
+_LEGACY = {"db.system", "db.name", "db.statement", "db.operation", "db.user"}
+_LEGACY |= {"net.peer.name", "net.peer.port", "net.transport"}
+_COMMENTS = re.compile(r"^\s*(?:--[^\n]*\n|/\*.*?\*/|\s)*", re.DOTALL)
+_TABLES = re.compile(
+    r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE(?:\s+IF\s+NOT\s+EXISTS)?)\s+([\w.\"`]+)", re.I
+)
+
+
+def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:
+    """One CLIENT span per statement, by the stable database conventions."""
+    database = engine.url.database
+    namespace = Path(database).stem if engine.dialect.name == "sqlite" and database else None
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine.sync_engine,
+        tracer_provider=DbSemconvTracerProvider(tracer_provider, namespace),
+    )
+
+
+def parse(statement: str) -> tuple[str, str | None, str | None]:
+    """The SQL keyword, the table it acts on (outside any subquery) and, when the statement
+    names exactly one table, that table as the collection. No parser: a keyword scan."""
+    text = _COMMENTS.sub("", statement, count=1)
+    words = text.split(maxsplit=1)
+    operation = words[0].upper() if words else ""
+    target = None
+    tables = set()
+    for match in _TABLES.finditer(text):
+        name = match.group(1).strip('"`')
+        if name.upper() == "SET":  # "... DO UPDATE SET" (an upsert) is no table
+            continue
+        tables.add(name)
+        before = text[: match.start()]
+        if target is None and before.count("(") == before.count(")"):
+            target = name
+    return operation, target, (tables.pop() if len(tables) == 1 else None)
+
+
+class DbSemconvTracerProvider(TracerProvider):
+    """Wraps a real provider; give it only to the SQLAlchemy instrumentor."""
+
+    def __init__(self, delegate: TracerProvider, namespace: str | None) -> None:
+        self._delegate = delegate
+        self._namespace = namespace
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return _DbTracer(self._delegate.get_tracer(*args, **kwargs), self._namespace)
+
+
+class _DbTracer(Tracer):
+    def __init__(self, delegate: Tracer, namespace: str | None) -> None:
+        self._delegate = delegate
+        self._namespace = namespace
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        # Until the statement is known: the keyword alone, never the database path.
+        first = name.split(maxsplit=1)[0] if name.strip() else name
+        span = self._delegate.start_span(
+            first, context, kind, None, links, start_time, record_exception, set_status_on_exception
+        )
+        wrapped = _DbSpan(span, self._namespace)
+        wrapped.set_attributes(attributes or {})
+        return wrapped
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[Span]:
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception,
+        )  # fmt: skip
+        with trace.use_span(span, end_on_exit, record_exception, set_status_on_exception) as s:
+            yield s
+
+
+class _DbSpan(Span):
+    """A span that rewrites the attributes the instrumentation sets, as it sets them."""
+
+    def __init__(self, delegate: Span, namespace: str | None) -> None:
+        self._delegate = delegate
+        self._namespace_override = namespace
+        self._namespace = namespace
+        self._operation: str | None = None
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        if key in _LEGACY:
+            return
+        if key == "db.namespace":
+            self._namespace = self._namespace_override or str(value)
+            value = self._namespace
+        elif key == "db.operation.name":
+            if self._operation is not None:
+                return  # already set from the statement
+            value = str(value).split(maxsplit=1)[0] if str(value).strip() else value
+        elif key == "db.query.text":
+            self._from_statement(str(value))
+        self._delegate.set_attribute(key, value)
+
+    def _from_statement(self, statement: str) -> None:
+        operation, table, collection = parse(statement)
+        if not operation:
+            return
+        self._operation = operation
+        self._delegate.set_attribute("db.operation.name", operation)
+        if collection:
+            self._delegate.set_attribute("db.collection.name", collection)
+        target = table or self._namespace
+        self._delegate.update_name(f"{operation} {target}" if target else operation)
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def end(self, end_time: int | None = None) -> None:
+        self._delegate.end(end_time)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._delegate.get_span_context()
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        self._delegate.add_event(name, attributes, timestamp)
+
+    def add_link(self, context: trace.SpanContext, attributes: Attributes = None) -> None:
+        self._delegate.add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self._delegate.update_name(name)
+
+    def is_recording(self) -> bool:
+        return self._delegate.is_recording()
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self._delegate.set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self._delegate.record_exception(exception, attributes, timestamp, escaped)
