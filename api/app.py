@@ -39,13 +39,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     telemetry = setup_telemetry(SERVICE_NAME)
     # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
     # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=telemetry.provider,
-        meter_provider=telemetry.meter_provider,
-        exclude_spans=["receive", "send"],
-        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
-    )
+    if telemetry.enabled:
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=telemetry.provider,
+            meter_provider=telemetry.meter_provider,
+            exclude_spans=["receive", "send"],
+            excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
+        )
     # The edge filter must see trace headers before the instrumentation extracts them.
     app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]
         app.build_middleware_stack, app.state.settings.incoming_trace
@@ -69,7 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if connection is not None:
             await connection.close()
         await engine.dispose()
-        FastAPIInstrumentor.uninstrument_app(app)
+        if telemetry.enabled:
+            FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()
 
 

@@ -36,7 +36,10 @@ _TABLES = re.compile(
 
 
 def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:
-    """One CLIENT span per statement, by the stable database conventions."""
+    """One CLIENT span per statement, by the stable database conventions. Nothing at all with
+    tracing off: even unrecorded, the hooks cost CPU on every statement."""
+    if isinstance(tracer_provider, trace.NoOpTracerProvider):
+        return
     database = engine.url.database
     namespace = Path(database).stem if engine.dialect.name == "sqlite" and database else None
     SQLAlchemyInstrumentor().instrument(
@@ -91,6 +94,8 @@ class _DbTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> Span:
+        if name == "connect":  # a pool checkout: no span, the statements tell the story
+            return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
         # Until the statement is known: the keyword alone, never the database path.
         first = name.split(maxsplit=1)[0] if name.strip() else name
         span = self._delegate.start_span(
