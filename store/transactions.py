@@ -7,9 +7,9 @@ once, as a plain function of a synchronous SQLAlchemy ``Connection`` (same state
 ``BEGIN IMMEDIATE``), and run:
 
 - on SQLite, by a synchronous twin of the engine (pysqlite, same file, same pragmas) on a
-  thread, in one hop. Writes share one thread per process, which also queues them: one
-  transaction at a time holds the file's write lock, the others wait their turn instead of
-  napping in SQLite's busy handler;
+  thread, in one hop. Writes share one thread per store (a service has one), which queues
+  them: one transaction at a time holds the file's write lock, the others wait their turn
+  instead of napping in SQLite's busy handler;
 - on PostgreSQL, by the asyncpg engine through ``AsyncConnection.run_sync``, without a thread.
 
 The hop copies the caller's context, so the statement spans stay children of the current span.
