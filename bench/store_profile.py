@@ -27,6 +27,7 @@ from opentelemetry.trace import NoOpTracerProvider
 from pydantic import SecretStr
 
 from devtools.addresses import DEFAULT_POSTGRES_URL
+from messaging.db_spans import instrument_engine
 from store.engine import open_engine
 from store.migrate import migrate
 from store.repository import SqlStore
@@ -73,7 +74,8 @@ async def profile(args: argparse.Namespace) -> dict[str, float]:
     if args.traced:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    engine = await open_engine(settings, provider)
+    engine = await open_engine(settings)
+    instrument_engine(engine, provider)
     try:
         store = SqlStore(engine)
         ids = [uuid.uuid4() for _ in range(args.count)]

@@ -7,8 +7,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from messaging.db_spans import _DbTracer, instrument_engine
+from messaging.span_rewriting import RewritingTracerProvider
 from messaging.telemetry import setup_telemetry
-from store.tracing import DbSemconvTracerProvider, instrument_engine
 
 
 def test_tracing_off_instruments_no_engine() -> None:
@@ -27,7 +28,8 @@ def test_a_pool_checkout_makes_no_span_and_keeps_the_parent() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    db_tracer = DbSemconvTracerProvider(provider, "reservations").get_tracer("test")
+    db_spans = RewritingTracerProvider(provider, lambda tracer: _DbTracer(tracer, "reservations"))
+    db_tracer = db_spans.get_tracer("test")
     with provider.get_tracer("test").start_as_current_span("process") as parent:
         with db_tracer.start_as_current_span("connect") as checkout:
             assert not checkout.is_recording()

@@ -1,0 +1,88 @@
+"""`reservations collector` (the embedded collector alone, for services run by hand) and
+`reservations reset` (start from scratch), as real processes."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from devtools.processes import Process
+from tests.cli.conftest import RESERVATIONS, cli_env
+
+pytestmark = pytest.mark.e2e
+
+
+def reservations(env: dict[str, str], cwd: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        [str(RESERVATIONS), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+
+
+def export_a_reservation(endpoint: str) -> str:
+    """What the API would send: a `POST /reservations` root span, then a `GET /users`."""
+    provider = TracerProvider(resource=Resource({"service.name": "reservations-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, insecure=True)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("POST /reservations", kind=SpanKind.SERVER) as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    with tracer.start_as_current_span("GET /users", kind=SpanKind.SERVER):
+        pass
+    provider.shutdown()
+    return trace_id
+
+
+def test_the_collector_alone_records_what_trace_last_shows(tmp_path: Path) -> None:
+    env = cli_env("amqp://unused/", tmp_path / ".data")
+    collector = Process.start(
+        "collector",
+        [str(RESERVATIONS), "collector"],
+        env,
+        log_path=tmp_path / "c.log",
+        cwd=tmp_path,
+    )
+    try:
+        collector.wait_for_log("Ctrl-C stops it", within=30)
+        endpoint = f"http://127.0.0.1:{env['RESERVATIONS_COLLECTOR_PORT']}"
+        assert f"collector on {endpoint} (OTLP/gRPC)" in collector.log()
+        trace_id = export_a_reservation(endpoint)
+
+        shown = reservations(env, tmp_path, "trace", "--last", "--wait", "2")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"trace {trace_id} · 1 spans")
+        assert "POST /reservations" in shown.stdout
+        assert shown.stderr.startswith("the last reservation, ")
+
+        refused = reservations(env, tmp_path, "reset")
+        assert refused.returncode == 1
+        assert "the system is running" in refused.stderr
+    finally:
+        assert collector.stop(within=10) == 0, collector.log()
+    assert "spans received" in collector.log()
+
+    stale = reservations(env, tmp_path, "trace", "--last", "--wait", "1")
+    assert stale.returncode == 0, stale.stderr
+    assert "no collector is recording there now" in stale.stderr
+
+
+def test_reset_removes_the_data_and_keeps_the_rest(tmp_path: Path) -> None:
+    data = tmp_path / ".data"
+    data.mkdir()
+    for name in ("reservations.db", "reservations.db-wal", "traces.jsonl"):
+        (data / name).write_text("x")
+    (data / "notes.txt").write_text("mine")
+    (tmp_path / ".venv").mkdir()
+    env = cli_env("amqp://unused/", data)
+
+    done = reservations(env, tmp_path, "reset")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]
+    assert (tmp_path / ".venv").is_dir()
+    assert "next `reservations run` starts from the seed data" in done.stdout
+
+    again = reservations(env, tmp_path, "reset")
+    assert again.returncode == 0 and f"{data} was clean" in again.stdout
