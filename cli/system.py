@@ -11,6 +11,7 @@ from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
 from cli.errors import CliError
+from cli.log_store import LogStore, compact_logs_file
 from cli.migration import migrate_database
 from cli.preflight import require_broker, require_free_port
 from cli.settings import COLLECTOR_HOST, CliSettings
@@ -114,8 +115,10 @@ def start_collector(settings: CliSettings) -> OtlpReceiver:
             f"http://localhost:{port}`; or choose another `--collector-port`.",
         )
     compact_traces_file(settings.data_dir, settings.collector_max_traces)
+    compact_logs_file(settings.data_dir, settings.collector_max_traces)
     store = SpanStore(settings.collector_max_traces, store_dir=settings.data_dir)
-    return OtlpReceiver(store, COLLECTOR_HOST, port).start()
+    logs = LogStore(settings.collector_max_traces, store_dir=settings.data_dir)
+    return OtlpReceiver(store, COLLECTOR_HOST, port, logs=logs).start()
 
 
 def wait_ready(system: LocalSystem) -> None:
