@@ -22,6 +22,7 @@ from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
 from messaging.connection import connect
 from messaging.logs import configure_logging
+from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
 from messaging.telemetry import service_version, setup_telemetry
 from store.engine import open_engine
@@ -57,7 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection = None
     try:
         connection = await connect(BrokerSettings())
-        broker = await Broker.open(connection)
+        metrics = MessagingMetrics(telemetry.meter_provider, service_version())
+        broker = await Broker.open(connection, metrics=metrics)
         rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
         app.state.store = SqlStore(engine)
