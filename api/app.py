@@ -21,6 +21,7 @@ from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
 from messaging.connection import connect
+from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
@@ -54,7 +55,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
-    engine = await open_engine(StoreSettings(), telemetry.provider)
+    engine = await open_engine(StoreSettings())
+    instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(BrokerSettings())

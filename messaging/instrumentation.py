@@ -15,84 +15,30 @@ What the instrumentor cannot see (the queue, the delivery tag, the body size) is
 :func:`publish` and :func:`consumer`, the only ways this project publishes and consumes.
 """
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractMessage
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import SpanKind, TracerProvider
 from opentelemetry.util.types import Attributes
 
 from messaging import semconv
 from messaging.metered import NO_METER, MessageMeter
 from messaging.semconv import destination
+from messaging.span_rewriting import RewritingTracer, RewritingTracerProvider
 
 
-class SemconvTracerProvider(TracerProvider):
+class _SemconvTracer(RewritingTracer):
+    def rewrite(self, name: str, kind: SpanKind, attributes: Attributes) -> tuple[str, Attributes]:
+        return semconv.upgrade(name, kind, attributes)
+
+
+class SemconvTracerProvider(RewritingTracerProvider):
     """Wraps a real provider; its tracers upgrade every span they start. Give it only to the
     aio-pika instrumentor."""
 
     def __init__(self, delegate: TracerProvider) -> None:
-        self._delegate = delegate
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
-        return _SemconvTracer(self._delegate.get_tracer(*args, **kwargs))
-
-
-class _SemconvTracer(Tracer):
-    def __init__(self, delegate: Tracer) -> None:
-        self._delegate = delegate
-
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span:
-        name, upgraded = semconv.upgrade(name, kind, attributes)
-        return self._delegate.start_span(
-            name,
-            context,
-            kind,
-            upgraded,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
-
-    @contextmanager
-    def start_as_current_span(  # type: ignore[override]
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[Span]:
-        span = self.start_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
-        with trace.use_span(span, end_on_exit, record_exception, set_status_on_exception) as s:
-            yield s
+        super().__init__(delegate, _SemconvTracer)
 
 
 async def publish(

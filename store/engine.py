@@ -10,7 +10,6 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.trace import TracerProvider
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -18,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from store.revisions import FIX, schema_problem
 from store.settings import StoreSettings
-from store.tracing import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
@@ -82,11 +80,11 @@ class SchemaNotReady(RuntimeError):
     """The database is reachable, but ``store.migrate`` has not brought it to this code's schema."""
 
 
-async def open_engine(settings: StoreSettings, tracer_provider: TracerProvider) -> AsyncEngine:
-    """Engine ready for use: instrumented (one span per statement), on a migrated schema.
-    Services never create tables: a database that is not migrated raises SchemaNotReady."""
+async def open_engine(settings: StoreSettings) -> AsyncEngine:
+    """Engine ready for use, on a migrated schema. Services never create tables: a database
+    that is not migrated raises SchemaNotReady. The composition root instruments it
+    (:func:`messaging.db_spans.instrument_engine`)."""
     engine = create_engine(settings)
-    instrument_engine(engine, tracer_provider)
     try:
         await _require_ready(engine, settings)
     except BaseException:

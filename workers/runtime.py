@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.broker import Broker, PublisherFactory
 from messaging.connection import BrokerUnreachable, connect
+from messaging.db_spans import instrument_engine
 from messaging.handlers import Handler, M
 from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
@@ -64,7 +65,8 @@ async def serve(
     configure_logging(worker.service_name)
     telemetry = setup_telemetry(worker.service_name)
     settings = BrokerSettings()
-    engine = await open_engine(StoreSettings(), telemetry.provider)
+    engine = await open_engine(StoreSettings())
+    instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(settings)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from opentelemetry.trace import NoOpTracerProvider
 from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
@@ -54,7 +53,7 @@ async def test_the_migrations_create_exactly_the_tables_the_code_describes(
 
 async def test_migrating_twice_changes_nothing(store_settings: StoreSettings) -> None:
     await migrate(store_settings)
-    engine = await open_engine(store_settings, NoOpTracerProvider())
+    engine = await open_engine(store_settings)
     try:
         assert await SqlStore(engine).get_credits("alice") == 100
     finally:
@@ -65,7 +64,7 @@ async def test_a_service_on_a_database_never_migrated_names_the_fix(
     empty_store_settings: StoreSettings,
 ) -> None:
     with pytest.raises(SchemaNotReady) as raised:
-        await open_engine(empty_store_settings, NoOpTracerProvider())
+        await open_engine(empty_store_settings)
     message = str(raised.value)
     assert "tables have not been created" in message and FIX in message, message
     assert "\n" not in message
@@ -88,7 +87,7 @@ async def test_a_service_on_a_missing_postgresql_schema_names_it_and_the_fix(
     missing_schema: StoreSettings,
 ) -> None:
     with pytest.raises(SchemaNotReady) as raised:
-        await open_engine(missing_schema, NoOpTracerProvider())
+        await open_engine(missing_schema)
     message = str(raised.value)
     assert f"schema '{missing_schema.database_schema}'" in message, message
     assert "does not exist" in message and FIX in message, message
@@ -96,7 +95,7 @@ async def test_a_service_on_a_missing_postgresql_schema_names_it_and_the_fix(
 
 async def test_migrate_creates_a_missing_postgresql_schema(missing_schema: StoreSettings) -> None:
     await migrate(missing_schema)
-    engine = await open_engine(missing_schema, NoOpTracerProvider())
+    engine = await open_engine(missing_schema)
     try:
         assert await SqlStore(engine).get_credits("alice") == 100
     finally:
@@ -145,7 +144,7 @@ async def test_a_service_on_an_older_revision_names_both_revisions(
     finally:
         await engine.dispose()
     with pytest.raises(SchemaNotReady) as raised:
-        await open_engine(store_settings, NoOpTracerProvider())
+        await open_engine(store_settings)
     message = str(raised.value)
     assert f"revision 'older', this code needs '{head_revision()}'" in message, message
     assert FIX in message, message

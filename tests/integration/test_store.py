@@ -5,7 +5,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from opentelemetry.trace import NoOpTracerProvider
 
 from domain.credits import MAX_CREDITS, CreditLimitExceeded
 from domain.reservations import Outcome
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def store(store_settings: StoreSettings) -> AsyncIterator[SqlStore]:
-    engine = await open_engine(store_settings, NoOpTracerProvider())
+    engine = await open_engine(store_settings)
     yield SqlStore(engine)
     await engine.dispose()
 
@@ -63,7 +62,7 @@ async def test_redelivery_returns_the_stored_answer_and_charges_once(store: SqlS
 
 async def test_concurrent_reservations_never_overspend(store_settings: StoreSettings) -> None:
     """Two engines (as two worker processes would have) race for one user's credits."""
-    engines = [await open_engine(store_settings, NoOpTracerProvider()) for _ in range(2)]
+    engines = [await open_engine(store_settings) for _ in range(2)]
     stores = [SqlStore(engine) for engine in engines]
     try:
         attempts = 30  # alice has 100 credits; book-1 costs 10
@@ -82,7 +81,7 @@ async def test_concurrent_reservations_never_overspend(store_settings: StoreSett
 async def test_same_reservation_delivered_to_two_workers_at_once(
     store_settings: StoreSettings,
 ) -> None:
-    engines = [await open_engine(store_settings, NoOpTracerProvider()) for _ in range(2)]
+    engines = [await open_engine(store_settings) for _ in range(2)]
     try:
         reservation_id = uuid.uuid4()
         results = await asyncio.gather(
@@ -97,11 +96,11 @@ async def test_same_reservation_delivered_to_two_workers_at_once(
 
 
 async def test_seeding_is_idempotent_and_keeps_balances(store_settings: StoreSettings) -> None:
-    engine = await open_engine(store_settings, NoOpTracerProvider())
+    engine = await open_engine(store_settings)
     await SqlStore(engine).reserve(uuid.uuid4(), "alice", "book-1")
     await engine.dispose()
     await migrate(store_settings)  # migrates and seeds again
-    engine = await open_engine(store_settings, NoOpTracerProvider())
+    engine = await open_engine(store_settings)
     try:
         assert await SqlStore(engine).get_credits("alice") == 90
     finally:

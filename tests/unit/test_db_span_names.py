@@ -2,7 +2,7 @@
 
 import pytest
 
-from store.tracing import parse
+from messaging.db_spans import parse
 
 
 @pytest.mark.parametrize(

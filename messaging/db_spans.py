@@ -14,17 +14,16 @@ conventions ask), and a SQLite namespace is the file's stem, not its path.
 """
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import Attributes, AttributeValue
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from messaging.span_rewriting import RewritingTracer, RewritingTracerProvider
 
 # Keys of the old conventions, dropped if an instrumentation still writes one.
 _LEGACY = {"db.system", "db.name", "db.statement", "db.operation", "db.user"}
@@ -41,7 +40,9 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> N
     namespace = Path(database).stem if engine.dialect.name == "sqlite" and database else None
     SQLAlchemyInstrumentor().instrument(
         engine=engine.sync_engine,
-        tracer_provider=DbSemconvTracerProvider(tracer_provider, namespace),
+        tracer_provider=RewritingTracerProvider(
+            tracer_provider, lambda tracer: _DbTracer(tracer, namespace)
+        ),
     )
 
 
@@ -64,61 +65,19 @@ def parse(statement: str) -> tuple[str, str | None, str | None]:
     return operation, target, (tables.pop() if len(tables) == 1 else None)
 
 
-class DbSemconvTracerProvider(TracerProvider):
-    """Wraps a real provider; give it only to the SQLAlchemy instrumentor."""
-
-    def __init__(self, delegate: TracerProvider, namespace: str | None) -> None:
-        self._delegate = delegate
-        self._namespace = namespace
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
-        return _DbTracer(self._delegate.get_tracer(*args, **kwargs), self._namespace)
-
-
-class _DbTracer(Tracer):
+class _DbTracer(RewritingTracer):
     def __init__(self, delegate: Tracer, namespace: str | None) -> None:
-        self._delegate = delegate
+        super().__init__(delegate)
         self._namespace = namespace
 
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span:
+    def rewrite(self, name: str, kind: SpanKind, attributes: Attributes) -> tuple[str, Attributes]:
         # Until the statement is known: the keyword alone, never the database path.
-        first = name.split(maxsplit=1)[0] if name.strip() else name
-        span = self._delegate.start_span(
-            first, context, kind, None, links, start_time, record_exception, set_status_on_exception
-        )
+        return (name.split(maxsplit=1)[0] if name.strip() else name), None
+
+    def wrap(self, span: Span, attributes: Attributes) -> Span:
         wrapped = _DbSpan(span, self._namespace)
         wrapped.set_attributes(attributes or {})
         return wrapped
-
-    @contextmanager
-    def start_as_current_span(  # type: ignore[override]
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[Span]:
-        span = self.start_span(
-            name, context, kind, attributes, links, start_time, record_exception,
-            set_status_on_exception,
-        )  # fmt: skip
-        with trace.use_span(span, end_on_exit, record_exception, set_status_on_exception) as s:
-            yield s
 
 
 class _DbSpan(Span):
