@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-reliability test-static lint format migrate run-api run-worker run-fulfilment demo bench bench-quick bench-publish clean
+.PHONY: install test test-reliability test-static lint format migrate run-api run-worker run-fulfilment run-collector demo reset bench bench-quick bench-publish clean
 
 install: $(STAMP)
 
@@ -53,6 +53,14 @@ demo: $(STAMP)
 
 run-fulfilment: $(STAMP)
 	$(BIN)/python -m workers.fulfilment
+
+# Only the embedded OTLP trace collector on 127.0.0.1:4317, for the services run by hand.
+run-collector: $(STAMP)
+	$(BIN)/reservations collector
+
+# Start from scratch: the SQLite database and the collected traces go, .venv stays.
+reset: $(STAMP)
+	$(BIN)/reservations reset
 
 # End-to-end benchmark: the system and its lean twin, untraced and traced, beside the bare
 # aio-pika loop, in one run. Results go to bench/results/local/<db>.{json,png} (git-ignored);

@@ -3,16 +3,14 @@
 import asyncio
 import sys
 
-import structlog
 import uvicorn
 
 from api.app import SERVICE_NAME
 from api.settings import ApiSettings
 from messaging.logs import configure_logging
+from messaging.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
 from store.settings import StoreSettings
-
-log = structlog.get_logger(__name__)
 
 
 def main() -> None:
@@ -23,7 +21,7 @@ def main() -> None:
     try:
         asyncio.run(check_ready(StoreSettings()))
     except (DatabaseUnreachable, SchemaNotReady) as exc:
-        log.error("cannot start", reason=str(exc))
+        report_startup_failure(exc)
         sys.exit(1)
     uvicorn.run(
         "api.app:create_app",

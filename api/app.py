@@ -20,24 +20,28 @@ from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
-from messaging.connection import connect
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
+from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
-from store.engine import open_engine
+from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 
 SERVICE_NAME = "reservations-api"
 HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
+# Reported in one line each (messaging/startup.py), not as a traceback.
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
+    quiet_lifespan_traceback(STARTUP_FAILURES)
     telemetry = setup_telemetry(SERVICE_NAME)
     # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
     # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
@@ -55,7 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
-    engine = await open_engine(StoreSettings())
+    try:
+        engine = await open_engine(StoreSettings())
+    except (DatabaseUnreachable, SchemaNotReady) as exc:
+        report_startup_failure(exc)
+        raise
     instrument_engine(engine, telemetry.provider)
     connection = None
     try:
@@ -69,6 +77,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("api ready")
         yield
         await rpc.close()
+    except (BrokerUnreachable, TopologyConflict) as exc:
+        report_startup_failure(exc)
+        raise
     finally:
         if connection is not None:
             await connection.close()

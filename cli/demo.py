@@ -4,7 +4,7 @@ reservation, and show the confirmed one's whole trace, fulfilment tail included.
 from rich.console import Console
 from rich.rule import Rule
 
-from cli.client import ApiClient
+from cli.demo_data import reset_demo_users
 from cli.errors import CliError
 from cli.reservations import reserve
 from cli.run import run
@@ -36,15 +36,15 @@ def demo(settings: CliSettings, console: Console, exit_after: bool) -> None:
 
 
 def send_reservations(settings: CliSettings, console: Console) -> str:
-    """One confirmed (topping the user up first if needed) and one rejected; returns the trace
-    id of the confirmed one."""
+    """One confirmed and one rejected, from the demo users' seed credits; returns the trace id
+    of the confirmed one."""
+    credits = reset_demo_users(settings, (CONFIRMED[0], REJECTED[0]))
+    console.print(
+        "[dim]the demo users start from their seed credits: "
+        + ", ".join(f"{user} {amount}" for user, amount in credits.items())
+        + "[/]"
+    )
     user, item = CONFIRMED
-    with ApiClient(settings.api_url) as api:
-        catalogue = api.catalogue()
-        price, credits = catalogue["items"][item], catalogue["users"][user]
-        if credits < price:
-            api.top_up(user, price - credits)
-            console.print(f"topped {user} up by {price - credits} credits, so {item} is confirmed")
     console.print(Rule(f"reserve {user} {item}"))
     trace_id = reserve(settings, user, item, console)
     user, item = REJECTED
@@ -63,7 +63,17 @@ def complete_trace(system: LocalSystem, settings: CliSettings, trace_id: str) ->
     def fetch() -> list[SpanRecord]:
         if system.supervisor.stop_requested.is_set():
             raise Interrupted
-        return store.trace(trace_id) if store is not None else tempo.fetch(trace_id)
+        if store is not None:
+            return store.trace(trace_id)
+        try:
+            return tempo.fetch(trace_id)
+        except CliError as error:  # its hint names `trace` options, which `demo` has not
+            raise CliError(
+                error.message,
+                hint=f"traces go to {system.otlp_endpoint}, so the demo reads them back from "
+                f"Tempo: start it (`docker compose up -d tempo`) or set TEMPO_URL; or `unset "
+                "OTEL_EXPORTER_OTLP_ENDPOINT` to use the embedded collector.",
+            ) from None
 
     def complete(spans: list[SpanRecord]) -> bool:
         ids = {s.span_id for s in spans}

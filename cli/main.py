@@ -11,10 +11,11 @@ from rich.console import Console
 
 from cli import reservations
 from cli.errors import reporting_errors
+from cli.last_reservation import last_reservation
 from cli.log_store import read_trace_logs
 from cli.settings import CliSettings
 from cli.tempo import TempoClient, normalize_trace_id
-from cli.trace_lookup import Source, find_trace, newest_trace_id
+from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
 
 app = typer.Typer(
@@ -71,6 +72,15 @@ def run(
 
 
 @app.command()
+def collector(data_dir: DataDir = None, collector_port: CollectorPort = None) -> None:
+    """Only the embedded trace collector, for services run by hand, until Ctrl-C."""
+    from cli import embedded_collector
+
+    with reporting_errors(err):
+        embedded_collector.serve(settings(data_dir, None, collector_port), console)
+
+
+@app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Create or upgrade the database's tables and seed it (`run` and `demo` do this first)."""
     from cli.migration import migrate_database
@@ -106,7 +116,7 @@ def reserve(user: str, item: str) -> None:
 def trace(
     trace_id: Annotated[str | None, typer.Argument(help="32 hex characters")] = None,
     last: Annotated[
-        bool, typer.Option("--last", help="The newest trace in the collector.")
+        bool, typer.Option("--last", help="The newest reservation's trace in the collector.")
     ] = False,
     source: Annotated[Source, typer.Option(help="Where to read the trace.")] = Source.auto,
     attrs: Annotated[bool, typer.Option("--attrs", help="Show span attributes.")] = False,
@@ -121,7 +131,9 @@ def trace(
     with reporting_errors(err):
         cfg = settings(data_dir)
         if last:
-            trace_id, source = newest_trace_id(cfg.data_dir), Source.collector
+            found = last_reservation(cfg.data_dir)
+            err.print(found.note, style="yellow" if found.stale else "dim", highlight=False)
+            trace_id, source = found.trace_id, Source.collector
         elif trace_id is None:
             raise typer.BadParameter("give a TRACE_ID or --last")
         trace_id = normalize_trace_id(trace_id)
@@ -161,3 +173,24 @@ def top_up(user: str, amount: Annotated[int, typer.Argument(min=1)]) -> None:
     """Add AMOUNT credits to USER."""
     with reporting_errors(err):
         reservations.top_up(settings(), user, amount, console)
+
+
+@app.command()
+def peek(
+    user: Annotated[str, typer.Argument()] = "carol",
+    item: Annotated[str, typer.Argument()] = "book-1",
+) -> None:
+    """Reserve once and show the reservation.requested message as it sat on the wire."""
+    from cli import peek as peek_flow
+
+    with reporting_errors(err):
+        peek_flow.peek(settings(), user, item, console)
+
+
+@app.command()
+def reset(data_dir: DataDir = None) -> None:
+    """Start from scratch: remove the SQLite database and the traces (keeps .venv)."""
+    from cli import reset as reset_flow
+
+    with reporting_errors(err):
+        reset_flow.reset(settings(data_dir), console)

@@ -5,6 +5,7 @@ import httpx
 
 from cli.errors import CliError
 from devtools.addresses import connection_error, port_is_free
+from messaging.connection import COMPOSE_AMQP_URL
 
 
 def require_broker(amqp_url: str) -> None:
@@ -17,7 +18,9 @@ def require_broker(amqp_url: str) -> None:
         raise CliError(
             f"RabbitMQ is not reachable at {host}:{port} ({error.strerror or error}).",
             hint="start it: `rabbitmq-server -detached` (Debian/Ubuntu: `apt-get install "
-            "rabbitmq-server`), or `docker compose up -d rabbitmq`; or point AMQP_URL at one.",
+            "rabbitmq-server`), or `docker compose up -d rabbitmq` and then "
+            f"`export AMQP_URL={COMPOSE_AMQP_URL}` (its own user and vhost); or point AMQP_URL "
+            "at a running broker.",
         )
 
 

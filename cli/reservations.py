@@ -8,6 +8,15 @@ from cli.errors import CliError
 from cli.settings import CliSettings
 from cli.tempo import grafana_explore_url
 
+
+class NotConfirmed(CliError):
+    """The API answered, but not with a confirmation (nor a pending one)."""
+
+    def __init__(self, message: str, trace_id: str) -> None:
+        super().__init__(message)
+        self.trace_id = trace_id
+
+
 OUTCOME_STYLES = {
     "confirmed": "bold green",
     "pending": "bold yellow",
@@ -35,7 +44,7 @@ def reserve(settings: CliSettings, username: str, item_id: str, console: Console
         console.print(f"  poll          {settings.api_url}{response.headers.get('location', '')}")
     print_trace_links(settings, trace_id, console)
     if response.status_code not in (201, 202):
-        raise CliError(f"reservation not confirmed: {describe_error(body)}")
+        raise NotConfirmed(f"reservation not confirmed: {describe_error(body)}", trace_id)
     return trace_id
 
 

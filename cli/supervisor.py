@@ -2,9 +2,12 @@
 
 Children run in their own session, so a Ctrl-C in the terminal reaches only this process; it
 then stops them in order (the API first, so in-flight requests still get their replies), each
-with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once.
+with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once. SIGTERM and
+SIGHUP (the terminal closed) stop them the same way; if this process is killed outright, the
+kernel kills them (:mod:`devtools.parent_death`), so no child outlives it.
 """
 
+import re
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -15,6 +18,10 @@ from rich.console import Console
 from rich.text import Text
 
 from devtools.processes import Process
+from messaging.startup import PREFIX, TROUBLESHOOTING
+
+# A service's own one-line start-up failure (messaging/startup.py), without the log decoration.
+FAILURE = re.compile(rf"{re.escape(PREFIX)}(.*?)\s*\(see {re.escape(TROUBLESHOOTING)}\)")
 
 
 @dataclass
@@ -24,10 +31,19 @@ class Child:
     ready_marker: str | None
     ready: threading.Event = field(default_factory=threading.Event)
     pump: threading.Thread | None = None
+    failure: str | None = None  # the line in which it said why it cannot start
 
     @property
     def name(self) -> str:
         return self.process.name
+
+    def why_it_died(self) -> str:
+        """``name`` and its own reason, or its exit code when it gave none."""
+        if self.pump is not None:
+            self.pump.join(timeout=2)  # its last lines may still be in the pipe
+        if self.failure:
+            return f"{self.name} cannot start: {self.failure}"
+        return f"{self.name} exited (exit code {self.process.returncode})"
 
 
 class Supervisor:
@@ -42,15 +58,15 @@ class Supervisor:
         self._width = 0
 
     def install_signal_handlers(self) -> None:
-        """SIGINT and SIGTERM ask for a clean stop; a second one asks to hurry."""
+        """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second one asks to hurry."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             if self.stop_requested.is_set():
                 self._hurry.set()
             self.stop_requested.set()
 
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handle)
 
     def start(
         self,
@@ -75,6 +91,8 @@ class Supervisor:
             line = raw.decode(errors="replace").rstrip()
             if child.ready_marker and child.ready_marker in line:
                 child.ready.set()
+            if child.failure is None and (failed := FAILURE.search(line)):
+                child.failure = failed[1]
             self.say(Text.assemble((f"{child.name:<{self._width}} │ ", child.color), line))
 
     def say(self, text: Text | str) -> None:

@@ -3,20 +3,19 @@ traces going to an embedded collector (the default) or to an OTLP endpoint the u
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import httpx
 from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
+from cli.embedded_collector import embedded_collector
 from cli.errors import CliError
-from cli.log_store import LogStore, compact_logs_file
 from cli.migration import migrate_database
 from cli.preflight import require_broker, require_free_port
-from cli.settings import COLLECTOR_HOST, CliSettings
+from cli.settings import CliSettings
 from cli.supervisor import Supervisor
-from cli.trace_files import compact_traces_file
 from devtools.processes import CLEAN_EXIT_CODES, python_module
 from devtools.waiting import eventually
 
@@ -76,50 +75,48 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
         "another `reservations run` or `make run-api` may be running; or set API_URL.",
     )
     migrate_database(settings, console)
-    receiver = None
-    if settings.otel_exporter_otlp_endpoint:
-        endpoint = settings.otel_exporter_otlp_endpoint
-        console.print(f"traces → [bold]{endpoint}[/] (no embedded collector)")
-    else:
-        receiver = start_collector(settings)
-        endpoint = receiver.endpoint
-        console.print(
-            f"traces → embedded collector on [bold]{endpoint}[/], "
-            f"kept in [bold]{settings.data_dir / 'traces.jsonl'}[/]"
-        )
-    supervisor = Supervisor(console)
-    supervisor.install_signal_handlers()
-    system = LocalSystem(supervisor, settings.api_url, endpoint, receiver)
-    try:
-        env = children_env(settings, endpoint)
-        for name, module, color, marker in CHILDREN:
-            supervisor.start(name, python_module(module), env, color, marker)
-        wait_ready(system)
-        yield system
-    finally:
-        codes = supervisor.stop()
-        if receiver is not None:
-            receiver.stop()
-        unclean = {n: c for n, c in codes.items() if c not in CLEAN_EXIT_CODES}
-        if unclean and not supervisor.stop_requested.is_set():
-            console.print(f"[yellow]exit codes:[/] {unclean}")
+    with ExitStack() as stack:
+        receiver = None
+        if settings.otel_exporter_otlp_endpoint:
+            endpoint = settings.otel_exporter_otlp_endpoint
+            console.print(external_endpoint_line(settings), highlight=False, soft_wrap=True)
+        else:
+            receiver = stack.enter_context(embedded_collector(settings))
+            endpoint = receiver.endpoint
+            console.print(
+                f"traces → embedded collector on [bold]{endpoint}[/], "
+                f"kept in [bold]{settings.data_dir / 'traces.jsonl'}[/]"
+            )
+        supervisor = Supervisor(console)
+        supervisor.install_signal_handlers()
+        system = LocalSystem(supervisor, settings.api_url, endpoint, receiver)
+        try:
+            env = children_env(settings, endpoint)
+            for name, module, color, marker in CHILDREN:
+                supervisor.start(name, python_module(module), env, color, marker)
+            wait_ready(system)
+            yield system
+        finally:
+            codes = supervisor.stop()
+            unclean = {n: c for n, c in codes.items() if c not in CLEAN_EXIT_CODES}
+            if unclean and not supervisor.stop_requested.is_set():
+                console.print(f"[yellow]exit codes:[/] {unclean}")
 
 
-def start_collector(settings: CliSettings) -> OtlpReceiver:
-    port = settings.collector_port
-    if port:
-        require_free_port(
-            COLLECTOR_HOST,
-            port,
-            "the embedded trace collector",
-            "Tempo (docker compose) may be listening there: then pass `--otlp-endpoint "
-            f"http://localhost:{port}`; or choose another `--collector-port`.",
+def external_endpoint_line(settings: CliSettings) -> str:
+    """One line on where traces go when they do not go to the embedded collector, and why."""
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") == endpoint:
+        return (
+            f"traces → [bold]{endpoint}[/], because OTEL_EXPORTER_OTLP_ENDPOINT is set in your "
+            "environment: no embedded collector starts, and traces are read back from Tempo "
+            f"at {settings.tempo_url} (TEMPO_URL). `unset OTEL_EXPORTER_OTLP_ENDPOINT` to use "
+            "the embedded collector."
         )
-    compact_traces_file(settings.data_dir, settings.collector_max_traces)
-    compact_logs_file(settings.data_dir, settings.collector_max_traces)
-    store = SpanStore(settings.collector_max_traces, store_dir=settings.data_dir)
-    logs = LogStore(settings.collector_max_traces, store_dir=settings.data_dir)
-    return OtlpReceiver(store, COLLECTOR_HOST, port, logs=logs).start()
+    return (
+        f"traces → [bold]{endpoint}[/] (--otlp-endpoint): no embedded collector starts, and "
+        f"traces are read back from Tempo at {settings.tempo_url} (TEMPO_URL)."
+    )
 
 
 def wait_ready(system: LocalSystem) -> None:
@@ -140,8 +137,8 @@ def _check_ready(system: LocalSystem) -> None:
         raise Interrupted
     if (dead := supervisor.died()) is not None:
         raise CliError(
-            f"{dead.name} exited while starting (exit code {dead.process.returncode}).",
-            hint="its last log lines are above.",
+            dead.why_it_died(),
+            hint="README.md, Troubleshooting" if dead.failure else "its last log lines are above.",
         )
     waiting = [c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()]
     assert not waiting, f"waiting for {waiting}"

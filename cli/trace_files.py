@@ -2,7 +2,10 @@
 ``reservations trace`` from another process while ``reservations run`` appends to it."""
 
 import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 from cli.spans import SpanRecord
 
@@ -53,3 +56,45 @@ def compact_traces_file(store_dir: Path, max_traces: int) -> None:
             for span in spans:
                 out.write(json.dumps(span.to_dict()) + "\n")
     tmp.replace(path)
+
+
+RUN_FILE = "collector.json"
+RESERVATION_ROOT = "POST /reservations"
+
+
+def mark_collector_started(store_dir: Path, endpoint: str) -> None:
+    """Note that a collector of this process records into ``store_dir`` from now on, so
+    ``trace --last`` can tell this run's traces from an earlier run's."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    run = {"pid": os.getpid(), "started_ns": time.time_ns(), "endpoint": endpoint}
+    (store_dir / RUN_FILE).write_text(json.dumps(run), encoding="utf-8")
+
+
+def mark_collector_stopped(store_dir: Path) -> None:
+    (store_dir / RUN_FILE).unlink(missing_ok=True)
+
+
+def running_collector(store_dir: Path) -> dict[str, Any] | None:
+    """The collector recording into ``store_dir`` now (``pid``, ``started_ns``, ``endpoint``),
+    or None when none is (a mark left by a killed process does not count)."""
+    try:
+        run: dict[str, Any] = json.loads((store_dir / RUN_FILE).read_text(encoding="utf-8"))
+        os.kill(int(run["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run
+
+
+def latest_reservation(store_dir: Path) -> tuple[str, int] | None:
+    """The trace id and start (ns) of the newest reservation in ``store_dir``: the newest
+    trace whose root span is ``POST /reservations`` (not a ``GET /users``)."""
+    starts: dict[str, int] = {}
+    for trace_id, spans in read_traces_file(store_dir).items():
+        ids = {span.span_id for span in spans}
+        roots = [s for s in spans if s.parent_span_id not in ids]
+        if any(root.name == RESERVATION_ROOT for root in roots):
+            starts[trace_id] = min(span.start_ns for span in spans)
+    if not starts:
+        return None
+    newest = max(starts, key=lambda t: starts[t])
+    return newest, starts[newest]

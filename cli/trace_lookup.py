@@ -11,7 +11,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 from cli.errors import CliError
 from cli.spans import SpanRecord
 from cli.tempo import TempoClient
-from cli.trace_files import TRACES_FILE, latest_trace_id, read_trace
+from cli.trace_files import TRACES_FILE, read_trace
 
 Fetch = Callable[[], list[SpanRecord]]
 # A trace whose newest span ended this long ago gets no more spans: no need to watch it settle.
@@ -93,13 +93,3 @@ def find_trace(
             "recorded by another collector or a sampled-out request is not there.",
         )
     return spans
-
-
-def newest_trace_id(data_dir: Path) -> str:
-    trace_id = latest_trace_id(data_dir)
-    if trace_id is None:
-        raise CliError(
-            f"the embedded collector has no traces in {data_dir / TRACES_FILE}.",
-            hint="start `reservations run` and send `reservations reserve alice book-1`.",
-        )
-    return trace_id

@@ -16,6 +16,7 @@ from typing import IO
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, stop_when_event_set, wait_fixed
 
+from devtools.parent_death import dying_with_parent
 from devtools.waiting import Retried, eventually
 
 # uvicorn re-raises SIGTERM after its graceful shutdown: -SIGTERM is a clean exit too.
@@ -53,11 +54,12 @@ class Process:
     ) -> "Process":
         """Start ``args``. With ``log_path``, stderr (and stdout unless ``pipe_stdout``) go to
         that file; without, stdout and stderr go to one pipe. ``own_session`` keeps a Ctrl-C in
-        the terminal away from the child."""
+        the terminal away from the child. The child is killed if this process dies without
+        stopping it (:mod:`devtools.parent_death`)."""
         log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
         try:
             popen = subprocess.Popen(
-                list(args),
+                dying_with_parent(args),
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

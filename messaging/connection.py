@@ -5,10 +5,15 @@ straight away if the broker is not up yet (common when everything starts at once
 retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what we log.
 """
 
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
-from aiormq.exceptions import ProbableAuthenticationError
+from aiormq.exceptions import ChannelPreconditionFailed, ProbableAuthenticationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -24,6 +29,10 @@ from messaging.settings import BrokerSettings
 log = structlog.get_logger(__name__)
 
 
+# The broker of `docker compose up -d rabbitmq`: its own user and vhost (rabbitmq/definitions.json).
+COMPOSE_AMQP_URL = "amqp://reservations:reservations-local-only@127.0.0.1:5672/reservations"
+# They log every failed start-up attempt as an error; the outcome is one line of ours instead.
+RETRY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection")
 # Seconds between reconnection attempts once connected (aio-pika's default is 5).
 RECONNECT_INTERVAL = 1
 
@@ -31,6 +40,11 @@ RECONNECT_INTERVAL = 1
 class BrokerUnreachable(ConnectionError):
     """The broker did not accept a connection within the start-up timeout, or refused our
     credentials."""
+
+
+class TopologyConflict(RuntimeError):
+    """RabbitMQ refused to declare the topology: something with that name exists already with
+    other arguments (406 PRECONDITION_FAILED)."""
 
 
 def redacted(url: str) -> str:
@@ -42,17 +56,8 @@ def redacted(url: str) -> str:
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(settings.amqp_connect_timeout),
-            wait=wait_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type((ConnectionError, OSError))
-            & retry_if_not_exception_type(ProbableAuthenticationError),
-            reraise=True,
-        ):
-            with attempt:
-                connection = await aio_pika.connect_robust(
-                    url, timeout=5, reconnect_interval=RECONNECT_INTERVAL
-                )
+        with _quiet(RETRY_LOGGERS):
+            connection = await _connect_with_retries(url, settings.amqp_connect_timeout)
     except ProbableAuthenticationError:
         # Retrying cannot fix a wrong password: say so at once.
         raise BrokerUnreachable(
@@ -62,11 +67,41 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
             f"RabbitMQ is unreachable at {redacted(url)} ({type(exc).__name__}). "
-            "Start it (e.g. `rabbitmq-server -detached`, or `docker compose up rabbitmq`) "
-            "or point AMQP_URL at a running broker."
+            "Start it (`rabbitmq-server -detached`; or `docker compose up -d rabbitmq` with "
+            f"AMQP_URL={COMPOSE_AMQP_URL}) or point AMQP_URL at a running broker."
         ) from None
     log.info("connected to broker", url=redacted(url))
     return connection
+
+
+async def _connect_with_retries(url: str, within: float) -> AbstractRobustConnection:
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(within),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        retry=retry_if_exception_type((ConnectionError, OSError))
+        & retry_if_not_exception_type(ProbableAuthenticationError),
+        reraise=True,
+    ):
+        with attempt:
+            return await aio_pika.connect_robust(
+                url, timeout=5, reconnect_interval=RECONNECT_INTERVAL
+            )
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+@contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """These loggers say nothing below CRITICAL meanwhile, unless ``LOG_LEVEL=DEBUG``."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 async def open_channel(
@@ -77,4 +112,22 @@ async def open_channel(
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     if prefetch is not None:
         await channel.set_qos(prefetch_count=prefetch)
-    return channel, await topology.declare(channel)
+    try:
+        return channel, await topology.declare(channel)
+    except ChannelPreconditionFailed as exc:
+        raise TopologyConflict(
+            _precondition_failed(str(exc.args[0] if exc.args else exc))
+        ) from None
+
+
+def _precondition_failed(reason: str) -> str:
+    found = re.search(r"for queue '([^']+)' in vhost '([^']*)'", reason)
+    fix = (
+        f"delete it (`rabbitmqctl delete_queue -p {found[2]} {found[1]}`) and start again"
+        if found
+        else "delete it (rabbitmqctl, or the management UI) and start again"
+    )
+    return (
+        f"RabbitMQ refused to declare the topology of messaging/topology.py: {reason}. A queue "
+        f"declared earlier with other arguments is in the way: {fix}."
+    )

@@ -20,13 +20,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.broker import Broker, PublisherFactory
-from messaging.connection import BrokerUnreachable, connect
+from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
 from messaging.handlers import Handler, M
 from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
+from messaging.startup import report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
@@ -97,7 +98,7 @@ async def _until_stopped(stop: asyncio.Event | None) -> None:
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a worker's async main on uvloop where available. A broker or database that cannot
-    be reached at start-up ends the process with its clear message and exit code 1."""
+    be reached or set up at start-up ends the process with its one clear line and exit code 1."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
@@ -106,6 +107,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner = uvloop.run
     try:
         runner(main())
-    except (BrokerUnreachable, DatabaseUnreachable, SchemaNotReady) as exc:
-        log.error("cannot start", reason=str(exc))
+    except (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady) as exc:
+        report_startup_failure(exc)
         sys.exit(1)

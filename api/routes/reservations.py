@@ -27,8 +27,8 @@ router = APIRouter(tags=["reservations"])
 log = structlog.get_logger(__name__)
 
 _NOT_FOUND = {
-    Outcome.UNKNOWN_USER: "unknown user",
-    Outcome.UNKNOWN_ITEM: "unknown item",
+    Outcome.UNKNOWN_USER: "unknown user {username!r}",
+    Outcome.UNKNOWN_ITEM: "unknown item {item_id!r}",
 }
 
 
@@ -67,10 +67,12 @@ async def create_reservation(
         span.set_attribute("reservation.outcome", "pending")
         return _pending(request)
     span.set_attribute("reservation.outcome", reply.outcome.value)
-    return _answer(reply)
+    return _answer(reply, request)
 
 
-def _answer(reply: CreditChecked) -> ReservationConfirmedBody | JSONResponse:
+def _answer(
+    reply: CreditChecked, request: ReservationRequested
+) -> ReservationConfirmedBody | JSONResponse:
     trace_id = current_trace_id()
     if reply.outcome is Outcome.CONFIRMED and reply.credits_left is not None:
         return ReservationConfirmedBody(
@@ -88,7 +90,9 @@ def _answer(reply: CreditChecked) -> ReservationConfirmedBody | JSONResponse:
             trace_id=trace_id,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=409)
-    detail = _NOT_FOUND.get(reply.outcome, "reservation failed")
+    detail = _NOT_FOUND.get(reply.outcome, "reservation failed").format(
+        username=request.username, item_id=request.item_id
+    )
     return JSONResponse(
         {
             "detail": detail,

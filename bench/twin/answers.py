@@ -14,7 +14,10 @@ from bench.twin import contracts, schema
 Answer = tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]
 RETRY_AFTER = [(b"retry-after", b"1")]
 _FIELDS = ("username", "item_id")
-_NOT_FOUND = {schema.UNKNOWN_USER: "unknown user", schema.UNKNOWN_ITEM: "unknown item"}
+_NOT_FOUND = {
+    schema.UNKNOWN_USER: "unknown user {username!r}",
+    schema.UNKNOWN_ITEM: "unknown item {item_id!r}",
+}
 BROKER_DOWN = "The message broker is unavailable; the reservation was not taken. Retry shortly."
 
 
@@ -61,7 +64,13 @@ def pending(reservation_id: str, trace_id: str) -> Answer:
     return 202, body, [(b"location", f"/reservations/{reservation_id}".encode())]
 
 
-def from_reply(reservation_id: str, reply: bytes | None, trace_id: str) -> Answer:
+def from_reply(
+    reservation_id: str,
+    reply: bytes | None,
+    trace_id: str,
+    request: tuple[str, str] = ("", ""),
+) -> Answer:
+    """The answer to ``reply``; ``request`` (username, item id) names what was not found."""
     if reply is None:
         return pending(reservation_id, trace_id)
     try:
@@ -76,6 +85,9 @@ def from_reply(reservation_id: str, reply: bytes | None, trace_id: str) -> Answe
         reason = f"not enough credits: the item costs {data['price']}, {data['credits_left']} left"
         body = {"reservation_id": rid, "status": outcome, "reason": reason}
         return 409, {**body, "trace_id": trace_id}, []
-    detail = _NOT_FOUND.get(outcome, "reservation failed")
+    username, item_id = request
+    detail = _NOT_FOUND.get(outcome, "reservation failed").format(
+        username=username, item_id=item_id
+    )
     body = {"detail": detail, "reservation_id": rid, "status": outcome, "trace_id": trace_id}
     return 404, body, []

@@ -94,7 +94,7 @@ class TwinApi:
         except Unavailable as exc:
             log.warning("broker unavailable: %s", exc)
             return answers.unavailable(current_trace_id())
-        answer = answers.from_reply(rid, reply, current_trace_id())
+        answer = answers.from_reply(rid, reply, current_trace_id(), (username, item_id))
         status = answer[0]
         if span is not None:
             span.set_attribute("reservation.outcome", answer[1].get("status", ""))

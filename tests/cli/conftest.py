@@ -16,7 +16,8 @@ from devtools.addresses import free_port
 
 FIXTURES = Path(__file__).with_name("fixtures")
 ROOT = Path(__file__).resolve().parents[2]
-TEMPO_SAMPLES = ROOT.parent / "shared" / "tempo-samples"
+# A real Tempo 3.0.3 answer, kept in the repository (tests/fixtures/README.md says where from).
+TEMPO_V2_SAMPLE = ROOT / "tests" / "fixtures" / "tempo-3.0.3-v2-trace-by-id.json"
 RESERVATIONS = Path(sys.executable).with_name("reservations")  # the console script
 
 

@@ -1,89 +1,88 @@
-"""The embedded collector answers all three OTLP services on one port: the SDK's own gRPC
-exporters send it log records and metrics, and each export succeeds (no UNIMPLEMENTED)."""
+"""`reservations collector` (the embedded collector alone, for services run by hand) and
+`reservations reset` (start from scratch), as real processes."""
 
-from collections.abc import Iterator
+import subprocess
 from pathlib import Path
 
 import pytest
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
 
-from cli.collector import OtlpReceiver, SpanStore
-from cli.log_records import LogLine
-from cli.log_store import LOGS_FILE, LogStore, compact_logs_file, read_trace_logs
-from tests.waiting import eventually
+from devtools.processes import Process
+from tests.cli.conftest import RESERVATIONS, cli_env
 
-RESOURCE = Resource.create({"service.name": "credit-check-worker"})
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[OtlpReceiver]:
-    logs = LogStore(max_traces=2, store_dir=tmp_path)
-    receiver = OtlpReceiver(SpanStore(), logs=logs).start()
-    yield receiver
-    receiver.stop()
+pytestmark = pytest.mark.e2e
 
 
-def test_log_records_are_kept_with_their_trace_and_span(
-    collector: OtlpReceiver, tmp_path: Path
-) -> None:
-    tracer = TracerProvider().get_tracer("test")
-    provider = LoggerProvider(resource=RESOURCE)
-    exporter = OTLPLogExporter(endpoint=collector.endpoint, insecure=True)
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    logger = provider.get_logger("workers.credit_check")
-    with tracer.start_as_current_span("process") as span:
-        logger.emit(
-            LogRecord(severity_number=SeverityNumber.INFO, severity_text="INFO", body="checked")
-        )
-    logger.emit(LogRecord(severity_number=SeverityNumber.INFO, body="outside any span"))
+def reservations(env: dict[str, str], cwd: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        [str(RESERVATIONS), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+
+
+def export_a_reservation(endpoint: str) -> str:
+    """What the API would send: a `POST /reservations` root span, then a `GET /users`."""
+    provider = TracerProvider(resource=Resource({"service.name": "reservations-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, insecure=True)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("POST /reservations", kind=SpanKind.SERVER) as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    with tracer.start_as_current_span("GET /users", kind=SpanKind.SERVER):
+        pass
     provider.shutdown()
-
-    context = span.get_span_context()
-    trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
-    (line,) = collector.logs.trace(trace_id)
-    assert (line.span_id, line.body, line.severity) == (span_id, "checked", "INFO")
-    assert line.service == "credit-check-worker" and line.time_ns > 0
-    assert collector.logs.received == 2  # the untraced line is counted, not kept
-    collector.logs.close()
-    assert read_trace_logs(tmp_path, trace_id) == [line]
+    return trace_id
 
 
-def test_metrics_keep_the_latest_value_of_each_series(collector: OtlpReceiver) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])
-    counter = provider.get_meter("messaging").create_counter("messaging.client.consumed.messages")
-    exporter = OTLPMetricExporter(endpoint=f"{collector.endpoint}", insecure=True)
-    destination = {"messaging.destination.name": "reservations.requested"}
-    for _ in range(2):  # cumulative: the second export replaces the first
-        counter.add(3, destination)
-        counter.add(1, {"messaging.destination.name": "other"})
-        data = reader.get_metrics_data()
-        assert data is not None
-        assert exporter.export(data) is MetricExportResult.SUCCESS
-    exporter.shutdown()
-    for attempt in eventually(5):
-        with attempt:
-            assert collector.metrics.points == 4
-    assert collector.metrics.total("messaging.client.consumed.messages", destination) == 6
-    assert collector.metrics.total("messaging.client.consumed.messages") == 8
-    (series, _) = collector.metrics.series("messaging.client.consumed.messages")
-    assert series.service == "credit-check-worker"
+def test_the_collector_alone_records_what_trace_last_shows(tmp_path: Path) -> None:
+    env = cli_env("amqp://unused/", tmp_path / ".data")
+    collector = Process.start(
+        "collector",
+        [str(RESERVATIONS), "collector"],
+        env,
+        log_path=tmp_path / "c.log",
+        cwd=tmp_path,
+    )
+    try:
+        collector.wait_for_log("Ctrl-C stops it", within=30)
+        endpoint = f"http://127.0.0.1:{env['RESERVATIONS_COLLECTOR_PORT']}"
+        assert f"collector on {endpoint} (OTLP/gRPC)" in collector.log()
+        trace_id = export_a_reservation(endpoint)
+
+        shown = reservations(env, tmp_path, "trace", "--last", "--wait", "2")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"trace {trace_id} · 1 spans")
+        assert "POST /reservations" in shown.stdout
+        assert shown.stderr.startswith("the last reservation, ")
+
+        refused = reservations(env, tmp_path, "reset")
+        assert refused.returncode == 1
+        assert "the system is running" in refused.stderr
+    finally:
+        assert collector.stop(within=10) == 0, collector.log()
+    assert "spans received" in collector.log()
+
+    stale = reservations(env, tmp_path, "trace", "--last", "--wait", "1")
+    assert stale.returncode == 0, stale.stderr
+    assert "no collector is recording there now" in stale.stderr
 
 
-def test_the_logs_file_keeps_the_newest_traces(tmp_path: Path) -> None:
-    store = LogStore(store_dir=tmp_path)
-    for i in range(4):
-        store.add([LogLine(f"{i}" * 32, "a" * 16, i, "INFO", f"line {i}", "api")])
-    store.close()
-    compact_logs_file(tmp_path, max_traces=2)
-    assert len((tmp_path / LOGS_FILE).read_text().splitlines()) == 2
-    assert [line.body for line in read_trace_logs(tmp_path, "3" * 32)] == ["line 3"]
-    assert read_trace_logs(tmp_path, "1" * 32) == []
+def test_reset_removes_the_data_and_keeps_the_rest(tmp_path: Path) -> None:
+    data = tmp_path / ".data"
+    data.mkdir()
+    for name in ("reservations.db", "reservations.db-wal", "traces.jsonl"):
+        (data / name).write_text("x")
+    (data / "notes.txt").write_text("mine")
+    (tmp_path / ".venv").mkdir()
+    env = cli_env("amqp://unused/", data)
+
+    done = reservations(env, tmp_path, "reset")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]
+    assert (tmp_path / ".venv").is_dir()
+    assert "next `reservations run` starts from the seed data" in done.stdout
+
+    again = reservations(env, tmp_path, "reset")
+    assert again.returncode == 0 and f"{data} was clean" in again.stdout

@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -67,6 +68,38 @@ def test_demo_prints_the_whole_trace_and_exits(amqp_url: str, tmp_path: Path) ->
         lines = shown_trace.stdout.splitlines()
         under = " ".join(_logged_under(lines, REQUEST_PROCESS))
         assert ("INFO  credit checked" in under) is shown, shown_trace.stdout
+
+
+def test_the_demo_tells_the_same_story_every_time(amqp_url: str, tmp_path: Path) -> None:
+    asyncio.run(purge_work_queues(amqp_url))
+    env = cli_env(amqp_url, tmp_path / ".data", DEMO_EXIT="1")
+
+    def demo() -> str:
+        done = subprocess.run(
+            [str(RESERVATIONS), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        return done.stdout
+
+    def story(out: str) -> list[str]:
+        return re.findall(r"^(?:confirmed|rejected\S*) HTTP \d+  \S+ → \S+$|credits left\s+\d+",
+                          out, re.MULTILINE)  # fmt: skip
+
+    first = story(demo())
+    # What the README's own commands do between two demos: bob topped up, alice spent.
+    with sqlite3.connect(tmp_path / ".data" / "reservations.db") as db:
+        db.execute("UPDATE users SET credits = 1000 WHERE username = 'bob'")
+        db.execute("UPDATE users SET credits = 0 WHERE username = 'alice'")
+    second = demo()
+
+    assert first == [
+        "confirmed HTTP 201  alice → book-1",
+        "credits left  90",
+        "rejected_insufficient_credits HTTP 409  bob → course-1",
+    ]
+    assert story(second) == first
+    assert "the demo users start from their seed credits: alice 100, bob 5" in second
 
 
 def _logged_under(waterfall: list[str], span_name: str) -> list[str]:

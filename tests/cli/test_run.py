@@ -89,9 +89,11 @@ def test_reserve_prints_the_outcome_and_a_trace_that_trace_renders(running: Runn
         assert service in shown.stdout, shown.stdout
     assert "process reservations:reservation.confirmed:fulfilment" in shown.stdout
 
+    assert running.cli("users").returncode == 0  # a newer trace, but not a reservation
     last = running.cli("trace", "--last", "--attrs")
     assert last.returncode == 0, last.stderr
     assert last.stdout.splitlines()[0].startswith(f"trace {trace_id[1]} · ")
+    assert re.match(r"the last reservation, \d+ s ago\.", last.stderr), last.stderr
     assert "reservation.outcome = confirmed" in last.stdout
 
 
@@ -125,6 +127,32 @@ def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:
     assert "p50 latency" in loaded.stdout and "p99 latency" in loaded.stdout
 
 
+def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
+    running: RunningCli,
+) -> None:
+    assert running.cli("top-up", "carol", "25").returncode == 0  # whatever earlier tests spent
+    peeked = running.cli("peek", "carol", "book-2")
+    assert peeked.returncode == 0, peeked.stdout[-2000:] + peeked.stderr
+    out = peeked.stdout
+    # The worker still got the original: the reservation was confirmed.
+    assert out.startswith("confirmed HTTP 201  carol → book-2"), out
+    for field in ("routing_key", "reservation.requested", "correlation_id", "reply_to"):
+        assert field in out, out
+    assert re.search(r"content_type\s+application/json", out), out
+    assert re.search(r"delivery_mode\s+2 \(persistent\)", out), out
+    header = re.search(r"headers\.traceparent\s+\"00-([0-9a-f]{32})-([0-9a-f]{16})-0[13]\"", out)
+    assert header, out
+    trace_id, span_id = header[1], header[2]  # flags: sampled (W3C level 2 adds random, 02)
+    assert re.search(rf"trace id\s+{trace_id}\s+\(the reservation's trace: True\)", out), out
+    assert re.search(
+        rf"span id\s+{span_id}\s+= publish reservations:reservation.requested "
+        r"\(PRODUCER, reservations-api\)",
+        out,
+    ), out
+    assert f"trace {trace_id} · " in out  # the waterfall of that same trace follows
+    assert "process reservations:reservation.requested:credit-check" in out
+
+
 def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -> None:
     running = start_cli(amqp_url, tmp_path)
     children = psutil.Process(running.popen.pid).children(recursive=True)
@@ -134,6 +162,28 @@ def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -
     assert not alive, alive
     assert "stopped: every process exited" in running.log()
     assert "killing" not in running.log()  # each stopped on SIGTERM, within the bound
+
+
+def test_no_child_outlives_a_killed_cli(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    assert len(children) >= 3
+    running.popen.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+    assert running.popen.wait(10) == -signal.SIGKILL
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"survived `reservations run`: {[c.cmdline() for c in alive]}"
+    with pytest.raises(httpx.ConnectError):  # the API's port is free for the next run
+        httpx.get(f"{running.env['API_URL']}/healthz", timeout=2)
+
+
+def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    running.popen.send_signal(signal.SIGHUP)
+    assert running.popen.wait(20) == 0, running.log()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+    assert "stopped: every process exited" in running.log()
 
 
 def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:

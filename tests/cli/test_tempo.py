@@ -14,7 +14,7 @@ from cli.errors import CliError
 from cli.spans import SpanRecord
 from cli.tempo import TempoClient, grafana_explore_url, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
-from tests.cli.conftest import TEMPO_SAMPLES, FakeTempo
+from tests.cli.conftest import TEMPO_V2_SAMPLE, FakeTempo
 from tests.cli.tempo_json import EMPTY_TRACE, tempo_v2
 
 
@@ -59,12 +59,7 @@ def test_tempo_errors_and_absence_are_one_clear_sentence(fake_tempo: FakeTempo) 
 
 
 def test_the_real_tempo_3_sample_parses() -> None:
-    sample = TEMPO_SAMPLES / "v2-trace-by-id.json"
-    if not sample.exists():
-        pytest.skip(
-            f"{sample} is absent (the recorded Tempo 3.0.3 responses live outside the repo)"
-        )
-    spans = TempoClient.parse(json.loads(sample.read_text()))
+    spans = TempoClient.parse(json.loads(TEMPO_V2_SAMPLE.read_text()))
     assert spans and len({s.trace_id for s in spans}) == 1
     assert all(len(s.trace_id) == 32 and len(s.span_id) == 16 for s in spans)
     assert {s.service for s in spans} >= {"api", "worker"}

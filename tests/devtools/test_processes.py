@@ -6,10 +6,12 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devtools.processes import CLEAN_EXIT_CODES, Process, ProcessExited, python_module
 
+ROOT = Path(__file__).resolve().parents[2]
 IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + (
     "print('ready', flush=True); time.sleep(60)"
 )
@@ -82,3 +84,28 @@ def test_stdout_to_a_pipe_and_stdin_from_one(tmp_path: Path) -> None:
     process.popen.stdin.close()
     assert b'"a": 1' in process.popen.stdout.read()
     assert process.wait_exit(10) == 0
+
+
+PARENT = """
+import sys
+from devtools.processes import Process
+child = Process.start("child", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+print(child.pid, flush=True)
+child.popen.wait()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_child_never_outlives_its_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    parent = Process.start(
+        "parent", [sys.executable, "-c", PARENT], {"PYTHONPATH": str(ROOT)}, pipe_stdout=True
+    )
+    assert parent.popen.stdout is not None
+    child = psutil.Process(int(parent.popen.stdout.readline()))
+    assert child.is_running() and child.ppid() == parent.pid
+
+    parent.popen.send_signal(sig)
+    assert parent.popen.wait(10) == -sig
+
+    _, alive = psutil.wait_procs([child], timeout=10)
+    assert not alive, f"{child} survived its parent"

@@ -227,8 +227,8 @@ def test_bad_top_ups_are_422(edge: Edge, amount: object) -> None:
 
 def test_unknown_user_and_item_are_404_with_a_reason(edge: Edge) -> None:
     for body, reason in [
-        ({"username": "nobody", "item_id": "book-1"}, "unknown user"),
-        ({"username": "alice", "item_id": "no-such-item"}, "unknown item"),
+        ({"username": "nobody", "item_id": "book-1"}, "unknown user 'nobody'"),
+        ({"username": "alice", "item_id": "no-such-item"}, "unknown item 'no-such-item'"),
     ]:
         response = httpx.post(f"{edge.url}/reservations", json=body, timeout=10)
         assert _assert_clear_4xx(response, 404) == reason

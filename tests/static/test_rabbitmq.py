@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from messaging.connection import COMPOSE_AMQP_URL
 from tests.static import REPO, environment, load_json, load_yaml, mount_target, services
 
 pytestmark = pytest.mark.static
@@ -107,6 +108,24 @@ def test_apps_connect_as_the_user_the_definitions_create(app: str) -> None:
     assert url.password is not None
     assert _password_matches(unquote(url.password), user["password_hash"])
     assert unquote(url.path.lstrip("/")) == permission["vhost"]
+
+
+def test_the_documented_url_for_the_compose_broker_logs_in_from_the_host() -> None:
+    # What the README, the CLI's hint and the services' start-up error tell a user to set
+    # after `docker compose up -d rabbitmq` (guest is loopback-only and does not exist there).
+    url = urlsplit(COMPOSE_AMQP_URL)
+    (user,) = _definitions()["users"]
+    (permission,) = _definitions()["permissions"]
+    assert (url.hostname, url.port) == ("127.0.0.1", 5672)
+    assert "127.0.0.1:5672:5672" in " ".join(
+        str(port).replace("${BIND_ADDRESS:-127.0.0.1}", "127.0.0.1")
+        for port in services()["rabbitmq"]["ports"]
+    )
+    assert url.username == user["name"] == permission["user"]
+    assert url.password is not None
+    assert _password_matches(unquote(url.password), user["password_hash"])
+    assert unquote(url.path.lstrip("/")) == permission["vhost"]
+    assert COMPOSE_AMQP_URL in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_password_check_follows_the_documented_algorithm() -> None:

@@ -57,7 +57,9 @@ def test_answers_follow_the_reply() -> None:
     assert from_reply(rid, None, "")[0] == 202
     assert from_reply(rid, b"garbage", "")[0] == 202
     unknown = twin.credit_checked(rid, Decision("unknown_item", None, 90))
-    assert from_reply(rid, unknown, "")[1]["detail"] == "unknown item"
+    assert (
+        from_reply(rid, unknown, "", ("alice", "nothing"))[1]["detail"] == "unknown item 'nothing'"
+    )
     assert parse_request(b'{"username": "alice", "item_id": "book-1"}') == ("alice", "book-1")
     errors = parse_request(b'{"username": "alice"}')
     assert isinstance(errors, list) and errors[0]["loc"] == ["body", "item_id"]

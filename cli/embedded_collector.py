@@ -1,0 +1,69 @@
+"""The embedded OTLP/gRPC collector as ``reservations run`` and ``reservations collector`` start
+it: on loopback, its traces kept in ``<data dir>/traces.jsonl`` and their log lines in
+``<data dir>/logs.jsonl``, with a mark saying it records now (see
+:func:`cli.trace_files.running_collector`)."""
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from rich.console import Console
+
+from cli.collector import OtlpReceiver, SpanStore
+from cli.log_store import LogStore, compact_logs_file
+from cli.preflight import require_free_port
+from cli.settings import COLLECTOR_HOST, CliSettings
+from cli.trace_files import (
+    TRACES_FILE,
+    compact_traces_file,
+    mark_collector_started,
+    mark_collector_stopped,
+)
+
+
+@contextmanager
+def embedded_collector(settings: CliSettings) -> Iterator[OtlpReceiver]:
+    port = settings.collector_port
+    if port:
+        require_free_port(
+            COLLECTOR_HOST,
+            port,
+            "the embedded trace collector",
+            "another `reservations run` or `reservations collector` may be running, or Tempo "
+            f"(docker compose): then pass `--otlp-endpoint http://localhost:{port}`; or choose "
+            "another `--collector-port`.",
+        )
+    compact_traces_file(settings.data_dir, settings.collector_max_traces)
+    compact_logs_file(settings.data_dir, settings.collector_max_traces)
+    store = SpanStore(settings.collector_max_traces, store_dir=settings.data_dir)
+    logs = LogStore(settings.collector_max_traces, store_dir=settings.data_dir)
+    receiver = OtlpReceiver(store, COLLECTOR_HOST, port, logs=logs).start()
+    mark_collector_started(settings.data_dir, receiver.endpoint)
+    try:
+        yield receiver
+    finally:
+        mark_collector_stopped(settings.data_dir)
+        receiver.stop()
+
+
+def serve(settings: CliSettings, console: Console) -> None:
+    """``reservations collector``: only the collector, until Ctrl-C, SIGTERM or SIGHUP."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handle)
+    with embedded_collector(settings) as receiver:
+        console.print(
+            f"collector on [bold]{receiver.endpoint}[/] (OTLP/gRPC), traces kept in "
+            f"[bold]{settings.data_dir / TRACES_FILE}[/]; services run by hand export here by "
+            f"default. Then: reservations trace --last  [dim](Ctrl-C stops it)[/]",
+            highlight=False,
+        )
+        while not stop.wait(0.5):
+            pass
+    console.print(f"[green]stopped[/]: {receiver.store.received} spans received")

@@ -1,0 +1,41 @@
+"""``reservations reset``: start from scratch. Removes what the local runs left in the data
+directory (the SQLite database, the collector's traces and log lines); keeps ``.venv`` and
+everything else."""
+
+from rich.console import Console
+
+from cli.errors import CliError
+from cli.log_store import LOGS_FILE
+from cli.settings import CliSettings
+from cli.trace_files import RUN_FILE, TRACES_FILE, running_collector
+from devtools.addresses import LOCALHOST, port_is_free
+
+SQLITE_FILES = ("reservations.db", "reservations.db-wal", "reservations.db-shm")
+TRACE_FILES = (TRACES_FILE, "traces.tmp", LOGS_FILE, "logs.tmp", RUN_FILE)
+
+
+def reset(settings: CliSettings, console: Console) -> None:
+    data_dir = settings.data_dir
+    if running_collector(data_dir) is not None or not port_is_free(LOCALHOST, settings.api_port):
+        raise CliError(
+            "the system is running (a collector records into "
+            f"{data_dir}, or the API's port {settings.api_port} is taken).",
+            hint="stop `reservations run` / `demo` / `collector` first (Ctrl-C), then reset.",
+        )
+    names = TRACE_FILES if settings.database_url else SQLITE_FILES + TRACE_FILES
+    removed = [path for name in names if (path := data_dir / name).exists()]
+    for path in removed:
+        path.unlink()
+    if data_dir.is_dir() and not any(data_dir.iterdir()):
+        data_dir.rmdir()
+    console.print(
+        f"removed {', '.join(str(p) for p in removed)}" if removed else f"{data_dir} was clean",
+        highlight=False,
+    )
+    if settings.database_url:
+        console.print(
+            "DATABASE_URL is set: that database was left as it is (drop its tables, or its "
+            "DATABASE_SCHEMA, to start it over).",
+            highlight=False,
+        )
+    console.print("next `reservations run` starts from the seed data (store/seed.json)")

@@ -1,0 +1,48 @@
+"""A service that cannot start says so in one line: what failed, where, and the fix, with a
+pointer to the README's Troubleshooting. The traceback only with ``LOG_LEVEL=DEBUG``.
+
+Each known start-up failure is raised once, already worded for the user
+(``BrokerUnreachable``, ``TopologyConflict``, ``DatabaseUnreachable``); the composition roots
+(a worker's :func:`workers.runtime.run`, the API's lifespan) report it with
+:func:`report_startup_failure`. uvicorn would then log the lifespan's traceback as well:
+:func:`quiet_lifespan_traceback` keeps that one out, below DEBUG.
+"""
+
+import logging
+
+import structlog
+
+TROUBLESHOOTING = "README.md#troubleshooting"
+PREFIX = "cannot start: "
+
+log = structlog.get_logger(__name__)
+
+
+def _debugging() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def report_startup_failure(exc: BaseException) -> None:
+    """One error line; with ``LOG_LEVEL=DEBUG`` the traceback too."""
+    log.error(f"{PREFIX}{exc} (see {TROUBLESHOOTING})", exc_info=exc if _debugging() else None)
+
+
+class _LifespanTraceback(logging.Filter):
+    """Drops uvicorn's copy of a start-up traceback that was already reported in one line."""
+
+    def __init__(self, reported: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self._names = tuple(f"{cls.__name__}: " for cls in reported)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return _debugging() or not (
+            message.startswith("Traceback") and any(name in message for name in self._names)
+        )
+
+
+def quiet_lifespan_traceback(reported: tuple[type[BaseException], ...]) -> None:
+    """Keep uvicorn from logging the traceback of a ``reported`` start-up failure."""
+    logger = logging.getLogger("uvicorn.error")
+    logger.filters = [f for f in logger.filters if not isinstance(f, _LifespanTraceback)]
+    logger.addFilter(_LifespanTraceback(reported))

@@ -1,0 +1,27 @@
+"""An OTLP endpoint that replaces the embedded collector is named in one line, with its cause."""
+
+import pytest
+
+from cli.settings import CliSettings
+from cli.system import external_endpoint_line
+
+
+def test_an_exported_endpoint_is_named_with_how_to_undo_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4319")
+    line = external_endpoint_line(CliSettings())
+    assert "\n" not in line
+    assert line.startswith("traces → [bold]http://localhost:4319[/], because ")
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT is set in your environment" in line
+    assert "no embedded collector starts" in line
+    assert "`unset OTEL_EXPORTER_OTLP_ENDPOINT`" in line
+    assert "--source" not in line  # `run` and `demo` have no such option
+
+
+def test_the_option_is_named_as_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    settings = CliSettings(otel_exporter_otlp_endpoint="http://127.0.0.1:4317")
+    line = external_endpoint_line(settings)
+    assert line.startswith("traces → [bold]http://127.0.0.1:4317[/] (--otlp-endpoint)")
+    assert "unset" not in line

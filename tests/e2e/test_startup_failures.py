@@ -1,0 +1,183 @@
+"""Every start-up failure a user can fix is one line from the service itself: what failed,
+where, and the fix, with a pointer to the README's Troubleshooting, and no traceback unless
+``LOG_LEVEL=DEBUG``. Each case on the real broker, the real databases and real processes."""
+
+import asyncio
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import aio_pika
+import pytest
+from yarl import URL
+
+from devtools.addresses import free_port
+from devtools.processes import Process, python_module
+from devtools.vhosts import private_vhost
+from messaging.startup import PREFIX, TROUBLESHOOTING
+from tests import infra
+from tests.cli.conftest import RESERVATIONS, cli_env
+from tests.processes import ROOT, migrate
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = {"credit-check": "workers.credit_check", "api": "api"}
+CASES = ("broker unreachable", "bad credentials", "database unreachable", "queue arguments")
+
+
+@pytest.fixture(scope="module")
+def conflicting_vhost(broker: infra.Broker) -> Iterator[str]:
+    """A vhost where `credit-check` already exists with other arguments."""
+    with ExitStack() as stack:
+        url = broker.url
+        if broker.ctl is not None:
+            url = stack.enter_context(private_vhost(broker.url, broker.ctl, "startup"))
+        asyncio.run(declare_a_classic_credit_check(url))
+        yield url
+        asyncio.run(delete_credit_check(url))
+
+
+async def declare_a_classic_credit_check(url: str) -> None:
+    """Not the quorum queue messaging/topology.py declares, and none of its arguments."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue("credit-check", durable=True)
+
+
+async def delete_credit_check(url: str) -> None:
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete("credit-check")
+
+
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database the services accept, so that the broker is what fails."""
+    where = tmp_path_factory.mktemp("startup-db")
+    url = f"sqlite+aiosqlite:///{where}/startup.db"
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
+    migrate({**keep, "DATABASE_URL": url}, where)
+    return url
+
+
+def case_env(case: str, amqp_url: str, conflicting: str, database_url: str) -> dict[str, str]:
+    broker = URL(amqp_url)
+    env = {
+        "AMQP_URL": amqp_url,
+        "DATABASE_URL": database_url,
+        "AMQP_CONNECT_TIMEOUT": "1",
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(free_port()),
+        "OTEL_TRACES_EXPORTER": "none",
+        "LOG_FORMAT": "console",
+    }
+    if case == "broker unreachable":
+        env["AMQP_URL"] = str(broker.with_port(free_port()))
+    elif case == "bad credentials":
+        env["AMQP_URL"] = str(broker.with_user("nobody").with_password("wrong"))
+    elif case == "database unreachable":
+        env["DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test"
+    elif case == "queue arguments":
+        env["AMQP_URL"] = conflicting
+    return env
+
+
+def start_and_fail(service: str, env: dict[str, str], tmp_path: Path) -> tuple[int, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
+    process = Process.start(
+        service,
+        python_module(SERVICES[service]),
+        {**keep, "PYTHONUNBUFFERED": "1", **env},
+        log_path=tmp_path / f"{service}.log",
+        cwd=ROOT,
+    )
+    code = process.wait_exit(within=45)
+    return code, process.log()
+
+
+def failure_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if PREFIX in line]
+
+
+EXPECTED = {
+    "broker unreachable": "RabbitMQ is unreachable at amqp://guest:***@127.0.0.1:",
+    "bad credentials": "refused the credentials of user 'nobody': check the user and password",
+    "database unreachable": "The database at postgresql+asyncpg://postgres@127.0.0.1:",
+    "queue arguments": "PRECONDITION_FAILED - inequivalent arg '",
+}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("case", CASES)
+def test_a_start_up_failure_is_one_line_with_the_fix(
+    case: str,
+    service: str,
+    amqp_url: str,
+    conflicting_vhost: str,
+    migrated_sqlite: str,
+    tmp_path: Path,
+) -> None:
+    env = case_env(case, amqp_url, conflicting_vhost, migrated_sqlite)
+    code, log = start_and_fail(service, env, tmp_path)
+
+    assert code != 0, log
+    lines = failure_lines(log)
+    assert len(lines) == 1, log
+    assert EXPECTED[case] in lines[0], lines[0]
+    assert f"(see {TROUBLESHOOTING})" in lines[0], lines[0]
+    assert "Traceback" not in log, log
+    if case == "queue arguments":
+        assert "for queue 'credit-check'" in lines[0], lines[0]
+        assert "rabbitmqctl delete_queue -p " in lines[0] and " credit-check`" in lines[0]
+
+
+def test_a_missing_postgresql_schema_is_one_line(
+    postgres_url: str, amqp_url: str, tmp_path: Path, ref: str
+) -> None:
+    schema = f"missing_{ref}"
+    env = {
+        "AMQP_URL": amqp_url,
+        "DATABASE_URL": postgres_url,
+        "DATABASE_SCHEMA": schema,
+        "OTEL_TRACES_EXPORTER": "none",
+        "LOG_FORMAT": "console",
+    }
+    code, log = start_and_fail("credit-check", env, tmp_path)
+    assert code != 0, log
+    assert len(failure_lines(log)) == 1 and "Traceback" not in log, log
+    assert schema in failure_lines(log)[0], log
+
+
+def test_log_level_debug_adds_the_traceback(
+    amqp_url: str, migrated_sqlite: str, tmp_path: Path
+) -> None:
+    env = case_env("broker unreachable", amqp_url, "", migrated_sqlite) | {"LOG_LEVEL": "DEBUG"}
+    code, log = start_and_fail("credit-check", env, tmp_path)
+    assert code == 1
+    assert len(failure_lines(log)) == 1 and "Traceback" in log, log
+
+
+def test_reservations_run_reports_the_child_s_own_line(
+    conflicting_vhost: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [str(RESERVATIONS), "run"],
+        env=cli_env(conflicting_vhost, tmp_path / ".data"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stdout[-3000:]
+    error = next(line for line in done.stderr.splitlines() if line.startswith("error: "))
+    assert re.match(
+        r"error: (credit-check|fulfilment|api) cannot start: RabbitMQ refused to declare the "
+        r"topology of messaging/topology\.py: PRECONDITION_FAILED - inequivalent arg '",
+        error,
+    ), done.stderr
+    assert "exited while starting" not in done.stderr
+    assert "hint: README.md, Troubleshooting" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
