@@ -12,6 +12,7 @@ import asyncio
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from opentelemetry import trace
 
 from messaging import delivery, instrumentation
 from messaging.handlers import Handler, M
@@ -20,6 +21,8 @@ from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
 
 log = structlog.get_logger(__name__)
+
+_RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
 
 class Subscription:
@@ -33,6 +36,7 @@ class Subscription:
         self._meter = meter
         self._tag: str | None = None
         self.in_flight = 0
+        self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -45,6 +49,10 @@ class Subscription:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.
         False if some were still running (the broker redelivers them)."""
         log.info("stopping: no new messages, finishing those in flight", in_flight=self.in_flight)
+        # A delivery whose task has not started yet must not start now: it would run after
+        # the wait below and race the channel's close (handled, then redelivered and handled
+        # again). Left unacked, it goes back to the queue untouched.
+        self._stopping = True
         if self._tag is not None:
             await self._queue.cancel(self._tag)
             self._tag = None
@@ -57,6 +65,9 @@ class Subscription:
         return True
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            trace.get_current_span().add_event("messaging.delivery.returned", _RETURNED)
+            return
         self.in_flight += 1
         self._idle.clear()
         try:
