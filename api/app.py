@@ -23,6 +23,7 @@ from messaging.broker import Broker
 from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
+from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
 from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
@@ -68,7 +69,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection = None
     try:
         connection = await connect(BrokerSettings())
-        broker = await Broker.open(connection)
+        metrics = MessagingMetrics(telemetry.meter_provider, service_version())
+        broker = await Broker.open(connection, metrics=metrics)
         rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
         app.state.store = SqlStore(engine)
