@@ -14,13 +14,12 @@ conventions ask), and a SQLite namespace is the file's stem, not its path.
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import Attributes, AttributeValue
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,23 +73,8 @@ class _DbTracer(RewritingTracer):
         super().__init__(delegate)
         self._namespace = namespace
 
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span:
-        if name == "connect":  # a pool checkout: no span, the statements tell the story
-            return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
-        return super().start_span(
-            name, context, kind, attributes, links, start_time, record_exception,
-            set_status_on_exception,
-        )  # fmt: skip
+    def drops(self, name: str) -> bool:
+        return name == "connect"  # a pool checkout: no span, the statements tell the story
 
     def rewrite(self, name: str, kind: SpanKind, attributes: Attributes) -> tuple[str, Attributes]:
         # Until the statement is known: the keyword alone, never the database path.
