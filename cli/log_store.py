@@ -11,6 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from cli.log_records import LogLine
+from cli.trace_files import read_records_of_trace
 
 LOGS_FILE = "logs.jsonl"
 # A runaway loop logging inside one span must not fill the memory (or the file).
@@ -58,13 +59,8 @@ class LogStore:
 
 
 def read_trace_logs(store_dir: Path, trace_id: str) -> list[LogLine]:
-    """One trace's lines from ``store_dir``; parses only the lines that mention its id."""
-    path = store_dir / LOGS_FILE
-    if not path.exists():
-        return []
-    needle = f'"trace_id": "{trace_id}"'
-    with path.open(encoding="utf-8") as lines:
-        return [LogLine.from_dict(json.loads(line)) for line in lines if needle in line]
+    """One trace's lines from ``store_dir``."""
+    return read_records_of_trace(store_dir / LOGS_FILE, trace_id, LogLine.from_dict)
 
 
 def compact_logs_file(store_dir: Path, max_traces: int) -> None:
