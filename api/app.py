@@ -23,6 +23,7 @@ from messaging.broker import Broker
 from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
 from messaging.logs import configure_logging
+from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
 from messaging.startup import quiet_lifespan_traceback, report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
@@ -44,13 +45,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     telemetry = setup_telemetry(SERVICE_NAME)
     # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
     # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=telemetry.provider,
-        meter_provider=telemetry.meter_provider,
-        exclude_spans=["receive", "send"],
-        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
-    )
+    if telemetry.enabled:
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=telemetry.provider,
+            meter_provider=telemetry.meter_provider,
+            exclude_spans=["receive", "send"],
+            excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
+        )
     # The edge filter must see trace headers before the instrumentation extracts them.
     app.build_middleware_stack = wrap_outermost(  # type: ignore[method-assign]
         app.build_middleware_stack, app.state.settings.incoming_trace
@@ -67,7 +69,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection = None
     try:
         connection = await connect(BrokerSettings())
-        broker = await Broker.open(connection)
+        metrics = MessagingMetrics(telemetry.meter_provider, service_version())
+        broker = await Broker.open(connection, metrics=metrics)
         rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
         app.state.store = SqlStore(engine)
@@ -82,7 +85,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if connection is not None:
             await connection.close()
         await engine.dispose()
-        FastAPIInstrumentor.uninstrument_app(app)
+        if telemetry.enabled:
+            FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()
 
 

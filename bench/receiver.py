@@ -4,11 +4,13 @@
 traces in memory, nothing on disk), prints ``{"event": "ready", "port": N}`` and then
 answers one JSON line per command read from stdin:
 
-- ``count``: ``{"received": total}``;
+- ``count``: ``{"received": spans, "logs": log records, "points": metric points}``;
 - ``traces ID,ID,...``: ``{"counts": {id: spans}}`` for those trace ids.
 
-It runs in a separate process so that its gRPC server and protobuf decoding are not charged
-to the benchmark or the services, and its CPU time is reported on its own.
+It accepts log records and metrics as well as spans, as Tempo's collector would, so the
+services pay the real cost of exporting all three signals. It runs in a separate process so
+that its gRPC server and protobuf decoding are not charged to the benchmark or the services,
+and its CPU time is reported on its own.
 """
 
 import asyncio
@@ -32,7 +34,11 @@ def serve() -> None:
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command == "count":
-            answer: dict[str, object] = {"received": store.received}
+            answer: dict[str, object] = {
+                "received": store.received,
+                "logs": receiver.logs.received,
+                "points": receiver.metrics.points,
+            }
         elif command == "traces":
             answer = {"counts": store.counts(i for i in argument.split(",") if i)}
         else:

@@ -1,9 +1,14 @@
-"""A small OTLP/gRPC trace receiver: what Tempo would receive, kept in memory (and on disk).
+"""A small OTLP/gRPC receiver: what Tempo would receive, kept in memory (and on disk).
 
 The test suite points real processes at it to check the exact wire path, and
 ``reservations run`` embeds it so a user without Tempo still sees traces. It keeps the newest
 ``max_traces`` traces; with ``store_dir`` each trace is also appended to
 ``store_dir/traces.jsonl`` so ``reservations trace`` can read it from another process.
+
+It answers the three OTLP services on one port, as a collector does: every process exports
+its spans, log records and metrics to one ``OTEL_EXPORTER_OTLP_ENDPOINT``, and a missing
+service would make each export fail (UNIMPLEMENTED). Log records are kept with their trace
+(:mod:`cli.log_store`), metrics as the latest value of each series (:mod:`cli.metric_store`).
 """
 
 import json
@@ -15,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from cli.log_records import from_proto_logs
+from cli.log_store import LogStore
+from cli.metric_store import MetricStore
 from cli.spans import SpanRecord, from_proto_request
 
 # Re-exported: the file format lives in cli.trace_files, which readers import without gRPC.
@@ -86,14 +96,52 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-class OtlpReceiver:
-    """An OTLP/gRPC server on ``host:port`` (port 0 picks a free one) feeding a SpanStore."""
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, store: LogStore) -> None:
+        self._store = store
 
-    def __init__(self, store: SpanStore, host: str = "127.0.0.1", port: int = 0) -> None:
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: logs_service_pb2.ExportLogsServiceRequest, context: Any
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        self._store.add(from_proto_logs(request.resource_logs))
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, store: MetricStore) -> None:
+        self._store = store
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: Any
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        self._store.add(request.resource_metrics)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC server on ``host:port`` (port 0 picks a free one) feeding a SpanStore,
+    a LogStore (``logs``) and a MetricStore (``metrics``)."""
+
+    def __init__(
+        self,
+        store: SpanStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        logs: LogStore | None = None,
+        metrics: MetricStore | None = None,
+    ) -> None:
         self.store = store
+        self.logs = logs if logs is not None else LogStore()
+        self.metrics = metrics if metrics is not None else MetricStore()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(store), self._server
+        )
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _LogsService(self.logs), self._server
+        )
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _MetricsService(self.metrics), self._server
         )
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.host = host
@@ -109,3 +157,4 @@ class OtlpReceiver:
     def stop(self) -> None:
         self._server.stop(grace=1).wait()
         self.store.close()
+        self.logs.close()

@@ -25,8 +25,9 @@ def demo(settings: CliSettings, console: Console, exit_after: bool) -> None:
     def show_a_trace(system: LocalSystem) -> None:
         trace_id = send_reservations(settings, console)
         spans = complete_trace(system, settings, trace_id)
+        logs = system.receiver.logs.trace(trace_id) if system.receiver is not None else []
         console.print(Rule("the confirmed reservation's trace"))
-        console.print(Waterfall(spans))
+        console.print(Waterfall(spans, logs=logs))
         missing = SERVICES - {s.service for s in spans}
         if missing:
             raise CliError(f"the trace is incomplete: no spans from {sorted(missing)}.")

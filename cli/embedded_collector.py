@@ -1,6 +1,7 @@
 """The embedded OTLP/gRPC collector as ``reservations run`` and ``reservations collector`` start
-it: on loopback, its traces kept in ``<data dir>/traces.jsonl``, with a mark saying it records
-now (see :func:`cli.trace_files.running_collector`)."""
+it: on loopback, its traces kept in ``<data dir>/traces.jsonl`` and their log lines in
+``<data dir>/logs.jsonl``, with a mark saying it records now (see
+:func:`cli.trace_files.running_collector`)."""
 
 import signal
 import threading
@@ -11,6 +12,7 @@ from types import FrameType
 from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
+from cli.log_store import LogStore, compact_logs_file
 from cli.preflight import require_free_port
 from cli.settings import COLLECTOR_HOST, CliSettings
 from cli.trace_files import (
@@ -34,8 +36,10 @@ def embedded_collector(settings: CliSettings) -> Iterator[OtlpReceiver]:
             "another `--collector-port`.",
         )
     compact_traces_file(settings.data_dir, settings.collector_max_traces)
+    compact_logs_file(settings.data_dir, settings.collector_max_traces)
     store = SpanStore(settings.collector_max_traces, store_dir=settings.data_dir)
-    receiver = OtlpReceiver(store, COLLECTOR_HOST, port).start()
+    logs = LogStore(settings.collector_max_traces, store_dir=settings.data_dir)
+    receiver = OtlpReceiver(store, COLLECTOR_HOST, port, logs=logs).start()
     mark_collector_started(settings.data_dir, receiver.endpoint)
     try:
         yield receiver

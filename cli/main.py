@@ -12,6 +12,7 @@ from rich.console import Console
 from cli import reservations
 from cli.errors import reporting_errors
 from cli.last_reservation import last_reservation
+from cli.log_store import read_trace_logs
 from cli.settings import CliSettings
 from cli.tempo import TempoClient, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
@@ -120,10 +121,14 @@ def trace(
     ] = False,
     source: Annotated[Source, typer.Option(help="Where to read the trace.")] = Source.auto,
     attrs: Annotated[bool, typer.Option("--attrs", help="Show span attributes.")] = False,
+    logs: Annotated[
+        bool, typer.Option("--logs/--no-logs", help="Log lines under their spans (collector).")
+    ] = True,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the trace to complete.")] = 5.0,
     data_dir: DataDir = None,
 ) -> None:
-    """Show a trace as a waterfall: span tree, services, kinds, durations on one time axis."""
+    """Show a trace as a waterfall: span tree, services, kinds, durations on one time axis,
+    and each log line under the span that wrote it."""
     with reporting_errors(err):
         cfg = settings(data_dir)
         if last:
@@ -134,10 +139,10 @@ def trace(
             raise typer.BadParameter("give a TRACE_ID or --last")
         else:
             trace_id = reservations.trace_of(cfg, trace_id)
-        spans = find_trace(
-            normalize_trace_id(trace_id), source, cfg.data_dir, TempoClient(cfg.tempo_url), wait
-        )
-        console.print(Waterfall(spans, show_attributes=attrs))
+        trace_id = normalize_trace_id(trace_id)
+        spans = find_trace(trace_id, source, cfg.data_dir, TempoClient(cfg.tempo_url), wait)
+        lines = read_trace_logs(cfg.data_dir, trace_id) if logs else []
+        console.print(Waterfall(spans, show_attributes=attrs, logs=lines))
 
 
 @app.command()

@@ -1,15 +1,17 @@
 """``reservations reset``: start from scratch. Removes what the local runs left in the data
-directory (the SQLite database, the collector's traces); keeps ``.venv`` and everything else."""
+directory (the SQLite database, the collector's traces and log lines); keeps ``.venv`` and
+everything else."""
 
 from rich.console import Console
 
 from cli.errors import CliError
+from cli.log_store import LOGS_FILE
 from cli.settings import CliSettings
 from cli.trace_files import RUN_FILE, TRACES_FILE, running_collector
 from devtools.addresses import LOCALHOST, port_is_free
 
 SQLITE_FILES = ("reservations.db", "reservations.db-wal", "reservations.db-shm")
-TRACE_FILES = (TRACES_FILE, "traces.tmp", RUN_FILE)
+TRACE_FILES = (TRACES_FILE, "traces.tmp", LOGS_FILE, "logs.tmp", RUN_FILE)
 
 
 def reset(settings: CliSettings, console: Console) -> None:

@@ -54,7 +54,7 @@ def from_proto_request(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> lis
     """Spans from an OTLP ``ExportTraceServiceRequest``'s ``resource_spans``."""
     records = []
     for rs in resource_spans:
-        service = str(_proto_attributes(rs.resource.attributes).get("service.name", "unknown"))
+        service = str(proto_attributes(rs.resource.attributes).get("service.name", "unknown"))
         for ss in rs.scope_spans:
             for span in ss.spans:
                 records.append(
@@ -67,11 +67,11 @@ def from_proto_request(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> lis
                         service=service,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
-                        attributes=_proto_attributes(span.attributes),
+                        attributes=proto_attributes(span.attributes),
                         status=_STATUSES[span.status.code],
                         status_message=span.status.message,
                         events=tuple(
-                            SpanEvent(e.name, e.time_unix_nano, _proto_attributes(e.attributes))
+                            SpanEvent(e.name, e.time_unix_nano, proto_attributes(e.attributes))
                             for e in span.events
                         ),
                         links=tuple(f"{lk.trace_id.hex()}:{lk.span_id.hex()}" for lk in span.links),
@@ -93,14 +93,14 @@ def from_otlp_json(document: Mapping[str, Any]) -> list[SpanRecord]:
     return from_proto_request(traces.resource_spans)
 
 
-def _proto_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: _proto_value(kv.value) for kv in attributes}
+def proto_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: proto_value(kv.value) for kv in attributes}
 
 
-def _proto_value(value: AnyValue) -> Any:
+def proto_value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which == "array_value":
-        return [_proto_value(v) for v in value.array_value.values]
+        return [proto_value(v) for v in value.array_value.values]
     if which == "kvlist_value":
-        return _proto_attributes(value.kvlist_value.values)
+        return proto_attributes(value.kvlist_value.values)
     return getattr(value, which) if which else None

@@ -54,8 +54,9 @@ def children_env(settings: CliSettings, otlp_endpoint: str) -> dict[str, str]:
             "API_PORT": str(settings.api_port),
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
-            # Export within 200 ms, so a trace is complete moments after the request.
+            # Export within 200 ms: a trace and its log lines are complete moments after a request.
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
             "LOG_FORMAT": "console",
             "PYTHONUNBUFFERED": "1",
         }

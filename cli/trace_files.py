@@ -4,10 +4,13 @@
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cli.spans import SpanRecord
+
+R = TypeVar("R")
 
 TRACES_FILE = "traces.jsonl"
 
@@ -25,13 +28,20 @@ def read_traces_file(store_dir: Path) -> dict[str, list[SpanRecord]]:
 
 
 def read_trace(store_dir: Path, trace_id: str) -> list[SpanRecord]:
-    """One trace from ``store_dir``; parses only the lines that mention its id."""
-    path = store_dir / TRACES_FILE
+    """One trace from ``store_dir``."""
+    return read_records_of_trace(store_dir / TRACES_FILE, trace_id, SpanRecord.from_dict)
+
+
+def read_records_of_trace(
+    path: Path, trace_id: str, parse: Callable[[dict[str, Any]], R]
+) -> list[R]:
+    """The records of one trace in a JSON-lines file; parses only the lines that mention its
+    id (the span and log files both hold one record per line with its ``trace_id``)."""
     if not path.exists():
         return []
     needle = f'"trace_id": "{trace_id}"'
     with path.open(encoding="utf-8") as lines:
-        return [SpanRecord.from_dict(json.loads(line)) for line in lines if needle in line]
+        return [parse(json.loads(line)) for line in lines if needle in line]
 
 
 def latest_trace_id(store_dir: Path) -> str | None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
+from cli.log_lines import by_span, log_rows
+from cli.log_records import LogLine
 from cli.spans import SpanRecord
 from devtools.span_tree import walk
 
@@ -47,9 +49,15 @@ def format_duration(ns: int) -> str:
 class Waterfall:
     """A rich renderable; it fits the console width it is printed on."""
 
-    def __init__(self, spans: list[SpanRecord], show_attributes: bool = False) -> None:
+    def __init__(
+        self,
+        spans: list[SpanRecord],
+        show_attributes: bool = False,
+        logs: list[LogLine] | None = None,
+    ) -> None:
         self.spans = spans
         self.show_attributes = show_attributes
+        self.logs = by_span(logs or [])
         self.rows = tree_rows(spans)
         services = dict.fromkeys(s.service for s in sorted(spans, key=lambda s: s.start_ns))
         self.colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(services)}
@@ -64,6 +72,7 @@ class Waterfall:
             ("trace ", "dim"),
             (self.spans[0].trace_id, "bold"),
             (f" · {len(self.spans)} spans · {len(self.colors)} services · ", "dim"),
+            (f"{sum(map(len, self.logs.values()))} log lines · " if self.logs else "", "dim"),
             (format_duration(total), "bold"),
         )
         service_w = max(len(s) for s in self.colors)
@@ -83,6 +92,9 @@ class Waterfall:
             yield self._row(row, name_w, service_w, kind_w, dur_w, bar_w, t0, total)
             if self.show_attributes:
                 yield from self._attributes(row, options.max_width)
+            if lines := self.logs.get(row.span.span_id):
+                guide = row.continuation + ("│  " if row.has_children else "   ")
+                yield from log_rows(lines, guide, t0, options.max_width)
         errors = [s for s in self.spans if s.status == "ERROR"]
         for span in errors:
             yield Text.assemble(

@@ -13,6 +13,8 @@ from messaging import topology
 from messaging.connection import open_channel
 from messaging.handlers import Handler, M
 from messaging.messages import Message
+from messaging.metered import MessageMeter
+from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.rpc import RpcClient
 from messaging.subscriber import Subscription, subscribe
@@ -35,10 +37,15 @@ class Broker:
         *,
         prefetch: int | None = None,
         publisher: PublisherFactory = Publisher.on,
+        metrics: MessagingMetrics | None = None,
     ) -> "Broker":
-        """A new channel on ``connection``, with the topology declared on it."""
+        """A new channel on ``connection``, with the topology declared on it; with
+        ``metrics``, every message published and every delivery processed is recorded."""
         channel, declared = await open_channel(connection, prefetch)
-        return cls(channel, declared, publisher(channel, declared))
+        created = publisher(channel, declared)
+        if metrics is not None:
+            created.meter = MessageMeter.on(metrics, connection)
+        return cls(channel, declared, created)
 
     async def publish(self, message: Message, to: topology.Route) -> None:
         """Persistent, mandatory, confirmed: returns once the broker has the message."""

@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from messaging import instrumentation
 from messaging.envelope import envelope
+from messaging.metered import NO_METER, MessageMeter
 from messaging.topology import DEAD_LETTER_REASON
 
 MAX_REASON_LENGTH = 256
@@ -27,7 +28,12 @@ _BROKER_HEADERS = {
 
 
 async def dead_letter(
-    dlx: AbstractExchange, message: AbstractIncomingMessage, reason: str, *, queue: str
+    dlx: AbstractExchange,
+    message: AbstractIncomingMessage,
+    reason: str,
+    *,
+    queue: str,
+    meter: MessageMeter = NO_METER,
 ) -> None:
     """Republish ``message`` to the dead-letter exchange with ``reason``, then ack it."""
     # The broker's delivery bookkeeping must not follow the message: replayed from the
@@ -49,5 +55,6 @@ async def dead_letter(
         ),
         message.routing_key or queue,
         mandatory=True,
+        meter=meter,
     )
     await message.ack()

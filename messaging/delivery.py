@@ -32,6 +32,7 @@ from aio_pika.exceptions import (
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from messaging import metered
 from messaging.dead_letter import dead_letter
 from messaging.handlers import Handler, M
 from messaging.messages import CONTENT_TYPE, InvalidMessage
@@ -111,8 +112,10 @@ async def _handle(
     except InvalidMessage as exc:
         span.set_attribute("messaging.dead_letter.reason", str(exc))
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
+        metered.failed(type(exc).__qualname__)
         reason = f"invalid: {exc}"
-        await _settle(dead_letter(dlx, message, reason, queue=queue), message)
+        dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
+        await _settle(dead, message)
         return
     try:
         handled = await handler(payload)
@@ -122,11 +125,13 @@ async def _handle(
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.set_attribute("error.type", type(exc).__qualname__)
+        metered.failed(type(exc).__qualname__)
         tries = attempt(message)
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {type(exc).__name__}"
-            await _settle(dead_letter(dlx, message, reason, queue=queue), message)
+            dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
+            await _settle(dead, message)
         else:
             log.exception("handler failed; the message will be redelivered", attempt=tries)
             # Back off a little: a database blip should not use up every attempt at once.

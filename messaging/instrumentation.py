@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from opentelemetry.util.types import Attributes
 
 from messaging import propagation, semconv
+from messaging.metered import NO_METER, MessageMeter
 from messaging.semconv import destination
 from messaging.span_rewriting import RewritingTracer, RewritingTracerProvider
 
@@ -41,12 +42,19 @@ class SemconvTracerProvider(RewritingTracerProvider):
 
 
 async def publish(
-    exchange: AbstractExchange, message: AbstractMessage, routing_key: str, *, mandatory: bool
+    exchange: AbstractExchange,
+    message: AbstractMessage,
+    routing_key: str,
+    *,
+    mandatory: bool,
+    meter: MessageMeter = NO_METER,
 ) -> None:
-    """Publish through the instrumented ``Exchange.publish``, letting its span see the size."""
+    """Publish through the instrumented ``Exchange.publish``, letting its span see the size;
+    ``meter`` counts and times it, sampled or not."""
     token = semconv.outgoing_body_size.set(len(message.body))
     try:
-        await exchange.publish(message, routing_key, mandatory=mandatory)
+        with meter.sending(exchange.name, routing_key):
+            await exchange.publish(message, routing_key, mandatory=mandatory)
     finally:
         semconv.outgoing_body_size.reset(token)
 
@@ -59,19 +67,22 @@ UNUSABLE_CONTEXT = "messaging.trace_context.unusable"
 OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
-def consumer(queue: str, callback: OnMessage) -> OnMessage:
+def consumer(queue: str, callback: OnMessage, meter: MessageMeter = NO_METER) -> OnMessage:
     """Wrap a consumer callback so the CONSUMER span (already current, started by the
-    instrumentation) gets its full destination, delivery tag and body size."""
+    instrumentation) gets its full destination, delivery tag and body size, and ``meter``
+    counts and times every delivery, sampled or not."""
 
     async def enriched(message: AbstractIncomingMessage) -> None:
+        exchange, routing_key = message.exchange or "", message.routing_key or ""
         span = trace.get_current_span()
         if span.is_recording():
-            dest, anonymous = destination(message.exchange or "", message.routing_key or "", queue)
+            dest, anonymous = destination(exchange, routing_key, queue)
             span.update_name(f"process {dest}")
             span.set_attributes(semconv.process_attributes(message, dest, anonymous))
             unusable = propagation.unusable_fields(message.headers)
             if unusable:  # extraction ignored them: this span starts a fresh trace
                 span.add_event(UNUSABLE_CONTEXT, {"messaging.header.names": unusable})
-        await callback(message)
+        with meter.processing(queue, exchange, routing_key):
+            await callback(message)
 
     return enriched

@@ -62,7 +62,12 @@ def configure_logging(service_name: str, settings: LogSettings | None = None) ->
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # A line below LOG_LEVEL is dropped first, before any other processor runs.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -17,6 +17,7 @@ from messaging import instrumentation
 from messaging.envelope import encode
 from messaging.handlers import Handled
 from messaging.messages import Message
+from messaging.metered import NO_METER, MessageMeter
 from messaging.topology import Declared, Route
 
 log = structlog.get_logger(__name__)
@@ -31,11 +32,18 @@ class ReplyAddress:
 
 
 class Publisher:
+    """Publishes on one channel; ``meter`` (set by :meth:`messaging.broker.Broker.open`)
+    counts and times every message it sends, and every delivery its subscribers process."""
+
     def __init__(
-        self, exchanges: Mapping[str, AbstractExchange], default_exchange: AbstractExchange
+        self,
+        exchanges: Mapping[str, AbstractExchange],
+        default_exchange: AbstractExchange,
+        meter: MessageMeter = NO_METER,
     ) -> None:
         self._exchanges = exchanges
         self._default_exchange = default_exchange
+        self.meter = meter
 
     @classmethod
     def on(cls, channel: AbstractChannel, declared: Declared) -> "Publisher":
@@ -59,12 +67,16 @@ class Publisher:
             message_type=message_type,
         )
         exchange = self._exchanges[to.exchange.name]
-        await instrumentation.publish(exchange, amqp_message, to.routing_key, mandatory=True)
+        await instrumentation.publish(
+            exchange, amqp_message, to.routing_key, mandatory=True, meter=self.meter
+        )
 
     async def reply(self, message: Message, to: ReplyAddress) -> None:
         """Answer a request on its direct reply-to address (at-most-once, by design)."""
         amqp = encode(message, persistent=False, correlation_id=to.correlation_id)
-        await instrumentation.publish(self._default_exchange, amqp, to.reply_to, mandatory=False)
+        await instrumentation.publish(
+            self._default_exchange, amqp, to.reply_to, mandatory=False, meter=self.meter
+        )
 
     async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
         """Publish what a handler produced: the reply (if the request asked for one) and the
@@ -77,9 +89,10 @@ class Publisher:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        # DEBUG: the handler's own line tells the story; the trace shows every publish.
         if handled.reply is not None and reply_to is not None:
-            log.info("replied", message_id=handled.reply.message_id)
+            log.debug("replied", message_id=handled.reply.message_id)
         for event in handled.events:
-            log.info(
+            log.debug(
                 "published", routing_key=event.to.routing_key, message_id=event.message.message_id
             )

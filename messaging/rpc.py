@@ -93,7 +93,8 @@ class RpcClient:
         """Consume the direct reply-to pseudo-queue; it must happen before the first publish."""
         self._reply_queue = await self._channel.declare_queue(DIRECT_REPLY_TO, passive=True)
         self._consumer_tag = await self._reply_queue.consume(
-            instrumentation.consumer(DIRECT_REPLY_TO, self._on_reply), no_ack=True
+            instrumentation.consumer(DIRECT_REPLY_TO, self._on_reply, self._publisher.meter),
+            no_ack=True,
         )
         self._channel.close_callbacks.add(self._on_channel_close)
         self._readiness.watch()

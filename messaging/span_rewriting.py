@@ -4,8 +4,9 @@ Two contrib instrumentations write names and attributes of older conventions: ai
 (:mod:`messaging.instrumentation`) and SQLAlchemy (:mod:`messaging.db_spans`). Rather than
 rewrite finished spans in an exporter, each gets a tracer provider of its own whose tracers
 rename the span and translate its attributes before the SDK records them. This module is the
-shared plumbing; each rewriter overrides :meth:`RewritingTracer.rewrite` and, where attributes
-arrive after the start, :meth:`RewritingTracer.wrap`.
+shared plumbing; each rewriter overrides :meth:`RewritingTracer.rewrite`, where attributes
+arrive after the start :meth:`RewritingTracer.wrap`, and :meth:`RewritingTracer.drops` for a
+span that tells a reader nothing.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,10 @@ class RewritingTracer(Tracer):
 
     def __init__(self, delegate: Tracer) -> None:
         self._delegate = delegate
+
+    def drops(self, name: str) -> bool:
+        """True for a span not worth recording: the caller gets a non-recording stand-in."""
+        return False
 
     def rewrite(self, name: str, kind: SpanKind, attributes: Attributes) -> tuple[str, Attributes]:
         """The name and attributes the span starts with."""
@@ -43,6 +48,8 @@ class RewritingTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> Span:
+        if self.drops(name):
+            return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
         new_name, new_attributes = self.rewrite(name, kind, attributes)
         span = self._delegate.start_span(
             new_name, context, kind, new_attributes, links, start_time, record_exception,

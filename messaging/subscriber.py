@@ -17,6 +17,7 @@ from opentelemetry import trace
 from messaging import delivery, instrumentation
 from messaging.handlers import Handler, M
 from messaging.instrumentation import OnMessage
+from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
 
 log = structlog.get_logger(__name__)
@@ -27,9 +28,12 @@ _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouch
 class Subscription:
     """A running consumer on one queue; counts the deliveries it is handling."""
 
-    def __init__(self, queue: AbstractQueue, on_message: OnMessage) -> None:
+    def __init__(
+        self, queue: AbstractQueue, on_message: OnMessage, meter: MessageMeter = NO_METER
+    ) -> None:
         self._queue = queue
         self._on_message = on_message
+        self._meter = meter
         self._tag: str | None = None
         self.in_flight = 0
         self._stopping = False
@@ -37,7 +41,7 @@ class Subscription:
         self._idle.set()
 
     async def start(self) -> None:
-        callback = instrumentation.consumer(self._queue.name, self._tracked)
+        callback = instrumentation.consumer(self._queue.name, self._tracked, self._meter)
         self._tag = await self._queue.consume(callback, no_ack=False)
         log.info("consuming", queue=self._queue.name)
 
@@ -102,6 +106,6 @@ async def subscribe(
             queue=queue.name,
         )
 
-    subscription = Subscription(queue, on_message)
+    subscription = Subscription(queue, on_message, publisher.meter)
     await subscription.start()
     return subscription

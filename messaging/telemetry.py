@@ -82,6 +82,11 @@ class Telemetry:
     logger_provider: LoggerProvider = field(default_factory=NoOpLoggerProvider)
     log_handler: logging.Handler | None = None
 
+    @property
+    def enabled(self) -> bool:
+        """False with ``OTEL_SDK_DISABLED=true``: then instrument nothing, not even as no-ops."""
+        return isinstance(self.provider, TracerProvider)
+
     def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
         """Flush what is queued, stop the exporters and remove the aio-pika patches and the
         log handler; call once, on the way out. Bounded: with a backend down or hanging, an

@@ -10,8 +10,9 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -32,7 +33,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
             # Errors must not carry statement parameters (usernames) into spans and logs.
             hide_parameters=True,
         )
-        _make_sqlite_transactional(engine)
+        make_sqlite_transactional(engine.sync_engine)
         return engine
     connect_args: dict[str, Any] = {}
     if settings.database_schema:
@@ -40,6 +41,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
+        max_overflow=0,
         pool_pre_ping=True,
         connect_args=connect_args,
         hide_parameters=True,
@@ -52,8 +54,8 @@ def _ensure_parent_dir(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _make_sqlite_transactional(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def make_sqlite_transactional(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
@@ -62,9 +64,13 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}")
+        # Not traced: a BEGIN span per transaction adds nothing next to the statements' spans.
+        with suppress_instrumentation():
+            conn.exec_driver_sql(
+                f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}"
+            )
 
 
 def for_writes(engine: AsyncEngine) -> AsyncEngine:

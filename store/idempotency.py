@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from store.tables import idempotency_keys as keys
 
@@ -25,13 +25,13 @@ class KeyClaim:
     reservation_id: UUID
 
 
-async def claim(conn: AsyncConnection, wanted: KeyClaim, now: int, ttl_s: int) -> KeyClaim:
+def claim(conn: Connection, wanted: KeyClaim, now: int, ttl_s: int) -> KeyClaim:
     """Bind the key to ``wanted`` if it is free (or expired); else the claim that holds it."""
-    await conn.execute(delete(keys).where(keys.c.expires_at < now))
-    held = await find(conn, wanted.scope, wanted.key)
+    conn.execute(delete(keys).where(keys.c.expires_at < now))
+    held = find(conn, wanted.scope, wanted.key)
     if held is not None:
         return held
-    await conn.execute(
+    conn.execute(
         insert(keys).values(
             scope=wanted.scope,
             key=wanted.key,
@@ -43,8 +43,8 @@ async def claim(conn: AsyncConnection, wanted: KeyClaim, now: int, ttl_s: int) -
     return wanted
 
 
-async def find(conn: AsyncConnection, scope: str, key: str) -> KeyClaim | None:
-    row = (await conn.execute(select(keys).where(keys.c.scope == scope, keys.c.key == key))).first()
+def find(conn: Connection, scope: str, key: str) -> KeyClaim | None:
+    row = conn.execute(select(keys).where(keys.c.scope == scope, keys.c.key == key)).first()
     if row is None:
         return None
     return KeyClaim(row.scope, row.key, row.fingerprint, UUID(row.reservation_id))

@@ -10,74 +10,62 @@
 
 A redelivered message fails step 2 on the primary key, which rolls back step 1, and the stored
 answer is returned instead: a reservation is charged at most once, however often it arrives.
+
+Each transaction is a plain function of a synchronous connection, run in one go by
+:mod:`store.transactions` (one thread hop on SQLite).
 """
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.credits import MAX_CREDITS, CreditLimitExceeded, decide
 from domain.reservations import Balance, Item, Outcome, Reservation
 from store import idempotency
 from store import statements as sql
-from store.engine import for_writes
 from store.idempotency import KeyClaim
 from store.tables import items, reservations, users
+from store.transactions import transactions_for
 
 
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._writer = for_writes(engine)
-        # SQLite has one writer per database file. Without this lock every concurrent
-        # transaction of this process takes a pooled connection into BEGIN IMMEDIATE and
-        # naps in SQLite's busy handler (1-100 ms at a time) until the file lock frees:
-        # under load that is most of a reservation's latency. Queued on the lock instead,
-        # they run back to back. PostgreSQL locks rows and needs no such thing.
-        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._transactions = transactions_for(engine)
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), one at a time on SQLite."""
-        if self._write_lock is None:
-            async with self._writer.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
-
     async def reserve(
         self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
     ) -> Reservation:
         """Check and deduct credits, record the outcome and its trace, once per reservation."""
+
+        def transaction(conn: Connection) -> Reservation:
+            reservation = self._deduct(conn, reservation_id, username, item_id)
+            reservation = replace(reservation, trace_id=trace_id)
+            self._record(conn, reservation)
+            return reservation
+
         try:
-            async with self._write() as conn:
-                reservation = await self._deduct(conn, reservation_id, username, item_id)
-                reservation = replace(reservation, trace_id=trace_id)
-                await self._record(conn, reservation)
-                return reservation
+            return await self._transactions.write(transaction)
         except IntegrityError:
             existing = await self.get_reservation(reservation_id)
             if existing is None:
                 raise
             return existing.as_replayed()
 
-    async def _deduct(
-        self, conn: AsyncConnection, reservation_id: UUID, username: str, item_id: str
+    def _deduct(
+        self, conn: Connection, reservation_id: UUID, username: str, item_id: str
     ) -> Reservation:
         params = {"p_username": username, "p_item_id": item_id}
-        deducted = (await conn.execute(sql.DEDUCT, params)).first()
+        deducted = conn.execute(sql.DEDUCT, params).first()
         if deducted is not None:
             return Reservation(
                 reservation_id,
@@ -88,7 +76,7 @@ class SqlStore:
                 deducted.credits,
             )
         # The conditional UPDATE did not happen: say why, with the domain's rule.
-        current = (await conn.execute(sql.BALANCE_AND_PRICE, params)).first()
+        current = conn.execute(sql.BALANCE_AND_PRICE, params).first()
         credits = None if current is None else current.credits
         price = None if current is None else current.price
         outcome = decide(credits, price)
@@ -97,9 +85,9 @@ class SqlStore:
             outcome = Outcome.REJECTED_INSUFFICIENT_CREDITS
         return Reservation(reservation_id, username, item_id, outcome, price, credits)
 
-    async def _record(self, conn: AsyncConnection, reservation: Reservation) -> None:
+    def _record(self, conn: Connection, reservation: Reservation) -> None:
         """Record the outcome, inside reserve()'s transaction (the idempotency key)."""
-        await conn.execute(
+        conn.execute(
             sql.RECORD,
             {
                 "reservation_id": str(reservation.reservation_id),
@@ -114,77 +102,87 @@ class SqlStore:
 
     async def claim_key(self, wanted: KeyClaim, ttl_s: int) -> KeyClaim:
         """The claim holding this idempotency key: ``wanted`` if it was free or expired."""
+        now = int(time.time())
         try:
-            async with self._write() as conn:
-                return await idempotency.claim(conn, wanted, int(time.time()), ttl_s)
+            return await self._transactions.write(
+                lambda conn: idempotency.claim(conn, wanted, now, ttl_s)
+            )
         except IntegrityError:  # a concurrent first request bound it (PostgreSQL)
-            async with self._engine.connect() as conn:
-                held = await idempotency.find(conn, wanted.scope, wanted.key)
+            held = await self._transactions.read(
+                lambda conn: idempotency.find(conn, wanted.scope, wanted.key)
+            )
             if held is None:
                 raise
             return held
 
     async def get_reservation(self, reservation_id: UUID) -> Reservation | None:
-        async with self._engine.connect() as conn:
-            return await _get_reservation(conn, reservation_id)
+        return await self._transactions.read(lambda conn: _get_reservation(conn, reservation_id))
 
     async def get_credits(self, username: str) -> int | None:
-        async with self._engine.connect() as conn:
-            credits: int | None = await conn.scalar(
+        def read(conn: Connection) -> int | None:
+            credits: int | None = conn.scalar(
                 select(users.c.credits).where(users.c.username == username)
             )
-        return credits
+            return credits
+
+        return await self._transactions.read(read)
 
     async def prepare_download(self, reservation_id: UUID, token: str) -> Reservation | None:
         """Attach a download token to a confirmed reservation, once: a redelivered event keeps
         the first token. None if there is no such confirmed reservation."""
-        async with self._write() as conn:
-            await conn.execute(
-                sql.PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token}
-            )
-            reservation = await _get_reservation(conn, reservation_id)
+
+        def transaction(conn: Connection) -> Reservation | None:
+            conn.execute(sql.PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token})
+            return _get_reservation(conn, reservation_id)
+
+        reservation = await self._transactions.write(transaction)
         if reservation is None or reservation.download_token is None:
             return None
         return reservation
 
     async def find_download(self, token: str) -> Reservation | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(reservations.c.reservation_id).where(
-                        reservations.c.download_token == token
-                    )
-                )
-            ).first()
-        return None if row is None else await self.get_reservation(UUID(row.reservation_id))
+        def read(conn: Connection) -> Reservation | None:
+            found = conn.scalar(
+                select(reservations.c.reservation_id).where(reservations.c.download_token == token)
+            )
+            return None if found is None else _get_reservation(conn, UUID(found))
+
+        return await self._transactions.read(read)
 
     async def list_users(self) -> list[Balance]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(users).order_by(users.c.username))
+        def read(conn: Connection) -> list[Balance]:
+            rows = conn.execute(select(users).order_by(users.c.username))
             return [Balance(row.username, row.credits) for row in rows]
 
+        return await self._transactions.read(read)
+
     async def list_items(self) -> list[Item]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(items).order_by(items.c.item_id))
+        def read(conn: Connection) -> list[Item]:
+            rows = conn.execute(select(items).order_by(items.c.item_id))
             return [Item(row.item_id, row.price) for row in rows]
+
+        return await self._transactions.read(read)
 
     async def add_credits(self, username: str, amount: int) -> int | None:
         """Top up a user's credits; None if there is no such user. Raises CreditLimitExceeded
         rather than go past MAX_CREDITS (the column is a 32-bit integer)."""
-        async with self._write() as conn:
-            credits: int | None = await conn.scalar(
+
+        def transaction(conn: Connection) -> int | None:
+            credits: int | None = conn.scalar(
                 update(users)
                 .where(users.c.username == username, users.c.credits + amount <= MAX_CREDITS)
                 .values(credits=users.c.credits + amount)
                 .returning(users.c.credits)
             )
-            if credits is None and await conn.scalar(sql.USER_EXISTS, {"p_username": username}):
+            if credits is None and conn.scalar(sql.USER_EXISTS, {"p_username": username}):
                 raise CreditLimitExceeded(f"a balance cannot exceed {MAX_CREDITS} credits")
-        return credits
+            return credits
+
+        return await self._transactions.write(transaction)
 
 
-async def _get_reservation(conn: AsyncConnection, reservation_id: UUID) -> Reservation | None:
-    row = (await conn.execute(sql.BY_ID, {"p_id": str(reservation_id)})).first()
+def _get_reservation(conn: Connection, reservation_id: UUID) -> Reservation | None:
+    row = conn.execute(sql.BY_ID, {"p_id": str(reservation_id)}).first()
     if row is None:
         return None
     return Reservation(

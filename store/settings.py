@@ -16,4 +16,6 @@ class StoreSettings(BaseSettings):
     # PostgreSQL only: the schema to use (tests use a throwaway one). None = the default.
     database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     seed_file: Path = SEED_FILE
-    database_pool_size: int = Field(default=10, ge=1, le=100)
+    # PostgreSQL connections per process, all kept open (no overflow beyond them): a connection
+    # opened and closed per checkout costs the server more than the transaction does.
+    database_pool_size: int = Field(default=20, ge=1, le=100)

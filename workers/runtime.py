@@ -24,10 +24,11 @@ from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
 from messaging.handlers import Handler, M
 from messaging.logs import configure_logging
+from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
 from messaging.startup import report_startup_failure
-from messaging.telemetry import setup_telemetry
+from messaging.telemetry import service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
@@ -70,7 +71,10 @@ async def serve(
     connection = None
     try:
         connection = await connect(settings)
-        broker = await Broker.open(connection, prefetch=settings.amqp_prefetch, publisher=publisher)
+        metrics = MessagingMetrics(telemetry.meter_provider, service_version())
+        broker = await Broker.open(
+            connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
+        )
         handler = worker.handler(store(engine))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         await _until_stopped(stop)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.cli.conftest import RESERVATIONS, cli_env
 from tests.system import purge_work_queues
+from tests.traces import CONFIRMED_PROCESS, REQUEST_PROCESS
 
 pytestmark = pytest.mark.e2e
 
@@ -42,11 +43,31 @@ def test_demo_prints_the_whole_trace_and_exits(amqp_url: str, tmp_path: Path) ->
     for service in ("reservations-api", "credit-check-worker", "fulfilment-worker"):
         assert any(service in row for row in rows), "\n".join(waterfall)
     assert any("process reservations:reservation.confirmed:fulfilment" in r for r in rows)
+    # Log lines under the span that wrote them.
+    assert "INFO  credit checked" in " ".join(_logged_under(waterfall, REQUEST_PROCESS))
+    assert "INFO  download ready" in " ".join(_logged_under(waterfall, CONFIRMED_PROCESS))
     assert out.rstrip().endswith("stopped: every process exited")
     assert (tmp_path / ".data" / "reservations.db").exists()
     assert (tmp_path / ".data" / "traces.jsonl").exists()
+    # Spans, log records and metrics all go to the embedded collector, and it takes them all.
+    assert "Failed to export" not in out + done.stderr, out[-3000:] + done.stderr
     with pytest.raises(httpx.ConnectError):  # the API is gone, not orphaned
         httpx.get(f"{env['API_URL']}/healthz", timeout=2)
+
+    # `reservations trace ID` reads the lines from the collector's file, unless --no-logs.
+    for flag, shown in (("--logs", True), ("--no-logs", False)):
+        shown_trace = subprocess.run(
+            [str(RESERVATIONS), "trace", trace_id[1], "--source", "collector", flag],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown_trace.returncode == 0, shown_trace.stderr
+        lines = shown_trace.stdout.splitlines()
+        under = " ".join(_logged_under(lines, REQUEST_PROCESS))
+        assert ("INFO  credit checked" in under) is shown, shown_trace.stdout
 
 
 def test_the_demo_tells_the_same_story_every_time(amqp_url: str, tmp_path: Path) -> None:
@@ -79,3 +100,14 @@ def test_the_demo_tells_the_same_story_every_time(amqp_url: str, tmp_path: Path)
     ]
     assert story(second) == first
     assert "the demo users start from their seed credits: alice 100, bob 5" in second
+
+
+def _logged_under(waterfall: list[str], span_name: str) -> list[str]:
+    """The log lines (▸) printed right under the row of ``span_name``."""
+    start = next(i for i, line in enumerate(waterfall) if span_name in line and "█" in line)
+    found = []
+    for line in waterfall[start + 1 :]:
+        if "▸" not in line:
+            break
+        found.append(line)
+    return found

@@ -16,11 +16,13 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from cli.collector import OtlpReceiver
+from messaging.metrics import DURATION_BUCKETS
 from tests.stack import System
 from tests.traces import (
     API,
     CONFIRMED_PROCESS,
     CREDIT_CHECK,
+    FULFILMENT,
     REQUEST_PROCESS,
     one,
     render,
@@ -69,6 +71,7 @@ class Point:
     unit: str
     attributes: dict[str, Any]
     count: int
+    bounds: tuple[float, ...] = ()
 
 
 class LogsAndMetrics(
@@ -121,7 +124,9 @@ class LogsAndMetrics(
                     for p in data.data_points:
                         count = p.count if hasattr(p, "count") else int(p.as_int)
                         attributes = _attributes(p.attributes)
-                        found.append(Point(service, metric.name, metric.unit, attributes, count))
+                        bounds = tuple(getattr(p, "explicit_bounds", ()))
+                        point = Point(service, metric.name, metric.unit, attributes, count, bounds)
+                        found.append(point)
         with self._lock:
             self.points.extend(found)
 
@@ -177,9 +182,7 @@ def test_log_records_carry_the_ids_of_the_span_that_was_current(
     consumer = one(spans, REQUEST_PROCESS, CREDIT_CHECK, "CONSUMER")
     for attempt in eventually(15):
         with attempt:
-            received = [
-                line for line in logs_and_metrics.logs if line.body == "reservation received"
-            ]
+            received = [line for line in logs_and_metrics.logs if line.body == "credit checked"]
             assert received, [line.body for line in logs_and_metrics.logs]
     (line,) = received
     assert (line.trace_id, line.span_id) == (body["trace_id"], consumer.span_id), render(spans)
@@ -210,8 +213,8 @@ def test_http_and_db_spans_carry_only_stable_keys_and_no_path_in_a_name(
     for span in db_spans:
         assert not LEGACY_DB & set(span.attributes), (span.name, span.attributes)
         assert "/" not in span.name and ".db" not in span.name, span.name
-    # A pool connection is a span too ("connect"), with no statement.
-    statements = [s for s in db_spans if s.name != "connect"]
+    # Only statements: no pool "connect" span, no BEGIN.
+    statements = db_spans
     names = {s.name for s in statements}
     for span in statements:
         assert STABLE_DB <= set(span.attributes), (span.name, span.attributes)
@@ -220,8 +223,9 @@ def test_http_and_db_spans_carry_only_stable_keys_and_no_path_in_a_name(
         assert span.name.startswith(f"{operation} "), (span.name, operation)
         collection = span.attributes.get("db.collection.name")
         assert collection is None or span.name == f"{operation} {collection}", span.name
+        assert span.attributes["db.namespace"] == "e2e", span.attributes  # the file's stem
     assert "UPDATE users" in names, names
-    assert "BEGIN e2e" in names, names  # SQLite: the namespace is the file's stem
+    assert not {n for n in names if n == "connect" or n.startswith("BEGIN")}, names
 
 
 def test_health_probes_make_no_spans(wired: System, receiver: OtlpReceiver) -> None:
@@ -254,3 +258,61 @@ def test_http_server_request_duration_arrives_with_semconv_name_unit_and_attribu
     assert point.attributes["http.request.method"] == "POST"
     assert point.attributes["http.response.status_code"] == 201
     assert point.count >= 1
+
+
+MESSAGING_UNITS = {
+    "messaging.client.operation.duration": "s",
+    "messaging.process.duration": "s",
+    "messaging.client.sent.messages": "{message}",
+    "messaging.client.consumed.messages": "{message}",
+}
+REQUESTS = "reservations:reservation.requested"
+REPLIES = {"messaging.destination.template": "amq.rabbitmq.reply-to"}
+
+
+def test_messaging_metrics_arrive_with_semconv_names_units_and_attributes(
+    wired: System, logs_and_metrics: LogsAndMetrics
+) -> None:
+    _reserve(wired)
+    # (service, metric, destination): one hop of the reservation each, sampled or not.
+    expected = {
+        (API, "messaging.client.sent.messages", REQUESTS),
+        (CREDIT_CHECK, "messaging.client.consumed.messages", f"{REQUESTS}:credit-check"),
+        (CREDIT_CHECK, "messaging.client.sent.messages", "amq.rabbitmq.reply-to"),
+        (CREDIT_CHECK, "messaging.client.sent.messages", "reservations:reservation.confirmed"),
+        (API, "messaging.client.consumed.messages", "amq.rabbitmq.reply-to"),
+        (FULFILMENT, "messaging.client.consumed.messages", CONFIRMED_PROCESS.split()[1]),
+    }
+    for attempt in eventually(15):
+        with attempt:
+            points = [p for p in logs_and_metrics.points if p.name in MESSAGING_UNITS]
+            seen = {
+                (
+                    p.service,
+                    p.name,
+                    p.attributes.get("messaging.destination.name")
+                    or p.attributes["messaging.destination.template"],
+                )
+                for p in points
+            }
+            assert expected <= seen, sorted(seen)
+            assert set(MESSAGING_UNITS) <= {p.name for p in points}
+    for point in points:
+        assert point.unit == MESSAGING_UNITS[point.name], point
+        attributes = point.attributes
+        assert attributes["messaging.system"] == "rabbitmq"
+        assert attributes["server.address"] == "127.0.0.1" and attributes["server.port"] == 5672
+        operation = (attributes["messaging.operation.name"], attributes["messaging.operation.type"])
+        assert operation in {("publish", "send"), ("process", "process")}, point
+        assert "error.type" not in attributes, point
+        # Low cardinality: a reply is counted under its template, never its per-request name.
+        if "messaging.destination.template" in attributes:
+            assert (
+                attributes == attributes | REPLIES
+                and "messaging.destination.name" not in attributes
+            )
+        else:
+            assert "amq.rabbitmq.reply-to" not in attributes["messaging.destination.name"]
+        if point.name.endswith(".duration"):
+            assert point.bounds == DURATION_BUCKETS, point
+        assert point.count >= 1

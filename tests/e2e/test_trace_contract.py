@@ -74,6 +74,9 @@ def test_confirmed_reservation_is_one_trace_through_the_async_tail(
     assert db_spans, tree
     assert all(consumer in ancestors(s, spans) for s in db_spans), tree
     assert {s.kind for s in db_spans} == {"CLIENT"}
+    # One span per statement and nothing else: no pool "connect" span, no BEGIN.
+    statements = [s.name for s in sorted(db_spans, key=lambda s: s.start_ns)]
+    assert statements == ["UPDATE users", "INSERT reservations"], tree
     # 5. the worker PRODUCER span of the reply, and 6. the API CONSUMER span of the reply
     reply_producer = one(spans, REPLY_PUBLISH, CREDIT_CHECK, "PRODUCER")
     assert reply_producer.parent_span_id == consumer.span_id, tree
@@ -86,7 +89,10 @@ def test_confirmed_reservation_is_one_trace_through_the_async_tail(
     assert tail.parent_span_id == event_producer.span_id, tree
     prepare = one(spans, "prepare download", FULFILMENT, "INTERNAL")
     assert prepare.parent_span_id == tail.span_id
-    assert any(s.service == FULFILMENT and "db.system.name" in s.attributes for s in spans), tree
+    tail_db = [s for s in spans if s.service == FULFILMENT and "db.system.name" in s.attributes]
+    assert all(s.parent_span_id == prepare.span_id for s in tail_db), tree
+    tail_statements = [s.name for s in sorted(tail_db, key=lambda s: s.start_ns)]
+    assert tail_statements == ["UPDATE reservations", "SELECT reservations"], tree
 
     # Exactly one producer and one consumer span per hop (no double instrumentation).
     messaging = [s for s in spans if s.kind in ("PRODUCER", "CONSUMER")]

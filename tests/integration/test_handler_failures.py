@@ -8,6 +8,8 @@ from uuid import UUID
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -18,6 +20,8 @@ from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
 from messaging.messages import ReservationRequested
+from messaging.metered import MessageMeter
+from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
@@ -92,3 +96,45 @@ async def _fail_three_times(
     assert len(dlx_publish) == 1
     assert dlx_publish[0].parent is not None
     assert dlx_publish[0].parent.span_id == consumers[-1].context.span_id
+
+
+async def test_failed_deliveries_are_counted_with_their_error_type(
+    channel: AbstractChannel,
+) -> None:
+    """No tracer at all (as for an unsampled trace): the meter still counts every delivery."""
+    reader = InMemoryMetricReader()
+    meter = MessageMeter(MessagingMetrics(MeterProvider(metric_readers=[reader])))
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    broker.publisher.meter = meter
+    subscription = await broker.subscribe(
+        topology.CREDIT_CHECK, ReservationRequested, credit_check(ExplodingLedger())
+    )
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    await broker.publish(request, topology.RESERVATION_REQUESTS)
+    dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 15)
+    assert await subscription.stop(5)
+    await dead.ack()
+
+    def counts(name: str) -> dict[tuple[object, object], float]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        return {
+            (attrs.get("messaging.destination.name"), attrs.get("error.type")): point.value
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+            if isinstance(point, NumberDataPoint)
+            for attrs in [dict(point.attributes or {})]
+        }
+
+    consumed = "reservations:reservation.requested:credit-check"
+    assert counts("messaging.client.consumed.messages") == {
+        (consumed, "RuntimeError"): MAX_ATTEMPTS
+    }
+    assert counts("messaging.client.sent.messages") == {
+        ("reservations:reservation.requested", None): 1,
+        ("reservations.dlx:reservation.requested", None): 1,
+    }

@@ -22,7 +22,8 @@ from uuid import UUID
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.reservations import Reservation
 from messaging.delivery import current_delivery
@@ -52,9 +53,9 @@ class CrashingStore(SqlStore):
         self._armed = armed
         log.warning("crash point armed: this worker will SIGKILL itself", point=armed)
 
-    async def _record(self, conn: AsyncConnection, reservation: Reservation) -> None:
+    def _record(self, conn: Connection, reservation: Reservation) -> None:
         crash_at("mid_transaction", self._armed)
-        await super()._record(conn, reservation)
+        super()._record(conn, reservation)
 
     async def reserve(
         self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
@@ -87,7 +88,9 @@ def main() -> None:
 
     run(
         lambda: serve(
-            WORKER, store=lambda engine: CrashingStore(engine, armed), publisher=publisher
+            WORKER,
+            store=lambda engine: CrashingStore(engine, armed),
+            publisher=publisher,
         )
     )
 

@@ -66,7 +66,7 @@ def credit_check(ledger: Ledger) -> Handler[ReservationRequested]:
     """The worker's handler: check, annotate the CONSUMER span, answer and announce."""
 
     async def handle(request: ReservationRequested) -> Handled:
-        log.info("reservation received", reservation_id=str(request.reservation_id))
+        log.debug("reservation received", reservation_id=str(request.reservation_id))
         decision = await check_credit(request, ledger)
         _annotate(trace.get_current_span(), decision)
         log.info(

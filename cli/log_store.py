@@ -1,0 +1,82 @@
+"""The embedded collector's log records, kept with their trace (bounded like the spans).
+
+Only lines logged inside a span are kept: they are the ones a waterfall can show. The others
+(start-up, shutdown) are counted and dropped. With ``store_dir`` each kept line is also
+appended to ``store_dir/logs.jsonl`` so ``reservations trace`` can read it from another process.
+"""
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from cli.log_records import LogLine
+from cli.trace_files import read_records_of_trace
+
+LOGS_FILE = "logs.jsonl"
+# A runaway loop logging inside one span must not fill the memory (or the file).
+MAX_LINES_PER_TRACE = 500
+
+
+class LogStore:
+    """Thread-safe store of log lines grouped by trace id; the newest ``max_traces`` kept."""
+
+    def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
+        self._max_traces = max_traces
+        self._traces: OrderedDict[str, list[LogLine]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._file = None
+        if store_dir is not None:
+            store_dir.mkdir(parents=True, exist_ok=True)
+            self._file = (store_dir / LOGS_FILE).open("a", encoding="utf-8")
+        self.received = 0
+
+    def add(self, lines: list[LogLine]) -> None:
+        kept = []
+        with self._lock:
+            self.received += len(lines)
+            for line in lines:
+                if not line.trace_id:
+                    continue
+                trace = self._traces.setdefault(line.trace_id, [])
+                if len(trace) < MAX_LINES_PER_TRACE:
+                    trace.append(line)
+                    kept.append(line)
+                self._traces.move_to_end(line.trace_id)
+            while len(self._traces) > self._max_traces:
+                self._traces.popitem(last=False)
+            if self._file is not None and kept:
+                self._file.writelines(json.dumps(line.to_dict()) + "\n" for line in kept)
+                self._file.flush()
+
+    def trace(self, trace_id: str) -> list[LogLine]:
+        with self._lock:
+            return list(self._traces.get(trace_id, ()))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def read_trace_logs(store_dir: Path, trace_id: str) -> list[LogLine]:
+    """One trace's lines from ``store_dir``."""
+    return read_records_of_trace(store_dir / LOGS_FILE, trace_id, LogLine.from_dict)
+
+
+def compact_logs_file(store_dir: Path, max_traces: int) -> None:
+    """Keep only the lines of the newest ``max_traces`` traces on disk."""
+    path = store_dir / LOGS_FILE
+    if not path.exists():
+        return
+    traces: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                traces.setdefault(json.loads(line)["trace_id"], []).append(line)
+    if len(traces) <= max_traces:
+        return
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for kept in list(traces.values())[-max_traces:]:
+            out.writelines(kept)
+    tmp.replace(path)

@@ -1,0 +1,111 @@
+"""Recording the messaging metrics on the one publish path and the one consume path.
+
+:func:`messaging.instrumentation.publish` and :func:`messaging.instrumentation.consumer` time
+every message and hand the duration to a :class:`MessageMeter`, whether or not its span is
+sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metrics`). The meter
+carries the broker's address (``server.address``/``server.port``); the destination is the
+span's low-cardinality one, with direct reply-to given as its template, never per request.
+
+A delivery's handler failure is caught by :mod:`messaging.delivery` (it requeues or
+dead-letters), so the consumer wrapper cannot see it raise: :func:`failed` tells it instead.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import lru_cache
+
+from aio_pika import Connection
+from aio_pika.abc import AbstractConnection
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.util.types import AttributeValue
+
+from messaging.metrics import MessagingMetrics, attributes
+from messaging.semconv import destination
+
+# The error type of the delivery being processed in this task, if its handling failed.
+_failure: ContextVar[str | None] = ContextVar("messaging_failure", default=None)
+
+
+def failed(error_type: str) -> None:
+    """The delivery being processed in this task failed with ``error_type``."""
+    _failure.set(error_type)
+
+
+@dataclass(frozen=True)
+class MessageMeter:
+    metrics: MessagingMetrics
+    server_address: str | None = None
+    server_port: int | None = None
+
+    @classmethod
+    def on(cls, metrics: MessagingMetrics, connection: AbstractConnection) -> "MessageMeter":
+        """The broker's address is the connection's (a plain AbstractConnection has none)."""
+        if not isinstance(connection, Connection):
+            return cls(metrics)
+        return cls(metrics, connection.url.host, connection.url.port)
+
+    @contextmanager
+    def sending(self, exchange: str, routing_key: str) -> Iterator[None]:
+        """Time one publish (confirm included): sent messages and the operation duration."""
+        error_type = None
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            raise
+        finally:
+            dest, anonymous = destination(exchange, routing_key)
+            attrs = self._attributes("publish", "send", dest, anonymous, error_type)
+            self.metrics.sent(time.perf_counter() - start, attrs)
+
+    @contextmanager
+    def processing(self, queue: str, exchange: str, routing_key: str) -> Iterator[None]:
+        """Time one delivery's processing: consumed messages and the process duration."""
+        token = _failure.set(None)
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            _failure.set(type(exc).__qualname__)
+            raise
+        finally:
+            dest, anonymous = destination(exchange, routing_key, queue)
+            attrs = self._attributes("process", "process", dest, anonymous, _failure.get())
+            self.metrics.processed(time.perf_counter() - start, attrs)
+            _failure.reset(token)
+
+    def _attributes(
+        self, name: str, kind: str, dest: str, anonymous: bool, error_type: str | None
+    ) -> dict[str, AttributeValue]:
+        return _cached(
+            name, kind, dest, anonymous, error_type, self.server_address, self.server_port
+        )
+
+
+@lru_cache(maxsize=256)
+def _cached(
+    name: str,
+    kind: str,
+    dest: str,
+    anonymous: bool,
+    error_type: str | None,
+    server_address: str | None,
+    server_port: int | None,
+) -> dict[str, AttributeValue]:
+    """One attribute set per destination and outcome, built once (never mutated after)."""
+    return attributes(
+        name,
+        kind,
+        dest,
+        template=dest if anonymous else None,
+        error_type=error_type,
+        server_address=server_address,
+        server_port=server_port,
+    )
+
+
+NO_METER = MessageMeter(MessagingMetrics(NoOpMeterProvider()))
