@@ -74,14 +74,16 @@ def consumer(queue: str, callback: OnMessage, meter: MessageMeter = NO_METER) ->
 
     async def enriched(message: AbstractIncomingMessage) -> None:
         exchange, routing_key = message.exchange or "", message.routing_key or ""
+        if unusable := propagation.unusable_fields(message.headers):
+            # Extraction ignored them: the CONSUMER span started a fresh trace; say why.
+            trace.get_current_span().add_event(
+                UNUSABLE_CONTEXT, {"messaging.header.names": unusable}
+            )
         span = trace.get_current_span()
         if span.is_recording():
             dest, anonymous = destination(exchange, routing_key, queue)
             span.update_name(f"process {dest}")
             span.set_attributes(semconv.process_attributes(message, dest, anonymous))
-            unusable = propagation.unusable_fields(message.headers)
-            if unusable:  # extraction ignored them: this span starts a fresh trace
-                span.add_event(UNUSABLE_CONTEXT, {"messaging.header.names": unusable})
         with meter.processing(queue, exchange, routing_key):
             await callback(message)
 
