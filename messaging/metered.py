@@ -25,13 +25,24 @@ from opentelemetry.util.types import AttributeValue
 from messaging.metrics import MessagingMetrics, attributes
 from messaging.semconv import destination
 
-# The error type of the delivery being processed in this task, if its handling failed.
-_failure: ContextVar[str | None] = ContextVar("messaging_failure", default=None)
+
+@dataclass
+class _Processing:
+    """The delivery being processed: a mutable holder, so that a failure reported from a task
+    the handling runs in (the subscriber shields it in one, with a copy of the context) still
+    reaches the meter that records the delivery."""
+
+    error_type: str | None = None
+
+
+_processing: ContextVar[_Processing | None] = ContextVar("messaging_processing", default=None)
 
 
 def failed(error_type: str) -> None:
-    """The delivery being processed in this task failed with ``error_type``."""
-    _failure.set(error_type)
+    """The delivery being processed in this context failed with ``error_type``."""
+    current = _processing.get()
+    if current is not None:
+        current.error_type = error_type
 
 
 @dataclass(frozen=True)
@@ -65,18 +76,19 @@ class MessageMeter:
     @contextmanager
     def processing(self, queue: str, exchange: str, routing_key: str) -> Iterator[None]:
         """Time one delivery's processing: consumed messages and the process duration."""
-        token = _failure.set(None)
+        state = _Processing()
+        token = _processing.set(state)
         start = time.perf_counter()
         try:
             yield
         except BaseException as exc:
-            _failure.set(type(exc).__qualname__)
+            state.error_type = type(exc).__qualname__
             raise
         finally:
             dest, anonymous = destination(exchange, routing_key, queue)
-            attrs = self._attributes("process", "process", dest, anonymous, _failure.get())
+            attrs = self._attributes("process", "process", dest, anonymous, state.error_type)
             self.metrics.processed(time.perf_counter() - start, attrs)
-            _failure.reset(token)
+            _processing.reset(token)
 
     def _attributes(
         self, name: str, kind: str, dest: str, anonymous: bool, error_type: str | None
