@@ -7,6 +7,7 @@ import uvicorn
 
 from api.app import SERVICE_NAME
 from api.settings import ApiSettings
+from messaging.gc_tuning import tune_for_serving
 from messaging.logs import configure_logging
 from messaging.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
@@ -23,6 +24,7 @@ def main() -> None:
     except (DatabaseUnreachable, SchemaNotReady) as exc:
         report_startup_failure(exc)
         sys.exit(1)
+    tune_for_serving()
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -14,9 +14,11 @@ from store.migrate import migrate
 from store.settings import StoreSettings
 from tests import infra
 
-# In-process code under test builds its own tracer provider; it exports nowhere unless a
-# test gives it an exporter. Subprocesses get their environment from tests/processes.py.
-os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+# In-process code under test builds its own providers; they export nowhere unless a test
+# gives them an exporter (an OTLP exporter aimed at the closed default port would hold every
+# shutdown for its 3 s bound). Subprocesses get their environment from tests/processes.py.
+for _signal in ("TRACES", "LOGS", "METRICS"):
+    os.environ.setdefault(f"OTEL_{_signal}_EXPORTER", "none")
 os.environ.setdefault("LOG_FORMAT", "console")
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from messaging.broker import Broker, PublisherFactory
 from messaging.connection import BrokerUnreachable, TopologyConflict, connect
 from messaging.db_spans import instrument_engine
+from messaging.gc_tuning import tune_for_serving
 from messaging.handlers import Handler, M
 from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
@@ -105,6 +106,7 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
         runner = uvloop.run
+    tune_for_serving()
     try:
         runner(main())
     except (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady) as exc:

@@ -147,9 +147,10 @@ def logs_and_metrics() -> Iterator[LogsAndMetrics]:
 
 @pytest.fixture
 def wired(
-    make_system: Callable[[], System], api_port: int, logs_and_metrics: LogsAndMetrics
+    logs_and_metrics: LogsAndMetrics, make_system: Callable[[], System], api_port: int
 ) -> System:
-    """The whole flow; logs and metrics go to their own endpoint, exported every 200 ms."""
+    """The whole flow; logs and metrics go to their own endpoint, exported every 200 ms. The
+    receiver comes first, so it is stopped last: the processes' final exports still land."""
     system = make_system()
     system.base_env |= {
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs_and_metrics.endpoint,

@@ -31,7 +31,10 @@ def collector_dir(tmp_path: Path) -> Iterator[tuple[OtlpReceiver, Path]]:
 
 
 def test_a_reservation_keeps_the_trace_of_the_request_that_created_it(
-    make_system: Callable[[], System], api_port: int, collector_dir: tuple[OtlpReceiver, Path]
+    # The collector first, so it is stopped after the processes' final exports.
+    collector_dir: tuple[OtlpReceiver, Path],
+    make_system: Callable[[], System],
+    api_port: int,
 ) -> None:
     receiver, data_dir = collector_dir
     system = make_system()
