@@ -13,7 +13,8 @@ Only the standard OpenTelemetry variables are read:
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, read by the SDK's default sampler
   (``parentbased_always_on`` unless set, so a worker follows the API's decision);
 - ``OTEL_BSP_*``, ``OTEL_BLRP_*`` (batch processors), ``OTEL_METRIC_EXPORT_INTERVAL`` and
-  ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``;
+  ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``; ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` defaults here to
+  :data:`SPAN_EXPORT_BATCH_SIZE`, not the SDK's 512;
 - ``OTEL_SEMCONV_STABILITY_OPT_IN``, which defaults here to ``http,database``: the contrib
   instrumentations then write the stable HTTP and database conventions;
 - ``OTEL_SDK_DISABLED=true`` turns all three signals off (no providers, no instrumentation).
@@ -64,6 +65,10 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_TIMEOUT = 3.0
 # Bound attribute values (an oversized header copied into an attribute must not bloat spans).
 DEFAULT_ATTRIBUTE_LENGTH_LIMIT = 1024
+# Spans per OTLP export. The exporter thread encodes a batch holding the GIL, and the event
+# loop waits meanwhile: with the SDK's 512, one reservation in a few dozen waited ~15 ms for
+# it (bench, traced, 1 connection: p99 20 ms; with 128: 12 ms, at the same CPU per request).
+SPAN_EXPORT_BATCH_SIZE = 128
 # Stable HTTP and database conventions, unless the user chose otherwise.
 SEMCONV_OPT_IN = "http,database"
 
@@ -147,7 +152,9 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
     )
     provider = TracerProvider(resource=resource, span_limits=limits)
     for exporter in span_exporters():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_export_batch_size=_span_batch_size())
+        )
     # Telemetry.shutdown stops these two, bounded; no unbounded atexit flush after it.
     meter_provider = SdkMeterProvider(
         resource=resource,
@@ -175,6 +182,15 @@ def uninstrument_aio_pika() -> None:
     instrumentor = AioPikaInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+def _span_batch_size() -> int | None:
+    """None (the SDK reads the variable) if ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` is set, else
+    our default, never above the queue's size."""
+    if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip():
+        return None
+    queue_size = _int_env("OTEL_BSP_MAX_QUEUE_SIZE", SPAN_EXPORT_BATCH_SIZE)  # unset: no bound
+    return min(SPAN_EXPORT_BATCH_SIZE, queue_size)
 
 
 def _int_env(name: str, default: int) -> int:
