@@ -75,6 +75,7 @@ class LevelResult:
     reservations: dict[str, int] = field(default_factory=dict)
     audit: dict[str, Any] | None = None  # bench.audit.Audit: the scenario so far, after the level
     disrupted: int = 0  # broker-disconnect log lines seen during the level
+    rss_mib: dict[str, float] = field(default_factory=dict)  # per service, at the window's end
 
     def cpu_s_per_request(self) -> dict[str, float]:
         n = max(1, self.load.completed)
@@ -90,6 +91,7 @@ class LevelResult:
             "reservations": self.reservations,
             "audit": self.audit,
             "broker_disrupted": self.disrupted,
+            "rss_mib": self.rss_mib,
         }
 
 

@@ -1,4 +1,5 @@
-"""CPU time per process, read with psutil at the edges of a measured window.
+"""CPU time per process, read with psutil at the edges of a measured window, and each
+process's resident memory at its end.
 
 Roles are what the report calls them: ``api``, ``worker``, ``fulfilment``, ``broker`` (the
 RabbitMQ ``beam.smp``), ``receiver`` (the OTLP receiver), ``loadgen``; in the baseline,
@@ -32,10 +33,22 @@ def cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
+def resident_mib(pid: int) -> float | None:
+    """Resident set size of a live process, in MiB (None once it is gone)."""
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def children_cpu_seconds() -> float:
     """CPU of this process's reaped children (for wrk, which exits before we can ask it)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+# The processes whose memory the bench reports: the services of the system and of the twin.
+MEMORY_ROLES = ("api", "worker", "fulfilment")
 
 
 class CpuMeter:
@@ -54,6 +67,13 @@ class CpuMeter:
 
     def begin(self) -> None:
         self._start = self.snapshot()
+
+    def resident_mib(self) -> dict[str, float]:
+        """Each process's resident memory now (MiB); the broker and helpers left out."""
+        values = {
+            role: resident_mib(pid) for role, pid in self._pids.items() if role in MEMORY_ROLES
+        }
+        return {role: round(v, 1) for role, v in values.items() if v is not None}
 
     def used(self) -> dict[str, float]:
         end = self.snapshot()

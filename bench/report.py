@@ -69,11 +69,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         "CPU is milliseconds of CPU time per request, per process (user + system, psutil). "
         "`app` is the API (the bare client in the baseline), `worker` the credit-check worker "
-        "(the bare server in the baseline).",
+        "(the bare server in the baseline). RSS is each service's resident memory in MiB at "
+        "the end of the level (api / worker / fulfil).",
         "",
         "| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | errors | CPU app | CPU worker "
-        "| CPU fulfil | CPU broker | CPU recv | CPU load | spans exp / recv (dropped) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--|",
+        "| CPU fulfil | CPU broker | CPU recv | CPU load | RSS MiB | spans exp / recv (dropped) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--|",
     ]
     for name, levels in report["scenarios"].items():
         for level, r in levels.items():
@@ -86,13 +87,18 @@ def markdown(report: Mapping[str, Any]) -> str:
             else:
                 span_cell = ""
             flag = " ⚠ broker disrupted" if r.get("broker_disrupted") else ""
+            rss = r.get("rss_mib") or {}
+            rss_cell = " / ".join(
+                f"{rss[role]:.0f}" for role in ("api", "worker", "fulfilment") if role in rss
+            )
             lines.append(
                 f"| {name}{flag} | {level} | {_fmt(r['throughput_rps'], 0)} | {_fmt(r['p50_ms'])} "
                 f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} "
                 f"| {_fmt(cpu.get('api', cpu.get('client')))} "
                 f"| {_fmt(cpu.get('worker', cpu.get('server')))} "
                 f"| {_fmt(cpu.get('fulfilment'))} | {_fmt(cpu.get('broker'))} "
-                f"| {_fmt(cpu.get('receiver'))} | {_fmt(cpu.get('loadgen'))} | {span_cell} |"
+                f"| {_fmt(cpu.get('receiver'))} | {_fmt(cpu.get('loadgen'))} | {rss_cell} "
+                f"| {span_cell} |"
             )
     lines += [
         "",

@@ -8,8 +8,9 @@
 - ``errors``: failed requests in every scenario at every level;
 - ``dropped_spans``: spans expected but not received, traced system and twin, every level.
 
-The twin's own figures (``twin_*``) sit beside them for reference, and ``cpu_ms_per_request``
-per row (services and broker); they have no targets.
+The twin's own figures (``twin_*``) sit beside them for reference, with ``cpu_ms_per_request``
+per row (services and broker) and ``rss_mib`` per row and service (resident memory at the end
+of the level); they have no targets.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -82,6 +83,7 @@ def summarize(
         "throughput_rps": {name: round(r.load.throughput, 1) for name, r in at.items()},
         "p99_ms": {name: r.load.p99_ms for name, r in at.items()},
         "cpu_ms_per_request": {name: _cpu_ms(r) for name, r in at.items()},
+        "rss_mib": {name: r.rss_mib for name, r in at.items() if r.rss_mib},
         "errors": sum(r.load.errors for r in every),
         "errors_by_scenario": _by_scenario(every, lambda r: r.load.errors),
         "dropped_spans": sum(dropped.values()) if dropped else None,

@@ -84,6 +84,7 @@ async def _level(
     if receiver is not None:
         meter.add("receiver", receiver.process.pid)
     load, cpu = await http_load(plan, system.port, level, meter, workdir)
+    rss = meter.resident_mib()
     say(f"{name} @ {level}: draining the queues")
     drained = await broker.wait_drained(plan.amqp_url, WORK_QUEUES, within=60)
     outcomes = await database.settled_outcomes()
@@ -114,6 +115,7 @@ async def _level(
         {"recorded": recorded, "queues_drained": int(drained), **outcomes},
         audit=audit.to_dict(),
         disrupted=sum(system.count_since(offsets, m) for m in DISRUPTION_MARKERS),
+        rss_mib=rss,
     )
 
 

@@ -17,10 +17,11 @@ Each transaction is a plain function of a synchronous connection, run in one go 
 
 import time
 from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -132,8 +133,10 @@ class SqlStore:
         the first token. None if there is no such confirmed reservation."""
 
         def transaction(conn: Connection) -> Reservation | None:
-            conn.execute(sql.PREPARE_DOWNLOAD, {"p_id": str(reservation_id), "p_token": token})
-            return _get_reservation(conn, reservation_id)
+            params = {"p_id": str(reservation_id), "p_token": token}
+            row = conn.execute(sql.PREPARE_DOWNLOAD, params).first()
+            # None: a redelivered event (the first token stays), or no such confirmed one.
+            return _reservation(row) if row else _get_reservation(conn, reservation_id)
 
         reservation = await self._transactions.write(transaction)
         if reservation is None or reservation.download_token is None:
@@ -183,16 +186,12 @@ class SqlStore:
 
 def _get_reservation(conn: Connection, reservation_id: UUID) -> Reservation | None:
     row = conn.execute(sql.BY_ID, {"p_id": str(reservation_id)}).first()
-    if row is None:
-        return None
+    return None if row is None else _reservation(row)
+
+
+def _reservation(row: Row[Any]) -> Reservation:
+    r = row
     return Reservation(
-        UUID(row.reservation_id),
-        row.username,
-        row.item_id,
-        Outcome(row.outcome),
-        row.price,
-        row.credits_left,
-        row.download_token,
-        row.ready_at,
-        row.trace_id,
-    )
+        UUID(r.reservation_id), r.username, r.item_id, Outcome(r.outcome), r.price,
+        r.credits_left, r.download_token, r.ready_at, r.trace_id,
+    )  # fmt: skip

@@ -31,5 +31,6 @@ PREPARE_DOWNLOAD = (
         reservations.c.download_token.is_(None),
     )
     .values(download_token=bindparam("p_token"), ready_at=func.now())
+    .returning(*reservations.c)
 )
 USER_EXISTS = select(users.c.username).where(users.c.username == bindparam("p_username"))

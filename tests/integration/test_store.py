@@ -113,3 +113,24 @@ async def test_top_up_cannot_pass_the_credit_limit(store: SqlStore) -> None:
         await store.add_credits("alice", MAX_CREDITS)
     assert await store.get_credits("alice") == 105
     assert await store.add_credits("nobody", 5) is None
+
+
+async def test_a_download_is_prepared_once_and_only_for_a_confirmed_reservation(
+    store: SqlStore,
+) -> None:
+    confirmed = await store.reserve(uuid.uuid4(), "alice", "book-1")
+    first = await store.prepare_download(confirmed.reservation_id, "token-1")
+    assert first is not None
+    assert (first.reservation_id, first.download_token) == (confirmed.reservation_id, "token-1")
+    assert first.outcome is Outcome.CONFIRMED and first.ready_at is not None
+    # A redelivered event: the first token and time stay.
+    again = await store.prepare_download(confirmed.reservation_id, "token-2")
+    assert again is not None
+    assert (again.download_token, again.ready_at) == ("token-1", first.ready_at)
+    assert await store.find_download("token-2") is None
+
+    rejected = await store.reserve(uuid.uuid4(), "bob", "book-2")
+    assert await store.prepare_download(rejected.reservation_id, "token-3") is None
+    assert await store.prepare_download(uuid.uuid4(), "token-4") is None
+    stored = await store.get_reservation(rejected.reservation_id)
+    assert stored is not None and stored.download_token is None

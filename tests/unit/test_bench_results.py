@@ -36,7 +36,8 @@ def _level(
         spans = {"expected": 100, "received": 100 - dropped, "dropped": dropped}
     audit = {"conserved": True, "all_fulfilled": True}
     cpu = {"api": rps / 1000, "worker": rps / 500, "loadgen": 1.0}  # 0.3 ms per request, + load
-    return LevelResult(name, conns, _load(rps, p99), cpu, spans, audit=audit)
+    rss = {"api": 90.0 + conns, "worker": 80.0}
+    return LevelResult(name, conns, _load(rps, p99), cpu, spans, audit=audit, rss_mib=rss)
 
 
 def _run(**overrides: tuple[float, float]) -> list[LevelResult]:
@@ -82,6 +83,7 @@ def test_the_summary_reports_the_issue_keys_and_whether_each_target_is_met() -> 
     assert (summary["errors"], summary["dropped_spans"]) == (0, 0)
     assert summary["conserved"] is True and summary["all_fulfilled"] is True
     assert summary["cpu_ms_per_request"][plan.UNTRACED] == pytest.approx(0.3)
+    assert summary["rss_mib"][plan.TRACED] == {"api": 122.0, "worker": 80.0}  # at 32
     met = {name: t["met"] for name, t in targets.items()}
     assert met == {
         "system_over_twin_untraced": True,
@@ -93,6 +95,7 @@ def test_the_summary_reports_the_issue_keys_and_whether_each_target_is_met() -> 
         "dropped_spans": True,
     }
     assert "| 32 | 0.80 | 0.80 | 0.57 |" in report.markdown(data)
+    assert "| 122 / 80 |" in report.markdown(data)  # the RSS column, api / worker
 
 
 def test_dropped_spans_and_errors_count_at_every_level_and_a_missing_row_is_not_measured() -> None:
