@@ -26,8 +26,8 @@ def meta(plan: Plan, mode: str, vhost: str | None) -> dict[str, Any]:
         "db": plan.db,
         "loadgen": plan.loadgen,
         "tracing_off": "OTEL_SDK_DISABLED=true",
-        "tracing_on": "OTLP/gRPC, parentbased_always_on (100%), SDK default batch processor "
-        "unless OTEL_BSP_* are set",
+        "tracing_on": "OTLP/gRPC, parentbased_always_on (100%), each side's own batch processor "
+        "settings (system: batches of 128, twin: the SDK's 512) unless OTEL_BSP_* are set",
         "otel_bsp": {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")},
         "broker_vhost": vhost or "(shared: rabbitmqctl unavailable)",
         "source_root": str(plan.source_root),
