@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.proto.logs.v1 import logs_pb2
 
-from cli.spans import proto_attributes, proto_value
+from cli.spans import proto_attributes, proto_value, service_name
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def from_proto_logs(resource_logs: Iterable[logs_pb2.ResourceLogs]) -> list[LogL
     """Lines from an OTLP ``ExportLogsServiceRequest``'s ``resource_logs``."""
     lines = []
     for rl in resource_logs:
-        service = str(proto_attributes(rl.resource.attributes).get("service.name", "unknown"))
+        service = service_name(proto_attributes(rl.resource.attributes))
         for sl in rl.scope_logs:
             for record in sl.log_records:
                 body = proto_value(record.body)

@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from cli.spans import proto_attributes
+from cli.spans import proto_attributes, service_name
 
 DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
@@ -44,7 +44,7 @@ class MetricStore:
         with self._lock:
             for rm in resource_metrics:
                 resource = proto_attributes(rm.resource.attributes)
-                service = str(resource.get("service.name", "unknown"))
+                service = service_name(resource)
                 instance = str(resource.get("service.instance.id", service))
                 for sm in rm.scope_metrics:
                     for metric in sm.metrics:

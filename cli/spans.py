@@ -54,7 +54,7 @@ def from_proto_request(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> lis
     """Spans from an OTLP ``ExportTraceServiceRequest``'s ``resource_spans``."""
     records = []
     for rs in resource_spans:
-        service = str(proto_attributes(rs.resource.attributes).get("service.name", "unknown"))
+        service = service_name(proto_attributes(rs.resource.attributes))
         for ss in rs.scope_spans:
             for span in ss.spans:
                 records.append(
@@ -91,6 +91,11 @@ def from_otlp_json(document: Mapping[str, Any]) -> list[SpanRecord]:
         {"resourceSpans": resource_spans}, trace_pb2.TracesData(), ignore_unknown_fields=True
     )
     return from_proto_request(traces.resource_spans)
+
+
+def service_name(resource_attributes: Mapping[str, Any]) -> str:
+    """The ``service.name`` of an OTLP resource's attributes (``unknown`` without one)."""
+    return str(resource_attributes.get("service.name", "unknown"))
 
 
 def proto_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
