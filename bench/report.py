@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.plan import LevelResult
+from bench.procstats import MEMORY_ROLES
 from bench.summary import level_ratios, summarize
 
 
@@ -88,9 +89,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 span_cell = ""
             flag = " ⚠ broker disrupted" if r.get("broker_disrupted") else ""
             rss = r.get("rss_mib") or {}
-            rss_cell = " / ".join(
-                f"{rss[role]:.0f}" for role in ("api", "worker", "fulfilment") if role in rss
-            )
+            rss_cell = " / ".join(f"{rss[role]:.0f}" for role in MEMORY_ROLES if role in rss)
             lines.append(
                 f"| {name}{flag} | {level} | {_fmt(r['throughput_rps'], 0)} | {_fmt(r['p50_ms'])} "
                 f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} "
