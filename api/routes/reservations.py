@@ -4,12 +4,12 @@ import uuid
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
 from api import idempotency
-from api.deps import RpcDep, SettingsDep, StoreDep
+from api.deps import StoreDep, rpc_of, settings_of, store_of
 from api.schemas import (
     ErrorBody,
     ReservationConfirmedBody,
@@ -53,14 +53,15 @@ _NOT_FOUND = {
 )
 async def create_reservation(
     body: ReservationRequest,
-    rpc: RpcDep,
-    store: StoreDep,
-    settings: SettingsDep,
+    http_request: Request,
     idempotency_key: Annotated[
         str | None, Header(alias=idempotency.HEADER, description=IDEMPOTENCY_KEY_HELP)
     ] = None,
 ) -> ReservationConfirmedBody | JSONResponse:
     """Reserve an item: the credit-check worker deducts its price from the user's credits."""
+    # The hot route: its three objects read directly, not solved as dependencies (api/deps.py).
+    rpc, store = rpc_of(http_request), store_of(http_request)
+    settings = settings_of(http_request)
     span = trace.get_current_span()
     reservation_id = uuid.uuid4()
     if idempotency_key is not None:
