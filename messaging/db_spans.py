@@ -15,6 +15,7 @@ conventions ask), and a SQLite namespace is the file's stem, not its path.
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 from opentelemetry import trace
@@ -49,9 +50,11 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> N
     )
 
 
+@lru_cache(maxsize=512)
 def parse(statement: str) -> tuple[str, str | None, str | None]:
     """The SQL keyword, the table it acts on (outside any subquery) and, when the statement
-    names exactly one table, that table as the collection. No parser: a keyword scan."""
+    names exactly one table, that table as the collection. No parser: a keyword scan, done once
+    per distinct statement text (the hot path's are compiled once, so their text repeats)."""
     text = _COMMENTS.sub("", statement, count=1)
     words = text.split(maxsplit=1)
     operation = words[0].upper() if words else ""
