@@ -71,9 +71,9 @@ def make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        # On the DBAPI cursor, not through conn.exec_driver_sql: a whole SQLAlchemy execution
-        # (and, traced, a span) per transaction for a statement with no parameters, no result
-        # and nothing to tell a reader next to the statements' spans.
+        # On the DBAPI cursor, not through conn.exec_driver_sql: that was a whole SQLAlchemy
+        # execution per transaction for a statement with no parameters and no result. The
+        # instrumentation sees only SQLAlchemy's executions, so BEGIN still makes no span.
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             cursor.execute(f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}")
