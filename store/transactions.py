@@ -16,7 +16,7 @@ The hop copies the caller's context, so the statement spans stay children of the
 The twin is made with ``sqlalchemy.create_engine`` looked up when it is called: once the
 composition root has instrumented the process's engine (``messaging.db_spans.instrument_engine``,
 before it makes the store), the SQLAlchemy instrumentation traces every engine created that
-way, with the same tracer provider. Disposing the engine disposes its twin (and closes the
+way, with the same tracer provider. Disposing the engine disposes its twin (and gives back the
 connection the write thread keeps).
 """
 
@@ -78,7 +78,6 @@ class ThreadedTransactions:
         self._writer = engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
         self._write_connection: Connection | None = None  # only ever touched on that thread
-        self._closed = False
 
     async def write(self, body: Body[T]) -> T:
         return await _hop(self._write_thread, lambda: self._write_here(body))
@@ -104,14 +103,11 @@ class ThreadedTransactions:
 
         return await _hop(None, transaction)  # the loop's default executor: reads run side by side
 
-    def close(self) -> None:
-        """Give the write thread's connection back (waiting for a write in progress) and let
-        the thread go. The store's engine does this when it is disposed."""
-        if self._closed:
-            return
-        self._closed = True
+    def release(self) -> None:
+        """Give the write thread's connection back to the pool (after a write in progress). The
+        store's engine does this when it is disposed; like the engine, the store stays usable:
+        a later write connects again."""
         self._write_thread.submit(self._release).result()
-        self._write_thread.shutdown(wait=False)
 
     def _release(self) -> None:
         if self._write_connection is not None:
@@ -139,7 +135,7 @@ def transactions_for(engine: AsyncEngine) -> Transactions:
 
     @event.listens_for(engine.sync_engine, "engine_disposed")
     def dispose_twin(_: Engine) -> None:
-        transactions.close()
+        transactions.release()
         twin.dispose()
 
     return transactions

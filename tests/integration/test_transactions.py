@@ -67,6 +67,9 @@ async def test_sqlite_writes_keep_one_connection_and_give_it_back_on_dispose(
     assert pool.checkedout() == 1  # the write thread's, kept between transactions
     await engine.dispose()
     assert pool.checkedout() == 0
+    # Like the engine, the store stays usable after a dispose: the next write connects again.
+    assert await transactions.write(_credits) == 100
+    await engine.dispose()
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
