@@ -31,6 +31,10 @@ def _credits(conn: Connection) -> int:
     return int(conn.scalar(text("SELECT credits FROM users WHERE username = 'alice'")))
 
 
+def _backend_pid(conn: Connection) -> int:
+    return int(conn.scalar(text("SELECT pg_backend_pid()")))
+
+
 async def test_a_failed_write_leaves_nothing_and_the_next_one_runs(engine: AsyncEngine) -> None:
     transactions = transactions_for(engine)
 
@@ -80,15 +84,14 @@ async def test_a_postgres_connection_killed_while_idle_is_replaced_before_use(
     admin = create_async_engine(postgres_url)
     try:
         transactions = transactions_for(engine)
-        pid = await transactions.read(lambda conn: conn.scalar(text("SELECT pg_backend_pid()")))
+        pid = await transactions.read(_backend_pid)
         async with admin.connect() as conn:
-            killed = await conn.scalar(text(f"SELECT pg_terminate_backend({int(pid)})"))
+            killed = await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
         assert killed
         await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
         # Without the ping at checkout, this would fail on the dead connection.
         assert await transactions.read(_credits) == 100
-        new_pid = await transactions.read(lambda conn: conn.scalar(text("SELECT pg_backend_pid()")))
-        assert new_pid != pid
+        assert await transactions.read(_backend_pid) != pid
     finally:
         await admin.dispose()
         await engine.dispose()
