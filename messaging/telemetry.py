@@ -155,21 +155,35 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_export_batch_size=_span_batch_size())
         )
-    # Telemetry.shutdown stops these two, bounded; no unbounded atexit flush after it.
-    meter_provider = SdkMeterProvider(
-        resource=resource,
-        metric_readers=[PeriodicExportingMetricReader(e) for e in metric_exporters()],
-        shutdown_on_exit=False,
-    )
-    logger_provider = SdkLoggerProvider(resource=resource, shutdown_on_exit=False)
-    for log_exporter in log_exporters():
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-    handler = OtelLogHandler(logger_provider)
-    logging.getLogger().addHandler(handler)
+    meter_provider, logger_provider = _meter_provider(resource), _logger_provider(resource)
+    handler = None
+    if isinstance(logger_provider, SdkLoggerProvider):
+        handler = OtelLogHandler(logger_provider)
+        logging.getLogger().addHandler(handler)
     if set_global:
         trace.set_tracer_provider(provider)
     instrument_aio_pika(provider)
     return Telemetry(service_name, provider, meter_provider, logger_provider, handler)
+
+
+# A signal without an exporter (``OTEL_{LOGS,METRICS}_EXPORTER=none``) gets a no-op provider:
+# no record is built, no measurement taken, only to be dropped. Telemetry.shutdown stops the
+# SDK providers, bounded; no unbounded atexit flush after it.
+def _meter_provider(resource: Resource) -> metrics.MeterProvider:
+    readers = [PeriodicExportingMetricReader(e) for e in metric_exporters()]
+    if not readers:
+        return metrics.NoOpMeterProvider()
+    return SdkMeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+
+
+def _logger_provider(resource: Resource) -> LoggerProvider:
+    exporters = log_exporters()
+    if not exporters:
+        return NoOpLoggerProvider()
+    provider = SdkLoggerProvider(resource=resource, shutdown_on_exit=False)
+    for exporter in exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    return provider
 
 
 def instrument_aio_pika(provider: trace.TracerProvider) -> None:
