@@ -1,6 +1,6 @@
 """``python -m bench``: the system against its lean twin and a bare aio-pika loop, in one run.
 
-    python -m bench                 # levels 1, 8, 32, 64; 10 s each; + OTLP-unreachable
+    python -m bench                 # levels 1, 8, 32, 64; 10 s each; + spans-only, OTLP-unreachable
     python -m bench --quick         # levels 1 and 32, 4 s each
     python -m bench --db postgres   # PostgreSQL, a throwaway schema (system and twin alike)
     python -m bench --source-root /tmp/wt   # measure another checkout of the services
@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also run traced with the OTLP endpoint unreachable (default: on, off with --quick)",
     )
+    p.add_argument(
+        "--spans-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run traced exporting spans only, as the twin (default: on, off with --quick)",
+    )
     p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(plans.SCENARIOS)}")
     p.add_argument(
         "--source-root",
@@ -84,6 +90,7 @@ def make_plan(args: argparse.Namespace) -> plans.Plan:
     levels = levels or ([1, 32] if args.quick else [1, 8, 32, 64])
     levels = sorted({*levels, *plans.REQUIRED_LEVELS})
     unreachable = (not args.quick) if args.unreachable is None else args.unreachable
+    spans_only = (not args.quick) if args.spans_only is None else args.spans_only
     names = (
         args.scenarios.split(",")
         if args.scenarios
@@ -93,6 +100,7 @@ def make_plan(args: argparse.Namespace) -> plans.Plan:
             plans.UNTRACED,
             plans.TWIN_TRACED,
             plans.TRACED,
+            *([plans.SPANS_ONLY] if spans_only else []),
             *([plans.UNREACHABLE] if unreachable else []),
         ]
     )

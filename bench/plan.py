@@ -12,15 +12,18 @@ BASELINE = "baseline"
 UNTRACED = "system-untraced"
 TRACED = "system-traced"
 UNREACHABLE = "system-traced-unreachable"
+SPANS_ONLY = "system-traced-spans-only"
 TWIN_UNTRACED = "twin-untraced"
 TWIN_TRACED = "twin-traced"
-SCENARIOS = (BASELINE, UNTRACED, TRACED, UNREACHABLE, TWIN_UNTRACED, TWIN_TRACED)
+SCENARIOS = (BASELINE, UNTRACED, TRACED, UNREACHABLE, SPANS_ONLY, TWIN_UNTRACED, TWIN_TRACED)
 # What each scenario runs under HTTP load: the system (api/, workers/) or the lean twin
-# (bench/twin), and how it traces: "off", "on" (to the span-counting receiver) or "unreachable".
+# (bench/twin), and how it traces: "off", "on" (to the span-counting receiver), "spans" (the
+# same, with log records and metrics turned off, as the twin has none) or "unreachable".
 TARGETS = {
     UNTRACED: ("system", "off"),
     TRACED: ("system", "on"),
     UNREACHABLE: ("system", "unreachable"),
+    SPANS_ONLY: ("system", "spans"),
     TWIN_UNTRACED: ("twin", "off"),
     TWIN_TRACED: ("twin", "on"),
 }
@@ -35,7 +38,10 @@ CALIBRATION_REQUESTS = 20
 # ``rabbitmqctl stop_app``, say). A level that saw one measured an outage, not the system.
 DISRUPTION_MARKERS = ("CONNECTION_FORCED", "Unexpected connection close", "AMQPConnectionError")
 
+# The modes that export to the receiver, which counts what arrives.
+RECEIVED = ("on", "spans")
 TRACING_OFF = {"OTEL_SDK_DISABLED": "true"}
+ONLY_SPANS = {"OTEL_LOGS_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
 
 
 def tracing_on(endpoint: str) -> dict[str, str]:

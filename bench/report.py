@@ -102,15 +102,17 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += [
         "",
         "| conns | system / twin, untraced | system / twin, traced | traced / untraced "
-        "| twin traced / untraced | untraced / baseline | unreachable / traced |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
+        "| twin traced / untraced | untraced / baseline | unreachable / traced "
+        "| spans only / twin traced |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for level, r in report["ratios"].items():
         lines.append(
             f"| {level} | {_fmt(r['system_over_twin_untraced'])} "
             f"| {_fmt(r['system_over_twin_traced'])} | {_fmt(r['traced_over_untraced'])} "
             f"| {_fmt(r['twin_traced_over_untraced'])} | {_fmt(r['untraced_over_baseline'])} "
-            f"| {_fmt(r['unreachable_over_traced'])} |"
+            f"| {_fmt(r['unreachable_over_traced'])} "
+            f"| {_fmt(r.get('spans_only_over_twin_traced'))} |"
         )
     summary = report["summary"]
     lines += [

@@ -6,6 +6,8 @@
 - ``system-traced``: the same with the SDK on, 100% sampling (``parentbased_always_on``; the
   load sends no ``traceparent``, so every request is a sampled root), exporting OTLP/gRPC to a
   receiver process (bench.receiver) that counts what it accepts.
+- ``system-traced-spans-only``: the same, exporting spans only (``OTEL_LOGS_EXPORTER`` and
+  ``OTEL_METRICS_EXPORTER`` set to ``none``), as the twin does: a diagnostic row.
 - ``system-traced-unreachable``: the same, exporting to a closed port.
 - ``twin-untraced`` and ``twin-traced``: the lean twin (bench/twin) in place of the system.
 

@@ -8,7 +8,10 @@
 - ``errors``: failed requests in every scenario at every level;
 - ``dropped_spans``: spans expected but not received, traced system and twin, every level.
 
-The twin's own figures (``twin_*``) sit beside them for reference, with ``cpu_ms_per_request``
+``spans_only_over_twin_traced`` compares the twin with the system exporting what the twin
+exports, spans only (``system-traced-spans-only``, log records and metrics off): a diagnostic
+of where the traced gap comes from, not a target. The twin's own figures (``twin_*``) sit beside
+them for reference, with ``cpu_ms_per_request``
 per row (services and broker) and ``rss_mib`` per row and service (resident memory at the end
 of the level); they have no targets.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from bench.plan import (
     BASELINE,
+    SPANS_ONLY,
     TRACED,
     TWIN_TRACED,
     TWIN_UNTRACED,
@@ -58,6 +62,9 @@ def level_ratios(results: Mapping[str, LevelResult]) -> dict[str, float | None]:
         "untraced_over_baseline": ratio(tput.get(UNTRACED), tput.get(BASELINE)),
         "traced_over_baseline": ratio(tput.get(TRACED), tput.get(BASELINE)),
         "unreachable_over_traced": ratio(tput.get(UNREACHABLE), tput.get(TRACED)),
+        # A diagnostic, not a target: the system exporting what the twin exports, spans only.
+        "spans_only_over_twin_traced": ratio(tput.get(SPANS_ONLY), tput.get(TWIN_TRACED)),
+        "spans_only_over_untraced": ratio(tput.get(SPANS_ONLY), tput.get(UNTRACED)),
     }
 
 

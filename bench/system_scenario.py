@@ -18,6 +18,7 @@ from bench.plan import (
     DISRUPTION_MARKERS,
     EXPORT_FAILED_LOG,
     QUEUE_FULL_LOG,
+    RECEIVED,
     TARGETS,
     WORK_QUEUES,
     LevelResult,
@@ -38,7 +39,7 @@ async def run_system(
     receiver: ReceiverClient | None = None
     system: services.RunningSystem | None = None
     try:
-        if mode == "on":
+        if mode in RECEIVED:
             say(f"{name}: starting the OTLP receiver")
             receiver = await start_receiver(plan, workdir)
         say(f"{name}: starting the {target}")

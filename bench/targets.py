@@ -13,7 +13,7 @@ a scenario (load, draining, span counting, the audit) does not need to know whic
 from pathlib import Path
 
 from bench import db, services
-from bench.plan import TRACING_OFF, Plan, tracing_on
+from bench.plan import ONLY_SPANS, TRACING_OFF, Plan, tracing_on
 from bench.twin import TRACED, UNTRACED, launch
 from devtools.addresses import free_port
 
@@ -22,13 +22,14 @@ TWIN = "twin"
 
 
 def tracing_env(mode: str, endpoint: str | None) -> dict[str, str]:
-    """``off``; ``on`` to ``endpoint``; ``unreachable``: exporting to a port nothing listens on."""
+    """``off``; ``on`` to ``endpoint``; ``spans``: the same without log records and metrics;
+    ``unreachable``: exporting to a port nothing listens on."""
     if mode == "off":
         return dict(TRACING_OFF)
     if mode == "unreachable":
         return tracing_on(f"http://127.0.0.1:{free_port()}")
     assert endpoint is not None, "tracing on needs the receiver's endpoint"
-    return tracing_on(endpoint)
+    return tracing_on(endpoint) | (ONLY_SPANS if mode == "spans" else {})
 
 
 async def start_target(
@@ -47,7 +48,7 @@ async def start_target(
         )
         await db.migrate(plan.source_root, env, workdir)
         return await services.start_system(plan.source_root, plan.amqp_url, env, workdir)
-    if mode == "unreachable":
+    if mode not in ("off", "on"):
         raise ValueError("the twin runs untraced or traced to the receiver only")
     base = services.service_env(plan.bench_root, plan.amqp_url, {}, seed)
     variant = TRACED if mode == "on" else UNTRACED

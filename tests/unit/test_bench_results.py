@@ -2,6 +2,7 @@
 
 - every run measures 1 and 32 connections, and the twin beside the system;
 - the summary reports issue 12's keys and judges each against its target;
+- a full run adds the system exporting spans only, beside the twin that exports nothing else;
 - runs write to a git-ignored folder (the checkout stays clean); only bench.publish writes
   the committed figures, and it refuses a quick run unless asked.
 """
@@ -19,6 +20,7 @@ from bench import __main__ as cli
 from bench import plan, report
 from bench.plan import LevelResult
 from bench.publish import LOCAL, PUBLISHED, NotPublishable, publish
+from bench.targets import tracing_env
 from devtools.load_stats import LoadResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,27 @@ def test_the_summary_reports_the_issue_keys_and_whether_each_target_is_met() -> 
     }
     assert "| 32 | 0.80 | 0.80 | 0.57 |" in report.markdown(data)
     assert "| 122 / 80 |" in report.markdown(data)  # the RSS column, api / worker
+
+
+def test_a_full_run_also_measures_the_system_exporting_spans_only_as_the_twin_does() -> None:
+    full = cli.make_plan(cli.parse_args(["--loadgen", "builtin"]))
+    quick = cli.make_plan(cli.parse_args(["--quick", "--loadgen", "builtin"]))
+    without = cli.make_plan(cli.parse_args(["--no-spans-only", "--loadgen", "builtin"]))
+    assert plan.SPANS_ONLY in full.scenarios
+    assert plan.SPANS_ONLY not in quick.scenarios and plan.SPANS_ONLY not in without.scenarios
+    env = tracing_env(plan.TARGETS[plan.SPANS_ONLY][1], "http://127.0.0.1:4317")
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp" and "OTEL_SDK_DISABLED" not in env
+    assert (env["OTEL_LOGS_EXPORTER"], env["OTEL_METRICS_EXPORTER"]) == ("none", "none")
+    assert "OTEL_LOGS_EXPORTER" not in tracing_env(plan.TARGETS[plan.TRACED][1], "http://x:1")
+
+    results = [*_run(), _level(plan.SPANS_ONLY, 1, 90.0, 20.0, 0)]
+    results.append(_level(plan.SPANS_ONLY, 32, 360.0, 90.0, 2))
+    data = report.build(results, {"db": "sqlite", "mode": "full"})
+    assert data["summary"]["spans_only_over_twin_traced"] == 0.9  # 360 / 400
+    assert data["summary"]["spans_only_over_untraced"] == pytest.approx(0.643, abs=0.001)
+    assert data["summary"]["dropped_spans_by_scenario"][plan.SPANS_ONLY] == 2
+    assert "spans_only_over_twin_traced" not in data["targets"]  # a diagnostic, not a target
+    assert "| 32 | 0.80 | 0.80 | 0.57 | 0.57 | 0.47 | – | 0.90 |" in report.markdown(data)
 
 
 def test_dropped_spans_and_errors_count_at_every_level_and_a_missing_row_is_not_measured() -> None:
