@@ -63,13 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--unreachable",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also run traced with the OTLP endpoint unreachable (default: on, off with --quick)",
+        help="also run traced with the OTLP endpoint unreachable (default: on, off with --quick;"
+        " --scenarios overrides it)",
     )
     p.add_argument(
         "--spans-only",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also run traced exporting spans only, as the twin (default: on, off with --quick)",
+        help="also run traced exporting spans only, as the twin (default: on, off with --quick;"
+        " --scenarios overrides it)",
     )
     p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(plans.SCENARIOS)}")
     p.add_argument(

@@ -6,14 +6,15 @@
 - ``scaling_32_over_1``: the system's untraced throughput at 32 connections over 1;
 - ``p99_ms_traced``: the system's p99 latency traced;
 - ``errors``: failed requests in every scenario at every level;
-- ``dropped_spans``: spans expected but not received, traced system and twin, every level.
+- ``dropped_spans``: spans expected but not received, every row exporting to the receiver
+  (traced system, spans-only system, twin), every level.
 
 ``spans_only_over_twin_traced`` compares the twin with the system exporting what the twin
-exports, spans only (``system-traced-spans-only``, log records and metrics off): a diagnostic
-of where the traced gap comes from, not a target. The twin's own figures (``twin_*``) sit beside
-them for reference, with ``cpu_ms_per_request``
-per row (services and broker) and ``rss_mib`` per row and service (resident memory at the end
-of the level); they have no targets.
+exports, spans only (``system-traced-spans-only``, log records and metrics off), and
+``spans_only_over_untraced`` that row with the untraced system: diagnostics of where the traced
+gap comes from, not targets. The twin's own figures (``twin_*``) sit beside them for reference,
+with ``cpu_ms_per_request`` per row (services and broker) and ``rss_mib`` per row and service
+(resident memory at the end of the level); they have no targets.
 """
 
 from collections.abc import Callable, Iterable, Mapping

@@ -3,7 +3,8 @@
 Call :func:`setup_telemetry` from the FastAPI lifespan or a worker's ``main()``, never at import:
 a process can set its global tracer provider only once, and the batch processors start threads
 that do not survive a fork. It also attaches the OTLP log handler (:mod:`messaging.otel_logs`)
-to the root logger, so call it after :func:`messaging.logs.configure_logging`.
+to the root logger (unless ``OTEL_LOGS_EXPORTER=none``), so call it after
+:func:`messaging.logs.configure_logging`.
 
 Only the standard OpenTelemetry variables are read:
 
@@ -128,6 +129,9 @@ def service_version() -> str:
 def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Telemetry:
     """Build the three providers, instrument aio-pika and send log records over OTLP.
 
+    A signal without an exporter (``OTEL_{LOGS,METRICS}_EXPORTER=none``) gets a no-op provider:
+    no record is built and no measurement taken only to be dropped.
+
     The FastAPI and SQLAlchemy instrumentations are per app and per engine; their owners call
     them with ``telemetry.provider`` (and ``telemetry.meter_provider``).
     """
@@ -166,10 +170,9 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
     return Telemetry(service_name, provider, meter_provider, logger_provider, handler)
 
 
-# A signal without an exporter (``OTEL_{LOGS,METRICS}_EXPORTER=none``) gets a no-op provider:
-# no record is built, no measurement taken, only to be dropped. Telemetry.shutdown stops the
-# SDK providers, bounded; no unbounded atexit flush after it.
 def _meter_provider(resource: Resource) -> metrics.MeterProvider:
+    """No-op without an exporter. Telemetry.shutdown stops the SDK one, bounded: no unbounded
+    atexit flush after it."""
     readers = [PeriodicExportingMetricReader(e) for e in metric_exporters()]
     if not readers:
         return metrics.NoOpMeterProvider()
@@ -177,6 +180,7 @@ def _meter_provider(resource: Resource) -> metrics.MeterProvider:
 
 
 def _logger_provider(resource: Resource) -> LoggerProvider:
+    """No-op without an exporter; else batches to each (stopped by Telemetry.shutdown)."""
     exporters = log_exporters()
     if not exporters:
         return NoOpLoggerProvider()

@@ -38,6 +38,19 @@ def test_signals_turned_off_get_no_op_providers(monkeypatch: pytest.MonkeyPatch)
         telemetry.shutdown()
 
 
+@pytest.mark.parametrize(("logs", "metrics"), [("none", "console"), ("console", "none")])
+def test_each_signal_is_switched_on_its_own(
+    monkeypatch: pytest.MonkeyPatch, logs: str, metrics: str
+) -> None:
+    telemetry = _set_up(monkeypatch, logs=logs, metrics=metrics)
+    try:
+        assert isinstance(telemetry.meter_provider, SdkMeterProvider) == (metrics != "none")
+        assert isinstance(telemetry.logger_provider, SdkLoggerProvider) == (logs != "none")
+        assert (telemetry.log_handler in _otel_handlers()) == (logs != "none")
+    finally:
+        telemetry.shutdown()
+
+
 def test_signals_with_an_exporter_get_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     telemetry = _set_up(monkeypatch, logs="console", metrics="console")
     try:
