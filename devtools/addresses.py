@@ -31,9 +31,12 @@ def free_port(host: str = LOCALHOST) -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True when a plain bind succeeds. Without SO_REUSEPORT this also notices a gRPC server,
-    which would otherwise silently share the port."""
+    """True when nothing listens on ``host:port``: a bind with SO_REUSEADDR succeeds, as it will
+    for the servers we start (uvicorn and gRPC set it too), so connections of a process that
+    just stopped, left in TIME_WAIT, do not count. Without SO_REUSEPORT this also notices a
+    gRPC server, which would otherwise silently share the port."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
