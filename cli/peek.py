@@ -19,6 +19,7 @@ from rich.table import Table
 from cli.errors import CliError
 from cli.reservations import NotConfirmed, reserve
 from cli.settings import CliSettings
+from cli.spans import SpanRecord
 from cli.tempo import TempoClient
 from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
@@ -40,9 +41,16 @@ def peek(settings: CliSettings, user: str, item: str, console: Console) -> None:
         raise CliError(f"the message carries no valid traceparent header: {traceparent!r}")
     _, parent_trace_id, span_id, _ = parts
     spans = find_trace(parent_trace_id, Source.auto, settings.data_dir,
-                       TempoClient(settings.tempo_url), within=WITHIN)  # fmt: skip
+                       TempoClient(settings.tempo_url), within=WITHIN,
+                       complete=lambda spans: _with_consumer(spans, span_id))  # fmt: skip
     producer = next((s for s in spans if s.span_id == span_id), None)
-    if producer is None or producer.kind != "PRODUCER":
+    if producer is None:
+        raise CliError(
+            f"span {span_id} of trace {parent_trace_id} has not arrived within {WITHIN:g} s.",
+            hint="services started by hand export spans every 5 s (the SDK's default "
+            "OTEL_BSP_SCHEDULE_DELAY; `reservations run` sets 200 ms): try again.",
+        )
+    if producer.kind != "PRODUCER":
         raise CliError(f"span {span_id} of trace {parent_trace_id} is not a PRODUCER span.")
     console.print(
         f"traceparent [bold]{traceparent}[/]\n"
@@ -89,6 +97,12 @@ def _reserve(settings: CliSettings, user: str, item: str, console: Console) -> s
     except NotConfirmed as answer:
         console.print(f"  [dim]{answer.message}[/]", highlight=False)
         return answer.trace_id
+
+
+def _with_consumer(spans: list[SpanRecord], producer_id: str) -> bool:
+    """The header's span has arrived, and the worker's CONSUMER span under it."""
+    ids = {s.span_id for s in spans}
+    return producer_id in ids and any(s.parent_span_id == producer_id for s in spans)
 
 
 def _properties(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Table:

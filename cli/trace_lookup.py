@@ -61,9 +61,15 @@ def wait_until_stable(
 
 
 def find_trace(
-    trace_id: str, source: Source, data_dir: Path, tempo: TempoClient, within: float
+    trace_id: str,
+    source: Source,
+    data_dir: Path,
+    tempo: TempoClient,
+    within: float,
+    complete: Callable[[list[SpanRecord]], bool] = bool,
 ) -> list[SpanRecord]:
-    """auto: the collector's file when it holds the trace, else Tempo (if it is reachable)."""
+    """auto: the collector's file when it holds the trace, else Tempo (if it is reachable).
+    Waits, up to ``within``, until ``complete(spans)`` holds and the trace stops growing."""
     tempo_errors: list[str] = []
 
     def fetch() -> list[SpanRecord]:
@@ -79,7 +85,7 @@ def find_trace(
             tempo_errors[:] = [error.message]
             return []
 
-    spans = wait_until_stable(fetch, within=within)
+    spans = wait_until_stable(fetch, within=within, complete=complete)
     if not spans:
         where = {
             Source.collector: f"the collector's {data_dir / TRACES_FILE}",
