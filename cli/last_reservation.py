@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cli.errors import CliError
 from cli.trace_files import TRACES_FILE, latest_reservation, running_collector
+from cli.trace_lookup import LATE_SPANS
 
 OLD_AFTER_S = 600
 
@@ -25,8 +26,7 @@ def last_reservation(data_dir: Path, now_ns: int | None = None) -> LastReservati
         raise CliError(
             f"no reservation's trace in {path} yet.",
             hint="start `reservations run` (or `reservations collector` beside services run by "
-            "hand) and send `reservations reserve alice book-1`; services run by hand export "
-            "spans every 5 s (OTEL_BSP_SCHEDULE_DELAY), so a new trace takes that long to arrive.",
+            f"hand) and send `reservations reserve alice book-1`; {LATE_SPANS}.",
         )
     trace_id, started_ns = found
     age_s = ((now_ns or time.time_ns()) - started_ns) / 1e9

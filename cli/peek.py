@@ -21,7 +21,7 @@ from cli.reservations import NotConfirmed, reserve
 from cli.settings import CliSettings
 from cli.spans import SpanRecord
 from cli.tempo import TempoClient
-from cli.trace_lookup import Source, find_trace
+from cli.trace_lookup import LATE_SPANS, Source, find_trace
 from cli.waterfall import Waterfall
 from messaging.topology import RESERVATION_REQUESTED, RESERVATIONS
 
@@ -47,8 +47,7 @@ def peek(settings: CliSettings, user: str, item: str, console: Console) -> None:
     if producer is None:
         raise CliError(
             f"span {span_id} of trace {parent_trace_id} has not arrived within {WITHIN:g} s.",
-            hint="services started by hand export spans every 5 s (the SDK's default "
-            "OTEL_BSP_SCHEDULE_DELAY; `reservations run` sets 200 ms): try again.",
+            hint=f"{LATE_SPANS}: try again.",
         )
     if producer.kind != "PRODUCER":
         raise CliError(f"span {span_id} of trace {parent_trace_id} is not a PRODUCER span.")

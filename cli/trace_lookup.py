@@ -16,6 +16,11 @@ from cli.trace_files import TRACES_FILE, read_trace
 Fetch = Callable[[], list[SpanRecord]]
 # A trace whose newest span ended this long ago gets no more spans: no need to watch it settle.
 QUIET_AFTER_NS = 5_000_000_000
+# Why a trace can be late: said wherever a CLI command finds one missing or partial.
+LATE_SPANS = (
+    "services run by hand export spans every 5 s (the SDK's default OTEL_BSP_SCHEDULE_DELAY; "
+    "`reservations run` sets 200 ms)"
+)
 
 
 class Source(StrEnum):
