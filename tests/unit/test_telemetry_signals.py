@@ -25,38 +25,26 @@ def _otel_handlers() -> list[logging.Handler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, OtelLogHandler)]
 
 
-def test_signals_turned_off_get_no_op_providers(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = _otel_handlers()
-    telemetry = _set_up(monkeypatch, logs="none", metrics="none")
-    try:
-        assert telemetry.enabled  # spans still recorded
-        assert isinstance(telemetry.meter_provider, NoOpMeterProvider)
-        assert isinstance(telemetry.logger_provider, NoOpLoggerProvider)
-        assert telemetry.log_handler is None
-        assert _otel_handlers() == before
-    finally:
-        telemetry.shutdown()
-
-
-@pytest.mark.parametrize(("logs", "metrics"), [("none", "console"), ("console", "none")])
-def test_each_signal_is_switched_on_its_own(
+@pytest.mark.parametrize(
+    ("logs", "metrics"),
+    [("none", "none"), ("none", "console"), ("console", "none"), ("console", "console")],
+)
+def test_each_signal_gets_the_sdk_only_with_an_exporter(
     monkeypatch: pytest.MonkeyPatch, logs: str, metrics: str
 ) -> None:
+    before = _otel_handlers()
     telemetry = _set_up(monkeypatch, logs=logs, metrics=metrics)
     try:
-        assert isinstance(telemetry.meter_provider, SdkMeterProvider) == (metrics != "none")
-        assert isinstance(telemetry.logger_provider, SdkLoggerProvider) == (logs != "none")
-        assert (telemetry.log_handler in _otel_handlers()) == (logs != "none")
+        assert telemetry.enabled  # spans are recorded whatever the other two signals do
+        meter_type = NoOpMeterProvider if metrics == "none" else SdkMeterProvider
+        logger_type = NoOpLoggerProvider if logs == "none" else SdkLoggerProvider
+        assert isinstance(telemetry.meter_provider, meter_type)
+        assert isinstance(telemetry.logger_provider, logger_type)
+        if logs == "none":
+            assert telemetry.log_handler is None
+            assert _otel_handlers() == before
+        else:
+            assert telemetry.log_handler in _otel_handlers()
     finally:
         telemetry.shutdown()
-
-
-def test_signals_with_an_exporter_get_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
-    telemetry = _set_up(monkeypatch, logs="console", metrics="console")
-    try:
-        assert isinstance(telemetry.meter_provider, SdkMeterProvider)
-        assert isinstance(telemetry.logger_provider, SdkLoggerProvider)
-        assert telemetry.log_handler in _otel_handlers()
-    finally:
-        telemetry.shutdown()
-    assert telemetry.log_handler not in _otel_handlers()
+    assert _otel_handlers() == before
