@@ -65,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except (DatabaseUnreachable, SchemaNotReady) as exc:
         report_startup_failure(exc)
         raise
-    instrument_engine(engine, telemetry.provider)
+    statement_spans = instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(BrokerSettings())
@@ -73,7 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker = await Broker.open(connection, metrics=metrics)
         rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
         app.state.rpc = rpc
-        app.state.store = SqlStore(engine)
+        app.state.store = SqlStore(engine, statement_spans)
         app.state.connection = connection
         log.info("api ready")
         yield

@@ -75,9 +75,9 @@ async def profile(args: argparse.Namespace) -> dict[str, float]:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(exporter))
     engine = await open_engine(settings)
-    instrument_engine(engine, provider)
+    spans = instrument_engine(engine, provider)
     try:
-        store = SqlStore(engine)
+        store = SqlStore(engine, spans)
         ids = [uuid.uuid4() for _ in range(args.count)]
         warm_up = [partial(store.reserve, uuid.uuid4(), "bench", "book-1") for _ in range(100)]
         await _timed(list(warm_up), 32)

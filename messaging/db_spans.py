@@ -11,10 +11,14 @@ them: the name becomes ``{db.operation.name} {target}`` (the table the statement
 the namespace: ``UPDATE users``, ``BEGIN reservations``), ``db.operation.name`` is the SQL keyword
 alone, ``db.collection.name`` is set when the statement names exactly one table (as the
 conventions ask), and a SQLite namespace is the file's stem, not its path.
+
+The instrumentation does not see the statements the store runs on the driver's cursor
+(``store.driver``): :func:`instrument_engine` returns a span factory for them, named alike.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,11 +39,15 @@ _TABLES = re.compile(
 )
 
 
-def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:
-    """One CLIENT span per statement, by the stable database conventions. Nothing at all with
+StatementSpans = Callable[[str], AbstractContextManager[object]]
+
+
+def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> StatementSpans:
+    """One CLIENT span per statement, by the stable database conventions; returns the span
+    factory for the statements the store runs on the driver's cursor. Nothing at all with
     tracing off: even unrecorded, the hooks cost CPU on every statement."""
     if isinstance(tracer_provider, trace.NoOpTracerProvider):
-        return
+        return lambda _: nullcontext()
     database = engine.url.database
     namespace = Path(database).stem if engine.dialect.name == "sqlite" and database else None
     SQLAlchemyInstrumentor().instrument(
@@ -48,6 +56,38 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> N
             tracer_provider, lambda tracer: _DbTracer(tracer, namespace)
         ),
     )
+    tracer = tracer_provider.get_tracer(__name__)
+    url, namespace = engine.url, namespace or database or ""
+    server = (url.host or "", url.port or 0)
+
+    def statement_span(statement: str) -> AbstractContextManager[object]:
+        name, attributes = _describe(statement, engine.dialect.name, namespace, server)
+        return tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+    return statement_span
+
+
+@lru_cache(maxsize=64)
+def _describe(
+    statement: str, system: str, namespace: str, server: tuple[str, int]
+) -> tuple[str, Attributes]:
+    """A hand-run statement's span name and attributes, as the instrumentation and
+    :class:`_DbSpan` make them together (the server from the engine's URL, as it does)."""
+    operation, table, collection = parse(statement)
+    attributes: dict[str, AttributeValue] = {
+        "db.system.name": system,
+        "db.namespace": namespace,
+        "db.query.text": statement,
+        "db.operation.name": operation,
+    }
+    host, port = server
+    if host:
+        attributes["server.address"] = host
+    if port:
+        attributes["server.port"] = port
+    if collection:
+        attributes["db.collection.name"] = collection
+    return f"{operation} {table or namespace}", attributes
 
 
 @lru_cache(maxsize=512)

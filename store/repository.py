@@ -12,7 +12,7 @@ A redelivered message fails step 2 on the primary key, which rolls back step 1, 
 answer is returned instead: a reservation is charged at most once, however often it arrives.
 
 Each transaction is a plain function of a synchronous connection, run in one go by
-:mod:`store.transactions` (one thread hop on SQLite).
+:mod:`store.transactions` (one thread hop on SQLite); the hot statements by :mod:`store.driver`.
 """
 
 import time
@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,15 +29,17 @@ from domain.credits import MAX_CREDITS, CreditLimitExceeded, decide
 from domain.reservations import Balance, Item, Outcome, Reservation
 from store import idempotency
 from store import statements as sql
+from store.driver import DriverStatements, StatementSpans, no_spans
 from store.idempotency import KeyClaim
 from store.tables import items, reservations, users
 from store.transactions import transactions_for
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, spans: StatementSpans = no_spans) -> None:
         self._engine = engine
         self._transactions = transactions_for(engine)
+        self._driver = DriverStatements(spans)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -66,7 +68,7 @@ class SqlStore:
         self, conn: Connection, reservation_id: UUID, username: str, item_id: str
     ) -> Reservation:
         params = {"p_username": username, "p_item_id": item_id}
-        deducted = conn.execute(sql.DEDUCT, params).first()
+        deducted = self._driver.first(conn, sql.DEDUCT, params)
         if deducted is not None:
             return Reservation(
                 reservation_id,
@@ -88,7 +90,8 @@ class SqlStore:
 
     def _record(self, conn: Connection, reservation: Reservation) -> None:
         """Record the outcome, inside reserve()'s transaction (the idempotency key)."""
-        conn.execute(
+        self._driver.execute(
+            conn,
             sql.RECORD,
             {
                 "reservation_id": str(reservation.reservation_id),
@@ -134,7 +137,7 @@ class SqlStore:
 
         def transaction(conn: Connection) -> Reservation | None:
             params = {"p_id": str(reservation_id), "p_token": token}
-            row = conn.execute(sql.PREPARE_DOWNLOAD, params).first()
+            row = self._driver.first(conn, sql.PREPARE_DOWNLOAD, params)
             # None: a redelivered event (the first token stays), or no such confirmed one.
             return _reservation(row) if row else _get_reservation(conn, reservation_id)
 
@@ -189,7 +192,7 @@ def _get_reservation(conn: Connection, reservation_id: UUID) -> Reservation | No
     return None if row is None else _reservation(row)
 
 
-def _reservation(row: Row[Any]) -> Reservation:
+def _reservation(row: Any) -> Reservation:  # a Row, or the driver's named tuple
     r = row
     return Reservation(
         UUID(r.reservation_id), r.username, r.item_id, Outcome(r.outcome), r.price,

@@ -31,6 +31,7 @@ from messaging.settings import BrokerSettings
 from messaging.startup import report_startup_failure
 from messaging.telemetry import service_version, setup_telemetry
 from messaging.topology import QueueSpec
+from store.driver import StatementSpans
 from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
@@ -60,7 +61,7 @@ async def serve(
     worker: Worker[M],
     stop: asyncio.Event | None = None,
     *,
-    store: Callable[[AsyncEngine], SqlStore] = SqlStore,
+    store: Callable[[AsyncEngine, StatementSpans], SqlStore] = SqlStore,
     publisher: PublisherFactory = Publisher.on,
 ) -> None:
     """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests)."""
@@ -68,7 +69,7 @@ async def serve(
     telemetry = setup_telemetry(worker.service_name)
     settings = BrokerSettings()
     engine = await open_engine(StoreSettings())
-    instrument_engine(engine, telemetry.provider)
+    statement_spans = instrument_engine(engine, telemetry.provider)
     connection = None
     try:
         connection = await connect(settings)
@@ -76,7 +77,7 @@ async def serve(
         broker = await Broker.open(
             connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
         )
-        handler = worker.handler(store(engine))
+        handler = worker.handler(store(engine, statement_spans))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         await _until_stopped(stop)
         await subscription.stop(WorkerSettings().worker_shutdown_timeout)

@@ -30,6 +30,7 @@ from messaging.delivery import current_delivery
 from messaging.handlers import Handled
 from messaging.publisher import Publisher, ReplyAddress
 from messaging.topology import Declared
+from store.driver import StatementSpans
 from store.repository import SqlStore
 from workers.credit_check.__main__ import WORKER
 from workers.runtime import run, serve
@@ -48,8 +49,8 @@ def crash_at(point: CrashPoint, armed: CrashPoint) -> None:
 
 
 class CrashingStore(SqlStore):
-    def __init__(self, engine: AsyncEngine, armed: CrashPoint) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: AsyncEngine, spans: StatementSpans, armed: CrashPoint) -> None:
+        super().__init__(engine, spans)
         self._armed = armed
         log.warning("crash point armed: this worker will SIGKILL itself", point=armed)
 
@@ -89,7 +90,7 @@ def main() -> None:
     run(
         lambda: serve(
             WORKER,
-            store=lambda engine: CrashingStore(engine, armed),
+            store=lambda engine, spans: CrashingStore(engine, spans, armed),
             publisher=publisher,
         )
     )

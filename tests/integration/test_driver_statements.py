@@ -1,0 +1,113 @@
+"""The hot statements on the driver's cursor (store/driver.py), on real SQLite and PostgreSQL:
+the same spans the SQLAlchemy instrumentation makes for them, SQLAlchemy's errors without the
+parameters, and typed rows."""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+
+import pytest
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from messaging.db_spans import instrument_engine
+from messaging.telemetry import SEMCONV_OPT_IN
+from store import statements as sql
+from store.driver import DriverStatements
+from store.engine import open_engine
+from store.repository import SqlStore
+from store.settings import StoreSettings
+from store.transactions import transactions_for
+
+pytestmark = pytest.mark.integration
+
+HOT = ["UPDATE users", "INSERT reservations", "UPDATE reservations"]
+
+
+@pytest.fixture
+def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Spans of an engine instrumented as the services instrument theirs: with the stable
+    database conventions, which the contrib packages read once per process (reset here)."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", SEMCONV_OPT_IN)
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
+    mapping = "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING"
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, mapping, {})
+    yield InMemorySpanExporter()
+    SQLAlchemyInstrumentor().uninstrument()  # instrument_engine instruments once per process
+
+
+@pytest.fixture
+async def engine(store_settings: StoreSettings) -> AsyncIterator[AsyncEngine]:
+    engine = await open_engine(store_settings)
+    yield engine
+    await engine.dispose()
+
+
+def _record(reservation_id: uuid.UUID, username: str = "alice") -> dict[str, object]:
+    return {
+        "reservation_id": str(reservation_id),
+        "username": username,
+        "item_id": "book-1",
+        "outcome": "confirmed",
+        "price": 10,
+        "credits_left": 90,
+        "trace_id": None,
+    }
+
+
+def _described(spans: tuple[ReadableSpan, ...]) -> list[tuple[str, str, dict[str, object]]]:
+    return [(s.name, s.kind.name, dict(s.attributes or {})) for s in spans]
+
+
+async def test_hot_statements_make_the_spans_the_instrumentation_makes(
+    engine: AsyncEngine, exporter: InMemorySpanExporter
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    store = SqlStore(engine, instrument_engine(engine, provider))
+    with provider.get_tracer("test").start_as_current_span("process") as process:
+        reservation = await store.reserve(uuid.uuid4(), "alice", "book-1")
+        assert await store.prepare_download(reservation.reservation_id, "token-1")
+    by_driver = [s for s in exporter.get_finished_spans() if s.name != "process"]
+    assert [s.name for s in by_driver] == HOT
+    assert {s.parent.span_id for s in by_driver if s.parent} == {process.get_span_context().span_id}
+    exporter.clear()
+
+    # The same statements through Connection.execute, where the instrumentation sees them.
+    def through_sqlalchemy(conn: Connection) -> None:
+        conn.execute(sql.DEDUCT, {"p_username": "alice", "p_item_id": "book-1"})
+        conn.execute(sql.RECORD, _record(rid := uuid.uuid4()))
+        conn.execute(sql.PREPARE_DOWNLOAD, {"p_id": str(rid), "p_token": "token-2"})
+
+    await transactions_for(engine).write(through_sqlalchemy)
+    by_instrumentation = exporter.get_finished_spans()
+    assert _described(by_instrumentation) == _described(tuple(by_driver))
+
+
+async def test_errors_are_sqlalchemys_without_parameters(engine: AsyncEngine) -> None:
+    driver, reservation_id = DriverStatements(), uuid.uuid4()
+    transactions = transactions_for(engine)
+    await transactions.write(lambda conn: driver.execute(conn, sql.RECORD, _record(reservation_id)))
+    secret = "carol-the-secret-username"
+    with pytest.raises(IntegrityError) as raised:
+        await transactions.write(
+            lambda conn: driver.execute(conn, sql.RECORD, _record(reservation_id, secret))
+        )
+    assert secret not in str(raised.value)
+    assert "INSERT INTO reservations" in str(raised.value)
+
+
+async def test_rows_are_typed_as_sqlalchemy_types_them(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    reservation = await store.reserve(uuid.uuid4(), "alice", "book-1")
+    assert (reservation.price, reservation.credits_left) == (10, 90)
+    prepared = await store.prepare_download(reservation.reservation_id, "token-1")
+    assert prepared is not None and isinstance(prepared.ready_at, datetime)
+    stored = await store.get_reservation(reservation.reservation_id)  # through SQLAlchemy
+    assert stored == prepared
