@@ -12,10 +12,12 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from domain.reservations import Outcome
 from messaging.db_spans import instrument_engine
 from messaging.telemetry import SEMCONV_OPT_IN
 from store import statements as sql
@@ -111,3 +113,27 @@ async def test_rows_are_typed_as_sqlalchemy_types_them(engine: AsyncEngine) -> N
     assert prepared is not None and isinstance(prepared.ready_at, datetime)
     stored = await store.get_reservation(reservation.reservation_id)  # through SQLAlchemy
     assert stored == prepared
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_connection_lost_under_a_hot_statement_is_replaced(
+    store_settings: StoreSettings, postgres_url: str
+) -> None:
+    """Killed moments before use (too soon for the idle ping), the one pooled connection fails
+    the deduction: the error says it was invalidated, nothing is charged, and the next
+    reservation runs on a new connection."""
+    engine = await open_engine(store_settings.model_copy(update={"database_pool_size": 1}))
+    admin = create_async_engine(postgres_url)
+    try:
+        transactions, store = transactions_for(engine), SqlStore(engine)
+        pid = await transactions.read(lambda conn: conn.scalar(text("SELECT pg_backend_pid()")))
+        async with admin.connect() as conn:
+            assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
+        with pytest.raises(DBAPIError) as lost:
+            await store.reserve(uuid.uuid4(), "alice", "book-1")
+        assert lost.value.connection_invalidated
+        again = await store.reserve(uuid.uuid4(), "alice", "book-1")
+        assert (again.outcome, again.credits_left) == (Outcome.CONFIRMED, 90)
+    finally:
+        await admin.dispose()
+        await engine.dispose()
