@@ -39,6 +39,7 @@ _TABLES = re.compile(
 )
 
 
+# Structurally ``store.driver.StatementSpans`` (messaging does not import the store).
 StatementSpans = Callable[[str], AbstractContextManager[object]]
 
 
@@ -71,8 +72,7 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> S
 def _describe(
     statement: str, system: str, namespace: str, server: tuple[str, int]
 ) -> tuple[str, Attributes]:
-    """A hand-run statement's span name and attributes, as the instrumentation and
-    :class:`_DbSpan` make them together (the server from the engine's URL, as it does)."""
+    """A hand-run statement's span name and attributes, as the instrumentation makes them."""
     operation, table, collection = parse(statement)
     attributes: dict[str, AttributeValue] = {
         "db.system.name": system,
