@@ -44,7 +44,7 @@ class _Compiled:
     binds: tuple[str, ...] | None  # positional bind names in order; None: named parameters
     constants: Mapping[str, Any]  # binds the statement fixes itself (a literal in a WHERE)
     row: Callable[..., Any] | None  # a named tuple of the RETURNING columns
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]  # empty: no column needs one
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         merged = {**self.constants, **values} if self.constants else values
@@ -52,7 +52,7 @@ class _Compiled:
 
     def read(self, found: Sequence[Any]) -> Any:
         assert self.row is not None
-        if not any(self.processors):
+        if not self.processors:
             return self.row(*found)
         pairs = zip(self.processors, found, strict=True)
         return self.row(*[value if p is None else p(value) for p, value in pairs])
@@ -122,12 +122,13 @@ def _compile(statement: UpdateBase, dialect: Dialect, names: list[str]) -> _Comp
         if name not in names
     }
     columns = list(statement.exported_columns)
+    processors = tuple(
+        c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+    )
     return _Compiled(
         sql=str(compiled),
         binds=tuple(compiled.positiontup or ()) if compiled.positional else None,
         constants=constants,
         row=namedtuple("Row", [c.key for c in columns]) if columns else None,  # type: ignore[misc]
-        processors=tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-        ),
+        processors=processors if any(processors) else (),
     )
