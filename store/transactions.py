@@ -58,8 +58,8 @@ class AsyncTransactions:
         self._writer = for_writes(engine)
 
     async def write(self, body: Body[T]) -> T:
-        async with self._writer.begin() as conn:
-            return await conn.run_sync(body)
+        async with self._writer.connect() as conn:
+            return await conn.run_sync(_in_transaction, body)
 
     async def read(self, body: Body[T]) -> T:
         async with self._engine.connect() as conn:
@@ -113,6 +113,14 @@ class ThreadedTransactions:
         if self._write_connection is not None:
             self._write_connection.close()
             self._write_connection = None
+
+
+def _in_transaction(conn: Connection, body: Body[T]) -> T:
+    """Begin, run and commit in the one greenlet ``run_sync`` starts. ``AsyncEngine.begin``
+    and its ``AsyncTransaction`` would each start one more for the ``BEGIN`` and the
+    ``COMMIT``: on PostgreSQL ~0.1 ms of CPU per reservation (``bench.store_profile``)."""
+    with conn.begin():
+        return body(conn)
 
 
 async def _hop(executor: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
