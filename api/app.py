@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
@@ -36,6 +37,12 @@ HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
 # Reported in one line each (messaging/startup.py), not as a traceback.
 STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "auto_configure": False,
+}
 
 
 @asynccontextmanager
@@ -96,6 +103,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=service_version(),
         summary="Reserve items with credits; one trace follows each request across RabbitMQ.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry support stays off: the lifespan instruments the app with
+        # the composition root's providers (FastAPIInstrumentor, behind the edge trust filter),
+        # and FASTAPI_OTEL_AUTO_CONFIGURE must not add a second pipeline beside it.
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     app.state.settings = settings = settings or ApiSettings()
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
