@@ -1,10 +1,10 @@
 """The API's telemetry belongs to its composition root, whatever FastAPI is told.
 
-FastAPI has OpenTelemetry support of its own. With ``FASTAPI_OTEL_AUTO_CONFIGURE=true`` (as its
-documentation suggests) it would install global providers with OTLP/HTTP exporters when the
-app starts, before our lifespan, and the process would run two export pipelines, ours unable
-to become the global one. The app turns that support off; this checks it in a fresh process,
-as uvicorn starts the app (the ASGI lifespan protocol)."""
+FastAPI has OpenTelemetry support of its own. With ``FASTAPI_OTEL_AUTO_CONFIGURE=true`` (its
+switch for exporting to the endpoint the environment names) it would install global providers
+with OTLP/HTTP exporters when the app starts, before our lifespan, and the process would run
+two export pipelines, ours unable to become the global one. The app turns that support off;
+this checks it in a fresh process, as uvicorn starts the app (the ASGI lifespan protocol)."""
 
 import asyncio
 import json
