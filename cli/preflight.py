@@ -5,18 +5,19 @@ import httpx
 
 from cli.errors import CliError
 from devtools.addresses import connection_error, port_is_free
-from messaging.connection import COMPOSE_AMQP_URL
+from messaging.connection import COMPOSE_AMQP_URL, redacted
 
 
 def require_broker(amqp_url: str) -> None:
-    """Fail clearly when nothing listens where ``AMQP_URL`` points."""
+    """Fail clearly when nothing listens where ``AMQP_URL`` points, in the words a service
+    uses when it cannot connect (README, Troubleshooting), the password left out."""
     url = httpx.URL(amqp_url.replace("amqp://", "http://", 1).replace("amqps://", "https://", 1))
     host = url.host or "127.0.0.1"
     port = url.port or (5671 if amqp_url.startswith("amqps") else 5672)
     error = connection_error(host, port, timeout=2)
     if error is not None:
         raise CliError(
-            f"RabbitMQ is not reachable at {host}:{port} ({error.strerror or error}).",
+            f"RabbitMQ is unreachable at {redacted(amqp_url)} ({error.strerror or error}).",
             hint="start it: `rabbitmq-server -detached` (Debian/Ubuntu: `apt-get install "
             "rabbitmq-server`), or `docker compose up -d rabbitmq` and then "
             f"`export AMQP_URL={COMPOSE_AMQP_URL}` (its own user and vhost); or point AMQP_URL "

@@ -197,7 +197,9 @@ def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
         timeout=30,
     )
     assert done.returncode == 1
-    assert "RabbitMQ is not reachable" in done.stderr
+    # The line a service writes (README, Troubleshooting), without the password.
+    assert f"RabbitMQ is unreachable at amqp://guest:***@{closed.split('@')[1]}" in done.stderr
+    assert "guest:guest" not in done.stderr
     assert "rabbitmq-server -detached" in done.stderr and "docker compose up" in done.stderr
 
 
