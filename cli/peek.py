@@ -23,7 +23,7 @@ from cli.spans import SpanRecord
 from cli.tempo import TempoClient
 from cli.trace_lookup import LATE_SPANS, Source, find_trace
 from cli.waterfall import Waterfall
-from messaging.connection import redacted
+from messaging.connection import unreachable
 from messaging.topology import RESERVATION_REQUESTED, RESERVATIONS
 
 WITHIN = 10.0
@@ -71,7 +71,7 @@ async def _capture(
         connection = await aio_pika.connect(settings.amqp_url, timeout=5)
     except (ConnectionError, OSError) as error:
         raise CliError(
-            f"RabbitMQ is unreachable at {redacted(settings.amqp_url)} ({type(error).__name__}).",
+            unreachable(settings.amqp_url, type(error).__name__),
             hint="start the system first: `reservations run`; and check AMQP_URL.",
         ) from None
     async with connection:

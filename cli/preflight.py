@@ -5,7 +5,7 @@ import httpx
 
 from cli.errors import CliError
 from devtools.addresses import connection_error, port_is_free
-from messaging.connection import COMPOSE_AMQP_URL, redacted
+from messaging.connection import COMPOSE_AMQP_URL, unreachable
 
 
 def require_broker(amqp_url: str) -> None:
@@ -17,7 +17,7 @@ def require_broker(amqp_url: str) -> None:
     error = connection_error(host, port, timeout=2)
     if error is not None:
         raise CliError(
-            f"RabbitMQ is unreachable at {redacted(amqp_url)} ({error.strerror or error}).",
+            unreachable(amqp_url, str(error.strerror or error)),
             hint="start it: `rabbitmq-server -detached` (Debian/Ubuntu: `apt-get install "
             "rabbitmq-server`), or `docker compose up -d rabbitmq` and then "
             f"`export AMQP_URL={COMPOSE_AMQP_URL}` (its own user and vhost); or point AMQP_URL "

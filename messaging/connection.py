@@ -53,6 +53,12 @@ def redacted(url: str) -> str:
     return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
+def unreachable(url: str, reason: str) -> str:
+    """The sentence for a broker nothing answers at (README, Troubleshooting), password left
+    out: the services and the CLI say it alike."""
+    return f"RabbitMQ is unreachable at {redacted(url)} ({reason})."
+
+
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
     try:
@@ -66,7 +72,7 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
         ) from None
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
-            f"RabbitMQ is unreachable at {redacted(url)} ({type(exc).__name__}). "
+            f"{unreachable(url, type(exc).__name__)} "
             "Start it (`rabbitmq-server -detached`; or `docker compose up -d rabbitmq` with "
             f"AMQP_URL={COMPOSE_AMQP_URL}) or point AMQP_URL at a running broker."
         ) from None
