@@ -33,7 +33,8 @@ from bench import plot, report, scenarios, wrk
 from bench.meta import meta
 from bench.publish import LOCAL
 from devtools.addresses import DEFAULT_AMQP_URL, DEFAULT_POSTGRES_URL
-from devtools.vhosts import local_rabbitmqctl, private_vhost, vhost_of
+from devtools.vhosts import local_rabbitmqctl, private_vhost
+from messaging.connection import vhost_of
 
 BENCH_ROOT = Path(__file__).resolve().parents[1]
 # A scenario during which the broker dropped its connections is run again this many times.

@@ -10,20 +10,19 @@ import asyncio
 import json
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
 from cli.errors import CliError
+from cli.preflight import open_connection
 from cli.reservations import NotConfirmed, reserve
 from cli.settings import CliSettings
 from cli.spans import SpanRecord
 from cli.tempo import TempoClient
 from cli.trace_lookup import LATE_SPANS, Source, find_trace
 from cli.waterfall import Waterfall
-from messaging.connection import unreachable
 from messaging.topology import RESERVATION_REQUESTED, RESERVATIONS
 
 WITHIN = 10.0
@@ -67,14 +66,8 @@ async def _capture(
     settings: CliSettings, user: str, item: str, console: Console
 ) -> tuple[AbstractIncomingMessage, str]:
     """Bind a private copy queue, make one reservation, return the copy and the trace id."""
-    try:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
-    except (ConnectionError, OSError) as error:
-        raise CliError(
-            unreachable(settings.amqp_url, type(error).__name__),
-            hint="start the system first: `reservations run`; and check AMQP_URL.",
-        ) from None
-    async with connection:
+    hint = "start the system first: `reservations run`; and check AMQP_URL."
+    async with await open_connection(settings.amqp_url, hint) as connection:
         channel = await connection.channel()
         exchange = await channel.get_exchange(RESERVATIONS.name, ensure=True)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)

@@ -36,9 +36,5 @@ def private_vhost(amqp_url: str, ctl: Sequence[str], prefix: str) -> Iterator[st
         subprocess.run([*ctl, "delete_vhost", name], capture_output=True, timeout=60)
 
 
-def vhost_of(amqp_url: str) -> str:
-    return URL(amqp_url).path.lstrip("/") or "/"
-
-
 def _run(ctl: Sequence[str], *args: str) -> None:
     subprocess.run([*ctl, *args], check=True, capture_output=True, timeout=60)

@@ -13,7 +13,11 @@ from contextlib import contextmanager
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
-from aiormq.exceptions import ChannelPreconditionFailed, ProbableAuthenticationError
+from aiormq.exceptions import (
+    ChannelPreconditionFailed,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -38,8 +42,8 @@ RECONNECT_INTERVAL = 1
 
 
 class BrokerUnreachable(ConnectionError):
-    """The broker did not accept a connection within the start-up timeout, or refused our
-    credentials."""
+    """The broker did not accept a connection within the start-up timeout, refused our
+    credentials, or would not open the vhost."""
 
 
 class TopologyConflict(RuntimeError):
@@ -59,17 +63,40 @@ def unreachable(url: str, reason: str) -> str:
     return f"RabbitMQ is unreachable at {redacted(url)} ({reason})."
 
 
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names, as aiormq reads it: "/" when the path is empty."""
+    return URL(url).path[1:] or "/"
+
+
+def refused(url: str, exc: BaseException) -> str | None:
+    """The sentence for a broker that answered but would not let us in (README,
+    Troubleshooting), or None when ``exc`` is not such a refusal. Retrying cannot fix either."""
+    user = URL(url).user
+    if isinstance(exc, ProbableAuthenticationError):
+        return (
+            f"RabbitMQ at {redacted(url)} refused the credentials of user {user!r}: check the "
+            "user and password in AMQP_URL."
+        )
+    if isinstance(exc, InvalidFrameError):
+        # RabbitMQ answers Connection.Open with Connection.Close (530 NOT_ALLOWED) when the
+        # vhost does not exist or the user has no permissions on it; aiormq reports that as
+        # an unexpected frame, without the broker's text.
+        vhost = vhost_of(url)
+        return (
+            f"RabbitMQ at {redacted(url)} would not open vhost {vhost!r} for user {user!r}: it "
+            f"does not exist, or the user has no permissions on it (`rabbitmqctl list_vhosts`, "
+            f"`rabbitmqctl list_permissions -p {vhost}`). Check the vhost in AMQP_URL."
+        )
+    return None
+
+
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
     try:
         with _quiet(RETRY_LOGGERS):
             connection = await _connect_with_retries(url, settings.amqp_connect_timeout)
-    except ProbableAuthenticationError:
-        # Retrying cannot fix a wrong password: say so at once.
-        raise BrokerUnreachable(
-            f"RabbitMQ at {redacted(url)} refused the credentials of user "
-            f"{URL(url).user!r}: check the user and password in AMQP_URL."
-        ) from None
+    except (ProbableAuthenticationError, InvalidFrameError) as exc:
+        raise BrokerUnreachable(refused(url, exc)) from None
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
             f"{unreachable(url, type(exc).__name__)} "

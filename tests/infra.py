@@ -25,7 +25,8 @@ from devtools.addresses import (
     connection_error,
     free_port,
 )
-from devtools.vhosts import local_rabbitmqctl, private_vhost, vhost_of
+from devtools.vhosts import local_rabbitmqctl, private_vhost
+from messaging.connection import vhost_of
 
 __all__ = ["Broker", "free_port", "postgres", "rabbitmq"]
 

@@ -1,66 +1,18 @@
-"""`reservations run` as a real process: it starts the system, the other commands talk to it,
-and Ctrl-C stops everything."""
+"""`reservations run` as a real process: it starts the system, and the other commands talk to
+it. Starting, stopping and refusing to start: test_run_lifecycle.py."""
 
 import asyncio
 import re
-import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
-import psutil
 import pytest
 
-from devtools.addresses import free_port
-from devtools.processes import Process
-from tests.cli.conftest import RESERVATIONS, cli_env
+from tests.cli.running import RunningCli, start_cli
 from tests.system import purge_work_queues
 
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("reservations-api", "credit-check-worker", "fulfilment-worker")
-
-
-@dataclass
-class RunningCli:
-    process: Process  # `reservations run`
-    env: dict[str, str]
-
-    @property
-    def popen(self) -> "subprocess.Popen[bytes]":
-        return self.process.popen
-
-    def log(self) -> str:
-        return self.process.log()
-
-    def cli(self, *args: str, timeout: float = 30) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(
-            [str(RESERVATIONS), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def interrupt(self, within: float = 20) -> int:
-        self.popen.send_signal(signal.SIGINT)
-        return self.popen.wait(within)
-
-
-def start_cli(amqp_url: str, tmp: Path) -> RunningCli:
-    env = cli_env(amqp_url, tmp / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/cli.db")
-    process = Process.start(
-        "reservations run", [str(RESERVATIONS), "run"], env, log_path=tmp / "run.log", cwd=tmp
-    )
-
-    def ready() -> None:
-        assert "Ctrl-C stops everything" in process.log()  # the CLI's own ready panel
-        assert httpx.get(f"{env['API_URL']}/readyz", timeout=1).status_code == 200
-
-    process.wait_ready(ready, within=60, retry_on=(AssertionError, httpx.HTTPError))
-    return RunningCli(process, env)
 
 
 @pytest.fixture(scope="module")
@@ -151,79 +103,3 @@ def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
     ), out
     assert f"trace {trace_id} · " in out  # the waterfall of that same trace follows
     assert "process reservations:reservation.requested:credit-check" in out
-
-
-def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -> None:
-    running = start_cli(amqp_url, tmp_path)
-    children = psutil.Process(running.popen.pid).children(recursive=True)
-    assert len(children) >= 3
-    assert running.interrupt(within=20) == 0, running.log()
-    gone, alive = psutil.wait_procs(children, timeout=5)
-    assert not alive, alive
-    assert "stopped: every process exited" in running.log()
-    assert "killing" not in running.log()  # each stopped on SIGTERM, within the bound
-
-
-def test_no_child_outlives_a_killed_cli(amqp_url: str, tmp_path: Path) -> None:
-    running = start_cli(amqp_url, tmp_path)
-    children = psutil.Process(running.popen.pid).children(recursive=True)
-    assert len(children) >= 3
-    running.popen.send_signal(signal.SIGKILL)  # no chance to stop anything itself
-    assert running.popen.wait(10) == -signal.SIGKILL
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, f"survived `reservations run`: {[c.cmdline() for c in alive]}"
-    with pytest.raises(httpx.ConnectError):  # the API's port is free for the next run
-        httpx.get(f"{running.env['API_URL']}/healthz", timeout=2)
-
-
-def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: Path) -> None:
-    running = start_cli(amqp_url, tmp_path)
-    children = psutil.Process(running.popen.pid).children(recursive=True)
-    running.popen.send_signal(signal.SIGHUP)
-    assert running.popen.wait(20) == 0, running.log()
-    _, alive = psutil.wait_procs(children, timeout=5)
-    assert not alive, alive
-    assert "stopped: every process exited" in running.log()
-
-
-def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
-    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    done = subprocess.run(
-        [str(RESERVATIONS), "run"],
-        env=cli_env(closed, tmp_path / ".data"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 1
-    # The line a service writes (README, Troubleshooting), without the password.
-    assert f"RabbitMQ is unreachable at amqp://guest:***@{closed.split('@')[1]}" in done.stderr
-    assert "guest:guest" not in done.stderr
-    assert "rabbitmq-server -detached" in done.stderr and "docker compose up" in done.stderr
-
-
-def test_reserve_without_an_api_says_so(tmp_path: Path) -> None:
-    env = cli_env("amqp://unused/", tmp_path)
-    done = subprocess.run(
-        [str(RESERVATIONS), "reserve", "alice", "book-1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 1
-    assert f"the API is not reachable at {env['API_URL']}" in done.stderr
-    assert "reservations run" in done.stderr
-
-
-def test_a_child_that_dies_is_reported_and_the_rest_stopped(amqp_url: str, tmp_path: Path) -> None:
-    running = start_cli(amqp_url, tmp_path)
-    children = psutil.Process(running.popen.pid).children()
-    fulfilment = next(c for c in children if "workers.fulfilment" in c.cmdline())
-    fulfilment.kill()
-    assert running.popen.wait(30) == 1
-    log = running.log()
-    assert "error: fulfilment exited unexpectedly (exit code -9); stopped everything else." in log
-    _, alive = psutil.wait_procs(children, timeout=5)
-    assert not alive, alive

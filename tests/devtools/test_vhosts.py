@@ -5,7 +5,8 @@ import asyncio
 import aio_pika
 import pytest
 
-from devtools.vhosts import private_vhost, vhost_of
+from devtools.vhosts import private_vhost
+from messaging.connection import vhost_of
 from tests.infra import Broker
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,13 @@ from tests.processes import ROOT, migrate
 pytestmark = pytest.mark.e2e
 
 SERVICES = {"credit-check": "workers.credit_check", "api": "api"}
-CASES = ("broker unreachable", "bad credentials", "database unreachable", "queue arguments")
+CASES = (
+    "broker unreachable",
+    "bad credentials",
+    "unknown vhost",
+    "database unreachable",
+    "queue arguments",
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,8 @@ def case_env(case: str, amqp_url: str, conflicting: str, database_url: str) -> d
         env["AMQP_URL"] = str(broker.with_port(free_port()))
     elif case == "bad credentials":
         env["AMQP_URL"] = str(broker.with_user("nobody").with_password("wrong"))
+    elif case == "unknown vhost":
+        env["AMQP_URL"] = str(broker.with_path("/no-such-vhost"))
     elif case == "database unreachable":
         env["DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test"
     elif case == "queue arguments":
@@ -105,6 +113,7 @@ def failure_lines(log: str) -> list[str]:
 EXPECTED = {
     "broker unreachable": "RabbitMQ is unreachable at amqp://guest:***@127.0.0.1:",
     "bad credentials": "refused the credentials of user 'nobody': check the user and password",
+    "unknown vhost": "would not open vhost 'no-such-vhost' for user ",
     "database unreachable": "The database at postgresql+asyncpg://postgres@127.0.0.1:",
     "queue arguments": "PRECONDITION_FAILED - inequivalent arg '",
 }

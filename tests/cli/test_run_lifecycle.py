@@ -1,0 +1,150 @@
+"""`reservations run` starting, stopping and refusing to start, as a real process: Ctrl-C,
+SIGKILL and SIGHUP stop every child; a missing broker, a vhost the broker does not have, or
+another system already consuming the work queues is one clear sentence before anything starts.
+
+Each test runs its own `reservations run` (so no other system may be running in the session's
+vhost meanwhile: the module-scoped one of test_run.py is stopped before this module starts)."""
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+import aio_pika
+import httpx
+import psutil
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from yarl import URL
+
+from devtools.addresses import free_port, port_is_free
+from messaging import topology
+from tests.cli.conftest import RESERVATIONS, cli_env
+from tests.cli.running import start_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    assert len(children) >= 3
+    assert running.interrupt(within=20) == 0, running.log()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+    assert "stopped: every process exited" in running.log()
+    assert "killing" not in running.log()  # each stopped on SIGTERM, within the bound
+
+
+def test_no_child_outlives_a_killed_cli(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    assert len(children) >= 3
+    running.popen.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+    assert running.popen.wait(10) == -signal.SIGKILL
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"survived `reservations run`: {[c.cmdline() for c in alive]}"
+    with pytest.raises(httpx.ConnectError):  # the API's port is free for the next run
+        httpx.get(f"{running.env['API_URL']}/healthz", timeout=2)
+
+
+def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    running.popen.send_signal(signal.SIGHUP)
+    assert running.popen.wait(20) == 0, running.log()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+    assert "stopped: every process exited" in running.log()
+
+
+def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    done = subprocess.run(
+        [str(RESERVATIONS), "run"],
+        env=cli_env(closed, tmp_path / ".data"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    # The line a service writes (README, Troubleshooting), without the password.
+    assert f"RabbitMQ is unreachable at amqp://guest:***@{closed.split('@')[1]}" in done.stderr
+    assert "guest:guest" not in done.stderr
+    assert "rabbitmq-server -detached" in done.stderr and "docker compose up" in done.stderr
+
+
+def test_run_refuses_to_start_beside_a_running_system(amqp_url: str, tmp_path: Path) -> None:
+    """Another system's worker on the same queues would take this run's messages: say so
+    before any child starts."""
+
+    async def refuse_with_a_worker_consuming() -> "subprocess.CompletedProcess[str]":
+        async with await aio_pika.connect(amqp_url) as connection:
+            channel = await connection.channel()
+            declared = await topology.declare(channel)
+            await declared.queues[topology.CREDIT_CHECK.name].consume(_leave_it)
+            return await asyncio.to_thread(
+                subprocess.run,
+                [str(RESERVATIONS), "run"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+
+    env = cli_env(amqp_url, tmp_path / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    done = asyncio.run(refuse_with_a_worker_consuming())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "workers already consume this broker's work queues" in done.stderr, done.stderr
+    assert "credit-check (1) consumer(s)" in done.stderr, done.stderr
+    assert "give this one a vhost of its own" in done.stderr, done.stderr
+    assert "guest:guest" not in done.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before migrating or starting anything
+    assert port_is_free("127.0.0.1", int(env["API_URL"].rsplit(":", 1)[1]))
+
+
+def test_run_with_a_vhost_the_broker_does_not_have_says_so(amqp_url: str, tmp_path: Path) -> None:
+    missing = str(URL(amqp_url).with_path("/no-such-vhost"))
+    done = subprocess.run(
+        [str(RESERVATIONS), "run"],
+        env=cli_env(missing, tmp_path / ".data"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "would not open vhost 'no-such-vhost' for user" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_reserve_without_an_api_says_so(tmp_path: Path) -> None:
+    env = cli_env("amqp://unused/", tmp_path)
+    done = subprocess.run(
+        [str(RESERVATIONS), "reserve", "alice", "book-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"the API is not reachable at {env['API_URL']}" in done.stderr
+    assert "reservations run" in done.stderr
+
+
+def test_a_child_that_dies_is_reported_and_the_rest_stopped(amqp_url: str, tmp_path: Path) -> None:
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children()
+    fulfilment = next(c for c in children if "workers.fulfilment" in c.cmdline())
+    fulfilment.kill()
+    assert running.popen.wait(30) == 1
+    log = running.log()
+    assert "error: fulfilment exited unexpectedly (exit code -9); stopped everything else." in log
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+
+
+async def _leave_it(message: AbstractIncomingMessage) -> None:
+    """A worker of another system: it takes the message and never settles it."""
