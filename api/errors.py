@@ -1,7 +1,8 @@
 """Domain and infrastructure errors, translated to HTTP once, here at the edge.
 
-Every error body is ``{"detail": ..., "trace_id": ...}``; no error is ever a bare 500 with a
-stack trace, and no message carries a secret (connection URLs are never included).
+Every error body is ``{"detail": ..., "trace_id": ...}``, an unexpected exception's 500 too
+(with its ``X-Trace-Id`` header); no error is ever a bare 500 with a stack trace, and no message
+carries a secret (connection URLs are never included).
 """
 
 from collections.abc import Mapping
@@ -12,9 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from api.tracing import current_trace_id
+from api.tracing import TRACE_ID_HEADER, current_trace_id
 from messaging.rpc import BrokerUnavailable
 
 RETRY_AFTER_SECONDS = "1"
@@ -64,10 +66,25 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return error(exc.status_code, exc.detail, headers=exc.headers)
 
 
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    """A bug, or a failure nothing above expected. Starlette's ``ServerErrorMiddleware`` calls
+    this outside the app's middleware (so the trace-id header is added here, not by
+    :class:`api.tracing.TraceIdHeaderMiddleware`) but inside the SERVER span, then re-raises
+    ``exc``: the server logs the traceback, the span records the exception. The client gets
+    the trace id, never the exception's text."""
+    response = error(500, "Internal error: the request failed unexpectedly.")
+    if trace_id := current_trace_id():
+        response.headers[TRACE_ID_HEADER.decode()] = trace_id
+    return response
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
-    # Reads go to the database directly; a connection failure there is a 503, not a 500.
+    # Reads go to the database directly; a connection failure there is a 503, not a 500, and
+    # so is a pool with no connection free in time.
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -173,3 +173,34 @@ async def test_database_down_is_503_not_500(
         response = await client.get("/users/alice")
     assert response.status_code == 503
     assert response.json()["detail"] == "The database is unavailable. Retry shortly."
+
+
+class _BrokenStore:
+    """A store with a bug: what the API answers for an exception nothing expected."""
+
+    def __getattr__(self, name: str) -> object:
+        async def fail(*args: object) -> None:
+            raise RuntimeError("a bug, holding postgresql://reservations:s3cret@db/prod")
+
+        return fail
+
+
+async def test_an_unexpected_failure_is_a_500_with_the_trace_id_and_no_details(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_env(monkeypatch, amqp_url, store_settings)
+    app = create_app()
+    # The app re-raises the exception after answering, for the server to log: let it pass.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        app.state.store = _BrokenStore()
+        response = await client.get("/users/alice")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["detail"] == "Internal error: the request failed unexpectedly."
+    assert len(body["trace_id"]) == 32
+    assert response.headers["x-trace-id"] == body["trace_id"]
+    assert "s3cret" not in response.text and "RuntimeError" not in response.text
