@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aio_pika.exceptions import DeliveryError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 
 from messaging.messages import Message
 from messaging.publisher import Publisher
@@ -68,9 +68,13 @@ class Republisher:
         await asyncio.gather(*unfinished, return_exceptions=True)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
+        request = self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("republishing failed", error=repr(task.exception()))
+            log.error(
+                "republishing failed; the request may never be processed",
+                message_id=request.message_id if request is not None else None,
+                error=repr(task.exception()),
+            )
 
     async def _until_confirmed(self, request: Message, to: Route) -> None:
         loop = asyncio.get_running_loop()
@@ -85,7 +89,7 @@ class Republisher:
                         await self._publisher.publish(request, to)
                 except DeliveryError as exc:  # returned (unroutable) or nacked
                     log.warning("republish refused; trying again", error=repr(exc))
-                except Exception as exc:  # unknown again (connection lost, no confirm in time)
+                except CONNECTION_EXCEPTIONS as exc:  # unknown again (lost, no confirm in time)
                     log.warning("republish unconfirmed; trying again", error=repr(exc))
                 else:
                     log.info(

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import DeliveryError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 
 from messaging import instrumentation
 from messaging.messages import Message
@@ -160,7 +160,7 @@ class RpcClient:
                 )
         except DeliveryError as exc:  # returned (unroutable) or nacked: not queued
             raise BrokerUnavailable(f"the broker did not take the request: {exc}") from exc
-        except Exception as exc:  # connection or channel lost, or no confirm in time
+        except CONNECTION_EXCEPTIONS as exc:  # connection or channel lost, or no confirm in time
             log.warning(
                 "request unconfirmed; publishing it again",
                 message_id=request.message_id,

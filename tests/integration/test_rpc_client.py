@@ -1,4 +1,5 @@
-"""The request/reply client when its channel dies under a waiting call."""
+"""The request/reply client when its channel dies under a waiting call, and when publishing
+fails for a reason that is not the connection."""
 
 import asyncio
 import uuid
@@ -44,3 +45,22 @@ async def test_a_closed_channel_ends_waiting_calls_at_once_as_reply_lost(amqp_ur
     finally:
         await connection.close()
         await purge_work_queues(amqp_url)
+
+
+async def test_a_bug_while_publishing_is_raised_at_once_not_republished(amqp_url: str) -> None:
+    """A failure that is not the connection's (here, a route to an exchange the topology does
+    not declare) is a bug: raised to the caller (a 500), not an unknown outcome (a 202 and two
+    minutes of republishing)."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        broker = await Broker.open(connection)
+        rpc = await broker.rpc(reply_timeout=60)
+        request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
+        nowhere = topology.Route(topology.ExchangeSpec("not-in-the-topology"), "x")
+        async with asyncio.timeout(1):  # far less than PUBLISH_TIMEOUT
+            with pytest.raises(KeyError):
+                await rpc.call(request, CreditChecked, to=nowhere)
+        assert rpc.pending == 0
+        assert rpc.republisher.in_progress == 0
+    finally:
+        await connection.close()

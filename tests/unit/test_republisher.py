@@ -76,3 +76,27 @@ async def test_close_gives_up_on_what_is_still_trying() -> None:
     assert keeper.in_progress == 0
     errors = [e for e in logs if e["log_level"] == "error"]
     assert [e["message_id"] for e in errors] == [str(request.reservation_id)], logs
+
+
+class BuggyPublisher:
+    """Fails as a bug would, not as a broken connection."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def publish(self, message: Any, to: Route, **_: Any) -> None:
+        self.attempts += 1
+        raise TypeError("not a connection problem")
+
+
+async def test_a_bug_is_not_retried_and_its_error_names_the_request() -> None:
+    publisher = BuggyPublisher()
+    keeper = Republisher(publisher, always_ready)  # type: ignore[arg-type]
+    request = _request()
+    with capture_logs() as logs:
+        keeper.keep_trying(request, RESERVATION_REQUESTS)
+        await _finished(keeper)
+    assert publisher.attempts == 1
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["message_id"] for e in errors] == [str(request.reservation_id)], logs
+    assert "TypeError('not a connection problem')" in errors[0]["error"]
