@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
+from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import errors
 from api.edge import wrap_outermost
@@ -67,14 +69,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Starlette built its middleware stack before the lifespan ran; rebuild it on the first
     # request so the instrumentation and the edge filter wrap it.
     app.middleware_stack = None
+    engine: AsyncEngine | None = None
+    connection: AbstractRobustConnection | None = None
     try:
         engine = await open_engine(StoreSettings())
-    except (DatabaseUnreachable, SchemaNotReady) as exc:
-        report_startup_failure(exc)
-        raise
-    statement_spans = instrument_engine(engine, telemetry.provider)
-    connection = None
-    try:
+        statement_spans = instrument_engine(engine, telemetry.provider)
         connection = await connect(BrokerSettings())
         metrics = MessagingMetrics(telemetry.meter_provider, service_version())
         broker = await Broker.open(connection, metrics=metrics)
@@ -85,13 +84,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("api ready")
         yield
         await rpc.close()
-    except (BrokerUnreachable, TopologyConflict) as exc:
+    except STARTUP_FAILURES as exc:
         report_startup_failure(exc)
         raise
     finally:
         if connection is not None:
             await connection.close()
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()
         if telemetry.enabled:
             FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()

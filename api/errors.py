@@ -12,7 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -42,7 +42,18 @@ async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _database_gone(exc: Exception) -> bool:
+    """The database, or our connection to it, failed; not the statement. A request's
+    statements all run before it publishes anything, so a retry is safe."""
+    if isinstance(exc, OperationalError | InterfaceError | InternalError | PoolTimeout):
+        return True
+    # A connection lost in the middle of a statement: asyncpg's error has no DBAPI class.
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    if not _database_gone(exc):
+        raise exc  # a bug (an IntegrityError, say): the 500 of _unexpected
     trace.get_current_span().set_attribute("error.type", type(exc).__name__)
     return error(
         503,
@@ -80,10 +91,9 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
-    # Reads go to the database directly; a connection failure there is a 503, not a 500, and
-    # so is a pool with no connection free in time.
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
+    # The database down, a connection lost, or a pool with no connection free in time: a 503,
+    # not a 500 (_database_gone).
+    app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)

@@ -22,7 +22,7 @@ from store.settings import StoreSettings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
-# A pooled PostgreSQL connection idle this long is pinged before use (ping_when_idle).
+# A pooled PostgreSQL connection idle this long is pinged before use (ping_when_in_doubt).
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "checked_in_at"
 
@@ -49,7 +49,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         connect_args=connect_args,
         hide_parameters=True,
     )
-    ping_when_idle(engine.sync_engine)
+    ping_when_in_doubt(engine.sync_engine)
     return engine
 
 
@@ -81,17 +81,26 @@ def make_sqlite_transactional(engine: Engine) -> None:
             cursor.close()
 
 
-def ping_when_idle(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> None:
-    """Ping a pooled connection at checkout when it has sat idle for ``after_s`` or more; a
-    dead one (the server restarted, or closed it) is replaced, with the rest of the pool,
-    before the caller sees it.
+def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> None:
+    """Ping a pooled connection at checkout when it has sat idle for ``after_s`` or more, or
+    when a connection of this pool was lost since it came back; a dead one (the server
+    restarted, or closed it) is replaced, with the rest of the pool, before the caller sees it.
 
     SQLAlchemy's ``pool_pre_ping`` does this at every checkout: a round trip per transaction
     (on PostgreSQL about a quarter of the client CPU of a reservation's transaction). A
     connection back from use moments ago has just answered; one that has waited is the one a
     restart may have left dead. Under steady load nothing is pinged; a server that dies under
-    load fails the transactions in flight either way, and the first disconnect SQLAlchemy sees
-    invalidates the whole pool."""
+    load fails the transactions in flight either way. After that, the first lost connection
+    puts every connection that came back before it in doubt: SQLAlchemy's own execution path
+    would invalidate the whole pool there, but the hot statements run on the driver's cursor
+    (:mod:`store.driver`), which invalidates only its own connection (the pool's ``invalidate``
+    event tells us). Without this, each dead connection would fail one transaction in turn."""
+    lost_at = [float("-inf")]
+
+    @event.listens_for(engine, "invalidate")
+    def on_invalidate(_: Any, __: ConnectionPoolEntry, exception: BaseException | None) -> None:
+        if exception is not None:
+            lost_at[0] = time.monotonic()
 
     @event.listens_for(engine, "checkin")
     def on_checkin(_: Any, record: ConnectionPoolEntry) -> None:
@@ -100,8 +109,10 @@ def ping_when_idle(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> None:
     @event.listens_for(engine, "checkout")
     def on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
         checked_in = record.info.get(_CHECKED_IN)
-        if checked_in is None or time.monotonic() - checked_in < after_s:
-            return  # a new connection, or one in use moments ago
+        if checked_in is None:
+            return  # a new connection
+        if time.monotonic() - checked_in < after_s and checked_in > lost_at[0]:
+            return  # in use moments ago, and nothing was lost since
         dialect = engine.dialect
         try:
             dialect.do_ping(dbapi_connection)

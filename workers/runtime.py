@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 import structlog
+from aio_pika.abc import AbstractRobustConnection
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +38,8 @@ from store.repository import SqlStore
 from store.settings import StoreSettings
 
 log = structlog.get_logger(__name__)
+# Raised once, already worded for the user: reported in one line (messaging/startup.py), exit 1.
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 
 
 class WorkerSettings(BaseSettings):
@@ -64,14 +67,16 @@ async def serve(
     store: Callable[[AsyncEngine, StatementSpans], SqlStore] = SqlStore,
     publisher: PublisherFactory = Publisher.on,
 ) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests)."""
+    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests). A start-up failure is
+    reported here, in one line, while log records still reach the OTLP exporter; then raised."""
     configure_logging(worker.service_name)
+    settings, shutdown = BrokerSettings(), WorkerSettings()  # a bad value fails now, not at exit
     telemetry = setup_telemetry(worker.service_name)
-    settings = BrokerSettings()
-    engine = await open_engine(StoreSettings())
-    statement_spans = instrument_engine(engine, telemetry.provider)
-    connection = None
+    engine: AsyncEngine | None = None
+    connection: AbstractRobustConnection | None = None
     try:
+        engine = await open_engine(StoreSettings())
+        statement_spans = instrument_engine(engine, telemetry.provider)
         connection = await connect(settings)
         metrics = MessagingMetrics(telemetry.meter_provider, service_version())
         broker = await Broker.open(
@@ -80,11 +85,15 @@ async def serve(
         handler = worker.handler(store(engine, statement_spans))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         await _until_stopped(stop)
-        await subscription.stop(WorkerSettings().worker_shutdown_timeout)
+        await subscription.stop(shutdown.worker_shutdown_timeout)
+    except STARTUP_FAILURES as exc:
+        report_startup_failure(exc)
+        raise
     finally:
         if connection is not None:
             await connection.close()
-        await engine.dispose()
+        if engine is not None:
+            await engine.dispose()
         telemetry.shutdown()
         log.info("stopped")
 
@@ -100,7 +109,8 @@ async def _until_stopped(stop: asyncio.Event | None) -> None:
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a worker's async main on uvloop where available. A broker or database that cannot
-    be reached or set up at start-up ends the process with its one clear line and exit code 1."""
+    be reached or set up at start-up ends the process with exit code 1, after its one clear
+    line (:func:`serve`)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
@@ -110,6 +120,5 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     tune_for_serving()
     try:
         runner(main())
-    except (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady) as exc:
-        report_startup_failure(exc)
+    except STARTUP_FAILURES:  # reported by serve()
         sys.exit(1)

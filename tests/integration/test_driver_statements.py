@@ -138,3 +138,37 @@ async def test_a_connection_lost_under_a_hot_statement_is_replaced(
     finally:
         await admin.dispose()
         await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_after_a_lost_connection_the_rest_of_the_pool_is_checked_before_use(
+    store_settings: StoreSettings, postgres_url: str
+) -> None:
+    """Every pooled connection killed moments after use (too soon for the idle ping): the first
+    hot statement fails on one, and the next transactions run on live ones, as after a
+    disconnect SQLAlchemy itself sees. (A worker retries each message twice: a pool of dead
+    connections failing one by one would dead-letter messages.)"""
+    engine = await open_engine(store_settings.model_copy(update={"database_pool_size": 8}))
+    admin = create_async_engine(postgres_url)
+    try:
+        store = SqlStore(engine)
+        held = [await engine.connect() for _ in range(8)]
+        pids = [await conn.scalar(text("SELECT pg_backend_pid()")) for conn in held]
+        for conn in held:
+            await conn.close()  # back to the pool, checked in moments ago
+        async with admin.connect() as conn:
+            for pid in pids:
+                assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
+        outcomes = []
+        for _ in range(8):
+            try:
+                reservation = await store.reserve(uuid.uuid4(), "alice", "book-1")
+                outcomes.append(reservation.outcome.value)
+            except DBAPIError as exc:
+                assert exc.connection_invalidated
+                outcomes.append("lost")
+        assert outcomes.count("lost") == 1, outcomes
+        assert outcomes[0] == "lost", outcomes
+    finally:
+        await admin.dispose()
+        await engine.dispose()

@@ -5,12 +5,17 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.app import create_app
 from domain.reservations import Outcome
+from messaging import topology
 from messaging.messages import ReservationRequested
 from store.migrate import migrate
 from store.settings import StoreSettings
@@ -175,19 +180,34 @@ async def test_database_down_is_503_not_500(
     assert response.json()["detail"] == "The database is unavailable. Retry shortly."
 
 
+SECRET = "postgresql://reservations:s3cret@db/prod"
+
+
 class _BrokenStore:
     """A store with a bug: what the API answers for an exception nothing expected."""
 
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
     def __getattr__(self, name: str) -> object:
         async def fail(*args: object) -> None:
-            raise RuntimeError("a bug, holding postgresql://reservations:s3cret@db/prod")
+            raise self.error
 
         return fail
 
 
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError(f"a bug, holding {SECRET}"), IntegrityError(SECRET, {}, Exception(SECRET))],
+    ids=["bug", "statement-error"],
+)
 async def test_an_unexpected_failure_is_a_500_with_the_trace_id_and_no_details(
-    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+    amqp_url: str,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
 ) -> None:
+    """Not a lost database (a 503, below): a 500 that says nothing but where to look."""
     configure_env(monkeypatch, amqp_url, store_settings)
     app = create_app()
     # The app re-raises the exception after answering, for the server to log: let it pass.
@@ -196,11 +216,109 @@ async def test_an_unexpected_failure_is_a_500_with_the_trace_id_and_no_details(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://api") as client,
     ):
-        app.state.store = _BrokenStore()
+        app.state.store = _BrokenStore(error)
         response = await client.get("/users/alice")
     assert response.status_code == 500
     body = response.json()
     assert body["detail"] == "Internal error: the request failed unexpectedly."
     assert len(body["trace_id"]) == 32
     assert response.headers["x-trace-id"] == body["trace_id"]
-    assert "s3cret" not in response.text and "RuntimeError" not in response.text
+    assert "s3cret" not in response.text and type(error).__name__ not in response.text
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_database_connection_lost_under_a_request_is_503(
+    amqp_url: str, store_settings: StoreSettings, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed moments after its last use (too soon for the idle ping): the request that finds
+    it dead is told to retry, and the retry runs on a new connection."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "1")
+    app = create_app()
+    admin = create_async_engine(postgres_url)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as client,
+        ):
+            assert (await client.get("/users/alice")).status_code == 200
+            async with app.state.store.engine.connect() as conn:
+                pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+            async with admin.connect() as conn:
+                assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
+            lost = await client.get("/users/alice")
+            again = await client.get("/users/alice")
+    finally:
+        await admin.dispose()
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["detail"] == "The database is unavailable. Retry shortly."
+    assert lost.headers["retry-after"] == "1"
+    assert again.status_code == 200, again.text
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_database_connection_lost_mid_statement_is_503_and_sends_nothing(
+    amqp_url: str, store_settings: StoreSettings, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's claim of its Idempotency-Key waits behind another transaction's claim of
+    the same key; its connection is killed meanwhile. A 503 (nothing was published, so a
+    retry is safe), not a bare 500."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    await purge_work_queues(amqp_url)
+    app = create_app()
+    admin = create_async_engine(postgres_url)
+    key = f"key-{uuid.uuid4()}"
+    schema = store_settings.database_schema
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as client,
+            admin.connect() as blocker,
+        ):
+            await blocker.execute(
+                text(
+                    f'INSERT INTO "{schema}".idempotency_keys VALUES '
+                    "('POST /reservations', :key, 'f', :id, 9999999999)"
+                ),
+                {"key": key, "id": str(uuid.uuid4())},
+            )  # not committed: the request's INSERT of the same key waits for it
+            post = asyncio.create_task(
+                client.post(
+                    "/reservations",
+                    json={"username": "alice", "item_id": "book-1"},
+                    headers={"Idempotency-Key": key},
+                )
+            )
+            async with admin.connect() as killer:
+                async for attempt in eventually_async(10):
+                    with attempt:
+                        waiting = await killer.scalar(
+                            text(
+                                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                " AND query LIKE '%idempotency_keys%'"
+                            )
+                        )
+                        assert waiting is not None
+                assert await killer.scalar(text(f"SELECT pg_terminate_backend({waiting})"))
+            lost = await post
+            await blocker.rollback()
+    finally:
+        await admin.dispose()
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["detail"] == "The database is unavailable. Retry shortly."
+    assert await _requests_queued(amqp_url) == 0
+
+
+async def _requests_queued(amqp_url: str) -> int:
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(
+            topology.CREDIT_CHECK.name,
+            durable=True,
+            arguments=dict(topology.CREDIT_CHECK.arguments),
+        )
+        return queue.declaration_result.message_count or 0
