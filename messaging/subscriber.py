@@ -75,7 +75,13 @@ class Subscription:
         # stopping mid-way; its ack then finds the channel gone and the broker redelivers.
         handling = asyncio.ensure_future(self._on_message(message))
         handling.add_done_callback(self._finished)
-        await asyncio.shield(handling)
+        try:
+            await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            # The instrumentation's CONSUMER span ends when this task does: wait for the
+            # handler (bounded by its own work) so that what it records lands on an open span.
+            await asyncio.wait([handling])
+            raise
 
     def _finished(self, handling: "asyncio.Future[None]") -> None:
         self.in_flight -= 1

@@ -1,6 +1,7 @@
 """A handler that raises: recorded on the span, retried a bounded number of times, then
 dead-lettered with its reason, in the same trace. Real broker, fake ledger (our own port)."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from uuid import UUID
@@ -138,3 +139,61 @@ async def test_failed_deliveries_are_counted_with_their_error_type(
         ("reservations:reservation.requested", None): 1,
         ("reservations.dlx:reservation.requested", None): 1,
     }
+
+
+class StalledLedger:
+    """Raises once ``release`` is set; says when it has started."""
+
+    def __init__(self) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
+        self.started.set()
+        await self.release.wait()
+        raise RuntimeError("the database is on fire")
+
+
+async def test_a_handler_outliving_its_channel_still_ends_inside_its_consumer_span(
+    amqp_url: str,
+) -> None:
+    """The channel closes under a delivery (a broker connection drop): the handler is shielded
+    and finishes, and the CONSUMER span stays open until it has, so its failure is recorded
+    there instead of on an ended span."""
+    provider, exporter = in_memory_provider()
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel, declared = await open_channel(connection, prefetch=10)
+        for queue in declared.queues.values():
+            await queue.purge()
+        with aio_pika_traced_by(provider):
+            broker = Broker(channel, declared, Publisher.on(channel, declared))
+            ledger = StalledLedger()
+            await broker.subscribe(
+                topology.CREDIT_CHECK, ReservationRequested, credit_check(ledger)
+            )
+            request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
+            await broker.publish(request, topology.RESERVATION_REQUESTS)
+            async with asyncio.timeout(10):
+                await ledger.started.wait()
+            await channel.close()  # cancels the channel's consumer tasks, as a drop does
+            ledger.release.set()
+            async for attempt in eventually_async(5, every=0.05):
+                with attempt:
+                    consumers = [
+                        s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER
+                    ]
+                    assert len(consumers) == 1
+                    assert [e.name for e in consumers[0].events] == ["exception"], [
+                        (e.name, dict(e.attributes or {})) for e in consumers[0].events
+                    ]
+            span = consumers[0]
+            assert span.status.status_code is StatusCode.ERROR
+            assert span.attributes is not None and span.attributes["error.type"] == "RuntimeError"
+    finally:
+        await connection.close()
+        async with await aio_pika.connect(amqp_url) as cleanup:
+            _, declared = await open_channel(cleanup)
+            for queue in declared.queues.values():
+                await queue.purge()
