@@ -1,12 +1,15 @@
 """The API as the CLI sees it: every call fails with one clear sentence, not a traceback."""
 
+import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from cli.errors import CliError
+from domain.identifiers import IDENTIFIER_PATTERN
 
 # A reservation the CLI sends is retried (same Idempotency-Key) after a timeout, a lost
 # connection or a 503, at most this many times in all, PAUSE seconds apart.
@@ -44,7 +47,8 @@ class ApiClient:
         """POST /reservations with an Idempotency-Key (a random one unless given), retried with
         that key after a timeout, a lost connection or a 503: a retry never reserves twice."""
         body = {"username": username, "item_id": item_id}
-        headers = {"Idempotency-Key": f'"{idempotency_key or uuid.uuid4()}"'}
+        key = uuid.uuid4() if idempotency_key is None else idempotency_key  # "" is the API's 400
+        headers = {"Idempotency-Key": f'"{key}"'}
         for attempt in range(1, RESERVE_ATTEMPTS + 1):
             try:
                 response = self.request("POST", "/reservations", body, headers)
@@ -61,13 +65,23 @@ class ApiClient:
         return self._ok(self.request("GET", "/users"))
 
     def top_up(self, username: str, amount: int) -> dict[str, Any]:
-        return self._ok(self.request("POST", f"/users/{username}/credits", {"amount": amount}))
+        path = f"/users/{_path_segment(username, 'username')}/credits"
+        return self._ok(self.request("POST", path, {"amount": amount}))
 
     def _ok(self, response: httpx.Response) -> dict[str, Any]:
         body = body_of(response)
         if response.status_code != 200:
             raise CliError(f"{response.status_code}: {describe_error(body)}")
         return body
+
+
+def _path_segment(value: str, what: str) -> str:
+    """``value`` as one path segment: an identifier (domain/identifiers.py), percent-encoded,
+    so that ``carol/../bob`` is refused here instead of naming ``bob`` in the URL (and ``..``,
+    a valid identifier, is not read as a dot segment)."""
+    if not re.fullmatch(IDENTIFIER_PATTERN, value):
+        raise CliError(f"{what} {value!r} is not valid: 1-64 of A-Z a-z 0-9 _ . -")
+    return "%2E" * len(value) if set(value) == {"."} else quote(value, safe="")
 
 
 def body_of(response: httpx.Response) -> dict[str, Any]:

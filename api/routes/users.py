@@ -19,7 +19,7 @@ UsernamePath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
 class TopUp(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amount: int = Field(gt=0, le=1_000_000)
+    amount: int = Field(gt=0, le=1_000_000, strict=True)  # JSON true or "5" is not an amount
 
 
 class Catalogue(BaseModel):

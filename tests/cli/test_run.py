@@ -67,6 +67,21 @@ def test_users_and_top_up(running: RunningCli) -> None:
     assert re.search(r"course-1\s+│\s+60", listed.stdout)
     unknown = running.cli("top-up", "nobody", "7")
     assert unknown.returncode == 1 and "unknown user 'nobody'" in unknown.stderr
+    # A path in a username never reaches another user's credits.
+    bob = re.compile(r"bob\s+│\s+\d+")
+    before = bob.search(running.cli("users").stdout)
+    sneaky = running.cli("top-up", "carol/../bob", "7")
+    assert sneaky.returncode == 1 and "username 'carol/../bob' is not valid" in sneaky.stderr
+    dots = running.cli("top-up", "..", "7")
+    assert dots.returncode == 1 and "unknown user '..'" in dots.stderr, dots.stderr
+    after = bob.search(running.cli("users").stdout)
+    assert before and after and before[0] == after[0]
+
+
+def test_an_empty_idempotency_key_is_refused_not_replaced(running: RunningCli) -> None:
+    done = running.cli("reserve", "carol", "book-1", "--idempotency-key", "")
+    assert done.returncode == 1
+    assert "malformed Idempotency-Key" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
 def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:

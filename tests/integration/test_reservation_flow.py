@@ -152,6 +152,10 @@ async def test_catalogue_and_top_up(api: httpx.AsyncClient) -> None:
     assert (await _reserve(api, "bob", "book-2")).status_code == 201
     assert (await api.post("/users/nobody/credits", json={"amount": 1})).status_code == 404
     assert (await api.post("/users/bob/credits", json={"amount": -5})).status_code == 422
+    for not_an_amount in (True, "5", 2.5, None):  # no coercion: true is not 1 credit
+        refused = await api.post("/users/bob/credits", json={"amount": not_an_amount})
+        assert refused.status_code == 422, (not_an_amount, refused.text)
+    assert (await api.get("/users/bob")).json()["credits"] == 0
 
 
 def _replace_with_directory(database: Path) -> None:
