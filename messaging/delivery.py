@@ -35,7 +35,7 @@ from opentelemetry.trace import Status, StatusCode
 from messaging import metered
 from messaging.dead_letter import dead_letter
 from messaging.handlers import Handler, M
-from messaging.messages import CONTENT_TYPE, InvalidMessage
+from messaging.messages import CONTENT_TYPE, InvalidMessage, is_json
 from messaging.publisher import Publisher, ReplyAddress
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,7 @@ def current_delivery() -> Delivery:
 
 def parse(message: AbstractIncomingMessage, model: type[M]) -> M:
     """Validate a delivery before anything else touches it; InvalidMessage means poison."""
-    if message.content_type != CONTENT_TYPE:
+    if not is_json(message.content_type):
         raise InvalidMessage(f"content type {message.content_type!r}, expected {CONTENT_TYPE}")
     if len(message.body) > MAX_BODY_BYTES:
         raise InvalidMessage(f"body of {len(message.body)} bytes exceeds {MAX_BODY_BYTES}")

@@ -15,6 +15,23 @@ from domain.reservations import Outcome
 CONTENT_TYPE = "application/json"
 
 
+def is_json(content_type: str | None) -> bool:
+    """``application/json``, as HTTP reads it: any case, and parameters allowed, so a
+    producer's ``application/json; charset=utf-8`` is JSON too (UTF-8 is JSON's only charset
+    between systems, RFC 8259; any other is refused)."""
+    media_type, _, parameters = (content_type or "").partition(";")
+    if media_type.strip().lower() != CONTENT_TYPE:
+        return False
+    for parameter in filter(None, (p.strip() for p in parameters.split(";"))):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
 class InvalidMessage(ValueError):
     """A body that is not valid JSON for the expected contract (a poison message)."""
 

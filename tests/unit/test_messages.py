@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from domain.reservations import Outcome
-from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
+from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested, is_json
 
 
 def test_request_round_trips_as_json() -> None:
@@ -54,3 +54,22 @@ def test_reply_carries_outcome_values() -> None:
         reservation_id=uuid.uuid4(), outcome=Outcome.CONFIRMED, credits_left=3, price=7
     )
     assert b'"outcome":"confirmed"' in reply.to_body()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "json"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ('Application/JSON;charset="UTF-8"', True),
+        ("application/json; charset=latin-1", False),
+        ("application/jsonx", False),
+        ("text/plain", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_json_is_application_json_with_any_parameters_but_another_charset(
+    content_type: str | None, json: bool
+) -> None:
+    assert is_json(content_type) is json
