@@ -52,6 +52,5 @@ rpc_of = _from_state("rpc", RpcClient)
 store_of = _from_state("store", SqlStore)
 connection_of = _from_state("connection", RobustConnection)
 
-SettingsDep = Annotated[ApiSettings, Depends(_dependency(settings_of))]
 StoreDep = Annotated[SqlStore, Depends(_dependency(store_of))]
 ConnectionDep = Annotated[AbstractRobustConnection, Depends(_dependency(connection_of))]

@@ -28,11 +28,9 @@ from cli.log_records import from_proto_logs
 from cli.log_store import LogStore
 from cli.metric_store import MetricStore
 from cli.spans import SpanRecord, from_proto_request
+from cli.trace_files import TRACES_FILE
 
-# Re-exported: the file format lives in cli.trace_files, which readers import without gRPC.
-from cli.trace_files import TRACES_FILE, read_traces_file
-
-__all__ = ["TRACES_FILE", "OtlpReceiver", "SpanStore", "read_traces_file"]
+__all__ = ["OtlpReceiver", "SpanStore"]
 
 
 class SpanStore:

@@ -12,17 +12,17 @@ from yarl import URL
 from cli.errors import CliError
 from devtools.addresses import connection_error, port_is_free
 from devtools.waiting import poll_async
-from messaging.connection import COMPOSE_AMQP_URL, redacted, refused, unreachable, vhost_of
+from messaging.connection import (
+    START_A_BROKER,
+    redacted,
+    refused,
+    unreachable,
+    vhost_of,
+)
 from messaging.topology import CREDIT_CHECK, FULFILMENT
 
 # Seconds the consumers of a system that is stopping get to leave before this run refuses.
 GONE_WITHIN = 5.0
-START_A_BROKER = (
-    "start it: `rabbitmq-server -detached` (Debian/Ubuntu: `apt-get install rabbitmq-server`), "
-    "or `docker compose up -d rabbitmq` and then "
-    f"`export AMQP_URL={COMPOSE_AMQP_URL}` (its own user and vhost); or point AMQP_URL at a "
-    "running broker."
-)
 
 
 def require_broker(amqp_url: str) -> None:

@@ -37,10 +37,6 @@ class SpanRecord:
     links: tuple[str, ...] = ()  # "trace_id:span_id" of each linked span
     scope: str = ""
 
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e6
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -44,15 +44,6 @@ def read_records_of_trace(
         return [parse(json.loads(line)) for line in lines if needle in line]
 
 
-def latest_trace_id(store_dir: Path) -> str | None:
-    """The trace in ``store_dir`` that started last (a late span of an older trace, such as
-    its async tail, does not make that trace the newest)."""
-    starts: dict[str, int] = {}
-    for trace_id, spans in read_traces_file(store_dir).items():
-        starts[trace_id] = min(span.start_ns for span in spans)
-    return max(starts, key=lambda t: starts[t]) if starts else None
-
-
 def compact_traces_file(store_dir: Path, max_traces: int) -> None:
     """Keep only the newest ``max_traces`` traces on disk, so the file does not grow forever."""
     path = store_dir / TRACES_FILE

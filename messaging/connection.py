@@ -35,6 +35,12 @@ log = structlog.get_logger(__name__)
 
 # The broker of `docker compose up -d rabbitmq`: its own user and vhost (rabbitmq/definitions.json).
 COMPOSE_AMQP_URL = "amqp://reservations:reservations-local-only@127.0.0.1:5672/reservations"
+# What to do about a broker nothing answers at, for the services and the CLI alike.
+START_A_BROKER = (
+    "Start it: `rabbitmq-server -detached` (Debian/Ubuntu: `apt-get install rabbitmq-server`), "
+    f"or `docker compose up -d rabbitmq` and then `export AMQP_URL={COMPOSE_AMQP_URL}` (its own "
+    "user and vhost); or point AMQP_URL at a running broker."
+)
 # They log every failed start-up attempt as an error; the outcome is one line of ours instead.
 RETRY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection")
 # Seconds between reconnection attempts once connected (aio-pika's default is 5).
@@ -99,9 +105,7 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
         raise BrokerUnreachable(refused(url, exc)) from None
     except (ConnectionError, OSError) as exc:
         raise BrokerUnreachable(
-            f"{unreachable(url, type(exc).__name__)} "
-            "Start it (`rabbitmq-server -detached`; or `docker compose up -d rabbitmq` with "
-            f"AMQP_URL={COMPOSE_AMQP_URL}) or point AMQP_URL at a running broker."
+            f"{unreachable(url, type(exc).__name__)} {START_A_BROKER}"
         ) from None
     log.info("connected to broker", url=redacted(url))
     return connection

@@ -27,7 +27,8 @@ from opentelemetry.semconv._incubating.metrics.messaging_metrics import (
 )
 from opentelemetry.util.types import AttributeValue
 
-SYSTEM = "rabbitmq"
+from messaging.semconv import SYSTEM
+
 # ExplicitBucketBoundaries advised for both duration histograms by the conventions.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
@@ -102,7 +103,3 @@ class MessagingMetrics:
         """One delivered message, processed by our callback in ``seconds``."""
         self.consumed_messages.add(1, attributes)
         self.process_duration.record(seconds, attributes)
-
-    def operation(self, seconds: float, attributes: Attributes) -> None:
-        """Any other client operation (a settlement, say): its duration only."""
-        self.operation_duration.record(seconds, attributes)

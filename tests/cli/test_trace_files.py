@@ -8,7 +8,6 @@ from cli.spans import SpanRecord
 from cli.trace_files import (
     TRACES_FILE,
     compact_traces_file,
-    latest_trace_id,
     read_trace,
     read_traces_file,
 )
@@ -33,18 +32,6 @@ def test_one_trace_is_read_back_from_a_file_holding_several(
     assert read_trace(tmp_path, confirmed_trace[0].trace_id) == confirmed_trace
     assert read_trace(tmp_path, "2" * 32) == []
     assert read_trace(tmp_path / "missing", "2" * 32) == []
-
-
-def test_the_latest_trace_is_the_one_that_started_last(
-    confirmed_trace: list[SpanRecord], tmp_path: Path
-) -> None:
-    older, newer = copy_of(confirmed_trace, "1" * 32, 0), copy_of(confirmed_trace, "2" * 32, 10**9)
-    store = SpanStore(store_dir=tmp_path)
-    store.add(newer)
-    store.add(older[-1:])  # an older trace's async tail, exported after the newer trace
-    store.close()
-    assert latest_trace_id(tmp_path) == "2" * 32
-    assert latest_trace_id(tmp_path / "missing") is None
 
 
 def test_compaction_keeps_the_newest_traces_on_disk(

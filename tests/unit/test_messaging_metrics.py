@@ -87,11 +87,3 @@ def test_attributes_follow_the_conventions() -> None:
         "rabbitmq",
         5672,
     )
-
-
-def test_operation_records_a_duration_only(
-    recorded: tuple[MessagingMetrics, InMemoryMetricReader],
-) -> None:
-    metrics, reader = recorded
-    metrics.operation(0.001, attributes("ack", "settle", "credit-check"))
-    assert set(_collected(reader)) == {"messaging.client.operation.duration"}
