@@ -17,10 +17,13 @@ from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# Version 00 is 55 characters; a future version may append fields, but not without bound.
-MAX_TRACEPARENT_BYTES = 256
-MAX_TRACESTATE_BYTES = 512  # W3C: vendors may drop tracestate beyond 512 characters
-MAX_BAGGAGE_BYTES = 1024  # far below the propagator's 8192: every message would carry it
+from messaging.propagation import MAX_CHARS
+
+# The bounds every service applies to trace headers (messaging/propagation.py), but a tighter
+# one for baggage from outside: every message the request causes would carry it.
+MAX_TRACEPARENT_BYTES = MAX_CHARS["traceparent"]
+MAX_TRACESTATE_BYTES = MAX_CHARS["tracestate"]
+MAX_BAGGAGE_BYTES = 1024
 INCOMING_CONTEXT = "incoming_trace_context"
 # The SDK's parser follows the spec: a higher version is read as version 00 plus fields it
 # ignores, version ff and all-zero ids are refused.

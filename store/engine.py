@@ -158,6 +158,13 @@ async def check_ready(settings: StoreSettings) -> None:
         await engine.dispose()
 
 
+def failure(exc: BaseException) -> str:
+    """The error's class and the first line of the driver's own message (which names no
+    password): "InvalidPasswordError: password authentication failed for user "x"", say."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {reason[0] if reason else 'no detail'}"
+
+
 async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
     where = make_url(settings.database_url.get_secret_value()).render_as_string(hide_password=True)
     try:
@@ -165,7 +172,7 @@ async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
             problem = await conn.run_sync(schema_problem, settings.database_schema)
     except (OSError, DBAPIError) as exc:
         raise DatabaseUnreachable(
-            f"The database at {where} could not be reached or set up ({type(exc).__name__}). "
+            f"The database at {where} could not be reached or set up ({failure(exc)}). "
             "Check DATABASE_URL and that the server is up."
         ) from None
     if problem is not None:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
-from store.engine import create_engine, for_writes
+from store.engine import create_engine, failure, for_writes
 from store.revisions import alembic_config, head_revision
 from store.seed import load_seed, seed
 from store.settings import StoreSettings
@@ -40,11 +40,9 @@ async def migrate(settings: StoreSettings) -> str:
         finally:
             await engine.dispose()
     except (OSError, DBAPIError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise MigrationFailed(
-            f"could not migrate the database at {where} ({type(exc).__name__}: "
-            f"{reason[0] if reason else 'no detail'}). Check DATABASE_URL and that the server "
-            "is up."
+            f"could not migrate the database at {where} ({failure(exc)}). Check DATABASE_URL "
+            "and that the server is up."
         ) from None
     in_schema = f" (schema {schema!r})" if schema else ""
     return f"{where}{in_schema} is at revision {head_revision()}, seeded from {settings.seed_file}"

@@ -74,6 +74,7 @@ async def serve(
     telemetry = setup_telemetry(worker.service_name)
     engine: AsyncEngine | None = None
     connection: AbstractRobustConnection | None = None
+    started = False
     try:
         engine = await open_engine(StoreSettings())
         statement_spans = instrument_engine(engine, telemetry.provider)
@@ -84,6 +85,7 @@ async def serve(
         )
         handler = worker.handler(store(engine, statement_spans))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
+        started = True
         await _until_stopped(stop)
         await subscription.stop(shutdown.worker_shutdown_timeout)
     except STARTUP_FAILURES as exc:
@@ -95,7 +97,8 @@ async def serve(
         if engine is not None:
             await engine.dispose()
         telemetry.shutdown()
-        log.info("stopped")
+        if started:
+            log.info("stopped")
 
 
 async def _until_stopped(stop: asyncio.Event | None) -> None:
