@@ -1,8 +1,9 @@
-"""HTTP request and response bodies (the messages on the broker live in messaging.messages)."""
+"""HTTP request and response bodies, every one of them (the messages on the broker live in
+messaging.messages)."""
 
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.identifiers import Identifier
 
@@ -28,6 +29,15 @@ class ReservationRejectedBody(BaseModel):
     trace_id: str
 
 
+class ReservationNotFoundBody(BaseModel):
+    """The worker's answer for an unknown user or item: recorded under its reservation id."""
+
+    detail: str
+    reservation_id: UUID
+    status: str
+    trace_id: str
+
+
 class ReservationPendingBody(BaseModel):
     reservation_id: UUID
     status: str = "pending"
@@ -50,6 +60,25 @@ class ReservationView(BaseModel):
 class UserView(BaseModel):
     username: str
     credits: int
+    trace_id: str
+
+
+class TopUp(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: int = Field(gt=0, le=1_000_000, strict=True)  # JSON true or "5" is not an amount
+
+
+class Catalogue(BaseModel):
+    users: dict[str, int]
+    items: dict[str, int]
+    trace_id: str
+
+
+class DownloadView(BaseModel):
+    reservation_id: str
+    item_id: str
+    content: str
     trace_id: str
 
 

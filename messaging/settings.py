@@ -1,4 +1,5 @@
-"""Broker settings, read from the environment (``AMQP_URL``, ``AMQP_PREFETCH``).
+"""Broker settings, read from the environment (``AMQP_URL``, ``AMQP_PREFETCH``,
+``AMQP_CONNECT_TIMEOUT``).
 
 The URL holds a password, so it is a ``SecretStr``: it never shows up in a repr or a log line.
 """

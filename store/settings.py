@@ -1,4 +1,5 @@
-"""Database settings: ``DATABASE_URL``, ``DATABASE_SCHEMA``, ``SEED_FILE``."""
+"""Database settings: ``DATABASE_URL``, ``DATABASE_SCHEMA``, ``DATABASE_POOL_SIZE``,
+``SEED_FILE``."""
 
 from pathlib import Path
 

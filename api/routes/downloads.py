@@ -3,20 +3,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
-from pydantic import BaseModel
 
 from api.deps import StoreDep
-from api.schemas import ErrorBody
+from api.schemas import DownloadView, ErrorBody
 from api.tracing import current_trace_id
 
 router = APIRouter(tags=["downloads"])
-
-
-class DownloadView(BaseModel):
-    reservation_id: str
-    item_id: str
-    content: str
-    trace_id: str
 
 
 @router.get("/downloads/{token}", responses={404: {"model": ErrorBody}})

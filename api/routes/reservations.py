@@ -13,6 +13,7 @@ from api.deps import StoreDep, rpc_of, settings_of, store_of
 from api.schemas import (
     ErrorBody,
     ReservationConfirmedBody,
+    ReservationNotFoundBody,
     ReservationPendingBody,
     ReservationRejectedBody,
     ReservationRequest,
@@ -55,7 +56,7 @@ _NOT_FOUND = {
         201: {"model": ReservationConfirmedBody, "description": "Reserved: the price is deducted"},
         202: {"model": ReservationPendingBody, "description": "No reply in time; poll Location"},
         400: {"model": ErrorBody, "description": "Malformed Idempotency-Key"},
-        404: {"model": ErrorBody, "description": "Unknown user or item"},
+        404: {"model": ReservationNotFoundBody, "description": "Unknown user or item"},
         409: {"model": ReservationRejectedBody, "description": "Not enough credits"},
         503: {"model": ErrorBody, "description": "The broker is unavailable"},
     },
@@ -129,15 +130,13 @@ def _answer(reply: CreditChecked, request: ReservationRequested) -> Response:
     detail = _NOT_FOUND.get(reply.outcome, "reservation failed").format(
         username=request.username, item_id=request.item_id
     )
-    return JSONResponse(
-        {
-            "detail": detail,
-            "reservation_id": str(reply.reservation_id),
-            "status": reply.outcome.value,
-            "trace_id": trace_id,
-        },
-        status_code=404,
+    not_found = ReservationNotFoundBody(
+        detail=detail,
+        reservation_id=reply.reservation_id,
+        status=reply.outcome.value,
+        trace_id=trace_id,
     )
+    return JSONResponse(not_found.model_dump(mode="json"), status_code=404)
 
 
 def _pending(request: ReservationRequested) -> JSONResponse:

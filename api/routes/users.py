@@ -3,10 +3,9 @@
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
-from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import StoreDep
-from api.schemas import ErrorBody, UserView
+from api.schemas import Catalogue, ErrorBody, TopUp, UserView
 from api.tracing import current_trace_id
 from domain.credits import CreditLimitExceeded
 from domain.identifiers import IDENTIFIER_PATTERN
@@ -14,18 +13,6 @@ from domain.identifiers import IDENTIFIER_PATTERN
 router = APIRouter(tags=["users"])
 
 UsernamePath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
-
-
-class TopUp(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    amount: int = Field(gt=0, le=1_000_000, strict=True)  # JSON true or "5" is not an amount
-
-
-class Catalogue(BaseModel):
-    users: dict[str, int]
-    items: dict[str, int]
-    trace_id: str
 
 
 @router.get("/users")
