@@ -17,7 +17,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import errors
-from api.edge import wrap_outermost
+from api.edge import link_incoming, wrap_outermost
 from api.limits import RequestLimitsMiddleware
 from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
@@ -60,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             tracer_provider=telemetry.provider,
             meter_provider=telemetry.meter_provider,
             exclude_spans=["receive", "send"],
+            server_request_hook=link_incoming,
             excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or HEALTH_PROBES,
         )
     # The edge filter must see trace headers before the instrumentation extracts them.

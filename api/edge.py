@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,11 +76,12 @@ class EdgeTrustMiddleware:
         return {**scope, "headers": headers, "state": state}
 
 
-def link_incoming(scope: Scope) -> None:
-    """In link mode, link the request's (new root) server span to the caller's context."""
+def link_incoming(span: Span, scope: Scope) -> None:
+    """The FastAPI instrumentation's ``server_request_hook``, called as the SERVER span
+    starts: in link mode, link that (new root) span to the caller's context."""
     incoming = (scope.get("state") or {}).get(INCOMING_CONTEXT)
     if isinstance(incoming, SpanContext):
-        trace.get_current_span().add_link(incoming, {"link.reason": "untrusted caller"})
+        span.add_link(incoming, {"link.reason": "untrusted caller"})
 
 
 def wrap_outermost(build: Callable[[], ASGIApp], mode: Mode) -> Callable[[], ASGIApp]:

@@ -8,8 +8,6 @@ SERVER span, so the current span is the request's.
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.edge import link_incoming
-
 TRACE_ID_HEADER = b"x-trace-id"
 
 
@@ -26,7 +24,6 @@ class TraceIdHeaderMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        link_incoming(scope)
         trace_id = current_trace_id().encode()
 
         async def send_with_trace_id(message: Message) -> None:

@@ -2,8 +2,9 @@
 processes export spans to the trace receiver and, through the per-signal endpoint variables,
 log records and metrics to a second receiver started by the test."""
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,12 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from cli.collector import OtlpReceiver
+from cli.collector import OtlpReceiver, SpanStore
+from devtools.addresses import free_port
 from messaging.metrics import DURATION_BUCKETS
+from tests import processes
 from tests.stack import System
+from tests.system import purge_work_queues
 from tests.traces import (
     API,
     CONFIRMED_PROCESS,
@@ -138,30 +142,49 @@ class LogsAndMetrics(
         self._server.stop(grace=1).wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def logs_and_metrics() -> Iterator[LogsAndMetrics]:
     receiver = LogsAndMetrics().start()
     yield receiver
     receiver.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    """The trace receiver, for this module's one system (tests/stack.py's is per test)."""
+    receiver = OtlpReceiver(SpanStore()).start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
 def wired(
-    logs_and_metrics: LogsAndMetrics, make_system: Callable[[], System], api_port: int
-) -> System:
-    """The whole flow; logs and metrics go to their own endpoint, exported every 200 ms. The
-    receiver comes first, so it is stopped last: the processes' final exports still land."""
-    system = make_system()
-    system.base_env |= {
+    logs_and_metrics: LogsAndMetrics,
+    receiver: OtlpReceiver,
+    amqp_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[System]:
+    """The whole flow, one for the module (each test reads only what its own reservation
+    caused); logs and metrics go to their own endpoint, exported every 200 ms. The receivers
+    come first, so they are stopped last: the processes' final exports still land."""
+    asyncio.run(purge_work_queues(amqp_url))
+    where = tmp_path_factory.mktemp("wire")
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{where}/e2e.db"}
+    env |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs_and_metrics.endpoint,
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": logs_and_metrics.endpoint,
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "200",
     }
-    system.start_worker("workers.credit_check")
-    system.start_worker("workers.fulfilment")
-    system.start_api(api_port)
-    return system
+    system = System(processes.base_env(amqp_url, env), where)
+    try:
+        system.start_worker("workers.credit_check")
+        system.start_worker("workers.fulfilment")
+        system.start_api(free_port())
+        yield system
+    finally:
+        system.stop_all()
 
 
 def _reserve(system: System) -> dict[str, Any]:
@@ -183,7 +206,12 @@ def test_log_records_carry_the_ids_of_the_span_that_was_current(
     consumer = one(spans, REQUEST_PROCESS, CREDIT_CHECK, "CONSUMER")
     for attempt in eventually(15):
         with attempt:
-            received = [line for line in logs_and_metrics.logs if line.body == "credit checked"]
+            received = [
+                line
+                for line in logs_and_metrics.logs
+                if line.body == "credit checked"
+                and line.attributes.get("reservation_id") == body["reservation_id"]
+            ]
             assert received, [line.body for line in logs_and_metrics.logs]
     (line,) = received
     assert (line.trace_id, line.span_id) == (body["trace_id"], consumer.span_id), render(spans)

@@ -25,6 +25,10 @@ from tests.processes import ROOT, migrate
 pytestmark = pytest.mark.e2e
 
 SERVICES = {"credit-check": "workers.credit_check", "api": "api"}
+# Nothing listens for telemetry here: with an exporter, each failed start would spend the
+# shutdown's 3 s bound trying to flush (tests/reliability/test_tracing_backend_down.py covers
+# that bound).
+NO_EXPORT = {f"OTEL_{signal}_EXPORTER": "none" for signal in ("TRACES", "LOGS", "METRICS")}
 CASES = (
     "broker unreachable",
     "bad credentials",
@@ -77,7 +81,7 @@ def case_env(case: str, amqp_url: str, conflicting: str, database_url: str) -> d
         "AMQP_CONNECT_TIMEOUT": "1",
         "API_HOST": "127.0.0.1",
         "API_PORT": str(free_port()),
-        "OTEL_TRACES_EXPORTER": "none",
+        **NO_EXPORT,
         "LOG_FORMAT": "console",
     }
     if case == "broker unreachable":
@@ -151,7 +155,7 @@ def test_a_missing_postgresql_schema_is_one_line(
         "AMQP_URL": amqp_url,
         "DATABASE_URL": postgres_url,
         "DATABASE_SCHEMA": schema,
-        "OTEL_TRACES_EXPORTER": "none",
+        **NO_EXPORT,
         "LOG_FORMAT": "console",
     }
     code, log = start_and_fail("credit-check", env, tmp_path)
