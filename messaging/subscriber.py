@@ -21,6 +21,8 @@ from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
 
 log = structlog.get_logger(__name__)
+# Seconds a delivery cut off by a connection drop waits for its handler (see _tracked).
+HANDLER_GRACE = 1.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
@@ -78,9 +80,12 @@ class Subscription:
         try:
             await asyncio.shield(handling)
         except asyncio.CancelledError:
-            # The instrumentation's CONSUMER span ends when this task does: wait for the
-            # handler (bounded by its own work) so that what it records lands on an open span.
-            await asyncio.wait([handling])
+            if not self._stopping:
+                # A drop, not a stop. The instrumentation's CONSUMER span ends with this task:
+                # give the handler a moment to finish inside it, so that what it records lands
+                # on an open span. Only a moment: aiormq waits for this task before it closes
+                # the connection (and reconnects), and a stop must stay bounded.
+                await asyncio.wait([handling], timeout=HANDLER_GRACE)
             raise
 
     def _finished(self, handling: "asyncio.Future[None]") -> None:

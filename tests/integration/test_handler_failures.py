@@ -24,6 +24,7 @@ from messaging.messages import ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
+from messaging.subscriber import HANDLER_GRACE
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
 from tests.waiting import eventually_async
@@ -197,3 +198,53 @@ async def test_a_handler_outliving_its_channel_still_ends_inside_its_consumer_sp
             _, declared = await open_channel(cleanup)
             for queue in declared.queues.values():
                 await queue.purge()
+
+
+class StuckLedger:
+    """Never finishes on its own (a lock wait with no timeout, say)."""
+
+    def __init__(self) -> None:
+        self.started, self.released = asyncio.Event(), asyncio.Event()
+
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
+        self.started.set()
+        await self.released.wait()  # only the test's clean-up sets it
+        raise RuntimeError("released")
+
+
+@pytest.mark.parametrize("stop_first", [True, False], ids=["after-a-stop", "a-drop"])
+async def test_a_stuck_handler_never_holds_the_connection_open(
+    amqp_url: str, stop_first: bool
+) -> None:
+    """A graceful stop gives up after its timeout, and closing the connection then returns at
+    once; a drop (a close without a stop) waits at most HANDLER_GRACE for the handler."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    channel, declared = await open_channel(connection, prefetch=10)
+    for queue in declared.queues.values():
+        await queue.purge()
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    ledger = StuckLedger()
+    subscription = await broker.subscribe(
+        topology.CREDIT_CHECK, ReservationRequested, credit_check(ledger)
+    )
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
+    await broker.publish(request, topology.RESERVATION_REQUESTS)
+    async with asyncio.timeout(10):
+        await ledger.started.wait()
+    if stop_first:
+        assert not await subscription.stop(0.2)  # the handler is still in flight
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(5):  # an unbounded wait would be for the handler, for ever
+        await connection.close()
+    assert loop.time() - started < (0.5 if stop_first else HANDLER_GRACE + 0.5)
+    ledger.released.set()  # let the handler end, before the loop does
+    async for attempt in eventually_async(5, every=0.05):
+        with attempt:
+            assert subscription.in_flight == 0
+    async with await aio_pika.connect(amqp_url) as cleanup:  # the message went back: drop it
+        _, declared = await open_channel(cleanup)
+        for queue in declared.queues.values():
+            await queue.purge()
