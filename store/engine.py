@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg.exceptions as driver  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
@@ -158,9 +159,14 @@ async def check_ready(settings: StoreSettings) -> None:
         await engine.dispose()
 
 
+# What connecting can raise: SQLAlchemy's wrapped errors, the network's, and what asyncpg
+# raises unwrapped while it connects (a database or role that does not exist, a password).
+CONNECT_ERRORS = (OSError, DBAPIError, driver.PostgresError, driver.InterfaceError)
+
+
 def failure(exc: BaseException) -> str:
     """The error's class and the first line of the driver's own message (which names no
-    password): "InvalidPasswordError: password authentication failed for user "x"", say."""
+    password): 'InvalidCatalogNameError: database "x" does not exist', say."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {reason[0] if reason else 'no detail'}"
 
@@ -170,7 +176,7 @@ async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
     try:
         async with engine.connect() as conn:
             problem = await conn.run_sync(schema_problem, settings.database_schema)
-    except (OSError, DBAPIError) as exc:
+    except CONNECT_ERRORS as exc:
         raise DatabaseUnreachable(
             f"The database at {where} could not be reached or set up ({failure(exc)}). "
             "Check DATABASE_URL and that the server is up."

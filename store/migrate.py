@@ -12,9 +12,8 @@ import sys
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
 
-from store.engine import create_engine, failure, for_writes
+from store.engine import CONNECT_ERRORS, create_engine, failure, for_writes
 from store.revisions import alembic_config, head_revision
 from store.seed import load_seed, seed
 from store.settings import StoreSettings
@@ -39,7 +38,7 @@ async def migrate(settings: StoreSettings) -> str:
             await seed(engine, load_seed(settings.seed_file))
         finally:
             await engine.dispose()
-    except (OSError, DBAPIError) as exc:
+    except CONNECT_ERRORS as exc:
         raise MigrationFailed(
             f"could not migrate the database at {where} ({failure(exc)}). Check DATABASE_URL "
             "and that the server is up."

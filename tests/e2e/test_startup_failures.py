@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from sqlalchemy.engine import make_url
 from yarl import URL
 
 from devtools.addresses import free_port
@@ -162,6 +163,25 @@ def test_a_missing_postgresql_schema_is_one_line(
     assert code != 0, log
     assert len(failure_lines(log)) == 1 and "Traceback" not in log, log
     assert schema in failure_lines(log)[0], log
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_database_or_role_that_does_not_exist_is_one_line(
+    service: str, postgres_url: str, amqp_url: str, tmp_path: Path, ref: str
+) -> None:
+    """asyncpg raises these while connecting, unwrapped by SQLAlchemy."""
+    missing = make_url(postgres_url).set(database=f"missing_{ref}")
+    env = {
+        "AMQP_URL": amqp_url,
+        "DATABASE_URL": missing.render_as_string(hide_password=False),
+        "API_PORT": str(free_port()),
+        **NO_EXPORT,
+        "LOG_FORMAT": "console",
+    }
+    code, log = start_and_fail(service, env, tmp_path)
+    assert code != 0, log
+    assert len(failure_lines(log)) == 1 and "Traceback" not in log, log
+    assert f'InvalidCatalogNameError: database "missing_{ref}" does not exist' in log, log
 
 
 def test_log_level_debug_adds_the_traceback(
