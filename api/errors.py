@@ -43,8 +43,10 @@ async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _database_gone(exc: Exception) -> bool:
-    """The database, or our connection to it, failed; not the statement. A request's
-    statements all run before it publishes anything, so a retry is safe."""
+    """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
+    files a few client-side errors under InterfaceError too). A reservation's statements all
+    run before it publishes anything, so retrying one is safe; a top-up, a plain increment,
+    may have committed when the connection was lost on its COMMIT."""
     if isinstance(exc, OperationalError | InterfaceError | InternalError | PoolTimeout):
         return True
     # A connection lost in the middle of a statement: asyncpg's error has no DBAPI class.

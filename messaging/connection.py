@@ -85,13 +85,14 @@ def refused(url: str, exc: BaseException) -> str | None:
         )
     if isinstance(exc, InvalidFrameError):
         # RabbitMQ answers Connection.Open with Connection.Close (530 NOT_ALLOWED) when the
-        # vhost does not exist or the user has no permissions on it; aiormq reports that as
-        # an unexpected frame, without the broker's text.
+        # vhost does not exist, the user has no permissions on it, or the vhost is down or at
+        # its connection limit; aiormq reports that as an unexpected frame, without the text.
         vhost = vhost_of(url)
         return (
             f"RabbitMQ at {redacted(url)} would not open vhost {vhost!r} for user {user!r}: it "
             f"does not exist, or the user has no permissions on it (`rabbitmqctl list_vhosts`, "
-            f"`rabbitmqctl list_permissions -p {vhost}`). Check the vhost in AMQP_URL."
+            f"`rabbitmqctl list_permissions -p {vhost}`), or it is down or at its connection "
+            "limit. Check the vhost in AMQP_URL."
         )
     return None
 

@@ -160,7 +160,10 @@ class RpcClient:
                 )
         except DeliveryError as exc:  # returned (unroutable) or nacked: not queued
             raise BrokerUnavailable(f"the broker did not take the request: {exc}") from exc
-        except CONNECTION_EXCEPTIONS as exc:  # connection or channel lost, or no confirm in time
+        # aio-pika's own list of what a lost connection or channel raises (RuntimeError among
+        # them: a closed channel raises one), and TimeoutError (an OSError): no confirm in time.
+        # Anything else is a bug, raised to the caller.
+        except CONNECTION_EXCEPTIONS as exc:
             log.warning(
                 "request unconfirmed; publishing it again",
                 message_id=request.message_id,

@@ -3,7 +3,7 @@ pointer to the README's Troubleshooting. The traceback only with ``LOG_LEVEL=DEB
 
 Each known start-up failure is raised once, already worded for the user
 (``BrokerUnreachable``, ``TopologyConflict``, ``DatabaseUnreachable``); the composition roots
-(a worker's :func:`workers.runtime.run`, the API's lifespan) report it with
+(a worker's :func:`workers.runtime.serve`, the API's lifespan) report it with
 :func:`report_startup_failure`. uvicorn would then log the lifespan's traceback as well:
 :func:`quiet_lifespan_traceback` keeps that one out, below DEBUG.
 """

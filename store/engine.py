@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg.exceptions as driver  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -100,7 +100,8 @@ def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> No
 
     @event.listens_for(engine, "invalidate")
     def on_invalidate(_: Any, __: ConnectionPoolEntry, exception: BaseException | None) -> None:
-        if exception is not None:
+        # The database's own errors; not, say, a task cancelled while its connection was reset.
+        if isinstance(exception, engine.dialect.loaded_dbapi.Error | DisconnectionError):
             lost_at[0] = time.monotonic()
 
     @event.listens_for(engine, "checkin")

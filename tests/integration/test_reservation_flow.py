@@ -10,7 +10,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.app import create_app
@@ -187,44 +188,54 @@ async def test_database_down_is_503_not_500(
 SECRET = "postgresql://reservations:s3cret@db/prod"
 
 
-class _BrokenStore:
-    """A store with a bug: what the API answers for an exception nothing expected."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def __getattr__(self, name: str) -> object:
-        async def fail(*args: object) -> None:
-            raise self.error
-
-        return fail
+def _lost(message: str) -> DBAPIError:
+    """What SQLAlchemy raises for a connection lost mid-statement (asyncpg's error has no
+    DBAPI class of its own)."""
+    return DBAPIError(message, {}, Exception(message), connection_invalidated=True)
 
 
 @pytest.mark.parametrize(
-    "error",
-    [RuntimeError(f"a bug, holding {SECRET}"), IntegrityError(SECRET, {}, Exception(SECRET))],
-    ids=["bug", "statement-error"],
+    ("error", "status"),
+    [
+        (RuntimeError(f"a bug, holding {SECRET}"), 500),
+        (IntegrityError(SECRET, {}, Exception(SECRET)), 500),  # a statement's fault: a bug
+        (DBAPIError(SECRET, {}, Exception(SECRET)), 500),
+        (_lost(SECRET), 503),
+        (PoolTimeout(f"QueuePool limit reached, {SECRET}"), 503),
+        (OperationalError(SECRET, {}, Exception(SECRET)), 503),
+    ],
+    ids=["bug", "integrity", "statement", "connection-lost", "pool-timeout", "operational"],
 )
-async def test_an_unexpected_failure_is_a_500_with_the_trace_id_and_no_details(
+async def test_a_failure_is_a_500_or_a_503_with_the_trace_id_and_no_details(
     amqp_url: str,
     store_settings: StoreSettings,
     monkeypatch: pytest.MonkeyPatch,
     error: Exception,
+    status: int,
 ) -> None:
-    """Not a lost database (a 503, below): a 500 that says nothing but where to look."""
+    """A lost database is a 503 (retry shortly); anything else a 500 that says nothing but
+    where to look: the trace id, in the body and the X-Trace-Id header."""
     configure_env(monkeypatch, amqp_url, store_settings)
     app = create_app()
-    # The app re-raises the exception after answering, for the server to log: let it pass.
+    # The app re-raises a 500's exception after answering, for the server to log: let it pass.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def fail(username: str) -> int | None:
+        raise error
+
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://api") as client,
     ):
-        app.state.store = _BrokenStore(error)
+        monkeypatch.setattr(app.state.store, "get_credits", fail)  # a stand-in for the failure
         response = await client.get("/users/alice")
-    assert response.status_code == 500
+    assert response.status_code == status, response.text
     body = response.json()
-    assert body["detail"] == "Internal error: the request failed unexpectedly."
+    expected = {
+        500: "Internal error: the request failed unexpectedly.",
+        503: "The database is unavailable. Retry shortly.",
+    }
+    assert body["detail"] == expected[status]
     assert len(body["trace_id"]) == 32
     assert response.headers["x-trace-id"] == body["trace_id"]
     assert "s3cret" not in response.text and type(error).__name__ not in response.text
