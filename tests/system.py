@@ -10,6 +10,7 @@ import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from fastapi import FastAPI
 
 from api.app import create_app
 from messaging import topology
@@ -64,9 +65,14 @@ def start_worker() -> RunningWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_api() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app()
+async def running_api(
+    app: FastAPI | None = None, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` (a new one unless given, to reach its ``state``), in its lifespan.
+    ``raise_app_exceptions=False`` lets through what the app re-raises after answering (a
+    500's exception, for the server to log)."""
+    app = app or create_app()
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client

@@ -1,4 +1,5 @@
-"""`reservations run` as a real process, for the tests that drive it."""
+"""The `reservations` command as a real process, for the tests that drive it: one command to
+its end (:func:`cli_once`), or `reservations run` kept running (:func:`start_cli`)."""
 
 import signal
 import subprocess
@@ -9,6 +10,19 @@ import httpx
 
 from devtools.processes import Process
 from tests.cli.conftest import RESERVATIONS, cli_env
+
+
+def cli_once(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 30
+) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        [str(RESERVATIONS), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -24,13 +38,7 @@ class RunningCli:
         return self.process.log()
 
     def cli(self, *args: str, timeout: float = 30) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(
-            [str(RESERVATIONS), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return cli_once(*args, env=self.env, timeout=timeout)
 
     def interrupt(self, within: float = 20) -> int:
         self.popen.send_signal(signal.SIGINT)

@@ -19,8 +19,8 @@ from yarl import URL
 
 from devtools.addresses import free_port, port_is_free
 from messaging import topology
-from tests.cli.conftest import RESERVATIONS, cli_env
-from tests.cli.running import start_cli
+from tests.cli.conftest import cli_env
+from tests.cli.running import cli_once, start_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -60,14 +60,7 @@ def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: P
 
 def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    done = subprocess.run(
-        [str(RESERVATIONS), "run"],
-        env=cli_env(closed, tmp_path / ".data"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = cli_once("run", env=cli_env(closed, tmp_path / ".data"), cwd=tmp_path)
     assert done.returncode == 1
     # The line a service writes (README, Troubleshooting), without the password.
     assert f"RabbitMQ is unreachable at amqp://guest:***@{closed.split('@')[1]}" in done.stderr
@@ -84,15 +77,7 @@ def test_run_refuses_to_start_beside_a_running_system(amqp_url: str, tmp_path: P
             channel = await connection.channel()
             declared = await topology.declare(channel)
             await declared.queues[topology.CREDIT_CHECK.name].consume(_leave_it)
-            return await asyncio.to_thread(
-                subprocess.run,
-                [str(RESERVATIONS), "run"],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            return await asyncio.to_thread(lambda: cli_once("run", env=env, cwd=tmp_path))
 
     env = cli_env(amqp_url, tmp_path / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/x.db")
     done = asyncio.run(refuse_with_a_worker_consuming())
@@ -107,14 +92,7 @@ def test_run_refuses_to_start_beside_a_running_system(amqp_url: str, tmp_path: P
 
 def test_run_with_a_vhost_the_broker_does_not_have_says_so(amqp_url: str, tmp_path: Path) -> None:
     missing = str(URL(amqp_url).with_path("/no-such-vhost"))
-    done = subprocess.run(
-        [str(RESERVATIONS), "run"],
-        env=cli_env(missing, tmp_path / ".data"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = cli_once("run", env=cli_env(missing, tmp_path / ".data"), cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "would not open vhost 'no-such-vhost' for user" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
@@ -122,13 +100,7 @@ def test_run_with_a_vhost_the_broker_does_not_have_says_so(amqp_url: str, tmp_pa
 
 def test_reserve_without_an_api_says_so(tmp_path: Path) -> None:
     env = cli_env("amqp://unused/", tmp_path)
-    done = subprocess.run(
-        [str(RESERVATIONS), "reserve", "alice", "book-1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = cli_once("reserve", "alice", "book-1", env=env)
     assert done.returncode == 1
     assert f"the API is not reachable at {env['API_URL']}" in done.stderr
     assert "reservations run" in done.stderr

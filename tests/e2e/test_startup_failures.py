@@ -5,7 +5,6 @@ where, and the fix, with a pointer to the README's Troubleshooting, and no trace
 import asyncio
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +19,8 @@ from devtools.processes import Process, python_module
 from devtools.vhosts import private_vhost
 from messaging.startup import PREFIX, TROUBLESHOOTING
 from tests import infra
-from tests.cli.conftest import RESERVATIONS, cli_env
+from tests.cli.conftest import cli_env
+from tests.cli.running import cli_once
 from tests.processes import ROOT, migrate
 
 pytestmark = pytest.mark.e2e
@@ -196,13 +196,8 @@ def test_log_level_debug_adds_the_traceback(
 def test_reservations_run_reports_the_child_s_own_line(
     conflicting_vhost: str, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [str(RESERVATIONS), "run"],
-        env=cli_env(conflicting_vhost, tmp_path / ".data"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
+    done = cli_once(
+        "run", env=cli_env(conflicting_vhost, tmp_path / ".data"), cwd=tmp_path, timeout=90
     )
     assert done.returncode == 1, done.stdout[-3000:]
     error = next(line for line in done.stderr.splitlines() if line.startswith("error: "))

@@ -173,10 +173,7 @@ async def test_database_down_is_503_not_500(
     await migrate(settings)
     configure_env(monkeypatch, amqp_url, settings)
     app = create_app()
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
+    async with running_api(app) as client:
         assert (await client.get("/users/alice")).status_code == 200
         await app.state.store.engine.dispose()  # drop pooled connections to the file
         _replace_with_directory(database)
@@ -217,16 +214,11 @@ async def test_a_failure_is_a_500_or_a_503_with_the_trace_id_and_no_details(
     where to look: the trace id, in the body and the X-Trace-Id header."""
     configure_env(monkeypatch, amqp_url, store_settings)
     app = create_app()
-    # The app re-raises a 500's exception after answering, for the server to log: let it pass.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
     async def fail(username: str) -> int | None:
         raise error
 
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-    ):
+    async with running_api(app, raise_app_exceptions=False) as client:
         monkeypatch.setattr(app.state.store, "get_credits", fail)  # a stand-in for the failure
         response = await client.get("/users/alice")
     assert response.status_code == status, response.text
@@ -252,12 +244,7 @@ async def test_a_database_connection_lost_under_a_request_is_503(
     app = create_app()
     admin = create_async_engine(postgres_url)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
-            ) as client,
-        ):
+        async with running_api(app) as client:
             assert (await client.get("/users/alice")).status_code == 200
             async with app.state.store.engine.connect() as conn:
                 pid = await conn.scalar(text("SELECT pg_backend_pid()"))
@@ -287,13 +274,7 @@ async def test_a_database_connection_lost_mid_statement_is_503_and_sends_nothing
     key = f"key-{uuid.uuid4()}"
     schema = store_settings.database_schema
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
-            ) as client,
-            admin.connect() as blocker,
-        ):
+        async with running_api(app) as client, admin.connect() as blocker:
             await blocker.execute(
                 text(
                     f'INSERT INTO "{schema}".idempotency_keys VALUES '
