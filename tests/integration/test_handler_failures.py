@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from domain.reservations import Reservation
-from messaging import topology
+from messaging import subscriber, topology
 from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
@@ -24,7 +24,6 @@ from messaging.messages import ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
-from messaging.subscriber import HANDLER_GRACE
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
 from tests.waiting import eventually_async
@@ -216,10 +215,15 @@ class StuckLedger:
 
 @pytest.mark.parametrize("stop_first", [True, False], ids=["after-a-stop", "a-drop"])
 async def test_a_stuck_handler_never_holds_the_connection_open(
-    amqp_url: str, stop_first: bool
+    amqp_url: str, stop_first: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A graceful stop gives up after its timeout, and closing the connection then returns at
-    once; a drop (a close without a stop) waits at most HANDLER_GRACE for the handler."""
+    """A graceful stop gives up after its timeout, and closing the connection then does not
+    wait for the handler; a drop (a close without a stop) waits HANDLER_GRACE at most. (Only
+    the bound is asserted: whether aiormq's close awaits the cancelled consumer task at all
+    depends on where that task is when the close comes.) After a stop the grace is a minute,
+    so waiting it out would fail the 10 s bound."""
+    grace = 60.0 if stop_first else 1.0
+    monkeypatch.setattr(subscriber, "HANDLER_GRACE", grace)
     connection = await aio_pika.connect_robust(amqp_url)
     channel, declared = await open_channel(connection, prefetch=10)
     for queue in declared.queues.values():
@@ -237,9 +241,9 @@ async def test_a_stuck_handler_never_holds_the_connection_open(
         assert not await subscription.stop(0.2)  # the handler is still in flight
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with asyncio.timeout(5):  # an unbounded wait would be for the handler, for ever
+    async with asyncio.timeout(10):  # an unbounded wait would be for the handler, for ever
         await connection.close()
-    assert loop.time() - started < (0.5 if stop_first else HANDLER_GRACE + 0.5)
+    assert loop.time() - started < 10
     ledger.released.set()  # let the handler end, before the loop does
     async for attempt in eventually_async(5, every=0.05):
         with attempt:
