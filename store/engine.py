@@ -9,7 +9,7 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg.exceptions as driver  # type: ignore[import-untyped]
 from sqlalchemy import event
@@ -26,18 +26,14 @@ BEGIN_OPTION = "sqlite_begin"
 # A pooled PostgreSQL connection idle this long is pinged before use (ping_when_in_doubt).
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "checked_in_at"
+E = TypeVar("E", Engine, AsyncEngine)
 
 
 def create_engine(settings: StoreSettings) -> AsyncEngine:
     url = settings.database_url.get_secret_value()
     if url.startswith("sqlite"):
         _ensure_parent_dir(url)
-        engine = create_async_engine(
-            url,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            # Errors must not carry statement parameters (usernames) into spans and logs.
-            hide_parameters=True,
-        )
+        engine = create_async_engine(url, **sqlite_options())
         make_sqlite_transactional(engine.sync_engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -52,6 +48,16 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     )
     ping_when_in_doubt(engine.sync_engine)
     return engine
+
+
+def sqlite_options() -> dict[str, Any]:
+    """Every SQLite engine's options: the async one and its synchronous twin
+    (:mod:`store.transactions`) alike."""
+    return {
+        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        # Errors must not carry statement parameters (usernames) into spans and logs.
+        "hide_parameters": True,
+    }
 
 
 def _ensure_parent_dir(url: str) -> None:
@@ -124,7 +130,7 @@ def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> No
             raise
 
 
-def for_writes(engine: AsyncEngine) -> AsyncEngine:
+def for_writes(engine: E) -> E:
     """The same pool, but SQLite transactions take the write lock at BEGIN (no-op elsewhere)."""
     return engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
 

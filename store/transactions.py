@@ -32,10 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.engine import (
-    BEGIN_OPTION,
-    SQLITE_BUSY_TIMEOUT_MS,
     for_writes,
     make_sqlite_transactional,
+    sqlite_options,
 )
 
 T = TypeVar("T")
@@ -75,7 +74,7 @@ class ThreadedTransactions:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writer = engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        self._writer = for_writes(engine)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
         self._write_connection: Connection | None = None  # only ever touched on that thread
 
@@ -133,10 +132,7 @@ def transactions_for(engine: AsyncEngine) -> Transactions:
     if engine.dialect.name != "sqlite":
         return AsyncTransactions(engine)
     twin = sqlalchemy.create_engine(
-        engine.url.set(drivername="sqlite+pysqlite"),
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        # Errors must not carry statement parameters (usernames) into spans and logs.
-        hide_parameters=True,
+        engine.url.set(drivername="sqlite+pysqlite"), **sqlite_options()
     )
     make_sqlite_transactional(twin)
     transactions = ThreadedTransactions(twin)
