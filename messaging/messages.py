@@ -4,6 +4,7 @@ Commands are imperative, events and replies past tense. A consumer that meets a 
 does not know must dead-letter the message rather than guess, so every model pins ``version``.
 """
 
+from email.message import Message as MimeHeaders
 from typing import Literal, Self
 from uuid import UUID
 
@@ -16,20 +17,15 @@ CONTENT_TYPE = "application/json"
 
 
 def is_json(content_type: str | None) -> bool:
-    """``application/json``, as HTTP reads it: any case, and parameters allowed, so a
-    producer's ``application/json; charset=utf-8`` is JSON too (UTF-8 is JSON's only charset
-    between systems, RFC 8259; any other is refused)."""
-    media_type, _, parameters = (content_type or "").partition(";")
-    if media_type.strip().lower() != CONTENT_TYPE:
+    """``application/json``, read as a MIME type (any case, parameters allowed, by the stdlib's
+    header parser), so a producer's ``application/json; charset=utf-8`` is JSON too. UTF-8 is
+    JSON's only charset between systems (RFC 8259): any other is refused."""
+    if not content_type:
         return False
-    for parameter in filter(None, (p.strip() for p in parameters.split(";"))):
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-            "utf-8",
-            "utf8",
-        ):
-            return False
-    return True
+    header = MimeHeaders()
+    header["content-type"] = content_type
+    charset = header.get_content_charset("utf-8")
+    return header.get_content_type() == CONTENT_TYPE and charset in ("utf-8", "utf8")
 
 
 class InvalidMessage(ValueError):

@@ -199,20 +199,6 @@ async def test_a_handler_outliving_its_channel_still_ends_inside_its_consumer_sp
                 await queue.purge()
 
 
-class StuckLedger:
-    """Never finishes on its own (a lock wait with no timeout, say)."""
-
-    def __init__(self) -> None:
-        self.started, self.released = asyncio.Event(), asyncio.Event()
-
-    async def reserve(
-        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
-    ) -> Reservation:
-        self.started.set()
-        await self.released.wait()  # only the test's clean-up sets it
-        raise RuntimeError("released")
-
-
 @pytest.mark.parametrize("stop_first", [True, False], ids=["after-a-stop", "a-drop"])
 async def test_a_stuck_handler_never_holds_the_connection_open(
     amqp_url: str, stop_first: bool, monkeypatch: pytest.MonkeyPatch
@@ -229,7 +215,7 @@ async def test_a_stuck_handler_never_holds_the_connection_open(
     for queue in declared.queues.values():
         await queue.purge()
     broker = Broker(channel, declared, Publisher.on(channel, declared))
-    ledger = StuckLedger()
+    ledger = StalledLedger()  # stuck: only the clean-up releases it
     subscription = await broker.subscribe(
         topology.CREDIT_CHECK, ReservationRequested, credit_check(ledger)
     )
@@ -244,7 +230,7 @@ async def test_a_stuck_handler_never_holds_the_connection_open(
     async with asyncio.timeout(10):  # an unbounded wait would be for the handler, for ever
         await connection.close()
     assert loop.time() - started < 10
-    ledger.released.set()  # let the handler end, before the loop does
+    ledger.release.set()  # let the handler end, before the loop does
     async for attempt in eventually_async(5, every=0.05):
         with attempt:
             assert subscription.in_flight == 0
