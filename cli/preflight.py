@@ -13,7 +13,9 @@ from cli.errors import CliError
 from devtools.addresses import connection_error, port_is_free
 from devtools.waiting import poll_async
 from messaging.connection import (
+    RETRY_LOGGERS,
     START_A_BROKER,
+    quiet,
     redacted,
     refused,
     unreachable,
@@ -63,7 +65,8 @@ async def open_connection(amqp_url: str, hint: str = START_A_BROKER) -> Abstract
     """A plain connection for a command's own use; a broker that is not there or will not let
     us in is a :class:`CliError` in the services' words (``hint`` for the first case)."""
     try:
-        return await aio_pika.connect(amqp_url, timeout=5)
+        with quiet(RETRY_LOGGERS):  # aiormq logs each failed attempt; ours is the one line
+            return await aio_pika.connect(amqp_url, timeout=5)
     except (AMQPError, ConnectionError, OSError) as exc:
         reason = refused(amqp_url, exc)
         if reason is not None:

@@ -100,7 +100,7 @@ def refused(url: str, exc: BaseException) -> str | None:
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
     try:
-        with _quiet(RETRY_LOGGERS):
+        with quiet(RETRY_LOGGERS):
             connection = await _connect_with_retries(url, settings.amqp_connect_timeout)
     except (ProbableAuthenticationError, InvalidFrameError) as exc:
         raise BrokerUnreachable(refused(url, exc)) from None
@@ -128,7 +128,7 @@ async def _connect_with_retries(url: str, within: float) -> AbstractRobustConnec
 
 
 @contextmanager
-def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+def quiet(names: tuple[str, ...]) -> Iterator[None]:
     """These loggers say nothing below CRITICAL meanwhile, unless ``LOG_LEVEL=DEBUG``."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
