@@ -7,11 +7,11 @@ import uvicorn
 
 from api.app import SERVICE_NAME
 from api.settings import ApiSettings
-from messaging.gc_tuning import tune_for_serving
-from messaging.logs import configure_logging
-from messaging.startup import report_startup_failure
+from service.gc_tuning import tune_for_serving
+from service.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
 from store.settings import StoreSettings
+from telemetry.logs import configure_logging
 
 
 def main() -> None:

@@ -23,22 +23,24 @@ from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
-from messaging.connection import BrokerUnreachable, TopologyConflict, connect
-from messaging.db_spans import instrument_engine
-from messaging.logs import configure_logging
+from messaging.connection import connect
 from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
-from messaging.startup import quiet_lifespan_traceback, report_startup_failure
-from messaging.telemetry import service_version, setup_telemetry
-from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
+from service.startup import (
+    STARTUP_FAILURES,
+    quiet_lifespan_traceback,
+    report_startup_failure,
+)
+from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from telemetry.db_spans import instrument_engine
+from telemetry.logs import configure_logging
+from telemetry.providers import service_version, setup_telemetry
 
 SERVICE_NAME = "reservations-api"
 HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
-# Reported in one line each (messaging/startup.py), not as a traceback.
-STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
     "metrics": False,

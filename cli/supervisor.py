@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.text import Text
 
 from devtools.processes import Process
-from messaging.startup import PREFIX, TROUBLESHOOTING
+from service.startup import PREFIX, TROUBLESHOOTING
 
-# A service's own one-line start-up failure (messaging/startup.py), without the log decoration.
+# A service's own one-line start-up failure (service/startup.py), without the log decoration.
 FAILURE = re.compile(rf"{re.escape(PREFIX)}(.*?)\s*\(see {re.escape(TROUBLESHOOTING)}\)")
 
 

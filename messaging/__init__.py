@@ -1,5 +1,5 @@
-"""What every service shares: the broker behind a small typed surface, and the telemetry and
-process set-up around it. Every module, by what it is for:
+"""The broker behind a small typed surface, and the telemetry of its messages. Every module, by
+what it is for:
 
 The broker:
 
@@ -19,22 +19,14 @@ The broker:
 - :mod:`messaging.publisher` and :mod:`messaging.envelope`: publishing models; the one place
   an AMQP message is built.
 
-Telemetry (traces, metrics, logs):
+Their telemetry, by the semantic conventions:
 
-- :mod:`messaging.telemetry`: the three providers, built once by a composition root;
-  :mod:`messaging.exporters` picks each signal's exporters from the ``OTEL_*`` variables.
 - :mod:`messaging.instrumentation` and :mod:`messaging.semconv`: messaging spans that follow
-  the current semantic conventions; :mod:`messaging.span_rewriting` rewrites the spans an
-  instrumentation starts, as it starts them; :mod:`messaging.db_spans` does so for the
-  database's.
+  the current semantic conventions.
 - :mod:`messaging.propagation`: trace-context extraction that garbage headers cannot break.
 - :mod:`messaging.metrics` (the instruments) and :mod:`messaging.metered` (recorded on the one
   publish path and the one consume path).
-- :mod:`messaging.logs` (structured lines with trace ids) and :mod:`messaging.otel_logs` (each
-  line also an OTLP log record).
 
-The process:
-
-- :mod:`messaging.startup`: a service that cannot start says so in one line.
-- :mod:`messaging.gc_tuning`: the garbage collector's settings for a long-running service.
+The process-wide providers, exporters and logging are in :mod:`telemetry`; start-up reporting
+and GC tuning in :mod:`service`.
 """

@@ -14,7 +14,7 @@ once, as a plain function of a synchronous SQLAlchemy ``Connection`` (same state
 
 The hop copies the caller's context, so the statement spans stay children of the current span.
 The twin is made with ``sqlalchemy.create_engine`` looked up when it is called: once the
-composition root has instrumented the process's engine (``messaging.db_spans.instrument_engine``,
+composition root has instrumented the process's engine (``telemetry.db_spans.instrument_engine``,
 before it makes the store), the SQLAlchemy instrumentation traces every engine created that
 way, with the same tracer provider. Disposing the engine disposes its twin (and gives back the
 connection the write thread keeps).

@@ -21,25 +21,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.broker import Broker, PublisherFactory
-from messaging.connection import BrokerUnreachable, TopologyConflict, connect
-from messaging.db_spans import instrument_engine
-from messaging.gc_tuning import tune_for_serving
+from messaging.connection import connect
 from messaging.handlers import Handler, M
-from messaging.logs import configure_logging
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
-from messaging.startup import report_startup_failure
-from messaging.telemetry import service_version, setup_telemetry
 from messaging.topology import QueueSpec
+from service.gc_tuning import tune_for_serving
+from service.startup import STARTUP_FAILURES, report_startup_failure
 from store.driver import StatementSpans
-from store.engine import DatabaseUnreachable, SchemaNotReady, open_engine
+from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from telemetry.db_spans import instrument_engine
+from telemetry.logs import configure_logging
+from telemetry.providers import service_version, setup_telemetry
 
 log = structlog.get_logger(__name__)
-# Raised once, already worded for the user: reported in one line (messaging/startup.py), exit 1.
-STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 
 
 class WorkerSettings(BaseSettings):

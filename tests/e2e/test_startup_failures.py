@@ -17,7 +17,7 @@ from yarl import URL
 from devtools.addresses import free_port
 from devtools.processes import Process, python_module
 from devtools.vhosts import private_vhost
-from messaging.startup import PREFIX, TROUBLESHOOTING
+from service.startup import PREFIX, TROUBLESHOOTING
 from tests import infra
 from tests.cli.conftest import cli_env
 from tests.cli.running import cli_once

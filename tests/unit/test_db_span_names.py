@@ -2,7 +2,7 @@
 
 import pytest
 
-from messaging.db_spans import parse
+from telemetry.db_spans import parse
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,17 @@
-"""The services' garbage-collector settings (messaging/gc_tuning.py), checked in a fresh
+"""The services' garbage-collector settings (service/gc_tuning.py), checked in a fresh
 interpreter: tuning is per process, and this one is pytest's."""
 
 import json
 import subprocess
 import sys
 
-from messaging.gc_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD
+from service.gc_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD
 
 PROBE = """
 import gc, json
 import api.app, workers.runtime  # what a service imports before it serves
 before = gc.get_threshold()
-from messaging.gc_tuning import tune_for_serving
+from service.gc_tuning import tune_for_serving
 tune_for_serving()
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
 """

@@ -2,15 +2,15 @@
 
 Call :func:`setup_telemetry` from the FastAPI lifespan or a worker's ``main()``, never at import:
 a process can set its global tracer provider only once, and the batch processors start threads
-that do not survive a fork. It also attaches the OTLP log handler (:mod:`messaging.otel_logs`)
+that do not survive a fork. It also attaches the OTLP log handler (:mod:`telemetry.otel_logs`)
 to the root logger (unless ``OTEL_LOGS_EXPORTER=none``), so call it after
-:func:`messaging.logs.configure_logging`.
+:func:`telemetry.logs.configure_logging`.
 
 Only the standard OpenTelemetry variables are read:
 
 - ``OTEL_SERVICE_NAME`` (else the service's default name);
 - ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``, the endpoints and protocols: see
-  :mod:`messaging.exporters`;
+  :mod:`telemetry.exporters`;
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, read by the SDK's default sampler
   (``parentbased_always_on`` unless set, so a worker follows the API's decision);
 - ``OTEL_BSP_*``, ``OTEL_BLRP_*`` (batch processors), ``OTEL_METRIC_EXPORT_INTERVAL`` and
@@ -49,14 +49,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 
 from messaging import propagation
-from messaging.exporters import (
+from messaging.instrumentation import SemconvTracerProvider
+from telemetry.exporters import (
     TelemetryConfigError,
     log_exporters,
     metric_exporters,
     span_exporters,
 )
-from messaging.instrumentation import SemconvTracerProvider
-from messaging.otel_logs import OtelLogHandler
+from telemetry.otel_logs import OtelLogHandler
 
 __all__ = ["Telemetry", "TelemetryConfigError", "service_version", "setup_telemetry"]
 

@@ -1,17 +1,21 @@
 """A service that cannot start says so in one line: what failed, where, and the fix, with a
 pointer to the README's Troubleshooting. The traceback only with ``LOG_LEVEL=DEBUG``.
 
-Each known start-up failure is raised once, already worded for the user
-(``BrokerUnreachable``, ``TopologyConflict``, ``DatabaseUnreachable``); the composition roots
-(a worker's :func:`workers.runtime.serve`, the API's lifespan) report it with
-:func:`report_startup_failure`. uvicorn would then log the lifespan's traceback as well:
-:func:`quiet_lifespan_traceback` keeps that one out, below DEBUG.
+Each known start-up failure (:data:`STARTUP_FAILURES`) is raised once, already worded for the
+user; the composition roots (a worker's :func:`workers.runtime.serve`, the API's lifespan)
+report it with :func:`report_startup_failure`. uvicorn would then log the lifespan's traceback
+as well: :func:`quiet_lifespan_traceback` keeps that one out, below DEBUG.
 """
 
 import logging
 
 import structlog
 
+from messaging.connection import BrokerUnreachable, TopologyConflict
+from store.engine import DatabaseUnreachable, SchemaNotReady
+
+# Raised once, already worded for the user: reported in one line, not as a traceback.
+STARTUP_FAILURES = (BrokerUnreachable, TopologyConflict, DatabaseUnreachable, SchemaNotReady)
 TROUBLESHOOTING = "README.md#troubleshooting"
 PREFIX = "cannot start: "
 

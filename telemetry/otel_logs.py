@@ -1,6 +1,6 @@
 """Every log line also leaves the process as an OpenTelemetry log record.
 
-The console output (structlog, :mod:`messaging.logs`) stays what people read in a terminal. This
+The console output (structlog, :mod:`telemetry.logs`) stays what people read in a terminal. This
 handler sits beside it on the root logger and hands each record to the logs SDK, which batches
 it to the OTLP exporter like a span. The record carries the ids of the span that was current
 when the line was logged (the SDK reads them from the context), so a backend can show the

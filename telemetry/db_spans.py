@@ -1,6 +1,6 @@
 """Database spans named and attributed by the stable semantic conventions.
 
-With ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` (the default, see :mod:`messaging.telemetry`)
+With ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` (the default, see :mod:`telemetry.providers`)
 the contrib SQLAlchemy instrumentation 0.66b1 writes ``db.system.name``, ``db.namespace`` and
 ``db.query.text``, but still names a span ``{first SQL word} {database}`` and copies that name
 into ``db.operation.name``. For SQLite the "database" is the file path, so spans were called
@@ -28,7 +28,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import Attributes, AttributeValue
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messaging.span_rewriting import RewritingTracer, RewritingTracerProvider
+from telemetry.span_rewriting import RewritingTracer, RewritingTracerProvider
 
 # Keys of the old conventions, dropped if an instrumentation still writes one.
 _LEGACY = {"db.system", "db.name", "db.statement", "db.operation", "db.user"}

@@ -1,0 +1,6 @@
+"""What a long-running service process needs besides its work, shared by the API and the workers.
+
+- :mod:`service.startup`: a service that cannot start says so in one line; the start-up
+  failures it knows (``STARTUP_FAILURES``) are listed once, for every composition root.
+- :mod:`service.gc_tuning`: the garbage collector's settings for a long-running service.
+"""
