@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--source-root",
         type=Path,
         default=BENCH_ROOT,
-        help="checkout whose api/ workers/ messaging/ store/ run as the services",
+        help="checkout whose packages (api/, workers/, messaging/, store/...) run as the services",
     )
     p.add_argument("--output", type=Path, default=LOCAL, help="where <name>.json/.png go")
     p.add_argument("--name", help="file name stem of the results (default: the --db)")

@@ -32,8 +32,8 @@ def embedded_collector(settings: CliSettings) -> Iterator[OtlpReceiver]:
             port,
             "the embedded trace collector",
             "another `reservations run` or `reservations collector` may be running, or Tempo "
-            f"(docker compose): then pass `--otlp-endpoint http://localhost:{port}`; or choose "
-            "another `--collector-port`.",
+            "(docker compose): choose another `--collector-port`, or have `reservations run` "
+            f"export there with `--otlp-endpoint http://localhost:{port}`.",
         )
     compact_traces_file(settings.data_dir, settings.collector_max_traces)
     compact_logs_file(settings.data_dir, settings.collector_max_traces)

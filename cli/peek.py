@@ -16,6 +16,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from cli.errors import CliError
+from cli.log_store import read_trace_logs
 from cli.preflight import open_connection
 from cli.reservations import NotConfirmed, reserve
 from cli.settings import CliSettings
@@ -59,7 +60,7 @@ def peek(settings: CliSettings, user: str, item: str, console: Console) -> None:
         highlight=False,
     )
     console.print(Rule("its trace"))
-    console.print(Waterfall(spans))
+    console.print(Waterfall(spans, logs=read_trace_logs(settings.data_dir, parent_trace_id)))
 
 
 async def _capture(

@@ -38,4 +38,5 @@ def reset(settings: CliSettings, console: Console) -> None:
             "DATABASE_SCHEMA, to start it over).",
             highlight=False,
         )
-    console.print("next `reservations run` starts from the seed data (store/seed.json)")
+    else:
+        console.print("next `reservations run` starts from the seed data (store/seed.json)")

@@ -32,7 +32,7 @@ def run(
 
 def announce_ready(system: LocalSystem, console: Console) -> None:
     traces = (
-        "reservations trace --last"
+        "reservations trace --last  [dim](the newest reservation's trace)[/]"
         if system.receiver is not None
         else f"traces go to {system.otlp_endpoint}"
     )

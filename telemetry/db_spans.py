@@ -39,7 +39,7 @@ _TABLES = re.compile(
 )
 
 
-# Structurally ``store.driver.StatementSpans`` (messaging does not import the store).
+# Structurally ``store.driver.StatementSpans`` (telemetry does not import the store).
 StatementSpans = Callable[[str], AbstractContextManager[object]]
 
 

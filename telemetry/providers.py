@@ -1,10 +1,10 @@
 """Tracer, logger and meter providers, set up once per process from a composition root.
 
-Call :func:`setup_telemetry` from the FastAPI lifespan or a worker's ``main()``, never at import:
-a process can set its global tracer provider only once, and the batch processors start threads
-that do not survive a fork. It also attaches the OTLP log handler (:mod:`telemetry.otel_logs`)
-to the root logger (unless ``OTEL_LOGS_EXPORTER=none``), so call it after
-:func:`telemetry.logs.configure_logging`.
+Call :func:`setup_telemetry` from the FastAPI lifespan or :func:`workers.runtime.serve`, never
+at import: a process can set its global tracer provider only once, and the batch processors
+start threads that do not survive a fork. It also attaches the OTLP log handler
+(:mod:`telemetry.otel_logs`) to the root logger (unless ``OTEL_LOGS_EXPORTER=none``), so call
+it after :func:`telemetry.logs.configure_logging`.
 
 Only the standard OpenTelemetry variables are read:
 
