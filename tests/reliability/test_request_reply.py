@@ -3,6 +3,8 @@
 - A reply that comes after its call timed out, or that names a correlation id nobody is
   waiting for (or none, or a duplicate), is logged and dropped: no exception, nothing left
   pending, and the client goes on matching the next replies correctly.
+- A request whose confirm never comes (a broker that blocks publishers, or is frozen) is
+  answered by the publish deadline, as unconfirmed, with one copy sent, not a copy per turn.
 - With two API processes and two workers, every reply reaches the API that asked (its
   answer is a 201, and the trace shows its own reply CONSUMER span).
 - When the asking API is gone before the reply, the outcome is still recorded and any other
@@ -30,7 +32,8 @@ from cli.collector import OtlpReceiver
 from messaging import rpc
 from messaging.messages import Message
 from messaging.publisher import Publisher
-from messaging.rpc import ReplyTimeout, RpcClient
+from messaging.readiness import ChannelReadiness
+from messaging.rpc import ReplyTimeout, RequestUnconfirmed, RpcClient
 from messaging.topology import ExchangeSpec, Route
 from tests import infra
 from tests.stack import System
@@ -185,6 +188,59 @@ async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
     assert rig.loop_errors == []
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     sys.stdout.write(f"\nreplies dropped and logged: {len(rig.dropped())}\n")
+
+
+class _ConfirmNeverComes(Publisher):
+    """Sends each request, then waits for a confirm that never comes: what the client sees
+    of a broker that blocks publishers (a memory or disk alarm) or is frozen."""
+
+    sent = 0
+
+    async def publish(self, message: Message, to: Route, **options: Any) -> None:
+        await super().publish(message, to, **options)
+        self.sent += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
+    connection = await aio_pika.connect_robust(amqp_url)  # as the services connect
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.declare_exchange(
+            f"rpc-stalled-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT, auto_delete=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange.name, routing_key="ask")
+        publisher = _ConfirmNeverComes({exchange.name: exchange}, channel.default_exchange)
+        client = RpcClient(channel, publisher, reply_timeout=3)
+        await client.start()
+        route = Route(ExchangeSpec(exchange.name), "ask")
+        with pytest.raises(RequestUnconfirmed):
+            async with asyncio.timeout(5):  # it used to send a copy every 50 ms, unanswered
+                await client.call(Ask(ask_id="stalled-1"), Answer, to=route)
+        assert publisher.sent == 1  # the call's one copy; the republisher takes it from here
+        copy = await queue.get(timeout=5)
+        assert copy.message_id == "stalled-1"
+        assert client.republisher.in_progress == 1
+        await client.close()  # gives up on the republishing, bounded
+        assert client.republisher.in_progress == 0
+    finally:
+        await connection.close()
+
+
+async def test_a_deadline_already_past_finds_an_open_channel_not_ready(amqp_url: str) -> None:
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        readiness = ChannelReadiness(await connection.channel())
+        loop = asyncio.get_running_loop()
+        assert await readiness.wait(loop.time() + 1)
+        # RobustChannel.ready() never suspends on an open channel, so a timeout alone never fired.
+        assert not await readiness.wait(loop.time() - 0.001)
+    finally:
+        await connection.close()
 
 
 # --- real processes -------------------------------------------------------------------------
