@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from api.tracing import TRACE_ID_HEADER, current_trace_id
 from messaging.rpc import BrokerUnavailable
+from store.engine import DatabaseUnavailable
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -47,7 +48,10 @@ def _database_gone(exc: Exception) -> bool:
     files a few client-side errors under InterfaceError too). A reservation's statements all
     run before it publishes anything, so retrying one is safe; a top-up, a plain increment,
     may have committed when the connection was lost on its COMMIT."""
-    if isinstance(exc, OperationalError | InterfaceError | InternalError | PoolTimeout):
+    if isinstance(
+        exc,
+        DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
+    ):
         return True
     # A connection lost in the middle of a statement: asyncpg's error has no DBAPI class.
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
@@ -93,10 +97,11 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
-    # The database down, a connection lost, or a pool with no connection free in time: a 503,
-    # not a 500 (_database_gone).
+    # The database down or refusing connections, a connection lost, or a pool with no
+    # connection free in time: a 503, not a 500 (_database_gone).
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

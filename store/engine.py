@@ -81,9 +81,16 @@ def make_sqlite_transactional(engine: Engine) -> None:
         # On the DBAPI cursor, not through conn.exec_driver_sql: that was a whole SQLAlchemy
         # execution per transaction for a statement with no parameters and no result. The
         # instrumentation sees only SQLAlchemy's executions, so BEGIN still makes no span.
+        statement = f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}"
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            cursor.execute(f"BEGIN {conn.get_execution_options().get(BEGIN_OPTION, 'DEFERRED')}")
+            cursor.execute(statement)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # SQLAlchemy wraps what its own executions raise, not what an event handler does:
+            # "database is locked" past the busy timeout is then an OperationalError as well.
+            raise DBAPIError.instance(
+                statement, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+            ) from exc
         finally:
             cursor.close()
 
@@ -139,6 +146,11 @@ class DatabaseUnreachable(ConnectionError):
     """The database could not be reached at start-up."""
 
 
+class DatabaseUnavailable(ConnectionError):
+    """A transaction found the database unreachable: it refused the connection, is shutting
+    down, or the connection broke under it (what the driver raises unwrapped)."""
+
+
 class SchemaNotReady(RuntimeError):
     """The database is reachable, but ``store.migrate`` has not brought it to this code's schema."""
 
@@ -166,9 +178,11 @@ async def check_ready(settings: StoreSettings) -> None:
         await engine.dispose()
 
 
-# What connecting can raise: SQLAlchemy's wrapped errors, the network's, and what asyncpg
-# raises unwrapped while it connects (a database or role that does not exist, a password).
-CONNECT_ERRORS = (OSError, DBAPIError, driver.PostgresError, driver.InterfaceError)
+# What connecting can raise unwrapped: the network's errors, and what asyncpg raises while it
+# connects (a database or role that does not exist, a password, a server shutting down).
+UNWRAPPED_CONNECT_ERRORS = (OSError, driver.PostgresError, driver.InterfaceError)
+# And with SQLAlchemy's wrapped errors.
+CONNECT_ERRORS = (DBAPIError, *UNWRAPPED_CONNECT_ERRORS)
 
 
 def failure(exc: BaseException) -> str:

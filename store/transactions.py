@@ -32,6 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.engine import (
+    UNWRAPPED_CONNECT_ERRORS,
+    DatabaseUnavailable,
+    failure,
     for_writes,
     make_sqlite_transactional,
     sqlite_options,
@@ -57,12 +60,18 @@ class AsyncTransactions:
         self._writer = for_writes(engine)
 
     async def write(self, body: Body[T]) -> T:
-        async with self._writer.connect() as conn:
-            return await conn.run_sync(_in_transaction, body)
+        try:
+            async with self._writer.connect() as conn:
+                return await conn.run_sync(_in_transaction, body)
+        except UNWRAPPED_CONNECT_ERRORS as exc:  # SQLAlchemy wraps the rest (DBAPIError)
+            raise DatabaseUnavailable(failure(exc)) from exc
 
     async def read(self, body: Body[T]) -> T:
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(body)
+        try:
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(body)
+        except UNWRAPPED_CONNECT_ERRORS as exc:
+            raise DatabaseUnavailable(failure(exc)) from exc
 
 
 class ThreadedTransactions:

@@ -68,6 +68,16 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> S
     return statement_span
 
 
+def uninstrument_engines() -> None:
+    """Remove the SQLAlchemy instrumentation's patches and engine listeners, on the way out
+    (:meth:`telemetry.providers.Telemetry.shutdown`). The instrumentor is one per process and
+    ignores a second ``instrument()``: without this, an engine made after an earlier one shut
+    down in the same process (the tests' apps, one after another) would make no spans."""
+    instrumentor = SQLAlchemyInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
 @lru_cache(maxsize=64)
 def _describe(
     statement: str, system: str, namespace: str, server: tuple[str, int]

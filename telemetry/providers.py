@@ -50,6 +50,7 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from messaging import propagation
 from messaging.instrumentation import SemconvTracerProvider
+from telemetry.db_spans import uninstrument_engines
 from telemetry.exporters import (
     TelemetryConfigError,
     log_exporters,
@@ -96,14 +97,15 @@ class Telemetry:
         return isinstance(self.provider, TracerProvider)
 
     def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
-        """Flush what is queued, stop the exporters and remove the aio-pika patches and the
-        log handler; call once, on the way out. Bounded: with a backend down or hanging, an
+        """Flush what is queued, stop the exporters and remove the aio-pika and SQLAlchemy
+        patches and the log handler; call once, on the way out. Bounded: with a backend down or hanging, an
         exporter would retry for its whole timeout, so after ``within`` seconds (for all three
         signals together) whatever is still queued is dropped and the process goes on exiting."""
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
         if isinstance(self.provider, TracerProvider):
             uninstrument_aio_pika()
+            uninstrument_engines()
         stops: list[Callable[[], object]] = [
             p.shutdown
             for p in (self.provider, self.meter_provider, self.logger_provider)

@@ -1,6 +1,7 @@
 """POST /reservations through the real broker to the credit-check worker and back."""
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,7 @@ import aio_pika
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -18,6 +19,7 @@ from api.app import create_app
 from domain.reservations import Outcome
 from messaging import topology
 from messaging.messages import ReservationRequested
+from store import engine as engine_module
 from store.migrate import migrate
 from store.settings import StoreSettings
 from tests.redelivery import ask_repeatedly
@@ -258,6 +260,102 @@ async def test_a_database_connection_lost_under_a_request_is_503(
     assert lost.json()["detail"] == "The database is unavailable. Retry shortly."
     assert lost.headers["retry-after"] == "1"
     assert again.status_code == 200, again.text
+
+
+class _Hop:
+    """A TCP hop in front of PostgreSQL that the test takes away (new connections refused,
+    open ones cut) and gives back: a stopped and restarted server, as a client sees it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in self._open:
+            writer.transport.abort()
+        self._open.clear()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._open |= {writer, up_writer}
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_postgresql_stopped_is_503_until_it_is_back(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections refused (asyncpg raises the network's error unwrapped) are a 503 as a lost
+    connection is, not a 500; the first request after the server is back is served."""
+    upstream = make_url(store_settings.database_url.get_secret_value())
+    hop = _Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
+    await hop.up()
+    via = upstream.set(port=hop.port).render_as_string(hide_password=False)
+    settings = store_settings.model_copy(update={"database_url": SecretStr(via)})
+    configure_env(monkeypatch, amqp_url, settings)
+    app = create_app()
+    try:
+        async with running_api(app) as client:
+            assert (await client.get("/users/alice")).status_code == 200
+            await hop.down()
+            down = [await client.get("/users/alice") for _ in range(3)]
+            down.append(await client.post("/users/alice/credits", json={"amount": 1}))
+            await hop.up()
+            back = await client.get("/users/alice")
+    finally:
+        await hop.down()
+    for response in down:
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] == "The database is unavailable. Retry shortly."
+        assert len(response.json()["trace_id"]) == 32
+    assert back.status_code == 200, back.text
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_a_sqlite_file_locked_past_the_busy_timeout_is_503(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the write lock longer than the busy timeout: the BEGIN that
+    gives up is a 503 (retry shortly), not a 500, and nothing was written."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    configure_env(monkeypatch, amqp_url, store_settings)
+    app = create_app()
+    database = make_url(store_settings.database_url.get_secret_value()).database
+    assert database
+    async with running_api(app) as client:
+        before = (await client.get("/users/alice")).json()["credits"]
+        other = sqlite3.connect(database, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            locked = await client.post("/users/alice/credits", json={"amount": 1})
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        after = (await client.get("/users/alice")).json()["credits"]
+    assert locked.status_code == 503, locked.text
+    assert locked.json()["detail"] == "The database is unavailable. Retry shortly."
+    assert after == before
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
