@@ -87,9 +87,13 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     """A bug, or a failure nothing above expected. Starlette's ``ServerErrorMiddleware`` calls
     this outside the app's middleware (so the trace-id header is added here, not by
     :class:`api.tracing.TraceIdHeaderMiddleware`) but inside the SERVER span, then re-raises
-    ``exc``: the server logs the traceback, the span records the exception. The client gets
-    the trace id, never the exception's text."""
-    response = error(500, "Internal error: the request failed unexpectedly.")
+    ``exc``: the server logs the traceback, the span records the exception, and uvicorn closes
+    the connection after this response, which says so (``Connection: close``) so that a client
+    does not send its next request on it. The client gets the trace id, never the exception's
+    text."""
+    response = error(
+        500, "Internal error: the request failed unexpectedly.", headers={"Connection": "close"}
+    )
     if trace_id := current_trace_id():
         response.headers[TRACE_ID_HEADER.decode()] = trace_id
     return response

@@ -98,9 +98,10 @@ class Telemetry:
 
     def shutdown(self, within: float = SHUTDOWN_TIMEOUT) -> None:
         """Flush what is queued, stop the exporters and remove the aio-pika and SQLAlchemy
-        patches and the log handler; call once, on the way out. Bounded: with a backend down or hanging, an
-        exporter would retry for its whole timeout, so after ``within`` seconds (for all three
-        signals together) whatever is still queued is dropped and the process goes on exiting."""
+        patches and the log handler; call once, on the way out. Bounded: with a backend down or
+        hanging, an exporter would retry for its whole timeout, so after ``within`` seconds (for
+        all three signals together) whatever is still queued is dropped and the process goes on
+        exiting."""
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
         if isinstance(self.provider, TracerProvider):
