@@ -1,6 +1,7 @@
 """``python -m api``: serve the API with uvicorn (uvloop + httptools)."""
 
 import asyncio
+import socket
 import sys
 
 import uvicorn
@@ -14,14 +15,31 @@ from store.settings import StoreSettings
 from telemetry.logs import configure_logging
 
 
+class PortTaken(OSError):
+    """The API's address is held by another process."""
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Bind and let go, as uvicorn is about to bind (``SO_REUSEADDR``): PortTaken if it cannot."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise PortTaken(
+            f"the API cannot listen on {host}:{port} ({exc.strerror or exc}): another API, "
+            "`reservations run` or compose's api holds it; stop it, or set API_PORT"
+        ) from exc
+
+
 def main() -> None:
     settings = ApiSettings()
-    # A database that is down or not migrated: one line and exit 1, as the workers do, instead
-    # of the traceback uvicorn prints for a failed lifespan (which checks again).
+    # A database that is down or not migrated, or the port taken: one line and exit 1, as the
+    # workers do, instead of the lines and tracebacks uvicorn prints for a failed lifespan
+    # (which checks the database again) or bind.
     configure_logging(SERVICE_NAME)
     try:
+        require_free_port(settings.api_host, settings.api_port)
         asyncio.run(check_ready(StoreSettings()))
-    except (DatabaseUnreachable, SchemaNotReady) as exc:
+    except (PortTaken, DatabaseUnreachable, SchemaNotReady) as exc:
         report_startup_failure(exc)
         sys.exit(1)
     tune_for_serving()

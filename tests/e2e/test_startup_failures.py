@@ -5,6 +5,7 @@ where, and the fix, with a pointer to the README's Troubleshooting, and no trace
 import asyncio
 import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -182,6 +183,19 @@ def test_a_database_or_role_that_does_not_exist_is_one_line(
     assert code != 0, log
     assert len(failure_lines(log)) == 1 and "Traceback" not in log, log
     assert f'InvalidCatalogNameError: database "missing_{ref}" does not exist' in log, log
+
+
+def test_the_api_s_port_taken_is_one_line_and_exit_1(
+    amqp_url: str, migrated_sqlite: str, tmp_path: Path
+) -> None:
+    env = case_env("none", amqp_url, "", migrated_sqlite)
+    with socket.create_server(("127.0.0.1", int(env["API_PORT"]))):  # someone else holds it
+        code, log = start_and_fail("api", env, tmp_path)
+    assert code == 1, log
+    lines = failure_lines(log)
+    assert len(lines) == 1 and "Traceback" not in log, log
+    assert f"the API cannot listen on 127.0.0.1:{env['API_PORT']}" in lines[0], lines[0]
+    assert len(log.strip().splitlines()) == 1, log  # nothing from uvicorn: it never started
 
 
 def test_log_level_debug_adds_the_traceback(
