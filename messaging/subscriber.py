@@ -6,10 +6,19 @@ completed (:func:`messaging.instrumentation.consumer`), each delivery handled by
 :meth:`Subscription.stop` can stop taking new ones and let the started ones finish (and ack)
 within a bound. Prefetched deliveries that never started go back to the queue when the channel
 closes.
+
+RabbitMQ cancels a consumer whose queue is deleted; aio-pika then restores the queue and the
+consumer (within a second or so). When it cannot, because the queue was declared again with
+other arguments, it retries for ever and says so only at DEBUG: a worker that looks alive and
+takes nothing. :meth:`Subscription.until_lost` notices a consumer missing for
+:data:`LOST_AFTER` seconds on an open channel, and the worker exits with one line
+(:class:`ConsumerLost`); restarted, its start-up check names the conflict.
 """
 
 import asyncio
+from typing import cast
 
+import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from opentelemetry import trace
@@ -25,6 +34,13 @@ log = structlog.get_logger(__name__)
 HANDLER_GRACE = 1.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
+# Seconds a consumer may be missing from its open channel before it is given up for lost, and
+# how often that is checked. aio-pika restores a cancelled consumer within a second or two.
+LOST_AFTER, CHECK_EVERY = 30.0, 5.0
+
+
+class ConsumerLost(RuntimeError):
+    """The broker cancelled our consumer and it could not be restored."""
 
 
 class Subscription:
@@ -46,6 +62,32 @@ class Subscription:
         callback = instrumentation.consumer(self._queue.name, self._tracked, self._meter)
         self._tag = await self._queue.consume(callback, no_ack=False)
         log.info("consuming", queue=self._queue.name)
+
+    async def until_lost(self) -> ConsumerLost:
+        """Returns (does not raise) once the consumer has been missing from its open channel
+        for :data:`LOST_AFTER` seconds; runs until cancelled otherwise. While the connection
+        is down and being restored, nothing counts."""
+        loop = asyncio.get_running_loop()
+        missing_since: float | None = None
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            channel = self._queue.channel
+            if self._tag is None or channel.is_closed:
+                missing_since = None
+                continue
+            # aio-pika's robust channel reads the same registry to find consumers to restore.
+            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            if self._tag in underlay.consumers:
+                missing_since = None
+            elif missing_since is None:
+                missing_since = loop.time()
+            elif loop.time() - missing_since >= LOST_AFTER:
+                return ConsumerLost(
+                    f"not consuming from queue '{self._queue.name}' for {LOST_AFTER:g} s: "
+                    "RabbitMQ cancelled the consumer and the queue could not be restored "
+                    "(deleted and declared again with other arguments?); exiting, so that a "
+                    "restart says why"
+                )
 
     async def stop(self, within: float) -> bool:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.

@@ -26,6 +26,7 @@ from messaging.handlers import Handler, M
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
+from messaging.subscriber import ConsumerLost, Subscription
 from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
 from service.startup import STARTUP_FAILURES, report_startup_failure
@@ -84,8 +85,11 @@ async def serve(
         handler = worker.handler(store(engine, statement_spans))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
-        await _until_stopped(stop)
+        lost = await _until_stopped_or_lost(stop, subscription)
         await subscription.stop(shutdown.worker_shutdown_timeout)
+        if lost is not None:
+            log.error(str(lost))
+            raise lost
     except STARTUP_FAILURES as exc:
         report_startup_failure(exc)
         raise
@@ -97,6 +101,21 @@ async def serve(
         telemetry.shutdown()
         if started:
             log.info("stopped")
+
+
+async def _until_stopped_or_lost(
+    stop: asyncio.Event | None, subscription: Subscription
+) -> ConsumerLost | None:
+    """None once asked to stop; the reason if the consumer was lost first."""
+    stopped = asyncio.ensure_future(_until_stopped(stop))
+    lost = asyncio.ensure_future(subscription.until_lost())
+    try:
+        await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, lost):
+            task.cancel()
+        await asyncio.gather(stopped, lost, return_exceptions=True)
+    return None if stopped.done() and not stopped.cancelled() else lost.result()
 
 
 async def _until_stopped(stop: asyncio.Event | None) -> None:
@@ -121,5 +140,5 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     tune_for_serving()
     try:
         runner(main())
-    except STARTUP_FAILURES:  # reported by serve()
+    except (*STARTUP_FAILURES, ConsumerLost):  # reported by serve()
         sys.exit(1)
