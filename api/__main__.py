@@ -1,6 +1,7 @@
 """``python -m api``: serve the API with uvicorn (uvloop + httptools)."""
 
 import asyncio
+import errno
 import socket
 import sys
 
@@ -20,13 +21,21 @@ class PortTaken(OSError):
 
 
 def require_free_port(host: str, port: int) -> None:
-    """Bind and let go, as uvicorn is about to bind (``SO_REUSEADDR``): PortTaken if it cannot."""
+    """Bind and let go, as uvicorn is about to bind (``SO_REUSEADDR``, IPv6 for a host with a
+    colon): PortTaken if it cannot."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        socket.create_server((host, port)).close()
+        socket.create_server((host, port), family=family).close()
     except OSError as exc:
+        held = exc.errno == errno.EADDRINUSE
         raise PortTaken(
-            f"the API cannot listen on {host}:{port} ({exc.strerror or exc}): another API, "
-            "`reservations run` or compose's api holds it; stop it, or set API_PORT"
+            f"the API cannot listen on {host}:{port} ({exc.strerror or exc})"
+            + (
+                ": another API, `reservations run` or compose's api holds it; stop it, or set "
+                "API_PORT"
+                if held
+                else ": check API_HOST and API_PORT"
+            )
         ) from exc
 
 

@@ -34,14 +34,16 @@ class ChannelReadiness:
         """True once the channel is open with its consumers restored; False if that did not
         happen by ``deadline`` (loop time) or within the grace after it went down.
 
-        A deadline already past is False at once: ``asyncio.timeout_at`` fires only when the
-        wait suspends, and ``RobustChannel.ready()`` on an open channel never does."""
-        if self._down_since is not None:
-            deadline = min(deadline, self._down_since + RECONNECT_GRACE)
+        A caller's deadline already past is False at once: ``asyncio.timeout_at`` fires only
+        when the wait suspends, and ``RobustChannel.ready()`` on an open channel never does.
+        The grace is not checked that way: once it has run out, an open channel must still be
+        found ready (which ends the grace), and a closed one times out at once."""
         if asyncio.get_running_loop().time() >= deadline:
             return False
         if not isinstance(self._channel, AbstractRobustChannel):
             return not self._channel.is_closed
+        if self._down_since is not None:
+            deadline = min(deadline, self._down_since + RECONNECT_GRACE)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._channel.ready()

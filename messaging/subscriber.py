@@ -12,7 +12,9 @@ consumer (within a second or so). When it cannot, because the queue was declared
 other arguments, it retries for ever and says so only at DEBUG: a worker that looks alive and
 takes nothing. :meth:`Subscription.until_lost` notices a consumer missing for
 :data:`LOST_AFTER` seconds on an open channel, and the worker exits with one line
-(:class:`ConsumerLost`); restarted, its start-up check names the conflict.
+(:class:`ConsumerLost`); restarted, its start-up check names the conflict. (A queue replaced
+while the connection is down fails the channel's restore instead: the channel keeps closing,
+and the worker waits for it like for a broker that is down.)
 """
 
 import asyncio
@@ -21,6 +23,7 @@ from typing import cast
 import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 
 from messaging import delivery, instrumentation
@@ -75,8 +78,12 @@ class Subscription:
             if self._tag is None or channel.is_closed:
                 missing_since = None
                 continue
-            # aio-pika's robust channel reads the same registry to find consumers to restore.
-            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            try:
+                # aio-pika's robust channel reads the same registry to find what to restore.
+                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            except ChannelInvalidStateError:  # closed meanwhile: being restored
+                missing_since = None
+                continue
             if self._tag in underlay.consumers:
                 missing_since = None
             elif missing_since is None:

@@ -2,9 +2,10 @@
 
 A worker is a :class:`Worker`: a queue, the message model it takes, and how to build its
 handler from the store. :func:`serve` does the rest. Start-up: logs, tracer provider, broker
-connection, topology, database. Then it consumes the queue until SIGTERM or SIGINT. Shutdown
-is graceful and bounded: stop consuming, let the messages in flight finish (and ack), close the
-broker and the database, flush spans.
+connection, topology, database. Then it consumes the queue until SIGTERM or SIGINT (or until
+its consumer is lost for good: then it exits 1, saying so). Shutdown is graceful and bounded:
+stop consuming, let the messages in flight finish (and ack), close the broker and the database,
+flush spans.
 """
 
 import asyncio
@@ -66,7 +67,8 @@ async def serve(
     store: Callable[[AsyncEngine, StatementSpans], SqlStore] = SqlStore,
     publisher: PublisherFactory = Publisher.on,
 ) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests). A start-up failure is
+    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests), or until its consumer is
+    lost for good (:class:`~messaging.subscriber.ConsumerLost`, raised). A start-up failure is
     reported here, in one line, while log records still reach the OTLP exporter; then raised."""
     configure_logging(worker.service_name)
     settings, shutdown = BrokerSettings(), WorkerSettings()  # a bad value fails now, not at exit
@@ -115,7 +117,10 @@ async def _until_stopped_or_lost(
         for task in (stopped, lost):
             task.cancel()
         await asyncio.gather(stopped, lost, return_exceptions=True)
-    return None if stopped.done() and not stopped.cancelled() else lost.result()
+    if stopped.done() and not stopped.cancelled():
+        stopped.result()  # raises what stopped it, if it failed
+        return None
+    return lost.result()
 
 
 async def _until_stopped(stop: asyncio.Event | None) -> None:
@@ -129,8 +134,8 @@ async def _until_stopped(stop: asyncio.Event | None) -> None:
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a worker's async main on uvloop where available. A broker or database that cannot
-    be reached or set up at start-up ends the process with exit code 1, after its one clear
-    line (:func:`serve`)."""
+    be reached or set up at start-up, or a consumer lost for good later, ends the process with
+    exit code 1, after its one clear line (:func:`serve`)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform

@@ -279,13 +279,13 @@ class _Hop:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def down(self) -> None:
+        for writer in self._open:  # first: from Python 3.12.1, wait_closed waits for them
+            writer.transport.abort()
+        self._open.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for writer in self._open:
-            writer.transport.abort()
-        self._open.clear()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)

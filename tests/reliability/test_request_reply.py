@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import aio_pika
@@ -29,7 +30,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from cli.collector import OtlpReceiver
-from messaging import rpc
+from messaging import republisher, rpc
 from messaging.messages import Message
 from messaging.publisher import Publisher
 from messaging.readiness import ChannelReadiness
@@ -89,18 +90,25 @@ class Rig:
                 assert len(self.dropped()) >= count, self.log.entries
 
 
+def _capture_logs(
+    monkeypatch: pytest.MonkeyPatch, *modules: ModuleType
+) -> structlog.testing.LogCapture:
+    """These modules' structlog output, captured by a logger of their own (never the shared,
+    cached one: another test's capture_logs must still see it)."""
+    capture = structlog.testing.LogCapture()
+    logger = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
+    )
+    for module in modules:
+        monkeypatch.setattr(module, "log", logger)
+    return capture
+
+
 @pytest.fixture
 async def rig(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     """An RpcClient on the real broker (private exchange and queue in the session's vhost),
     its structlog output captured, and the event loop's unhandled errors recorded."""
-    capture = structlog.testing.LogCapture()
-    monkeypatch.setattr(
-        rpc,
-        "log",
-        structlog.wrap_logger(
-            structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
-        ),
-    )
+    capture = _capture_logs(monkeypatch, rpc)
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     previous_handler = loop.get_exception_handler()
@@ -206,6 +214,7 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
     amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
+    capture = _capture_logs(monkeypatch, rpc, republisher)
     connection = await aio_pika.connect_robust(amqp_url)  # as the services connect
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -227,6 +236,8 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
         assert client.republisher.in_progress == 1
         await client.close()  # gives up on the republishing, bounded
         assert client.republisher.in_progress == 0
+        gave_up = [e for e in capture.entries if e["log_level"] == "error"]
+        assert [e["message_id"] for e in gave_up] == ["stalled-1"], capture.entries
     finally:
         await connection.close()
 
