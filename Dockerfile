@@ -25,7 +25,6 @@ COPY api ./api
 COPY domain ./domain
 COPY workers ./workers
 COPY messaging ./messaging
-COPY telemetry ./telemetry
 COPY service ./service
 COPY store ./store
 COPY cli ./cli
@@ -40,8 +39,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 # The project was installed into the venv (not in editable mode), so the venv carries the
-# source of api, domain, workers, messaging, telemetry, service, store, cli and devtools: one
-# copy of the code, no PYTHONPATH.
+# source of api, domain, workers, messaging, service, store, cli and devtools: one copy of the
+# code, no PYTHONPATH.
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER app

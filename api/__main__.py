@@ -9,11 +9,11 @@ import uvicorn
 
 from api.app import SERVICE_NAME
 from api.settings import ApiSettings
+from messaging.telemetry.logs import configure_logging
 from service.gc_tuning import tune_for_serving
 from service.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
 from store.settings import StoreSettings
-from telemetry.logs import configure_logging
 
 
 class PortTaken(OSError):

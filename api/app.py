@@ -26,6 +26,9 @@ from messaging.broker import Broker
 from messaging.connection import connect
 from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
+from messaging.telemetry.db_spans import instrument_engine
+from messaging.telemetry.logs import configure_logging
+from messaging.telemetry.providers import service_version, setup_telemetry
 from service.startup import (
     STARTUP_FAILURES,
     quiet_lifespan_traceback,
@@ -34,9 +37,6 @@ from service.startup import (
 from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
-from telemetry.db_spans import instrument_engine
-from telemetry.logs import configure_logging
-from telemetry.providers import service_version, setup_telemetry
 
 SERVICE_NAME = "reservations-api"
 HEALTH_PROBES = r"/healthz\b,/readyz\b"

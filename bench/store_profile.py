@@ -27,11 +27,11 @@ from opentelemetry.trace import NoOpTracerProvider
 from pydantic import SecretStr
 
 from devtools.addresses import DEFAULT_POSTGRES_URL
+from messaging.telemetry.db_spans import instrument_engine
 from store.engine import open_engine
 from store.migrate import migrate
 from store.repository import SqlStore
 from store.settings import StoreSettings
-from telemetry.db_spans import instrument_engine
 
 
 class EncodingExporter(SpanExporter):

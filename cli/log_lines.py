@@ -1,10 +1,10 @@
 """Log lines under the span that wrote them, in a waterfall.
 
 Each process exports its log records with the ids of the span that was current (see
-:mod:`telemetry.otel_logs`); the embedded collector keeps them with their trace. Here they are
-matched to their span by ``span_id`` and printed under it in time order: the offset from the
-trace's start, the level and the line with its fields, so the waterfall reads like the
-interleaved terminal logs, but sorted by the request they belong to.
+:mod:`messaging.telemetry.otel_logs`); the embedded collector keeps them with their trace. Here they
+are matched to their span by ``span_id`` and printed under it in time order: the offset from the
+trace's start, the level and the line with its fields, so the waterfall reads like the interleaved
+terminal logs, but sorted by the request they belong to.
 """
 
 from collections.abc import Iterable, Iterator

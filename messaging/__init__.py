@@ -1,5 +1,5 @@
-"""The broker behind a small typed surface, and the telemetry of its messages. Every module, by
-what it is for:
+"""What every service shares: the broker behind a small typed surface, and the telemetry around
+it (:mod:`messaging.telemetry`). Every module, by what it is for:
 
 The broker:
 
@@ -27,6 +27,6 @@ Their telemetry, by the semantic conventions:
 - :mod:`messaging.metrics` (the instruments) and :mod:`messaging.metered` (recorded on the one
   publish path and the one consume path).
 
-The process-wide providers, exporters and logging are in :mod:`telemetry`; start-up reporting
-and GC tuning in :mod:`service`.
+The process-wide providers, exporters and logging are in :mod:`messaging.telemetry`; start-up
+reporting and GC tuning in :mod:`service`.
 """

@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes
 from messaging import propagation, semconv
 from messaging.metered import NO_METER, MessageMeter
 from messaging.semconv import destination
-from telemetry.span_rewriting import RewritingTracer, RewritingTracerProvider
+from messaging.telemetry.span_rewriting import RewritingTracer, RewritingTracerProvider
 
 
 class _SemconvTracer(RewritingTracer):

@@ -15,7 +15,7 @@ DBAPI cursor. What does not change:
 - the errors: the driver's are raised as SQLAlchemy's (an ``IntegrityError`` is an
   ``IntegrityError``), without parameters; a lost connection is invalidated, as SQLAlchemy does;
 - the trace: one CLIENT span per statement, from the :class:`StatementSpans` port, named and
-  attributed as the SQLAlchemy instrumentation names its own (``telemetry.db_spans``).
+  attributed as the SQLAlchemy instrumentation names its own (``messaging.telemetry.db_spans``).
 
 Only these statements: everything else goes through ``Connection.execute`` as usual.
 """

@@ -158,7 +158,7 @@ class SchemaNotReady(RuntimeError):
 async def open_engine(settings: StoreSettings) -> AsyncEngine:
     """Engine ready for use, on a migrated schema. Services never create tables: a database
     that is not migrated raises SchemaNotReady. The composition root instruments it
-    (:func:`telemetry.db_spans.instrument_engine`)."""
+    (:func:`messaging.telemetry.db_spans.instrument_engine`)."""
     engine = create_engine(settings)
     try:
         await _require_ready(engine, settings)

@@ -12,12 +12,12 @@ once, as a plain function of a synchronous SQLAlchemy ``Connection`` (same state
   instead of napping in SQLite's busy handler;
 - on PostgreSQL, by the asyncpg engine through ``AsyncConnection.run_sync``, without a thread.
 
-The hop copies the caller's context, so the statement spans stay children of the current span.
-The twin is made with ``sqlalchemy.create_engine`` looked up when it is called: once the
-composition root has instrumented the process's engine (``telemetry.db_spans.instrument_engine``,
-before it makes the store), the SQLAlchemy instrumentation traces every engine created that
-way, with the same tracer provider. Disposing the engine disposes its twin (and gives back the
-connection the write thread keeps).
+The hop copies the caller's context, so the statement spans stay children of the current span. The
+twin is made with ``sqlalchemy.create_engine`` looked up when it is called: once the composition
+root has instrumented the process's engine (``messaging.telemetry.db_spans.instrument_engine``,
+before it makes the store), the SQLAlchemy instrumentation traces every engine created that way,
+with the same tracer provider. Disposing the engine disposes its twin (and gives back the connection
+the write thread keeps).
 """
 
 import asyncio

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry.providers import instrument_aio_pika, uninstrument_aio_pika
+from messaging.telemetry.providers import instrument_aio_pika, uninstrument_aio_pika
 
 
 def in_memory_provider() -> tuple[TracerProvider, InMemorySpanExporter]:

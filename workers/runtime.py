@@ -28,6 +28,9 @@ from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.settings import BrokerSettings
 from messaging.subscriber import ConsumerLost, Subscription
+from messaging.telemetry.db_spans import instrument_engine
+from messaging.telemetry.logs import configure_logging
+from messaging.telemetry.providers import service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
 from service.startup import STARTUP_FAILURES, report_startup_failure
@@ -35,9 +38,6 @@ from store.driver import StatementSpans
 from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
-from telemetry.db_spans import instrument_engine
-from telemetry.logs import configure_logging
-from telemetry.providers import service_version, setup_telemetry
 
 log = structlog.get_logger(__name__)
 

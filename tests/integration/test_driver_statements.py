@@ -18,14 +18,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from domain.reservations import Outcome
+from messaging.telemetry.db_spans import instrument_engine
+from messaging.telemetry.providers import SEMCONV_OPT_IN
 from store import statements as sql
 from store.driver import DriverStatements
 from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from store.transactions import transactions_for
-from telemetry.db_spans import instrument_engine
-from telemetry.providers import SEMCONV_OPT_IN
 
 pytestmark = pytest.mark.integration
 

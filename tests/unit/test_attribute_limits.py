@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry.providers import DEFAULT_ATTRIBUTE_LENGTH_LIMIT, setup_telemetry
+from messaging.telemetry.providers import DEFAULT_ATTRIBUTE_LENGTH_LIMIT, setup_telemetry
 
 
 def _failure() -> RuntimeError:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from telemetry.db_spans import parse
+from messaging.telemetry.db_spans import parse
 
 
 @pytest.mark.parametrize(

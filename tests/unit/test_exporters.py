@@ -5,7 +5,7 @@ from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
-from telemetry.exporters import (
+from messaging.telemetry.exporters import (
     TelemetryConfigError,
     exporter_names,
     log_exporters,

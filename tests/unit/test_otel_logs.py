@@ -9,8 +9,8 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
-from telemetry.logs import configure_logging
-from telemetry.otel_logs import OtelLogHandler
+from messaging.telemetry.logs import configure_logging
+from messaging.telemetry.otel_logs import OtelLogHandler
 from tests.spans import in_memory_provider
 
 

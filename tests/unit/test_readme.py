@@ -23,7 +23,11 @@ def _source(path: str) -> str:
 
 def test_the_readme_has_excerpts() -> None:
     paths = {path for path, _ in _excerpts()}
-    assert {"messaging/rpc.py", "messaging/instrumentation.py", "telemetry/providers.py"} <= paths
+    assert {
+        "messaging/rpc.py",
+        "messaging/instrumentation.py",
+        "messaging/telemetry/providers.py",
+    } <= paths
     assert any("publish_decorator" in p for p in paths)
     assert any("callback_decorator" in p for p in paths)
 

@@ -4,7 +4,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from telemetry.providers import SPAN_EXPORT_BATCH_SIZE, setup_telemetry
+from messaging.telemetry.providers import SPAN_EXPORT_BATCH_SIZE, setup_telemetry
 
 
 def _batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:

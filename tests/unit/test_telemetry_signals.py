@@ -9,8 +9,8 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 
-from telemetry.otel_logs import OtelLogHandler
-from telemetry.providers import Telemetry, setup_telemetry
+from messaging.telemetry.otel_logs import OtelLogHandler
+from messaging.telemetry.providers import Telemetry, setup_telemetry
 
 
 def _set_up(monkeypatch: pytest.MonkeyPatch, logs: str, metrics: str) -> Telemetry:

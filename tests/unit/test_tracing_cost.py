@@ -7,9 +7,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from telemetry.db_spans import _DbTracer, instrument_engine
-from telemetry.providers import setup_telemetry
-from telemetry.span_rewriting import RewritingTracerProvider
+from messaging.telemetry.db_spans import _DbTracer, instrument_engine
+from messaging.telemetry.providers import setup_telemetry
+from messaging.telemetry.span_rewriting import RewritingTracerProvider
 
 
 def test_tracing_off_instruments_no_engine() -> None:

@@ -1,10 +1,11 @@
 """Database spans named and attributed by the stable semantic conventions.
 
-With ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` (the default, see :mod:`telemetry.providers`)
-the contrib SQLAlchemy instrumentation 0.66b1 writes ``db.system.name``, ``db.namespace`` and
-``db.query.text``, but still names a span ``{first SQL word} {database}`` and copies that name
-into ``db.operation.name``. For SQLite the "database" is the file path, so spans were called
-``BEGIN .data/reservations.db`` and Tempo's service graph drew a node per path.
+With ``OTEL_SEMCONV_STABILITY_OPT_IN=database`` (the default, see
+:mod:`messaging.telemetry.providers`) the contrib SQLAlchemy instrumentation 0.66b1 writes
+``db.system.name``, ``db.namespace`` and ``db.query.text``, but still names a span ``{first SQL
+word} {database}`` and copies that name into ``db.operation.name``. For SQLite the "database" is the
+file path, so spans were called ``BEGIN .data/reservations.db`` and Tempo's service graph drew a
+node per path.
 
 We hand the instrumentor a tracer provider whose spans fix this as the instrumentation writes
 them: the name becomes ``{db.operation.name} {target}`` (the table the statement acts on, else
@@ -28,7 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import Attributes, AttributeValue
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from telemetry.span_rewriting import RewritingTracer, RewritingTracerProvider
+from messaging.telemetry.span_rewriting import RewritingTracer, RewritingTracerProvider
 
 # Keys of the old conventions, dropped if an instrumentation still writes one.
 _LEGACY = {"db.system", "db.name", "db.statement", "db.operation", "db.user"}
@@ -70,8 +71,8 @@ def instrument_engine(engine: AsyncEngine, tracer_provider: TracerProvider) -> S
 
 def uninstrument_engines() -> None:
     """Remove the SQLAlchemy instrumentation's patches and engine listeners, on the way out
-    (:meth:`telemetry.providers.Telemetry.shutdown`). The instrumentor is one per process and
-    ignores a second ``instrument()``: without this, an engine made after an earlier one shut
+    (:meth:`messaging.telemetry.providers.Telemetry.shutdown`). The instrumentor is one per process
+    and ignores a second ``instrument()``: without this, an engine made after an earlier one shut
     down in the same process (the tests' apps, one after another) would make no spans."""
     instrumentor = SQLAlchemyInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:

@@ -1,9 +1,9 @@
 """Every log line also leaves the process as an OpenTelemetry log record.
 
-The console output (structlog, :mod:`telemetry.logs`) stays what people read in a terminal. This
-handler sits beside it on the root logger and hands each record to the logs SDK, which batches
-it to the OTLP exporter like a span. The record carries the ids of the span that was current
-when the line was logged (the SDK reads them from the context), so a backend can show the
+The console output (structlog, :mod:`messaging.telemetry.logs`) stays what people read in a
+terminal. This handler sits beside it on the root logger and hands each record to the logs SDK,
+which batches it to the OTLP exporter like a span. The record carries the ids of the span that was
+current when the line was logged (the SDK reads them from the context), so a backend can show the
 line under its span and a trace can list its lines.
 
 A structlog line arrives as a dict: its ``event`` becomes the body and its other keys the

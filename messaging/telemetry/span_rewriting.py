@@ -1,7 +1,7 @@
 """Tracers that rewrite the spans an instrumentation starts, as it starts them.
 
 Two contrib instrumentations write names and attributes of older conventions: aio-pika
-(:mod:`messaging.instrumentation`) and SQLAlchemy (:mod:`telemetry.db_spans`). Rather than
+(:mod:`messaging.instrumentation`) and SQLAlchemy (:mod:`messaging.telemetry.db_spans`). Rather than
 rewrite finished spans in an exporter, each gets a tracer provider of its own whose tracers
 rename the span and translate its attributes before the SDK records them. This module is the
 shared plumbing; each rewriter overrides :meth:`RewritingTracer.rewrite`, where attributes

@@ -3,14 +3,14 @@
 Call :func:`setup_telemetry` from the FastAPI lifespan or :func:`workers.runtime.serve`, never
 at import: a process can set its global tracer provider only once, and the batch processors
 start threads that do not survive a fork. It also attaches the OTLP log handler
-(:mod:`telemetry.otel_logs`) to the root logger (unless ``OTEL_LOGS_EXPORTER=none``), so call
-it after :func:`telemetry.logs.configure_logging`.
+(:mod:`messaging.telemetry.otel_logs`) to the root logger (unless
+``OTEL_LOGS_EXPORTER=none``), so call it after :func:`messaging.telemetry.logs.configure_logging`.
 
 Only the standard OpenTelemetry variables are read:
 
 - ``OTEL_SERVICE_NAME`` (else the service's default name);
 - ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``, the endpoints and protocols: see
-  :mod:`telemetry.exporters`;
+  :mod:`messaging.telemetry.exporters`;
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, read by the SDK's default sampler
   (``parentbased_always_on`` unless set, so a worker follows the API's decision);
 - ``OTEL_BSP_*``, ``OTEL_BLRP_*`` (batch processors), ``OTEL_METRIC_EXPORT_INTERVAL`` and
@@ -50,14 +50,14 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from messaging import propagation
 from messaging.instrumentation import SemconvTracerProvider
-from telemetry.db_spans import uninstrument_engines
-from telemetry.exporters import (
+from messaging.telemetry.db_spans import uninstrument_engines
+from messaging.telemetry.exporters import (
     TelemetryConfigError,
     log_exporters,
     metric_exporters,
     span_exporters,
 )
-from telemetry.otel_logs import OtelLogHandler
+from messaging.telemetry.otel_logs import OtelLogHandler
 
 __all__ = ["Telemetry", "TelemetryConfigError", "service_version", "setup_telemetry"]
 
