@@ -12,13 +12,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.tracing import TRACE_ID_HEADER, current_trace_id
 from messaging.rpc import BrokerUnavailable
-from store.engine import DatabaseUnavailable
+from store.engine import DatabaseUnavailable, database_gone
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -43,22 +43,11 @@ async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _database_gone(exc: Exception) -> bool:
-    """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
-    files a few client-side errors under InterfaceError too). A reservation's statements all
-    run before it publishes anything, so retrying one is safe; a top-up, a plain increment,
-    may have committed when the connection was lost on its COMMIT."""
-    if isinstance(
-        exc,
-        DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
-    ):
-        return True
-    # A connection lost in the middle of a statement: asyncpg's error has no DBAPI class.
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    if not _database_gone(exc):
+    """A 503 when the database, not the statement, failed. A reservation's statements all run
+    before it publishes anything, so retrying one is safe; a top-up, a plain increment, may
+    have committed when the connection was lost on its COMMIT."""
+    if not database_gone(exc):
         raise exc  # a bug (an IntegrityError, say): the 500 of _unexpected
     trace.get_current_span().set_attribute("error.type", type(exc).__name__)
     return error(
@@ -102,7 +91,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     # The database down or refusing connections, a connection lost, or a pool with no
-    # connection free in time: a 503, not a 500 (_database_gone).
+    # connection free in time: a 503, not a 500 (store.engine.database_gone).
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)

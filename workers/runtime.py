@@ -38,6 +38,7 @@ from store.driver import StatementSpans
 from store.engine import open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from workers.database_outage import DatabaseOutage, held_through
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,10 @@ async def serve(
         broker = await Broker.open(
             connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
         )
-        handler = worker.handler(store(engine, statement_spans))
+        # A database outage holds the failed message until it is over: see database_outage.
+        handler = held_through(
+            DatabaseOutage(engine), worker.handler(store(engine, statement_spans))
+        )
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
         lost = await _until_stopped_or_lost(stop, subscription)

@@ -334,6 +334,35 @@ async def test_postgresql_stopped_is_503_until_it_is_back(
     assert back.status_code == 200, back.text
 
 
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_request_outlives_a_short_postgresql_outage(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds a message whose handler found the database gone until it answers
+    again, instead of spending its three attempts in 0.6 s and parking it (dead letter)."""
+    upstream = make_url(store_settings.database_url.get_secret_value())
+    hop = _Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
+    await hop.up()
+    via = upstream.set(port=hop.port).render_as_string(hide_password=False)
+    settings = store_settings.model_copy(update={"database_url": SecretStr(via)})
+    configure_env(monkeypatch, amqp_url, settings)
+    await purge_work_queues(amqp_url)
+    worker = start_worker()
+    try:
+        async with running_api() as client:
+            assert (await client.get("/users/alice")).status_code == 200
+            await hop.down()
+            answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
+            await asyncio.sleep(2)  # three attempts would have come and gone
+            await hop.up()
+            response = await answer
+    finally:
+        await worker.close()
+        await hop.down()
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "confirmed"
+
+
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
 async def test_a_sqlite_file_locked_past_the_busy_timeout_is_503(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
