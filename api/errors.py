@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 
 from api.tracing import TRACE_ID_HEADER, current_trace_id
 from messaging.rpc import BrokerUnavailable
-from store.engine import DatabaseUnavailable, database_gone
+from store.availability import database_gone
+from store.engine import DatabaseUnavailable
 
 RETRY_AFTER_SECONDS = "1"
 

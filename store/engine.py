@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg.exceptions as driver  # type: ignore[import-untyped]
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
-    InterfaceError,
-    InternalError,
     InvalidatePoolError,
-    OperationalError,
 )
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from store.revisions import FIX, schema_problem
 from store.settings import StoreSettings
@@ -192,37 +187,6 @@ async def check_ready(settings: StoreSettings) -> None:
 UNWRAPPED_CONNECT_ERRORS = (OSError, driver.PostgresError, driver.InterfaceError)
 # And with SQLAlchemy's wrapped errors.
 CONNECT_ERRORS = (DBAPIError, *UNWRAPPED_CONNECT_ERRORS)
-
-
-def database_gone(exc: BaseException) -> bool:
-    """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
-    files a few client-side errors under InterfaceError too), rather than the statement: worth
-    trying again shortly. A connection lost in the middle of a statement is a DBAPIError of no
-    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``."""
-    if isinstance(
-        exc,
-        DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
-    ):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:
-    """True once the database answers ``SELECT 1`` (at once, if it does); False if it has not
-    within ``within`` seconds."""
-    try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(within),
-            wait=wait_fixed(every),
-            retry=retry_if_exception_type((*CONNECT_ERRORS, PoolTimeout)),
-            reraise=True,
-        ):
-            with attempt:
-                async with engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-    except (*CONNECT_ERRORS, PoolTimeout):
-        return False
-    return True
 
 
 def failure(exc: BaseException) -> str:

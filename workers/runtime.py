@@ -86,12 +86,12 @@ async def serve(
             connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
         )
         # A database outage holds the failed message until it is over: see database_outage.
-        handler = held_through(
-            DatabaseOutage(engine), worker.handler(store(engine, statement_spans))
-        )
+        outage = DatabaseOutage(engine)
+        handler = held_through(outage, worker.handler(store(engine, statement_spans)))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
         lost = await _until_stopped_or_lost(stop, subscription)
+        outage.close()  # what it holds goes back to the broker, not waits out the shutdown
         await subscription.stop(shutdown.worker_shutdown_timeout)
         if lost is not None:
             log.error(str(lost))

@@ -361,6 +361,7 @@ async def test_a_request_outlives_a_short_postgresql_outage(
         await hop.down()
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "confirmed"
+    assert response.json()["credits_left"] == 90  # charged once
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)

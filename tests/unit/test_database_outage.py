@@ -1,11 +1,19 @@
 """A handler failure is held for the database only when the database, not the statement,
-failed; a stand-in outage at the project's own port counts the waits."""
+failed, and not on the last attempt; the held messages share one bounded probe, which closing
+ends. A stand-in outage at the project's own port counts the waits; the probe itself runs
+against a port where nothing listens (a real refusal)."""
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from devtools.addresses import free_port
+from messaging import delivery
+from messaging.delivery import MAX_ATTEMPTS, Delivery
 from store.engine import DatabaseUnavailable
 from workers.database_outage import DatabaseOutage, held_through
 
@@ -44,3 +52,41 @@ async def test_only_a_database_failure_waits_and_every_failure_is_raised(
     with pytest.raises(type(error)):
         await handler(object())
     assert outage.waits == (1 if held else 0)
+
+
+async def test_the_last_attempt_is_not_held() -> None:
+    outage = CountingOutage()
+    handler = held_through(outage, failing(DatabaseUnavailable("refused")))
+    token = delivery._current.set(Delivery(redelivered=True, attempt=MAX_ATTEMPTS))
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await handler(object())
+    finally:
+        delivery._current.reset(token)
+    assert outage.waits == 0  # dead-lettered either way: no point waiting first
+
+
+@pytest.fixture
+async def nowhere() -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
+    yield engine
+    await engine.dispose()
+
+
+async def test_the_probe_gives_up_at_its_bound(nowhere: AsyncEngine) -> None:
+    assert await asyncio.wait_for(DatabaseOutage(nowhere, within=0.3).back(), 5) is False
+
+
+async def test_held_messages_share_one_probe_and_closing_releases_them(
+    nowhere: AsyncEngine,
+) -> None:
+    outage = DatabaseOutage(nowhere, within=30)
+    held = [asyncio.ensure_future(outage.back()) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    assert outage._probe is not None and not outage._probe.done()
+    assert not any(waiting.done() for waiting in held)
+    outage.close()
+    for waiting in held:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 5)
+    assert await outage.back() is False  # closed: nothing is held any more

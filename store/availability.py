@@ -1,0 +1,48 @@
+"""Whether a failure was the database's, and waiting until it answers again.
+
+A statement that fails for its own reasons (a constraint, a bug) fails again when retried; a
+database that is down, restarting or locked is worth a retry shortly. The API answers the
+second kind with a 503 (``api/errors.py``), and a worker holds the message through it
+(``workers/database_outage.py``).
+"""
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
+
+from store.engine import CONNECT_ERRORS, DatabaseUnavailable
+
+
+def database_gone(exc: BaseException) -> bool:
+    """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
+    files a few client-side errors under InterfaceError too), rather than the statement: worth
+    trying again shortly. A connection lost in the middle of a statement is a DBAPIError of no
+    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``."""
+    if isinstance(
+        exc,
+        DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
+    ):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:
+    """True once the database answers ``SELECT 1`` (at once, if it does); False if it has not
+    within ``within`` seconds, however long one try would wait (a connect to a frozen server,
+    a ping, a full pool)."""
+    try:
+        async with asyncio.timeout(within):
+            async for attempt in AsyncRetrying(
+                wait=wait_fixed(every),
+                retry=retry_if_exception_type((*CONNECT_ERRORS, PoolTimeout)),
+            ):
+                with attempt:
+                    async with engine.connect() as conn:
+                        await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        return False
+    return True
