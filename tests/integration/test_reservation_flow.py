@@ -304,29 +304,37 @@ class _Hop:
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
 
 
-@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
-async def test_postgresql_stopped_is_503_until_it_is_back(
-    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Connections refused (asyncpg raises the network's error unwrapped) are a 503 as a lost
-    connection is, not a 500; the first request after the server is back is served."""
+@pytest.fixture
+async def behind_a_hop(store_settings: StoreSettings) -> AsyncIterator[tuple[_Hop, StoreSettings]]:
+    """The test's PostgreSQL database behind a :class:`_Hop`, and settings that go through it."""
     upstream = make_url(store_settings.database_url.get_secret_value())
     hop = _Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
     await hop.up()
     via = upstream.set(port=hop.port).render_as_string(hide_password=False)
-    settings = store_settings.model_copy(update={"database_url": SecretStr(via)})
-    configure_env(monkeypatch, amqp_url, settings)
-    app = create_app()
     try:
-        async with running_api(app) as client:
-            assert (await client.get("/users/alice")).status_code == 200
-            await hop.down()
-            down = [await client.get("/users/alice") for _ in range(3)]
-            down.append(await client.post("/users/alice/credits", json={"amount": 1}))
-            await hop.up()
-            back = await client.get("/users/alice")
+        yield hop, store_settings.model_copy(update={"database_url": SecretStr(via)})
     finally:
         await hop.down()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_postgresql_stopped_is_503_until_it_is_back(
+    amqp_url: str,
+    behind_a_hop: tuple[_Hop, StoreSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections refused (asyncpg raises the network's error unwrapped) are a 503 as a lost
+    connection is, not a 500; the first request after the server is back is served."""
+    hop, settings = behind_a_hop
+    configure_env(monkeypatch, amqp_url, settings)
+    app = create_app()
+    async with running_api(app) as client:
+        assert (await client.get("/users/alice")).status_code == 200
+        await hop.down()
+        down = [await client.get("/users/alice") for _ in range(3)]
+        down.append(await client.post("/users/alice/credits", json={"amount": 1}))
+        await hop.up()
+        back = await client.get("/users/alice")
     for response in down:
         assert response.status_code == 503, response.text
         assert response.json()["detail"] == "The database is unavailable. Retry shortly."
@@ -336,15 +344,13 @@ async def test_postgresql_stopped_is_503_until_it_is_back(
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
 async def test_a_request_outlives_a_short_postgresql_outage(
-    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+    amqp_url: str,
+    behind_a_hop: tuple[_Hop, StoreSettings],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker holds a message whose handler found the database gone until it answers
     again, instead of spending its three attempts in 0.6 s and parking it (dead letter)."""
-    upstream = make_url(store_settings.database_url.get_secret_value())
-    hop = _Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
-    await hop.up()
-    via = upstream.set(port=hop.port).render_as_string(hide_password=False)
-    settings = store_settings.model_copy(update={"database_url": SecretStr(via)})
+    hop, settings = behind_a_hop
     configure_env(monkeypatch, amqp_url, settings)
     await purge_work_queues(amqp_url)
     worker = start_worker()
@@ -358,7 +364,6 @@ async def test_a_request_outlives_a_short_postgresql_outage(
             response = await answer
     finally:
         await worker.close()
-        await hop.down()
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "confirmed"
     assert response.json()["credits_left"] == 90  # charged once
