@@ -133,7 +133,12 @@ async def _handle(
             dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
             await _settle(dead, message)
         else:
-            log.exception("handler failed; the message will be redelivered", attempt=tries)
+            # One line: the CONSUMER span holds the exception with its stack trace, and the last
+            # attempt logs it in full. A database outage would otherwise log a traceback for
+            # every held message, twice.
+            log.warning(
+                "handler failed; the message will be redelivered", attempt=tries, error=repr(exc)
+            )
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
             # reject, not nack: RabbitMQ 4.3+ counts only reject as a failed delivery.

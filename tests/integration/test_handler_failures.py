@@ -8,6 +8,7 @@ from uuid import UUID
 
 import aio_pika
 import pytest
+import structlog
 from aio_pika.abc import AbstractChannel
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from domain.reservations import Reservation
-from messaging import subscriber, topology
+from messaging import delivery, subscriber, topology
 from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
@@ -54,11 +55,22 @@ async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
 
 
 async def test_handler_exception_is_retried_then_dead_lettered_with_reason(
-    channel: AbstractChannel,
+    channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    capture = structlog.testing.LogCapture()
+    logger = structlog.wrap_logger(
+        structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
+    )
+    monkeypatch.setattr(delivery, "log", logger)
     provider, exporter = in_memory_provider()
     with aio_pika_traced_by(provider):
         await _fail_three_times(channel, provider, exporter)
+    # A WARNING line per retry, naming the error (the span has the stack trace); the ERROR,
+    # with the traceback, once: when the message is dead-lettered.
+    retries, last = capture.entries[:-1], capture.entries[-1]
+    assert [e["log_level"] for e in retries] == ["warning"] * (MAX_ATTEMPTS - 1), retries
+    assert all(e["error"].startswith("RuntimeError(") for e in retries), retries
+    assert last["log_level"] == "error" and "dead-lettering" in last["event"], last
 
 
 async def _fail_three_times(
