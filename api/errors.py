@@ -92,7 +92,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     # The database down or refusing connections, a connection lost, or a pool with no
-    # connection free in time: a 503, not a 500 (store.engine.database_gone).
+    # connection free in time: a 503, not a 500 (store.availability.database_gone).
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)

@@ -33,9 +33,9 @@ EVENT = "reservations.database.outage"
 class DatabaseOutage:
     """The one probe the held messages of a worker share."""
 
-    def __init__(self, engine: AsyncEngine, within: float | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, within: float = HOLD_AT_MOST) -> None:
         self._engine = engine
-        self._within = HOLD_AT_MOST if within is None else within
+        self._within = within
         self._probe: asyncio.Task[bool] | None = None
         self._closed = False
 
@@ -51,7 +51,7 @@ class DatabaseOutage:
             )
         try:
             return await asyncio.shield(self._probe)
-        except Exception as exc:  # noqa: BLE001 - the handler's own failure is what counts
+        except Exception as exc:  # the handler's own failure is what counts, not the probe's
             log.warning("database probe failed", error=repr(exc))
             return False
 

@@ -8,7 +8,6 @@ from uuid import UUID
 
 import aio_pika
 import pytest
-import structlog
 from aio_pika.abc import AbstractChannel
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
@@ -25,6 +24,7 @@ from messaging.messages import ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
+from tests.logs import capture_logs_of
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
 from tests.waiting import eventually_async
@@ -57,11 +57,7 @@ async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
 async def test_handler_exception_is_retried_then_dead_lettered_with_reason(
     channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    capture = structlog.testing.LogCapture()
-    logger = structlog.wrap_logger(
-        structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
-    )
-    monkeypatch.setattr(delivery, "log", logger)
+    capture = capture_logs_of(monkeypatch, delivery)
     provider, exporter = in_memory_provider()
     with aio_pika_traced_by(provider):
         await _fail_three_times(channel, provider, exporter)

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import aio_pika
@@ -37,6 +36,7 @@ from messaging.readiness import ChannelReadiness
 from messaging.rpc import ReplyTimeout, RequestUnconfirmed, RpcClient
 from messaging.topology import ExchangeSpec, Route
 from tests import infra
+from tests.logs import capture_logs_of
 from tests.stack import System
 from tests.traces import REPLY_PROCESS, one, wait_for_trace
 from tests.waiting import eventually, eventually_async
@@ -90,25 +90,11 @@ class Rig:
                 assert len(self.dropped()) >= count, self.log.entries
 
 
-def _capture_logs(
-    monkeypatch: pytest.MonkeyPatch, *modules: ModuleType
-) -> structlog.testing.LogCapture:
-    """These modules' structlog output, captured by a logger of their own (never the shared,
-    cached one: another test's capture_logs must still see it)."""
-    capture = structlog.testing.LogCapture()
-    logger = structlog.wrap_logger(
-        structlog.ReturnLogger(), processors=[capture], wrapper_class=structlog.BoundLogger
-    )
-    for module in modules:
-        monkeypatch.setattr(module, "log", logger)
-    return capture
-
-
 @pytest.fixture
 async def rig(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     """An RpcClient on the real broker (private exchange and queue in the session's vhost),
     its structlog output captured, and the event loop's unhandled errors recorded."""
-    capture = _capture_logs(monkeypatch, rpc)
+    capture = capture_logs_of(monkeypatch, rpc)
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     previous_handler = loop.get_exception_handler()
@@ -214,7 +200,7 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
     amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
-    capture = _capture_logs(monkeypatch, rpc, republisher)
+    capture = capture_logs_of(monkeypatch, rpc, republisher)
     connection = await aio_pika.connect_robust(amqp_url)  # as the services connect
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
