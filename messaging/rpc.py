@@ -123,9 +123,9 @@ class RpcClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT
         maybe_sent = False  # a copy went out and its confirm never came
-        # Each turn waits for the channel and ends at the deadline, whether the channel is
-        # open (a blocked connection: no confirm comes) or not.
-        while loop.time() < deadline and await self._readiness.wait(deadline):
+        # Each turn waits for the channel; the wait is False once the deadline has passed,
+        # whether the channel is open (a blocked connection: no confirm comes) or not.
+        while await self._readiness.wait(deadline):
             correlation_id = uuid.uuid4().hex
             future: asyncio.Future[AbstractIncomingMessage] = loop.create_future()
             self._pending[correlation_id] = future
