@@ -34,7 +34,7 @@ from service.startup import (
     quiet_lifespan_traceback,
     report_startup_failure,
 )
-from store.engine import open_engine
+from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 
@@ -94,7 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if connection is not None:
             await connection.close()
         if engine is not None:
-            await engine.dispose()
+            await dispose(engine)
         if telemetry.enabled:
             FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import CONNECT_ERRORS, DatabaseUnavailable
+from store.engine import CONNECT_ERRORS, TIMEOUT_OPTION, DatabaseUnavailable
 
 
 def database_gone(exc: BaseException) -> bool:
@@ -33,15 +33,19 @@ def database_gone(exc: BaseException) -> bool:
 async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:
     """True once the database answers ``SELECT 1`` (at once, if it does); False if it has not
     within ``within`` seconds, however long one try would wait (a connect to a frozen server,
-    a ping, a full pool)."""
+    a ping, a full pool). A try that outlasts the engine's transaction timeout (a pooled
+    connection gone silent) is abandoned, which closes that connection, and the next one
+    goes on."""
+    per_try = engine.get_execution_options().get(TIMEOUT_OPTION)
     try:
         async with asyncio.timeout(within):
             async for attempt in AsyncRetrying(
                 wait=wait_fixed(every),
+                # TimeoutError, a try's own, is an OSError: one of the CONNECT_ERRORS.
                 retry=retry_if_exception_type((*CONNECT_ERRORS, PoolTimeout)),
             ):
                 with attempt:
-                    async with engine.connect() as conn:
+                    async with asyncio.timeout(per_try), engine.connect() as conn:
                         await conn.execute(text("SELECT 1"))
     except TimeoutError:
         return False

@@ -97,6 +97,13 @@ class DriverStatements:
                 connection_invalidated=lost,
                 dialect=conn.dialect,
             ) from exc
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Cancelled mid-statement (store.transactions' timeout, say): the connection
+                # is in an unknown state, and may be waiting on a server that does not answer.
+                # SQLAlchemy invalidates it for such an "exit exception"; so do we.
+                conn.invalidate(exc)
+            raise
         finally:
             cursor.close()
         return None if found is None or compiled.row is None else compiled.read(found)

@@ -7,6 +7,8 @@ read the old balance). pysqlite's own transaction handling gets in the way of th
 it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs recommend.
 """
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,10 +29,14 @@ from store.settings import StoreSettings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
+# The engine's execution option that carries DATABASE_TRANSACTION_TIMEOUT to store.transactions.
+TIMEOUT_OPTION = "transaction_timeout"
 # A pooled PostgreSQL connection idle this long is pinged before use (ping_when_in_doubt).
 PING_AFTER_IDLE_S = 1.0
 _CHECKED_IN = "checked_in_at"
 E = TypeVar("E", Engine, AsyncEngine)
+
+log = logging.getLogger(__name__)
 
 
 def create_engine(settings: StoreSettings) -> AsyncEngine:
@@ -43,12 +49,16 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     if settings.database_schema:
         connect_args["server_settings"] = {"search_path": settings.database_schema}
+    timeout = settings.database_transaction_timeout
     engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
-        connect_args=connect_args,
+        # asyncpg's own bound on opening a connection (60 s by default), for the start-up
+        # check and the outage probe, which do not go through store.transactions.
+        connect_args={**connect_args, "timeout": timeout},
         hide_parameters=True,
+        execution_options={TIMEOUT_OPTION: timeout},
     )
     ping_when_in_doubt(engine.sync_engine)
     return engine
@@ -167,7 +177,7 @@ async def open_engine(settings: StoreSettings) -> AsyncEngine:
     try:
         await _require_ready(engine, settings)
     except BaseException:
-        await engine.dispose()
+        await dispose(engine)
         raise
     return engine
 
@@ -179,7 +189,18 @@ async def check_ready(settings: StoreSettings) -> None:
     try:
         await _require_ready(engine, settings)
     finally:
-        await engine.dispose()
+        await dispose(engine)
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the engine's pooled connections, giving up after its transaction timeout: closing
+    a PostgreSQL connection waits for the server to see it closed, and a server that hangs
+    never does (a stop would then wait for ever). What is left open closes with the process."""
+    try:
+        async with asyncio.timeout(engine.get_execution_options().get(TIMEOUT_OPTION)):
+            await engine.dispose()
+    except TimeoutError:
+        log.warning("the database did not answer; its connections were left to close on exit")
 
 
 # What connecting can raise unwrapped: the network's errors, and what asyncpg raises while it

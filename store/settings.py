@@ -1,5 +1,5 @@
 """Database settings: ``DATABASE_URL``, ``DATABASE_SCHEMA``, ``DATABASE_POOL_SIZE``,
-``SEED_FILE``."""
+``DATABASE_TRANSACTION_TIMEOUT``, ``SEED_FILE``."""
 
 from pathlib import Path
 
@@ -20,3 +20,7 @@ class StoreSettings(BaseSettings):
     # PostgreSQL connections per process, all kept open (no overflow beyond them): a connection
     # opened and closed per checkout costs the server more than the transaction does.
     database_pool_size: int = Field(default=20, ge=1, le=100)
+    # PostgreSQL only: seconds a transaction may take, from waiting for a pooled connection to
+    # its COMMIT, before it is abandoned and its connection closed (store.transactions). A
+    # server that hangs, or a network that drops packets, raises no error by itself.
+    database_transaction_timeout: float = Field(default=5.0, gt=0, le=300)

@@ -10,7 +10,13 @@ once, as a plain function of a synchronous SQLAlchemy ``Connection`` (same state
   thread, in one hop. Writes share one thread per store (a service has one), which queues
   them: one transaction at a time holds the file's write lock, the others wait their turn
   instead of napping in SQLite's busy handler;
-- on PostgreSQL, by the asyncpg engine through ``AsyncConnection.run_sync``, without a thread.
+- on PostgreSQL, by the asyncpg engine through ``AsyncConnection.run_sync``, without a thread,
+  within the engine's ``DATABASE_TRANSACTION_TIMEOUT``: a server that hangs, or a network that
+  drops packets, raises no error by itself, and would keep the caller waiting for ever. A
+  transaction that runs out of time (checkout included) is cancelled, which closes its
+  connection (SQLAlchemy invalidates a connection whose statement was cancelled; so does
+  :mod:`store.driver`), and raises DatabaseUnavailable. A COMMIT that timed out may have
+  committed, as with a connection lost on it.
 
 The hop copies the caller's context, so the statement spans stay children of the current span. The
 twin is made with ``sqlalchemy.create_engine`` looked up when it is called: once the composition
@@ -32,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.engine import (
+    TIMEOUT_OPTION,
     UNWRAPPED_CONNECT_ERRORS,
     DatabaseUnavailable,
     failure,
@@ -58,20 +65,25 @@ class AsyncTransactions:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = for_writes(engine)
+        self._timeout: float | None = engine.get_execution_options().get(TIMEOUT_OPTION)
 
     async def write(self, body: Body[T]) -> T:
-        conn = await _checked_out(self._writer)
-        try:
-            return await conn.run_sync(_in_transaction, body)
-        finally:
-            await asyncio.shield(conn.close())  # as ``async with`` would: even when cancelled
+        return await self._within_timeout(self._writer, lambda conn: _in_transaction(conn, body))
 
     async def read(self, body: Body[T]) -> T:
-        conn = await _checked_out(self._engine)
+        return await self._within_timeout(self._engine, body)
+
+    async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
         try:
-            return await conn.run_sync(body)
-        finally:
-            await asyncio.shield(conn.close())
+            async with asyncio.timeout(self._timeout):
+                conn = await _checked_out(engine)
+                try:
+                    return await conn.run_sync(body)
+                finally:
+                    # As ``async with`` would: even when cancelled.
+                    await asyncio.shield(conn.close())
+        except TimeoutError as exc:  # ours, or the driver's own (connecting)
+            raise DatabaseUnavailable(f"no answer within {self._timeout} s") from exc
 
 
 async def _checked_out(engine: AsyncEngine) -> AsyncConnection:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from store.migrate import migrate
 from store.settings import StoreSettings
 from tests import infra
+from tests.hop import Hop
 
 # In-process code under test builds its own providers; they export nowhere unless a test
 # gives them an exporter (an OTLP exporter aimed at the closed default port would hold every
@@ -66,6 +67,19 @@ async def store_settings(empty_store_settings: StoreSettings) -> StoreSettings:
     """A fresh database, migrated and seeded from store/seed.json as before any service starts."""
     await migrate(empty_store_settings)
     return empty_store_settings
+
+
+@pytest.fixture
+async def behind_a_hop(store_settings: StoreSettings) -> AsyncIterator[tuple[Hop, StoreSettings]]:
+    """The test's PostgreSQL database behind a :class:`Hop`, and settings that go through it."""
+    upstream = make_url(store_settings.database_url.get_secret_value())
+    hop = Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
+    await hop.up()
+    via = upstream.set(port=hop.port).render_as_string(hide_password=False)
+    try:
+        yield hop, store_settings.model_copy(update={"database_url": SecretStr(via)})
+    finally:
+        await hop.down()
 
 
 @pytest.fixture

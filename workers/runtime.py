@@ -35,7 +35,7 @@ from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
 from service.startup import STARTUP_FAILURES, report_startup_failure
 from store.driver import StatementSpans
-from store.engine import open_engine
+from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from workers.database_outage import DatabaseOutage, held_through
@@ -103,7 +103,7 @@ async def serve(
         if connection is not None:
             await connection.close()
         if engine is not None:
-            await engine.dispose()
+            await dispose(engine)
         telemetry.shutdown()
         if started:
             log.info("stopped")

@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from messaging.messages import ReservationRequested
 from store import engine as engine_module
 from store.migrate import migrate
 from store.settings import StoreSettings
+from tests.hop import Hop
 from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
@@ -264,63 +266,10 @@ async def test_a_database_connection_lost_under_a_request_is_503(
     assert again.status_code == 200, again.text
 
 
-class _Hop:
-    """A TCP hop in front of PostgreSQL that the test takes away (new connections refused,
-    open ones cut) and gives back: a stopped and restarted server, as a client sees it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def down(self) -> None:
-        for writer in self._open:  # first: from Python 3.12.1, wait_closed waits for them
-            writer.transport.abort()
-        self._open.clear()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        self._open |= {writer, up_writer}
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
-
-
-@pytest.fixture
-async def behind_a_hop(store_settings: StoreSettings) -> AsyncIterator[tuple[_Hop, StoreSettings]]:
-    """The test's PostgreSQL database behind a :class:`_Hop`, and settings that go through it."""
-    upstream = make_url(store_settings.database_url.get_secret_value())
-    hop = _Hop(upstream.host or "127.0.0.1", upstream.port or 5432)
-    await hop.up()
-    via = upstream.set(port=hop.port).render_as_string(hide_password=False)
-    try:
-        yield hop, store_settings.model_copy(update={"database_url": SecretStr(via)})
-    finally:
-        await hop.down()
-
-
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
 async def test_postgresql_stopped_is_503_until_it_is_back(
     amqp_url: str,
-    behind_a_hop: tuple[_Hop, StoreSettings],
+    behind_a_hop: tuple[Hop, StoreSettings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Connections refused (asyncpg raises the network's error unwrapped) are a 503 as a lost
@@ -343,24 +292,64 @@ async def test_postgresql_stopped_is_503_until_it_is_back(
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
-async def test_a_request_outlives_a_short_postgresql_outage(
+async def test_a_frozen_postgresql_is_503_within_the_transaction_timeout(
     amqp_url: str,
-    behind_a_hop: tuple[_Hop, StoreSettings],
+    behind_a_hop: tuple[Hop, StoreSettings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The worker holds a message whose handler found the database gone until it answers
-    again, instead of spending its three attempts in 0.6 s and parking it (dead letter)."""
+    """A server that accepts connections and answers nothing (frozen, or a network that drops
+    packets) raises no error by itself: every request would wait for ever. A transaction
+    abandons it after DATABASE_TRANSACTION_TIMEOUT, closes that connection, and the request
+    is a 503; once the server answers again, so does the API."""
     hop, settings = behind_a_hop
     configure_env(monkeypatch, amqp_url, settings)
+    monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "1")
+    app = create_app()
+    async with running_api(app) as client:
+        assert (await client.get("/users/alice")).status_code == 200
+        await hop.freeze()
+        started = time.monotonic()
+        async with asyncio.timeout(20):  # the failure this test is about: a request that hangs
+            frozen = await asyncio.gather(
+                client.get("/users/alice"),
+                client.post("/users/alice/credits", json={"amount": 1}),
+                client.get("/users/bob"),
+            )
+        waited = time.monotonic() - started
+        await hop.thaw()
+        back = await client.get("/users/alice")
+    for response in frozen:
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] == "The database is unavailable. Retry shortly."
+    assert waited < 5, waited
+    assert back.status_code == 200, back.text
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("outage", ["stopped", "connections_silent"])
+async def test_a_request_outlives_a_short_postgresql_outage(
+    amqp_url: str,
+    behind_a_hop: tuple[Hop, StoreSettings],
+    monkeypatch: pytest.MonkeyPatch,
+    outage: str,
+) -> None:
+    """The worker holds a message whose handler found the database gone until it answers
+    again, instead of spending its three attempts in 0.6 s and parking it (dead letter). Gone:
+    refusing connections; or, as after a fail-over, silent for good on the connections it had
+    (no error ever comes: the transaction timeout abandons them) and answering on new ones."""
+    hop, settings = behind_a_hop
+    configure_env(monkeypatch, amqp_url, settings)
+    monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "0.5")
     await purge_work_queues(amqp_url)
     worker = start_worker()
     try:
         async with running_api() as client:
             assert (await client.get("/users/alice")).status_code == 200
-            await hop.down()
+            await (hop.down() if outage == "stopped" else hop.freeze(new_connections=False))
             answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
             await asyncio.sleep(2)  # three attempts would have come and gone
-            await hop.up()
+            if outage == "stopped":
+                await hop.up()
             response = await answer
     finally:
         await worker.close()

@@ -4,6 +4,7 @@ connection and gives it back, and a pooled PostgreSQL connection that died while
 replaced before anyone uses it."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,10 +13,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from store.engine import PING_AFTER_IDLE_S, open_engine
+from store.availability import until_reachable
+from store.engine import PING_AFTER_IDLE_S, DatabaseUnavailable, dispose, open_engine
 from store.settings import StoreSettings
 from store.tables import users
 from store.transactions import ThreadedTransactions, transactions_for
+from tests.hop import Hop
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +49,8 @@ async def test_a_failed_write_leaves_nothing_and_the_next_one_runs(engine: Async
         await transactions.write(spend_then_fail)
     assert await transactions.read(_credits) == 100
 
-    def spend_one(conn: Connection) -> int:
-        conn.execute(
-            update(users).where(users.c.username == "alice").values(credits=users.c.credits - 1)
-        )
-        return _credits(conn)
-
-    assert await transactions.write(spend_one) == 99
-    assert await transactions.write(spend_one) == 98
+    assert await transactions.write(_spend_one) == 99
+    assert await transactions.write(_spend_one) == 98
     assert await transactions.read(_credits) == 98
 
 
@@ -95,3 +92,62 @@ async def test_a_postgres_connection_killed_while_idle_is_replaced_before_use(
     finally:
         await admin.dispose()
         await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("idle", [0.0, PING_AFTER_IDLE_S + 0.2], ids=["in_use", "idle"])
+@pytest.mark.parametrize("kind", ["read", "write"])
+async def test_a_silent_postgres_connection_is_abandoned_after_the_timeout(
+    behind_a_hop: tuple[Hop, StoreSettings], idle: float, kind: str
+) -> None:
+    """A pooled connection whose server went silent (its connections after a fail-over, or a
+    network that drops packets) raises nothing by itself: the statement, or the ping of a
+    connection that sat idle, would wait for ever. The transaction gives up after
+    DATABASE_TRANSACTION_TIMEOUT, closes that connection, and the next one opens a new one."""
+    hop, settings = behind_a_hop
+    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 0.5}))
+    try:
+        transactions = transactions_for(engine)
+        assert await transactions.read(_credits) == 100
+        await asyncio.sleep(idle)
+        await hop.freeze(new_connections=False)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match=r"no answer within 0\.5 s"):
+            await (
+                transactions.write(_spend_one) if kind == "write" else transactions.read(_credits)
+            )
+        # The timeout, then up to 2 s for SQLAlchemy's graceful close of the connection.
+        assert time.monotonic() - started < 3
+        assert await transactions.read(_credits) == 100  # a new connection; nothing was spent
+    finally:
+        await dispose(engine)
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_the_outage_probe_gets_past_silent_pooled_connections(
+    behind_a_hop: tuple[Hop, StoreSettings],
+) -> None:
+    """``until_reachable`` (the worker's outage probe) abandons a try on a silent pooled
+    connection after the transaction timeout, as a transaction does, instead of waiting on it
+    for its whole bound."""
+    hop, settings = behind_a_hop
+    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 0.5}))
+    try:
+        transactions = transactions_for(engine)
+        sleepers = [transactions.read(_sleep_briefly) for _ in range(2)]
+        await asyncio.gather(*sleepers)  # two connections in the pool
+        await hop.freeze(new_connections=False)
+        assert await until_reachable(engine, within=10)
+    finally:
+        await dispose(engine)
+
+
+def _spend_one(conn: Connection) -> int:
+    conn.execute(
+        update(users).where(users.c.username == "alice").values(credits=users.c.credits - 1)
+    )
+    return _credits(conn)
+
+
+def _sleep_briefly(conn: Connection) -> None:
+    conn.execute(text("SELECT pg_sleep(0.1)"))
