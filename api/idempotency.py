@@ -5,7 +5,8 @@ The first request with a key binds it, in this endpoint's scope, to its reservat
 fingerprint of its body. A retry with the same key and body gets the same reservation id: the
 API answers from the stored outcome, or asks the worker again for that id (idempotent by it),
 even while the first request is still in flight. The same key with another body is refused
-(422), a malformed key too (400). Keys expire after ``IDEMPOTENCY_KEY_TTL`` seconds.
+(422), a malformed key too (400), and so is a request with two keys (400: which one would the
+client mean?). Keys expire after ``IDEMPOTENCY_KEY_TTL`` seconds.
 """
 
 import hashlib
@@ -14,6 +15,7 @@ import uuid
 from uuid import UUID
 
 from fastapi import HTTPException
+from starlette.datastructures import Headers
 
 from api.schemas import ReservationRequest
 from store.idempotency import KeyClaim
@@ -24,6 +26,14 @@ SCOPE = "POST /reservations"
 MAX_KEY_CHARS = 255
 # A Structured Field string's characters (printable ASCII; no quote or backslash, so no escapes).
 _KEY = re.compile(rf"[\x20\x21\x23-\x5b\x5d-\x7e]{{1,{MAX_KEY_CHARS}}}")
+
+
+def raw_key(headers: Headers) -> str | None:
+    """The request's one key, unparsed, or None without one; two or more headers: 400."""
+    values = headers.getlist(HEADER)
+    if len(values) > 1:
+        raise HTTPException(400, f"send one {HEADER} header, not {len(values)}")
+    return values[0] if values else None
 
 
 def parse_key(raw: str) -> str:

@@ -68,7 +68,7 @@ async def create_reservation(body: ReservationRequest, http_request: Request) ->
     # once: FastAPI's dependency solving and response-model pass cost more than they do here.
     rpc, store = rpc_of(http_request), store_of(http_request)
     settings = settings_of(http_request)
-    idempotency_key = http_request.headers.get(idempotency.HEADER)
+    idempotency_key = idempotency.raw_key(http_request.headers)
     span = trace.get_current_span()
     reservation_id = uuid.uuid4()
     if idempotency_key is not None:

@@ -4,7 +4,8 @@
   all answer with the same reservation, charged exactly once;
 - a retry after the worker was SIGKILLed (mid-transaction, and after its commit) gets the
   same reservation, charged exactly once;
-- the same key with another body: 422; a malformed key: 400; a new key: a new reservation.
+- the same key with another body: 422; a malformed key, or two keys: 400; a new key: a new
+  reservation.
 """
 
 import re
@@ -82,6 +83,14 @@ def test_concurrent_retries_of_one_key_are_charged_once(
             timeout=10,
         )
         assert refused.status_code == 400, (malformed, refused.text)
+    twice = httpx.post(
+        f"{url}/reservations",
+        json=BODY,
+        headers=[("Idempotency-Key", f'"{uuid.uuid4()}"'), ("Idempotency-Key", key)],
+        timeout=10,
+    )
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["detail"] == "send one Idempotency-Key header, not 2"
     fresh = _post(url, str(uuid.uuid4()))
     assert (
         fresh.status_code == 201
