@@ -162,7 +162,8 @@ class DatabaseUnreachable(ConnectionError):
 
 class DatabaseUnavailable(ConnectionError):
     """A transaction found the database unreachable: it refused the connection, is shutting
-    down, or the connection broke under it (what the driver raises unwrapped)."""
+    down, or the connection broke under it (what the driver raises unwrapped); or it did not
+    answer within the transaction timeout (:mod:`store.transactions`)."""
 
 
 class SchemaNotReady(RuntimeError):
