@@ -25,6 +25,7 @@ class Hop:
         for writer in self._open:  # first: from Python 3.12.1, wait_closed waits for them
             writer.transport.abort()
         self._open.clear()
+        await self.thaw()  # a frozen pipe ends now, rather than cancelled with the loop
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
