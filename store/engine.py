@@ -33,6 +33,9 @@ BEGIN_OPTION = "sqlite_begin"
 TIMEOUT_OPTION = "transaction_timeout"
 # A pooled PostgreSQL connection idle this long is pinged before use (ping_when_in_doubt).
 PING_AFTER_IDLE_S = 1.0
+# Seconds such a ping may take before the connection is deemed silent (at most half the
+# transaction timeout).
+PING_TIMEOUT_S = 1.0
 _CHECKED_IN = "checked_in_at"
 E = TypeVar("E", Engine, AsyncEngine)
 
@@ -60,7 +63,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         hide_parameters=True,
         execution_options={TIMEOUT_OPTION: timeout},
     )
-    ping_when_in_doubt(engine.sync_engine)
+    ping_when_in_doubt(engine.sync_engine, within=min(PING_TIMEOUT_S, timeout / 2))
     return engine
 
 
@@ -109,10 +112,13 @@ def make_sqlite_transactional(engine: Engine) -> None:
             cursor.close()
 
 
-def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> None:
+def ping_when_in_doubt(
+    engine: Engine, after_s: float = PING_AFTER_IDLE_S, within: float = PING_TIMEOUT_S
+) -> None:
     """Ping a pooled connection at checkout when it has sat idle for ``after_s`` or more, or
-    when a connection of this pool was lost since it came back; a dead one (the server
-    restarted, or closed it) is replaced, with the rest of the pool, before the caller sees it.
+    when a connection of this pool was lost or abandoned since it came back; a dead one (the
+    server restarted, or closed it) is replaced, with the rest of the pool, before the caller
+    sees it, and so is a silent one (no answer within ``within``), on its own.
 
     SQLAlchemy's ``pool_pre_ping`` does this at every checkout: a round trip per transaction
     (on PostgreSQL about a quarter of the client CPU of a reservation's transaction). A
@@ -122,13 +128,20 @@ def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> No
     puts every connection that came back before it in doubt: SQLAlchemy's own execution path
     would invalidate the whole pool there, but the hot statements run on the driver's cursor
     (:mod:`store.driver`), which invalidates only its own connection (the pool's ``invalidate``
-    event tells us). Without this, each dead connection would fail one transaction in turn."""
+    event tells us). Without this, each dead connection would fail one transaction in turn.
+
+    A connection abandoned half-way through a statement (:mod:`store.transactions`' timeout)
+    puts the others in doubt too: after a fail-over, or behind a firewall that forgets idle
+    connections, every pooled connection may be silent, and each would cost one transaction
+    its whole timeout, or the worker's outage probe its whole bound. The ping's own short
+    bound finds them instead, and a silent one is closed at once (a graceful close would wait
+    up to 2 s more on the same silent server) and replaced by a new connection."""
     lost_at = [float("-inf")]
+    abandoned = (engine.dialect.loaded_dbapi.Error, DisconnectionError, asyncio.CancelledError)
 
     @event.listens_for(engine, "invalidate")
     def on_invalidate(_: Any, __: ConnectionPoolEntry, exception: BaseException | None) -> None:
-        # The database's own errors; not, say, a task cancelled while its connection was reset.
-        if isinstance(exception, engine.dialect.loaded_dbapi.Error | DisconnectionError):
+        if isinstance(exception, abandoned):
             lost_at[0] = time.monotonic()
 
     @event.listens_for(engine, "checkin")
@@ -144,11 +157,21 @@ def ping_when_in_doubt(engine: Engine, after_s: float = PING_AFTER_IDLE_S) -> No
             return  # in use moments ago, and nothing was lost since
         dialect = engine.dialect
         try:
-            dialect.do_ping(dbapi_connection)
+            if dialect.driver == "asyncpg":
+                dbapi_connection.run_async(
+                    lambda driver: driver.fetchval("SELECT 1", timeout=within)
+                )
+            else:
+                dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as exc:
             if dialect.is_disconnect(exc, dbapi_connection, None):
                 raise InvalidatePoolError() from exc  # the pool reconnects and tries again
             raise
+        except TimeoutError as exc:  # silent: only this one is replaced, the others are pinged
+            dbapi_connection.driver_connection.terminate()
+            raise DisconnectionError("no answer to a ping") from exc
+        except UNWRAPPED_CONNECT_ERRORS as exc:  # asyncpg's own, called directly: dead
+            raise InvalidatePoolError() from exc
 
 
 def for_writes(engine: E) -> E:
