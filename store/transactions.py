@@ -28,6 +28,7 @@ the write thread keeps).
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -47,6 +48,7 @@ from store.engine import (
     sqlite_options,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Body = Callable[[Connection], T]
 
@@ -80,10 +82,40 @@ class AsyncTransactions:
                 try:
                     return await conn.run_sync(body)
                 finally:
-                    # As ``async with`` would: even when cancelled.
-                    await asyncio.shield(conn.close())
+                    await _close(conn, self._timeout)
         except TimeoutError as exc:  # ours, or the driver's own (connecting)
             raise DatabaseUnavailable(f"no answer within {self._timeout} s") from exc
+
+
+async def _close(conn: AsyncConnection, within: float | None) -> None:
+    """``conn.close()``, run to its end even when the caller is cancelled, as ``async with``
+    would. Closing rolls back what is left of the transaction (a read's): on a server gone
+    silent since the read answered, that ROLLBACK would wait for ever, and hold its pool slot
+    with it. So after ``within`` seconds the driver's connection is closed under it, which
+    fails the ROLLBACK; SQLAlchemy then discards the connection and gives the slot back."""
+    closing = asyncio.ensure_future(conn.close())
+    if within is not None:
+        stuck = asyncio.get_running_loop().call_later(within, _close_under, conn, closing, within)
+        closing.add_done_callback(lambda _: stuck.cancel())
+    closing.add_done_callback(_retrieved)
+    await asyncio.shield(closing)
+
+
+def _retrieved(closing: "asyncio.Future[None]") -> None:
+    """A caller cancelled meanwhile no longer awaits the close; its failure (once closed under
+    it, say) is not an unretrieved task exception."""
+    if not closing.cancelled():
+        closing.exception()
+
+
+def _close_under(conn: AsyncConnection, closing: "asyncio.Future[None]", within: float) -> None:
+    sync = conn.sync_connection
+    if closing.done() or sync is None or sync.closed or sync.invalidated:
+        return  # nothing left to close (and ``sync.connection`` would connect again)
+    driver = sync.connection.driver_connection
+    if driver is not None:
+        log.warning("closing a database connection that did not answer within %s s", within)
+        driver.terminate()
 
 
 async def _checked_out(engine: AsyncEngine) -> AsyncConnection:

@@ -25,20 +25,20 @@ class Hop:
         for writer in self._open:  # first: from Python 3.12.1, wait_closed waits for them
             writer.transport.abort()
         self._open.clear()
-        await self.thaw()  # a frozen pipe ends now, rather than cancelled with the loop
+        self.thaw()  # a frozen pipe ends now, rather than cancelled with the loop
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
 
-    async def freeze(self, *, new_connections: bool = True) -> None:
+    def freeze(self, *, new_connections: bool = True) -> None:
         """Silence the open connections, and the new ones unless ``new_connections`` is False:
         a server that failed over, say, whose old connections are silent for good."""
         for flowing in self._flows:
             flowing.clear()
         self._frozen = new_connections
 
-    async def thaw(self) -> None:
+    def thaw(self) -> None:
         for flowing in self._flows:
             flowing.set()
         self._frozen = False

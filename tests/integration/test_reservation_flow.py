@@ -307,7 +307,7 @@ async def test_a_frozen_postgresql_is_503_within_the_transaction_timeout(
     app = create_app()
     async with running_api(app) as client:
         assert (await client.get("/users/alice")).status_code == 200
-        await hop.freeze()
+        hop.freeze()
         started = time.monotonic()
         async with asyncio.timeout(20):  # the failure this test is about: a request that hangs
             frozen = await asyncio.gather(
@@ -316,7 +316,7 @@ async def test_a_frozen_postgresql_is_503_within_the_transaction_timeout(
                 client.get("/users/bob"),
             )
         waited = time.monotonic() - started
-        await hop.thaw()
+        hop.thaw()
         back = await client.get("/users/alice")
     for response in frozen:
         assert response.status_code == 503, response.text
@@ -345,7 +345,10 @@ async def test_a_request_outlives_a_short_postgresql_outage(
     try:
         async with running_api() as client:
             assert (await client.get("/users/alice")).status_code == 200
-            await (hop.down() if outage == "stopped" else hop.freeze(new_connections=False))
+            if outage == "stopped":
+                await hop.down()
+            else:
+                hop.freeze(new_connections=False)
             answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
             await asyncio.sleep(2)  # three attempts would have come and gone
             if outage == "stopped":

@@ -108,7 +108,7 @@ async def test_a_silent_postgres_connection_is_abandoned_after_the_timeout(
     try:
         transactions = transactions_for(engine)
         assert await transactions.read(_credits) == 100
-        await hop.freeze(new_connections=False)
+        hop.freeze(new_connections=False)
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable, match=r"no answer within 0\.5 s"):
             await (
@@ -134,7 +134,7 @@ async def test_a_silent_idle_postgres_connection_is_replaced_before_use(
         transactions = transactions_for(engine)
         first = await transactions.read(_backend_pid)
         await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
-        await hop.freeze(new_connections=False)
+        hop.freeze(new_connections=False)
         started = time.monotonic()
         assert await transactions.read(_backend_pid) != first
         assert time.monotonic() - started < 2  # the ping's bound (1 s), then a new connection
@@ -155,7 +155,7 @@ async def test_the_outage_probe_gets_past_silent_pooled_connections(
         transactions = transactions_for(engine)
         sleepers = [transactions.read(_sleep_briefly) for _ in range(2)]
         await asyncio.gather(*sleepers)  # two connections in the pool
-        await hop.freeze(new_connections=False)
+        hop.freeze(new_connections=False)
         assert await until_reachable(engine, within=10)
     finally:
         await dispose(engine)
@@ -186,12 +186,38 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
     try:
         transactions = transactions_for(engine)
         await asyncio.gather(*(transactions.read(_sleep_briefly) for _ in range(4)))
-        await hop.freeze(new_connections=False)
+        hop.freeze(new_connections=False)
         with pytest.raises(DatabaseUnavailable):
             await transactions.read(_credits)
         for _ in range(4):
             started = time.monotonic()
             assert await transactions.read(_credits) == 100
             assert time.monotonic() - started < 2  # a ping's bound (1 s) and a new connection
+    finally:
+        await dispose(engine)
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_close_stuck_on_a_silent_server_gives_its_pool_slot_back(
+    behind_a_hop: tuple[Hop, StoreSettings],
+) -> None:
+    """A read's transaction is rolled back when its connection goes back to the pool. A server
+    gone silent after the read's SELECT answered leaves that ROLLBACK waiting for ever, and the
+    pool slot with it (a pool of one here: every later transaction would wait for it). The
+    close runs within a bound of its own, past which the connection is closed under it."""
+    hop, settings = behind_a_hop
+    bounds = {"database_transaction_timeout": 0.5, "database_pool_size": 1}
+    engine = await open_engine(settings.model_copy(update=bounds))
+    try:
+        transactions = transactions_for(engine)
+
+        def read_then_fail_over(conn: Connection) -> int:
+            credits = _credits(conn)
+            hop.freeze(new_connections=False)
+            return credits
+
+        with pytest.raises(DatabaseUnavailable):  # the close outlasted the transaction's bound
+            await transactions.read(read_then_fail_over)
+        assert await transactions.read(_credits) == 100
     finally:
         await dispose(engine)
