@@ -292,7 +292,7 @@ async def test_postgresql_stopped_is_503_until_it_is_back(
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
-async def test_a_frozen_postgresql_is_503_within_the_transaction_timeout(
+async def test_a_frozen_postgresql_is_503_not_a_hang(
     amqp_url: str,
     behind_a_hop: tuple[Hop, StoreSettings],
     monkeypatch: pytest.MonkeyPatch,
@@ -321,7 +321,7 @@ async def test_a_frozen_postgresql_is_503_within_the_transaction_timeout(
     for response in frozen:
         assert response.status_code == 503, response.text
         assert response.json()["detail"] == "The database is unavailable. Retry shortly."
-    assert waited < 5, waited
+    assert waited < 15, waited  # bounded (not a speed check): 1 s, plus the connections' close
     assert back.status_code == 200, back.text
 
 

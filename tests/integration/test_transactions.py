@@ -114,8 +114,9 @@ async def test_a_silent_postgres_connection_is_abandoned_after_the_timeout(
             await (
                 transactions.write(_spend_one) if kind == "write" else transactions.read(_credits)
             )
-        # The timeout, then up to 2 s for SQLAlchemy's graceful close of the connection.
-        assert time.monotonic() - started < 3
+        # Bounded (not a speed check): the timeout, then up to 2 s for SQLAlchemy's graceful
+        # close of the connection.
+        assert time.monotonic() - started < 10
         assert await transactions.read(_credits) == 100  # a new connection; nothing was spent
     finally:
         await dispose(engine)
@@ -126,8 +127,8 @@ async def test_a_silent_idle_postgres_connection_is_replaced_before_use(
     behind_a_hop: tuple[Hop, StoreSettings],
 ) -> None:
     """A connection that sat idle is pinged at checkout; a silent one fails the ping's own
-    bound (half the transaction timeout here), is closed and replaced: the transaction runs
-    on a new connection instead of waiting on the old one."""
+    bound (1 s here), is closed and replaced: the transaction runs on a new connection instead
+    of waiting on the old one."""
     hop, settings = behind_a_hop
     engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 2.0}))
     try:
@@ -135,9 +136,8 @@ async def test_a_silent_idle_postgres_connection_is_replaced_before_use(
         first = await transactions.read(_backend_pid)
         await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
         hop.freeze(new_connections=False)
-        started = time.monotonic()
+        # Without the ping's own bound, this would wait on the silent connection and time out.
         assert await transactions.read(_backend_pid) != first
-        assert time.monotonic() - started < 2  # the ping's bound (1 s), then a new connection
     finally:
         await dispose(engine)
 
@@ -189,10 +189,8 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
         hop.freeze(new_connections=False)
         with pytest.raises(DatabaseUnavailable):
             await transactions.read(_credits)
-        for _ in range(4):
-            started = time.monotonic()
+        for _ in range(4):  # without the doubt, each would time out on a silent connection
             assert await transactions.read(_credits) == 100
-            assert time.monotonic() - started < 2  # a ping's bound (1 s) and a new connection
     finally:
         await dispose(engine)
 
