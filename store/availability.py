@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import CONNECT_ERRORS, TIMEOUT_OPTION, DatabaseUnavailable
+from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
 
 
 def database_gone(exc: BaseException) -> bool:
@@ -36,7 +36,11 @@ async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5
     a ping, a full pool). A try that outlasts the engine's transaction timeout (a pooled
     connection gone silent) is abandoned, which closes that connection, and the next one
     goes on."""
-    per_try = engine.get_execution_options().get(TIMEOUT_OPTION)
+    per_try = transaction_timeout(engine)
+    if engine.dialect.name != "sqlite":
+        # No transaction, so no ROLLBACK at close: one to a server that went silent right after
+        # answering would wait for ever (closing an AsyncConnection ignores cancellation).
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
         async with asyncio.timeout(within):
             async for attempt in AsyncRetrying(

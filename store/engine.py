@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import asyncpg.exceptions as driver  # type: ignore[import-untyped]
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -137,12 +137,19 @@ def ping_when_in_doubt(
     bound finds them instead, and a silent one is closed at once (a graceful close would wait
     up to 2 s more on the same silent server) and replaced by a new connection."""
     lost_at = [float("-inf")]
-    abandoned = (engine.dialect.loaded_dbapi.Error, DisconnectionError, asyncio.CancelledError)
+    puts_in_doubt = (engine.dialect.loaded_dbapi.Error, DisconnectionError, asyncio.CancelledError)
 
     @event.listens_for(engine, "invalidate")
     def on_invalidate(_: Any, __: ConnectionPoolEntry, exception: BaseException | None) -> None:
-        if isinstance(exception, abandoned):
+        if isinstance(exception, puts_in_doubt):
             lost_at[0] = time.monotonic()
+
+    @event.listens_for(engine, "handle_error")
+    def only_this_connection(context: ExceptionContext) -> None:
+        # SQLAlchemy's own path would recycle every older connection on a disconnect, each
+        # with a graceful close that waits up to 2 s on a silent server; the doubt above
+        # pings them instead, and the first dead one still recycles the pool (below).
+        context.invalidate_pool_on_disconnect = False
 
     @event.listens_for(engine, "checkin")
     def on_checkin(_: Any, record: ConnectionPoolEntry) -> None:
@@ -170,8 +177,25 @@ def ping_when_in_doubt(
         except TimeoutError as exc:  # silent: only this one is replaced, the others are pinged
             dbapi_connection.driver_connection.terminate()
             raise DisconnectionError("no answer to a ping") from exc
-        except UNWRAPPED_CONNECT_ERRORS as exc:  # asyncpg's own, called directly: dead
+        except DEAD_CONNECTION_ERRORS as exc:  # asyncpg's own, called directly
             raise InvalidatePoolError() from exc
+
+
+# What asyncpg raises, called directly, for a connection that is gone: closed, reset, the
+# server shutting down.
+DEAD_CONNECTION_ERRORS = (
+    OSError,
+    driver.InterfaceError,
+    driver.PostgresConnectionError,
+    driver.OperatorInterventionError,
+)
+
+
+def transaction_timeout(engine: AsyncEngine) -> float | None:
+    """The engine's DATABASE_TRANSACTION_TIMEOUT; None for SQLite (and an engine made
+    elsewhere)."""
+    timeout: float | None = engine.get_execution_options().get(TIMEOUT_OPTION)
+    return timeout
 
 
 def for_writes(engine: E) -> E:
@@ -221,7 +245,7 @@ async def dispose(engine: AsyncEngine) -> None:
     a PostgreSQL connection waits for the server to see it closed, and a server that hangs
     never does (a stop would then wait for ever). What is left open closes with the process."""
     try:
-        async with asyncio.timeout(engine.get_execution_options().get(TIMEOUT_OPTION)):
+        async with asyncio.timeout(transaction_timeout(engine)):
             await engine.dispose()
     except TimeoutError:
         log.warning("the database did not answer; its connections were left to close on exit")

@@ -39,13 +39,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.engine import (
-    TIMEOUT_OPTION,
     UNWRAPPED_CONNECT_ERRORS,
     DatabaseUnavailable,
     failure,
     for_writes,
     make_sqlite_transactional,
     sqlite_options,
+    transaction_timeout,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class AsyncTransactions:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = for_writes(engine)
-        self._timeout: float | None = engine.get_execution_options().get(TIMEOUT_OPTION)
+        self._timeout = transaction_timeout(engine)
 
     async def write(self, body: Body[T]) -> T:
         return await self._within_timeout(self._writer, lambda conn: _in_transaction(conn, body))
@@ -77,25 +77,26 @@ class AsyncTransactions:
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout) as deadline:
                 conn = await _checked_out(engine)
                 try:
                     return await conn.run_sync(body)
                 finally:
-                    await _close(conn, self._timeout)
-        except TimeoutError as exc:  # ours, or the driver's own (connecting)
+                    await _close(conn, deadline.when())
+        except TimeoutError as exc:  # ours: _checked_out wraps the driver's own
             raise DatabaseUnavailable(f"no answer within {self._timeout} s") from exc
 
 
-async def _close(conn: AsyncConnection, within: float | None) -> None:
+async def _close(conn: AsyncConnection, deadline: float | None) -> None:
     """``conn.close()``, run to its end even when the caller is cancelled, as ``async with``
     would. Closing rolls back what is left of the transaction (a read's): on a server gone
     silent since the read answered, that ROLLBACK would wait for ever, and hold its pool slot
-    with it. So after ``within`` seconds the driver's connection is closed under it, which
-    fails the ROLLBACK; SQLAlchemy then discards the connection and gives the slot back."""
+    with it. So at the transaction's ``deadline`` (loop time) the driver's connection is
+    closed under it, which fails the ROLLBACK; SQLAlchemy then discards the connection and
+    gives the slot back."""
     closing = asyncio.ensure_future(conn.close())
-    if within is not None:
-        stuck = asyncio.get_running_loop().call_later(within, _close_under, conn, closing, within)
+    if deadline is not None:
+        stuck = asyncio.get_running_loop().call_at(deadline, _close_under, conn, closing)
         closing.add_done_callback(lambda _: stuck.cancel())
     closing.add_done_callback(_retrieved)
     await asyncio.shield(closing)
@@ -108,13 +109,14 @@ def _retrieved(closing: "asyncio.Future[None]") -> None:
         closing.exception()
 
 
-def _close_under(conn: AsyncConnection, closing: "asyncio.Future[None]", within: float) -> None:
+def _close_under(conn: AsyncConnection, closing: "asyncio.Future[None]") -> None:
+    """Close the driver's connection if ``closing`` still waits on it."""
     sync = conn.sync_connection
     if closing.done() or sync is None or sync.closed or sync.invalidated:
         return  # nothing left to close (and ``sync.connection`` would connect again)
     driver = sync.connection.driver_connection
     if driver is not None:
-        log.warning("closing a database connection that did not answer within %s s", within)
+        log.warning("closing a database connection that did not answer in time")
         driver.terminate()
 
 

@@ -13,12 +13,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from store import statements as sql
+from store import transactions as transactions_module
 from store.availability import until_reachable
+from store.driver import DriverStatements
 from store.engine import PING_AFTER_IDLE_S, DatabaseUnavailable, dispose, open_engine
 from store.settings import StoreSettings
 from store.tables import users
 from store.transactions import ThreadedTransactions, transactions_for
 from tests.hop import Hop
+from tests.logs import capture_logs_of
 
 pytestmark = pytest.mark.integration
 
@@ -127,10 +131,10 @@ async def test_a_silent_idle_postgres_connection_is_replaced_before_use(
     behind_a_hop: tuple[Hop, StoreSettings],
 ) -> None:
     """A connection that sat idle is pinged at checkout; a silent one fails the ping's own
-    bound (1 s here), is closed and replaced: the transaction runs on a new connection instead
+    bound (1 s), is closed and replaced: the transaction runs on a new connection instead
     of waiting on the old one."""
     hop, settings = behind_a_hop
-    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 2.0}))
+    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 4.0}))
     try:
         transactions = transactions_for(engine)
         first = await transactions.read(_backend_pid)
@@ -181,7 +185,7 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
     puts the others in doubt, and each later checkout's ping finds its silent connection
     within the ping's bound and replaces it, so every later transaction runs."""
     hop, settings = behind_a_hop
-    bounds = {"database_transaction_timeout": 2.0, "database_pool_size": 4}
+    bounds = {"database_transaction_timeout": 4.0, "database_pool_size": 4}
     engine = await open_engine(settings.model_copy(update=bounds))
     try:
         transactions = transactions_for(engine)
@@ -197,17 +201,21 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
 async def test_a_close_stuck_on_a_silent_server_gives_its_pool_slot_back(
-    behind_a_hop: tuple[Hop, StoreSettings],
+    behind_a_hop: tuple[Hop, StoreSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read's transaction is rolled back when its connection goes back to the pool. A server
-    gone silent after the read's SELECT answered leaves that ROLLBACK waiting for ever, and the
-    pool slot with it (a pool of one here: every later transaction would wait for it). The
-    close runs within a bound of its own, past which the connection is closed under it."""
+    gone silent after the read's SELECT answered (a fail-over) leaves that ROLLBACK waiting for
+    ever, and the pool slot with it. At the transaction's deadline the connection is closed
+    under it; only that one is discarded (SQLAlchemy's own path would recycle the others, each
+    with a graceful close that waits 2 s on its silent server, past the timeout), and each
+    later transaction's ping replaces its silent connection."""
+    logged = capture_logs_of(monkeypatch, transactions_module)
     hop, settings = behind_a_hop
-    bounds = {"database_transaction_timeout": 0.5, "database_pool_size": 1}
+    bounds = {"database_transaction_timeout": 1.5, "database_pool_size": 3}
     engine = await open_engine(settings.model_copy(update=bounds))
     try:
         transactions = transactions_for(engine)
+        await asyncio.gather(*(transactions.read(_sleep_briefly) for _ in range(3)))
 
         def read_then_fail_over(conn: Connection) -> int:
             credits = _credits(conn)
@@ -216,6 +224,35 @@ async def test_a_close_stuck_on_a_silent_server_gives_its_pool_slot_back(
 
         with pytest.raises(DatabaseUnavailable):  # the close outlasted the transaction's bound
             await transactions.read(read_then_fail_over)
-        assert await transactions.read(_credits) == 100
+        for _ in range(3):
+            assert await transactions.read(_credits) == 100
+    finally:
+        await dispose(engine)
+    assert [e["event"] for e in logged.entries] == [
+        "closing a database connection that did not answer in time"
+    ]
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_hot_statement_cancelled_on_a_silent_server_closes_its_connection(
+    behind_a_hop: tuple[Hop, StoreSettings],
+) -> None:
+    """The hot statements run on the driver's cursor (store/driver.py). One cancelled by the
+    timeout on a silent server must close its connection, as SQLAlchemy's own path does:
+    otherwise the transaction's ROLLBACK waits for ever on the same server."""
+    hop, settings = behind_a_hop
+    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 1.0}))
+    try:
+        transactions, driver = transactions_for(engine), DriverStatements()
+
+        def read_then_deduct(conn: Connection) -> object:
+            _credits(conn)
+            hop.freeze(new_connections=False)
+            return driver.first(conn, sql.DEDUCT, {"p_username": "alice", "p_item_id": "book-1"})
+
+        async with asyncio.timeout(20):  # the failure this test is about: a hang
+            with pytest.raises(DatabaseUnavailable):
+                await transactions.write(read_then_deduct)
+            assert await transactions.read(_credits) == 100  # nothing was spent
     finally:
         await dispose(engine)
