@@ -6,6 +6,7 @@ replaced before anyone uses it."""
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import text, update
@@ -108,8 +109,7 @@ async def test_a_silent_postgres_connection_is_abandoned_after_the_timeout(
     The transaction gives up after DATABASE_TRANSACTION_TIMEOUT, closes that connection, and
     the next one opens a new one."""
     hop, settings = behind_a_hop
-    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 0.5}))
-    try:
+    async with _engine(settings, {"database_transaction_timeout": 0.5}) as engine:
         transactions = transactions_for(engine)
         assert await transactions.read(_credits) == 100
         hop.freeze(new_connections=False)
@@ -122,8 +122,6 @@ async def test_a_silent_postgres_connection_is_abandoned_after_the_timeout(
         # close of the connection.
         assert time.monotonic() - started < 10
         assert await transactions.read(_credits) == 100  # a new connection; nothing was spent
-    finally:
-        await dispose(engine)
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
@@ -134,16 +132,13 @@ async def test_a_silent_idle_postgres_connection_is_replaced_before_use(
     bound (1 s), is closed and replaced: the transaction runs on a new connection instead
     of waiting on the old one."""
     hop, settings = behind_a_hop
-    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 4.0}))
-    try:
+    async with _engine(settings, {"database_transaction_timeout": 4.0}) as engine:
         transactions = transactions_for(engine)
         first = await transactions.read(_backend_pid)
         await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
         hop.freeze(new_connections=False)
         # Without the ping's own bound, this would wait on the silent connection and time out.
         assert await transactions.read(_backend_pid) != first
-    finally:
-        await dispose(engine)
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
@@ -154,13 +149,19 @@ async def test_the_outage_probe_gets_past_silent_pooled_connections(
     connection after the transaction timeout, as a transaction does, instead of waiting on it
     for its whole bound."""
     hop, settings = behind_a_hop
-    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 0.5}))
-    try:
+    async with _engine(settings, {"database_transaction_timeout": 0.5}) as engine:
         transactions = transactions_for(engine)
         sleepers = [transactions.read(_sleep_briefly) for _ in range(2)]
         await asyncio.gather(*sleepers)  # two connections in the pool
         hop.freeze(new_connections=False)
         assert await until_reachable(engine, within=10)
+
+
+@asynccontextmanager
+async def _engine(settings: StoreSettings, bounds: dict[str, float]) -> AsyncIterator[AsyncEngine]:
+    engine = await open_engine(settings.model_copy(update=bounds))
+    try:
+        yield engine
     finally:
         await dispose(engine)
 
@@ -186,8 +187,7 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
     within the ping's bound and replaces it, so every later transaction runs."""
     hop, settings = behind_a_hop
     bounds = {"database_transaction_timeout": 4.0, "database_pool_size": 4}
-    engine = await open_engine(settings.model_copy(update=bounds))
-    try:
+    async with _engine(settings, bounds) as engine:
         transactions = transactions_for(engine)
         await asyncio.gather(*(transactions.read(_sleep_briefly) for _ in range(4)))
         hop.freeze(new_connections=False)
@@ -195,8 +195,6 @@ async def test_after_a_fail_over_only_the_first_transaction_waits_out_the_timeou
             await transactions.read(_credits)
         for _ in range(4):  # without the doubt, each would time out on a silent connection
             assert await transactions.read(_credits) == 100
-    finally:
-        await dispose(engine)
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
@@ -212,8 +210,7 @@ async def test_a_close_stuck_on_a_silent_server_gives_its_pool_slot_back(
     logged = capture_logs_of(monkeypatch, transactions_module)
     hop, settings = behind_a_hop
     bounds = {"database_transaction_timeout": 1.5, "database_pool_size": 3}
-    engine = await open_engine(settings.model_copy(update=bounds))
-    try:
+    async with _engine(settings, bounds) as engine:
         transactions = transactions_for(engine)
         await asyncio.gather(*(transactions.read(_sleep_briefly) for _ in range(3)))
 
@@ -226,8 +223,6 @@ async def test_a_close_stuck_on_a_silent_server_gives_its_pool_slot_back(
             await transactions.read(read_then_fail_over)
         for _ in range(3):
             assert await transactions.read(_credits) == 100
-    finally:
-        await dispose(engine)
     assert [e["event"] for e in logged.entries] == [
         "closing a database connection that did not answer in time"
     ]
@@ -241,8 +236,7 @@ async def test_a_hot_statement_cancelled_on_a_silent_server_closes_its_connectio
     timeout on a silent server must close its connection, as SQLAlchemy's own path does:
     otherwise the transaction's ROLLBACK waits for ever on the same server."""
     hop, settings = behind_a_hop
-    engine = await open_engine(settings.model_copy(update={"database_transaction_timeout": 1.0}))
-    try:
+    async with _engine(settings, {"database_transaction_timeout": 1.0}) as engine:
         transactions, driver = transactions_for(engine), DriverStatements()
 
         def read_then_deduct(conn: Connection) -> object:
@@ -254,5 +248,3 @@ async def test_a_hot_statement_cancelled_on_a_silent_server_closes_its_connectio
             with pytest.raises(DatabaseUnavailable):
                 await transactions.write(read_then_deduct)
             assert await transactions.read(_credits) == 100  # nothing was spent
-    finally:
-        await dispose(engine)
