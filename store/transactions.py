@@ -77,29 +77,30 @@ class AsyncTransactions:
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
         try:
-            async with asyncio.timeout(self._timeout) as deadline:
+            async with asyncio.timeout(self._timeout):
                 conn = await _checked_out(engine)
                 try:
                     return await conn.run_sync(body)
                 finally:
-                    await _close(conn, deadline.when())
+                    await _close(conn)
         except TimeoutError as exc:  # ours: _checked_out wraps the driver's own
             raise DatabaseUnavailable(f"no answer within {self._timeout} s") from exc
 
 
-async def _close(conn: AsyncConnection, deadline: float | None) -> None:
-    """``conn.close()``, run to its end even when the caller is cancelled, as ``async with``
-    would. Closing rolls back what is left of the transaction (a read's): on a server gone
-    silent since the read answered, that ROLLBACK would wait for ever, and hold its pool slot
-    with it. So at the transaction's ``deadline`` (loop time) the driver's connection is
-    closed under it, which fails the ROLLBACK; SQLAlchemy then discards the connection and
-    gives the slot back."""
+async def _close(conn: AsyncConnection) -> None:
+    """``conn.close()``, run to its end (the connection back in the pool) even when the caller
+    is cancelled, as ``async with`` would. A cancellation during the close (the transaction's
+    deadline, most often) first closes the driver's connection under it: the ROLLBACK of what
+    is left of a read's transaction, sent to a server gone silent since the read answered,
+    would otherwise wait for ever and hold its pool slot. SQLAlchemy then discards that
+    connection and gives the slot back. No timer of its own: one per transaction is enough."""
     closing = asyncio.ensure_future(conn.close())
-    if deadline is not None:
-        stuck = asyncio.get_running_loop().call_at(deadline, _close_under, conn, closing)
-        closing.add_done_callback(lambda _: stuck.cancel())
     closing.add_done_callback(_retrieved)
-    await asyncio.shield(closing)
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        _close_under(conn, closing)
+        raise
 
 
 def _retrieved(closing: "asyncio.Future[None]") -> None:
