@@ -181,16 +181,6 @@ def ping_when_in_doubt(
             raise InvalidatePoolError() from exc
 
 
-# What asyncpg raises, called directly, for a connection that is gone: closed, reset, the
-# server shutting down.
-DEAD_CONNECTION_ERRORS = (
-    OSError,
-    driver.InterfaceError,
-    driver.PostgresConnectionError,
-    driver.OperatorInterventionError,
-)
-
-
 def transaction_timeout(engine: AsyncEngine) -> float | None:
     """The engine's DATABASE_TRANSACTION_TIMEOUT; None for SQLite (and an engine made
     elsewhere)."""
@@ -256,6 +246,14 @@ async def dispose(engine: AsyncEngine) -> None:
 UNWRAPPED_CONNECT_ERRORS = (OSError, driver.PostgresError, driver.InterfaceError)
 # And with SQLAlchemy's wrapped errors.
 CONNECT_ERRORS = (DBAPIError, *UNWRAPPED_CONNECT_ERRORS)
+# What asyncpg raises, called directly (the in-doubt ping), for a connection that is gone:
+# closed, reset, the server shutting down.
+DEAD_CONNECTION_ERRORS = (
+    OSError,
+    driver.InterfaceError,
+    driver.PostgresConnectionError,
+    driver.OperatorInterventionError,
+)
 
 
 def failure(exc: BaseException) -> str:
