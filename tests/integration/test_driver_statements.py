@@ -2,6 +2,7 @@
 the same spans the SQLAlchemy instrumentation makes for them, SQLAlchemy's errors without the
 parameters, and typed rows."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -159,6 +160,15 @@ async def test_after_a_lost_connection_the_rest_of_the_pool_is_checked_before_us
         async with admin.connect() as conn:
             for pid in pids:
                 assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
+            # pg_terminate_backend only signals: wait until the backends have gone, so every
+            # pooled connection is dead before the first reservation, not still finishing.
+            alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"
+            for _ in range(100):
+                if not await conn.scalar(text(alive), {"pids": pids}):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"backends {pids} still running 5 s after pg_terminate_backend")
         outcomes = []
         for _ in range(8):
             try:
