@@ -8,7 +8,9 @@ until the database answers again, for at most :data:`HOLD_AT_MOST` seconds, and 
 handed on: the retry that follows finds the database back. The last attempt is not held: it
 is dead-lettered either way. The held messages of a worker wait on one shared probe, which
 :meth:`DatabaseOutage.close` ends when the worker stops: they are then left unsettled, and
-the broker gives them to another consumer.
+the broker gives them to another consumer. So is a message whose handler finds the database
+gone after that, while the stopping worker finishes what it had in flight: on any attempt,
+since nothing is wrong with the message.
 """
 
 import asyncio
@@ -28,6 +30,11 @@ log = structlog.get_logger(__name__)
 # Seconds a failed message is held while the database does not answer.
 HOLD_AT_MOST = 30.0
 EVENT = "reservations.database.outage"
+
+
+class Released(asyncio.CancelledError):
+    """The worker is stopping during a database outage: the message goes back to the broker
+    unsettled, as when the connection closes under a handler, and counts no attempt."""
 
 
 class DatabaseOutage:
@@ -55,6 +62,10 @@ class DatabaseOutage:
             log.warning("database probe failed", error=repr(exc))
             return False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Stop probing: the messages held now are released unsettled (CancelledError), and
         none is held from now on."""
@@ -69,13 +80,18 @@ class DatabaseOutage:
 
 def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
     """``handler``, whose failures for an unreachable database wait for ``outage`` to end
-    (but on the last attempt)."""
+    (but on the last attempt), or are :class:`Released` once it is closed."""
 
     async def handle(message: M) -> Handled | None:
         try:
             return await handler(message)
         except Exception as exc:
-            if not database_gone(exc) or current_delivery().attempt >= MAX_ATTEMPTS:
+            if not database_gone(exc):
+                raise
+            if outage.closed:
+                log.warning("database unavailable while stopping; releasing the message")
+                raise Released from exc
+            if current_delivery().attempt >= MAX_ATTEMPTS:
                 raise
             started = time.monotonic()
             log.warning("database unavailable; holding the message until it answers")

@@ -5,7 +5,7 @@ against a port where nothing listens (a real refusal)."""
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -15,11 +15,12 @@ from devtools.addresses import free_port
 from messaging import delivery
 from messaging.delivery import MAX_ATTEMPTS, Delivery
 from store.engine import DatabaseUnavailable
-from workers.database_outage import DatabaseOutage, held_through
+from workers.database_outage import DatabaseOutage, Released, held_through
 
 
 class CountingOutage(DatabaseOutage):
     def __init__(self) -> None:
+        super().__init__(cast(AsyncEngine, None))  # never probes: back() is replaced
         self.waits = 0
 
     async def back(self) -> bool:
@@ -90,3 +91,23 @@ async def test_held_messages_share_one_probe_and_closing_releases_them(
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiting, 5)
     assert await outage.back() is False  # closed: nothing is held any more
+
+
+@pytest.mark.parametrize("attempt", [1, MAX_ATTEMPTS], ids=["first", "last"])
+async def test_once_closed_a_database_failure_is_released_not_counted(attempt: int) -> None:
+    """A stopping worker's handlers in flight that find the database gone give their message
+    back unsettled (a cancellation the subscriber leaves unacked): no attempt used up, and on
+    the last one no dead letter for a message with nothing wrong with it."""
+    outage = CountingOutage()
+    outage.close()
+    token = delivery._current.set(Delivery(redelivered=attempt > 1, attempt=attempt))
+    try:
+        with pytest.raises(Released) as released:
+            await held_through(outage, failing(DatabaseUnavailable("refused")))(object())
+        assert isinstance(released.value, asyncio.CancelledError)
+        with pytest.raises(IntegrityError):  # the statement's own failure is still counted
+            error = IntegrityError("INSERT", {}, Exception("duplicate key"))
+            await held_through(outage, failing(error))(object())
+    finally:
+        delivery._current.reset(token)
+    assert outage.waits == 0
