@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.app import create_app
 from domain.reservations import Outcome
-from messaging import topology
+from messaging import delivery, topology
 from messaging.messages import ReservationRequested
 from store import engine as engine_module
 from store.migrate import migrate
@@ -27,6 +27,7 @@ from tests.hop import Hop
 from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
+from workers import database_outage
 
 pytestmark = pytest.mark.integration
 
@@ -359,6 +360,53 @@ async def test_a_request_outlives_a_short_postgresql_outage(
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "confirmed"
     assert response.json()["credits_left"] == 90  # charged once
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_worker_stopping_while_the_database_is_silent_gives_its_message_back(
+    amqp_url: str, behind_a_hop: tuple[Hop, StoreSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a handler waits on a database that does not answer: the handler fails
+    at the transaction timeout, after the stop began, and its message goes back to the queue
+    unsettled, for the next worker, instead of using up an attempt. Every delivery is the last
+    attempt here (MAX_ATTEMPTS 1), where the message would otherwise be dead-lettered."""
+    hop, settings = behind_a_hop
+    configure_env(monkeypatch, amqp_url, settings)
+    monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "1")
+    for module in (delivery, database_outage):
+        monkeypatch.setattr(module, "MAX_ATTEMPTS", 1)
+    await purge_work_queues(amqp_url)
+    worker = start_worker()
+    async with running_api() as client:
+        try:
+            assert (await client.get("/users/alice")).status_code == 200
+            hop.freeze()
+            answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
+            await asyncio.sleep(0.3)  # the handler's transaction waits on the silent database
+        finally:
+            await worker.close()
+        pending = await answer
+        assert pending.status_code == 202, pending.text
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            declared = await topology.declare(await connection.channel())
+            dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
+            waiting = await declared.queues[topology.CREDIT_CHECK.name].declare()
+        finally:
+            await connection.close()
+        assert dead is None, dead.body
+        assert waiting.message_count == 1
+        hop.thaw()
+        worker = start_worker()
+        try:
+            async for attempt in eventually_async(10):
+                with attempt:
+                    stored = await client.get(pending.headers["location"])
+                    assert stored.status_code == 200, stored.text
+                    assert stored.json()["status"] == "confirmed", stored.text
+        finally:
+            await worker.close()
+        assert (await client.get("/users/alice")).json()["credits"] == 90  # charged once
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
