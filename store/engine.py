@@ -22,6 +22,7 @@ from sqlalchemy.exc import (
     InvalidatePoolError,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.log import InstanceLogger
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from store.revisions import FIX, schema_problem
@@ -64,7 +65,24 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         execution_options={TIMEOUT_OPTION: timeout},
     )
     ping_when_in_doubt(engine.sync_engine, within=min(PING_TIMEOUT_S, timeout / 2))
+    pool_logger = engine.pool.logger  # an InstanceLogger with echo_pool
+    (pool_logger.logger if isinstance(pool_logger, InstanceLogger) else pool_logger).addFilter(
+        _CUT_SHORT_IS_OURS
+    )
     return engine
+
+
+class _CutShortIsOurs(logging.Filter):
+    """SQLAlchemy's pool logs an ERROR with a traceback for a close or reset of a connection
+    that a cancellation cut short, then raises the cancellation on. Ours are on purpose: a
+    transaction past its timeout, and :func:`dispose` giving up on a silent server. Each logs
+    one WARNING of its own, so the pool's record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+_CUT_SHORT_IS_OURS = _CutShortIsOurs()
 
 
 def sqlite_options() -> dict[str, Any]:
