@@ -104,16 +104,32 @@ class Subscription:
         # the wait below and race the channel's close (handled, then redelivered and handled
         # again). Left unacked, it goes back to the queue untouched.
         self._stopping = True
+        deadline = asyncio.get_running_loop().time() + within
         if self._tag is not None:
-            await self._queue.cancel(self._tag)
-            self._tag = None
+            tag, self._tag = self._tag, None
+            await self._cancel(tag, deadline)
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout_at(deadline):
                 await self._idle.wait()
         except TimeoutError:
             log.warning("shutdown timeout: unfinished messages will be redelivered", timeout=within)
             return False
         return True
+
+    async def _cancel(self, tag: str, deadline: float) -> None:
+        """Cancel the consumer, unless the connection is down: then aio-pika's cancel waits
+        for it to come back, and a stop would hang until the broker did. The consumer went
+        with the channel anyway, and one restored meanwhile takes nothing (_tracked).
+        Bounded, for a broker that stopped answering."""
+        down = "consumer not cancelled: the broker connection is down"
+        if self._queue.channel.is_closed:
+            log.warning(down)
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._queue.cancel(tag)
+        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            log.warning(down, error=repr(exc))
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:

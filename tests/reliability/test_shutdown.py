@@ -9,8 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
 import httpx
+import pytest
+from yarl import URL
 
 from messaging import topology
+from tests.hop import Hop
 from tests.processes import Process
 from tests.stack import System
 from tests.waiting import eventually, eventually_async
@@ -65,6 +68,42 @@ async def test_sigterm_worker_during_a_burst(
         f"\nSIGTERM after {len(_checked(first))} of {BURST}; the rest by the next worker; "
         f"answers {dict(statuses)}; each processed once"
     )
+
+
+@pytest.mark.parametrize("link", ["cut", "frozen"])
+async def test_sigterm_worker_while_its_broker_link_is_down(
+    make_system: Callable[[], System], amqp_url: str, link: str
+) -> None:
+    """SIGTERM while the worker's connection to RabbitMQ is down and being restored, or silent:
+    it stops within WORKER_SHUTDOWN_TIMEOUT, exit code 0, instead of waiting for the broker to
+    come back (cancelling the consumer waits for the connection) and then exiting 1 with a
+    traceback."""
+    system = make_system()
+    broker = URL(amqp_url)
+    hop = Hop(broker.host or "127.0.0.1", broker.port or 5672)
+    await hop.up()
+    try:
+        worker = await asyncio.to_thread(
+            system.start_worker,
+            "workers.credit_check",
+            AMQP_URL=str(broker.with_port(hop.port)),
+            WORKER_SHUTDOWN_TIMEOUT="5",
+        )
+        if link == "cut":
+            await hop.down()  # the connection cut, and every reconnect refused
+        else:
+            hop.freeze()  # nothing passes, and no error either
+        await asyncio.sleep(0.5)
+        stop = worker.log_offset()  # the drop itself logs aiormq's warning, with its traceback
+        worker.popen.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.wait_exit, 20)
+        system.running.remove(worker)
+    finally:
+        await hop.down()
+    assert code == 0, worker.log()
+    stopping = worker.log_since(stop)
+    assert "Traceback" not in stopping, stopping
+    assert "consumer not cancelled: the broker connection is down" in stopping
 
 
 def test_sigterm_api_finishes_requests_in_flight(
