@@ -4,12 +4,12 @@ handler produced, then ack, or give up.
 - A poison message (wrong content type, too big, bad JSON, wrong schema, unknown version) would
   fail the same way every time: it is dead-lettered at once with its reason, never requeued.
 - A handler exception is a real failure: it is recorded on the CONSUMER span (exception event,
-  ``error.type``, ERROR status) and the message is requeued. RabbitMQ counts deliveries
-  (quorum queues' ``x-delivery-count`` header), after a short back-off (a database blip should
-  not use up every attempt at once); on the ``MAX_ATTEMPTS``-th failure the worker
-  dead-letters it itself, with the error as the reason, so the dead-letter publish is a span
-  in the same trace. The queue's ``x-delivery-limit`` stays as a backstop for a message that
-  kills the worker before it can count.
+  ``error.type``, ERROR status) and, after a short back-off (a database blip should not use up
+  every attempt at once), the message is retried: published again as its next attempt
+  (:mod:`messaging.retry`, which says why the worker counts, not RabbitMQ). On the
+  ``MAX_ATTEMPTS``-th failure the worker dead-letters it itself, with the error as the reason,
+  so the dead-letter publish is a span in the same trace. The queue's ``x-delivery-limit``
+  stays as a backstop for a message that kills the worker before it can count.
 - Otherwise the message is acked, after everything it caused is committed and published
   (the reply and the events, with publisher confirms).
 """
@@ -37,6 +37,7 @@ from messaging.dead_letter import dead_letter
 from messaging.handlers import Handler, M
 from messaging.messages import CONTENT_TYPE, InvalidMessage, is_json
 from messaging.publisher import Publisher, ReplyAddress
+from messaging.retry import attempt_of, retry
 
 log = structlog.get_logger(__name__)
 
@@ -76,12 +77,6 @@ def parse(message: AbstractIncomingMessage, model: type[M]) -> M:
     return model.from_body(message.body)
 
 
-def attempt(message: AbstractIncomingMessage) -> int:
-    """1 for the first delivery; quorum queues count redeliveries in x-delivery-count."""
-    count = (message.headers or {}).get("x-delivery-count", 0)
-    return (count if isinstance(count, int) else 0) + 1
-
-
 async def handle(
     message: AbstractIncomingMessage,
     model: type[M],
@@ -91,7 +86,7 @@ async def handle(
     dead_letter_exchange: AbstractExchange,
     queue: str,
 ) -> None:
-    token = _current.set(Delivery(bool(message.redelivered), attempt(message)))
+    token = _current.set(Delivery(bool(message.redelivered), attempt_of(message)))
     try:
         await _handle(message, model, handler, publisher, dead_letter_exchange, queue)
     finally:
@@ -126,7 +121,7 @@ async def _handle(
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.set_attribute("error.type", type(exc).__qualname__)
         metered.failed(type(exc).__qualname__)
-        tries = attempt(message)
+        tries = attempt_of(message)
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {type(exc).__name__}"
@@ -137,12 +132,12 @@ async def _handle(
             # attempt logs it in full. A database outage would otherwise log a traceback for
             # every held message, twice.
             log.warning(
-                "handler failed; the message will be redelivered", attempt=tries, error=repr(exc)
+                "handler failed; the message will be retried", attempt=tries, error=repr(exc)
             )
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
-            # reject, not nack: RabbitMQ 4.3+ counts only reject as a failed delivery.
-            await _settle(message.reject(requeue=True), message)
+            again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
+            await _settle(again, message, retrying=True)
         return
     await _settle(message.ack(), message)
 
@@ -155,10 +150,13 @@ def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
     return ReplyAddress(message.reply_to, message.correlation_id)
 
 
-async def _settle(settling: Awaitable[Any], message: AbstractIncomingMessage) -> None:
-    """Ack, requeue or dead-letter. If the channel is already gone, the broker redelivers the
+async def _settle(
+    settling: Awaitable[Any], message: AbstractIncomingMessage, *, retrying: bool = False
+) -> None:
+    """Ack, retry or dead-letter. If the channel is already gone, the broker redelivers the
     message to a live consumer (the store's idempotency key makes that safe). If our own
-    dead-letter publish fails, the broker dead-letters it instead: never left unacked."""
+    publish fails, the message is never left unacked: a retry's goes back to the queue
+    (``basic.reject``, requeued), a dead letter's to the broker's dead-lettering."""
     try:
         await settling
     except _CHANNEL_GONE as exc:
@@ -167,6 +165,9 @@ async def _settle(settling: Awaitable[Any], message: AbstractIncomingMessage) ->
             error=type(exc).__name__,
         )
     except Exception:
-        log.exception("could not settle the message; handing it to the broker's dead-lettering")
+        if retrying:
+            log.exception("could not publish the retry; requeueing the message")
+        else:
+            log.exception("could not settle the message; handing it to the broker's dead-lettering")
         with contextlib.suppress(*_CHANNEL_GONE):
-            await message.reject(requeue=False)
+            await message.reject(requeue=retrying)

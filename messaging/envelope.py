@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
 from messaging.messages import CONTENT_TYPE, Message
+from messaging.topology import ATTEMPT_HEADER
 
 
 def envelope(
@@ -33,6 +35,42 @@ def envelope(
         correlation_id=correlation_id,
         reply_to=reply_to,
         type=message_type,
+    )
+
+
+# What the broker adds to a delivery about its deliveries, and the worker's attempt count: a
+# copy the worker republishes (messaging.retry, messaging.dead_letter) starts without them.
+_BOOKKEEPING = frozenset(
+    {
+        ATTEMPT_HEADER,
+        "x-delivery-count",
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+def copy_of(
+    message: AbstractIncomingMessage, headers: Mapping[str, Any], *, reply_to: bool
+) -> aio_pika.Message:
+    """A persistent copy of a delivered message, to publish again: its body and properties
+    (its reply-to address only if ``reply_to``), its headers but the delivery bookkeeping, and
+    ``headers``."""
+    carried = {k: v for k, v in (message.headers or {}).items() if k not in _BOOKKEEPING}
+    return envelope(
+        message.body,
+        persistent=True,
+        headers={**carried, **headers},
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to if reply_to else None,
+        message_type=message.type,
     )
 
 

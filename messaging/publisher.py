@@ -45,6 +45,11 @@ class Publisher:
         self._default_exchange = default_exchange
         self.meter = meter
 
+    @property
+    def default_exchange(self) -> AbstractExchange:
+        """The channel's default exchange: to one queue by its name, or a reply-to address."""
+        return self._default_exchange
+
     @classmethod
     def on(cls, channel: AbstractChannel, declared: Declared) -> "Publisher":
         return cls(declared.exchanges, channel.default_exchange)

@@ -29,6 +29,9 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DELIVERY_LIMIT = 5
 # Header a worker sets on a message it dead-letters on purpose, saying why.
 DEAD_LETTER_REASON = "x-dead-letter-reason"
+# Header of a message a worker publishes again after its handler failed: the attempt it is
+# (messaging.retry); absent, the first.
+ATTEMPT_HEADER = "x-attempt"
 
 
 @dataclass(frozen=True)

@@ -101,10 +101,52 @@ async def _fail_three_times(
         assert span.status.status_code is StatusCode.ERROR
         assert span.attributes is not None and span.attributes["error.type"] == "RuntimeError"
         assert [e.name for e in span.events] == ["exception"]
-    dlx_publish = [s for s in spans if s.name == "publish reservations.dlx:reservation.requested"]
+    # Each retry is a copy published to the queue itself (messaging.retry), from inside the
+    # CONSUMER span that failed, and the next CONSUMER span is its child: one trace throughout.
+    queue = topology.CREDIT_CHECK.name
+    retries = sorted((s for s in spans if s.name == f"publish {queue}"), key=lambda s: s.start_time)
+    assert len(retries) == MAX_ATTEMPTS - 1
+    for failed, retried, next_attempt in zip(consumers, retries, consumers[1:], strict=False):
+        assert retried.parent is not None and retried.parent.span_id == failed.context.span_id
+        assert next_attempt.parent is not None
+        assert next_attempt.parent.span_id == retried.context.span_id
+    dlx_publish = [s for s in spans if s.name == f"publish reservations.dlx:{queue}"]
     assert len(dlx_publish) == 1
     assert dlx_publish[0].parent is not None
     assert dlx_publish[0].parent.span_id == consumers[-1].context.span_id
+
+
+async def test_returns_of_a_message_use_up_none_of_its_attempts(
+    channel: AbstractChannel, amqp_url: str
+) -> None:
+    """Before RabbitMQ 4.3, a quorum queue counts every return of a message in
+    ``x-delivery-count``: a worker killed, stopped or cut off while holding it. Only the
+    handler's failures count as attempts (messaging.retry): a request returned MAX_ATTEMPTS
+    times, whose handler then fails once, is retried, not dead-lettered."""
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    await broker.publish(request, topology.RESERVATION_REQUESTS)
+    for _ in range(MAX_ATTEMPTS):  # taken, then returned unsettled as its connection closes
+        holder = await aio_pika.connect(amqp_url)
+        queue = await (await holder.channel()).get_queue(topology.CREDIT_CHECK.name)
+        await get_within(queue, 5)
+        await holder.close()
+    handled: list[int] = []
+
+    async def fails_once(message: ReservationRequested) -> None:
+        handled.append(delivery.current_delivery().attempt)
+        if len(handled) == 1:
+            raise RuntimeError("a database blip")
+
+    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, fails_once)
+    async for attempt in eventually_async(10, every=0.05):
+        with attempt:
+            assert len(handled) == 2
+    assert await subscription.stop(5)
+    assert handled == [1, 2]
+    dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
+    assert dead is None, dead.headers
 
 
 async def test_failed_deliveries_are_counted_with_their_error_type(
@@ -139,13 +181,16 @@ async def test_failed_deliveries_are_counted_with_their_error_type(
             for attrs in [dict(point.attributes or {})]
         }
 
-    consumed = "reservations:reservation.requested:credit-check"
+    # The retries come through the default exchange, straight to the queue (messaging.retry).
+    consumed, retried = "reservations:reservation.requested:credit-check", "credit-check"
     assert counts("messaging.client.consumed.messages") == {
-        (consumed, "RuntimeError"): MAX_ATTEMPTS
+        (consumed, "RuntimeError"): 1,
+        (retried, "RuntimeError"): MAX_ATTEMPTS - 1,
     }
     assert counts("messaging.client.sent.messages") == {
         ("reservations:reservation.requested", None): 1,
-        ("reservations.dlx:reservation.requested", None): 1,
+        (retried, None): MAX_ATTEMPTS - 1,
+        ("reservations.dlx:credit-check", None): 1,
     }
 
 

@@ -1,0 +1,44 @@
+"""Retrying a delivery whose handler failed: a copy, with the next attempt number, at the back
+of the same queue; then the original is acked.
+
+``basic.reject`` with requeue would let RabbitMQ count the attempts (a quorum queue's
+``x-delivery-count``), but before RabbitMQ 4.3 that counts every return of the message too: a
+worker killed or stopped while holding it, a connection dropped. A few of those and one
+database failure would dead-letter a request nothing was wrong with (a fault campaign did just
+that, on 3.10). So the worker counts what it means by an attempt, a failure of the handler,
+in the message's :data:`messaging.topology.ATTEMPT_HEADER`. The queue's ``x-delivery-limit``
+still counts the returns of each copy: the backstop for a message that kills its worker.
+
+The copy keeps the message's id, correlation id and reply-to address (the API may still be
+waiting for the reply), and is published through the default exchange to this queue alone
+(another queue bound to the same routing key has its own copy). Its publish is a PRODUCER
+span inside the failed CONSUMER span, so the retry stays in the request's trace. It is
+confirmed before the original is acked: a failure in between leaves two copies, never none,
+and handlers are idempotent by the message's id.
+"""
+
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from messaging import instrumentation
+from messaging.envelope import copy_of
+from messaging.metered import NO_METER, MessageMeter
+from messaging.topology import ATTEMPT_HEADER
+
+
+def attempt_of(message: AbstractIncomingMessage) -> int:
+    """Which attempt this delivery is: 1, unless a worker retried it."""
+    attempt = (message.headers or {}).get(ATTEMPT_HEADER, 1)
+    return attempt if isinstance(attempt, int) and attempt >= 1 else 1
+
+
+async def retry(
+    default_exchange: AbstractExchange,
+    message: AbstractIncomingMessage,
+    *,
+    queue: str,
+    meter: MessageMeter = NO_METER,
+) -> None:
+    """Publish ``message`` again to ``queue`` as its next attempt, then ack it."""
+    copy = copy_of(message, {ATTEMPT_HEADER: attempt_of(message) + 1}, reply_to=True)
+    await instrumentation.publish(default_exchange, copy, queue, mandatory=True, meter=meter)
+    await message.ack()
