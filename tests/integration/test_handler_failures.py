@@ -104,7 +104,9 @@ async def _fail_three_times(
     # Each retry is a copy published to the queue itself (messaging.retry), from inside the
     # CONSUMER span that failed, and the next CONSUMER span is its child: one trace throughout.
     queue = topology.CREDIT_CHECK.name
-    retries = sorted((s for s in spans if s.name == f"publish {queue}"), key=lambda s: s.start_time)
+    retries = sorted(
+        (s for s in spans if s.name == f"publish {queue}"), key=lambda s: s.start_time or 0
+    )
     assert len(retries) == MAX_ATTEMPTS - 1
     for failed, retried, next_attempt in zip(consumers, retries, consumers[1:], strict=False):
         assert retried.parent is not None and retried.parent.span_id == failed.context.span_id
