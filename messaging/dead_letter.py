@@ -12,7 +12,8 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import DEAD_LETTER_REASON
+from messaging.retry import first_route
+from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY
 
 MAX_REASON_LENGTH = 256
 
@@ -26,17 +27,15 @@ async def dead_letter(
     meter: MessageMeter = NO_METER,
 ) -> None:
     """Republish ``message`` to the dead-letter exchange with ``reason``, then ack it."""
+    _ = message.channel  # raises if the delivery's channel is gone: no copy (messaging.retry)
     # The broker's delivery bookkeeping must not follow the message, nor its attempt count:
     # replayed from the dead-letter queue, it starts again at its first attempt.
-    headers = {
-        DEAD_LETTER_REASON: reason[:MAX_REASON_LENGTH],
-        "x-original-queue": queue,
-        "x-original-exchange": message.exchange or "",
-    }
+    route = first_route(message)
+    headers = {DEAD_LETTER_REASON: reason[:MAX_REASON_LENGTH], "x-original-queue": queue, **route}
     await instrumentation.publish(
         dlx,
         copy_of(message, headers, reply_to=False),
-        message.routing_key or queue,
+        route[ORIGINAL_ROUTING_KEY] or queue,
         mandatory=True,
         meter=meter,
     )

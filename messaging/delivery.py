@@ -43,7 +43,7 @@ log = structlog.get_logger(__name__)
 
 # Our messages are ~200 bytes; anything far larger is not one of ours.
 MAX_BODY_BYTES = 16 * 1024
-# Attempts before a failing message is dead-lettered (below the queue's x-delivery-limit).
+# Handler failures before a message is dead-lettered (counted by messaging.retry).
 MAX_ATTEMPTS = 3
 # Seconds before the first retry; doubled for each later one.
 RETRY_BACKOFF = 0.2

@@ -12,7 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from messaging.messages import CONTENT_TYPE, Message
-from messaging.topology import ATTEMPT_HEADER
+from messaging.topology import ATTEMPT_HEADER, DEAD_LETTER_REASON
 
 
 def envelope(
@@ -38,11 +38,13 @@ def envelope(
     )
 
 
-# What the broker adds to a delivery about its deliveries, and the worker's attempt count: a
-# copy the worker republishes (messaging.retry, messaging.dead_letter) starts without them.
+# What the broker adds to a delivery about its deliveries, the worker's attempt count and a
+# dead letter's reason: a copy the worker republishes (messaging.retry, messaging.dead_letter)
+# starts without them.
 _BOOKKEEPING = frozenset(
     {
         ATTEMPT_HEADER,
+        DEAD_LETTER_REASON,
         "x-delivery-count",
         "x-death",
         "x-first-death-exchange",

@@ -6,7 +6,7 @@ sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metric
 carries the broker's address (``server.address``/``server.port``); the destination is the
 span's low-cardinality one, with direct reply-to given as its template, never per request.
 
-A delivery's handler failure is caught by :mod:`messaging.delivery` (it requeues or
+A delivery's handler failure is caught by :mod:`messaging.delivery` (it retries or
 dead-letters), so the consumer wrapper cannot see it raise: :func:`failed` tells it instead.
 """
 

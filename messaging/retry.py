@@ -22,13 +22,14 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import ATTEMPT_HEADER
+from messaging.topology import ATTEMPT_HEADER, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
-    """Which attempt this delivery is: 1, unless a worker retried it."""
+    """Which attempt this delivery is: 1, unless a worker retried it (a header that is not a
+    positive integer counts as the first)."""
     attempt = (message.headers or {}).get(ATTEMPT_HEADER, 1)
-    return attempt if isinstance(attempt, int) and attempt >= 1 else 1
+    return attempt if type(attempt) is int and attempt >= 1 else 1
 
 
 async def retry(
@@ -39,6 +40,24 @@ async def retry(
     meter: MessageMeter = NO_METER,
 ) -> None:
     """Publish ``message`` again to ``queue`` as its next attempt, then ack it."""
-    copy = copy_of(message, {ATTEMPT_HEADER: attempt_of(message) + 1}, reply_to=True)
+    # Raises if the delivery's channel is gone (a reconnect during the back-off): no copy is
+    # made, and the broker redelivers the original. A copy published on the new channel
+    # could not be followed by the ack, and there would be two.
+    _ = message.channel
+    headers = {ATTEMPT_HEADER: attempt_of(message) + 1, **first_route(message)}
+    copy = copy_of(message, headers, reply_to=True)
     await instrumentation.publish(default_exchange, copy, queue, mandatory=True, meter=meter)
     await message.ack()
+
+
+def first_route(message: AbstractIncomingMessage) -> dict[str, str]:
+    """Where the message was first published (a retry arrives through the default exchange):
+    what a dead letter records, for an operator to replay it there."""
+    headers = message.headers or {}
+    exchange, routing_key = headers.get(ORIGINAL_EXCHANGE), headers.get(ORIGINAL_ROUTING_KEY)
+    if isinstance(exchange, str) and isinstance(routing_key, str):
+        return {ORIGINAL_EXCHANGE: exchange, ORIGINAL_ROUTING_KEY: routing_key}
+    return {
+        ORIGINAL_EXCHANGE: message.exchange or "",
+        ORIGINAL_ROUTING_KEY: message.routing_key or "",
+    }

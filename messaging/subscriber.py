@@ -35,6 +35,8 @@ from messaging.publisher import Publisher
 log = structlog.get_logger(__name__)
 # Seconds a delivery cut off by a connection drop waits for its handler (see _tracked).
 HANDLER_GRACE = 1.0
+# Seconds a stop waits for the broker to confirm the consumer's cancel.
+CANCEL_WITHIN = 2.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 # Seconds a consumer may be missing from its open channel before it is given up for lost, and
@@ -117,19 +119,20 @@ class Subscription:
         return True
 
     async def _cancel(self, tag: str, deadline: float) -> None:
-        """Cancel the consumer, unless the connection is down: then aio-pika's cancel waits
-        for it to come back, and a stop would hang until the broker did. The consumer went
-        with the channel anyway, and one restored meanwhile takes nothing (_tracked).
-        Bounded, for a broker that stopped answering."""
-        down = "consumer not cancelled: the broker connection is down"
-        if self._queue.channel.is_closed:
-            log.warning(down)
-            return
+        """Cancel the consumer. aio-pika takes it off the consumers a reconnect restores as the
+        cancel starts, so it is off even when the cancel cannot go through: with the connection
+        down, the cancel would wait for it to come back, and a stop would hang until the broker
+        did. The consumer went with the channel then, and is not waited for. Otherwise the
+        wait is bounded (:data:`CANCEL_WITHIN`), for a broker that stopped answering, and leaves
+        the rest of the budget to the deliveries in flight."""
+        loop = asyncio.get_running_loop()
+        down = self._queue.channel.is_closed
+        until = loop.time() if down else min(deadline, loop.time() + CANCEL_WITHIN)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(until):
                 await self._queue.cancel(tag)
         except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            log.warning(down, error=repr(exc))
+            log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:

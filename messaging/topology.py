@@ -25,13 +25,16 @@ RESERVATION_REQUESTED = "reservation.requested"
 RESERVATION_CONFIRMED = "reservation.confirmed"
 # RabbitMQ's direct reply-to pseudo-queue: replies reach the channel that asked, no queue needed.
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-# A backstop above messaging.delivery.MAX_ATTEMPTS: it catches a message that kills its worker.
+# Returns of one copy of a message (its worker killed or cut off while holding it) before the
+# broker dead-letters it: the backstop for a message that kills its worker (messaging.retry).
 DELIVERY_LIMIT = 5
 # Header a worker sets on a message it dead-letters on purpose, saying why.
 DEAD_LETTER_REASON = "x-dead-letter-reason"
 # Header of a message a worker publishes again after its handler failed: the attempt it is
 # (messaging.retry); absent, the first.
 ATTEMPT_HEADER = "x-attempt"
+# Headers of a retried or dead-lettered message: where it was first published.
+ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY = "x-original-exchange", "x-original-routing-key"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_OPTION = "sqlite_begin"
 # The engine's execution option that carries DATABASE_TRANSACTION_TIMEOUT to store.transactions.
 TIMEOUT_OPTION = "transaction_timeout"
+# Names the PostgreSQL pools' logger: sqlalchemy.pool.impl.AsyncAdaptedQueuePool.store
+POOL_LOGGING_NAME = "store"
 # A pooled PostgreSQL connection idle this long is pinged before use (ping_when_in_doubt).
 PING_AFTER_IDLE_S = 1.0
 # Seconds such a ping may take before the connection is deemed silent (at most half the
@@ -63,6 +65,7 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         connect_args={**connect_args, "timeout": timeout},
         hide_parameters=True,
         execution_options={TIMEOUT_OPTION: timeout},
+        pool_logging_name=POOL_LOGGING_NAME,  # a logger of its own, for the filter below
     )
     ping_when_in_doubt(engine.sync_engine, within=min(PING_TIMEOUT_S, timeout / 2))
     pool_logger = engine.pool.logger  # an InstanceLogger with echo_pool
@@ -75,11 +78,17 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
 class _CutShortIsOurs(logging.Filter):
     """SQLAlchemy's pool logs an ERROR with a traceback for a close or reset of a connection
     that a cancellation cut short, then raises the cancellation on. Ours are on purpose: a
-    transaction past its timeout, and :func:`dispose` giving up on a silent server. Each logs
-    one WARNING of its own, so the pool's record is dropped."""
+    transaction past its timeout, and :func:`dispose` giving up on a silent server; each logs
+    one WARNING of its own. So the pool's record is a DEBUG line, without the traceback, shown
+    only where the pool's logger shows DEBUG. Only on this project's PostgreSQL engines' pools
+    (``pool_logging_name``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+        if not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 _CUT_SHORT_IS_OURS = _CutShortIsOurs()

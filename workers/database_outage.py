@@ -89,7 +89,9 @@ def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
             if not database_gone(exc):
                 raise
             if outage.closed:
-                log.warning("database unavailable while stopping; releasing the message")
+                log.warning(
+                    "database unavailable while stopping; releasing the message", error=repr(exc)
+                )
                 raise Released from exc
             if current_delivery().attempt >= MAX_ATTEMPTS:
                 raise

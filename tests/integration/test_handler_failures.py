@@ -14,16 +14,19 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from yarl import URL
 
 from domain.reservations import Reservation
 from messaging import delivery, subscriber, topology
 from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
+from messaging.envelope import envelope
 from messaging.messages import ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
+from tests.hop import Hop
 from tests.logs import capture_logs_of
 from tests.spans import aio_pika_traced_by, in_memory_provider
 from tests.system import get_within
@@ -88,6 +91,12 @@ async def _fail_three_times(
     assert dead.headers[topology.DEAD_LETTER_REASON] == (
         f"handler failed {MAX_ATTEMPTS} times: RuntimeError"
     )
+    # Where it was first published, although its last attempt came through the default
+    # exchange (messaging.retry): an operator replays it there.
+    assert dead.routing_key == topology.RESERVATION_REQUESTED
+    assert dead.headers[topology.ORIGINAL_EXCHANGE] == topology.RESERVATIONS.name
+    assert dead.headers[topology.ORIGINAL_ROUTING_KEY] == topology.RESERVATION_REQUESTED
+    assert topology.ATTEMPT_HEADER not in dead.headers  # a replay starts at its first attempt
     assert ledger.calls == MAX_ATTEMPTS
 
     async for attempt in eventually_async(5, every=0.05):
@@ -112,7 +121,7 @@ async def _fail_three_times(
         assert retried.parent is not None and retried.parent.span_id == failed.context.span_id
         assert next_attempt.parent is not None
         assert next_attempt.parent.span_id == retried.context.span_id
-    dlx_publish = [s for s in spans if s.name == f"publish reservations.dlx:{queue}"]
+    dlx_publish = [s for s in spans if s.name == "publish reservations.dlx:reservation.requested"]
     assert len(dlx_publish) == 1
     assert dlx_publish[0].parent is not None
     assert dlx_publish[0].parent.span_id == consumers[-1].context.span_id
@@ -149,6 +158,30 @@ async def test_returns_of_a_message_use_up_none_of_its_attempts(
     assert handled == [1, 2]
     dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
     assert dead is None, dead.headers
+
+
+@pytest.mark.parametrize("header", ["3", True, 0, 2.0], ids=["text", "bool", "zero", "float"])
+async def test_an_attempt_header_that_is_not_a_positive_integer_counts_as_the_first(
+    channel: AbstractChannel, header: object
+) -> None:
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    route = topology.RESERVATION_REQUESTS
+    await declared.exchanges[route.exchange.name].publish(
+        envelope(request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: header}),
+        route.routing_key,
+    )
+    attempts: list[int] = []
+
+    async def record(message: ReservationRequested) -> None:
+        attempts.append(delivery.current_delivery().attempt)
+
+    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, record)
+    async for attempt in eventually_async(10, every=0.05):
+        with attempt:
+            assert attempts == [1]
+    assert await subscription.stop(5)
 
 
 async def test_failed_deliveries_are_counted_with_their_error_type(
@@ -192,7 +225,7 @@ async def test_failed_deliveries_are_counted_with_their_error_type(
     assert counts("messaging.client.sent.messages") == {
         ("reservations:reservation.requested", None): 1,
         (retried, None): MAX_ATTEMPTS - 1,
-        ("reservations.dlx:credit-check", None): 1,
+        ("reservations.dlx:reservation.requested", None): 1,
     }
 
 
@@ -293,3 +326,58 @@ async def test_a_stuck_handler_never_holds_the_connection_open(
         _, declared = await open_channel(cleanup)
         for queue in declared.queues.values():
             await queue.purge()
+
+
+async def test_a_consumer_stopped_while_its_connection_is_down_is_not_restored(
+    amqp_url: str,
+) -> None:
+    """A stop with the broker connection down cannot cancel the consumer (it went with the
+    channel). If the connection comes back while the stop still waits for a delivery in
+    flight, aio-pika must not restore that consumer: it would take a batch of messages and
+    hold them, unhandled, until the channel closes."""
+    broker_url = URL(amqp_url)
+    hop = Hop(broker_url.host or "127.0.0.1", broker_url.port or 5672)
+    await hop.up()
+    direct = await aio_pika.connect(amqp_url)
+    connection = await aio_pika.connect_robust(
+        str(broker_url.with_port(hop.port)), reconnect_interval=0.2
+    )
+    try:
+        channel, declared = await open_channel(connection, prefetch=10)
+        for queue in declared.queues.values():
+            await queue.purge()
+        broker = Broker(channel, declared, Publisher.on(channel, declared))
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def in_flight(message: ReservationRequested) -> None:
+            started.set()
+            await release.wait()
+
+        subscription = await broker.subscribe(
+            topology.CREDIT_CHECK, ReservationRequested, in_flight
+        )
+        sending, sent_declared = await open_channel(direct)
+        sender = Broker(sending, sent_declared, Publisher.on(sending, sent_declared))
+        request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+        await sender.publish(request, topology.RESERVATION_REQUESTS)
+        await asyncio.wait_for(started.wait(), 10)
+        await hop.down()
+        async for attempt in eventually_async(10, every=0.05):
+            with attempt:
+                assert channel.is_closed, "the drop not seen yet"
+        stopping = asyncio.ensure_future(subscription.stop(20))
+        await asyncio.sleep(0.5)
+        await hop.up()
+        async for attempt in eventually_async(10, every=0.1):
+            with attempt:
+                assert not channel.is_closed, "not reconnected yet"
+        await asyncio.sleep(1)  # a restored consumer would be back by now
+        spec = topology.CREDIT_CHECK
+        probe = await (await direct.channel()).declare_queue(spec.name, passive=True)
+        assert probe.declaration_result.consumer_count == 0
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        await connection.close()
+        await direct.close()
+        await hop.down()
