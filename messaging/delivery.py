@@ -166,7 +166,8 @@ async def _settle(
         )
     except Exception:
         if retrying:
-            log.exception("could not publish the retry; requeueing the message")
+            # The copy may be queued already if the ack is what failed: two copies, not none.
+            log.exception("could not retry the message; requeueing it")
         else:
             log.exception("could not settle the message; handing it to the broker's dead-lettering")
         with contextlib.suppress(*_CHANNEL_GONE):
