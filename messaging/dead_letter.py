@@ -12,7 +12,6 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.retry import first_route
 from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY
 
 MAX_REASON_LENGTH = 256
@@ -30,12 +29,12 @@ async def dead_letter(
     _ = message.channel  # raises if the delivery's channel is gone: no copy (messaging.retry)
     # The broker's delivery bookkeeping must not follow the message, nor its attempt count:
     # replayed from the dead-letter queue, it starts again at its first attempt.
-    route = first_route(message)
-    headers = {DEAD_LETTER_REASON: reason[:MAX_REASON_LENGTH], "x-original-queue": queue, **route}
+    headers = {DEAD_LETTER_REASON: reason[:MAX_REASON_LENGTH], "x-original-queue": queue}
+    copy = copy_of(message, headers, reply_to=False)
     await instrumentation.publish(
         dlx,
-        copy_of(message, headers, reply_to=False),
-        route[ORIGINAL_ROUTING_KEY] or queue,
+        copy,
+        str(copy.headers[ORIGINAL_ROUTING_KEY]) or queue,
         mandatory=True,
         meter=meter,
     )

@@ -12,7 +12,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from messaging.messages import CONTENT_TYPE, Message
-from messaging.topology import ATTEMPT_HEADER, DEAD_LETTER_REASON
+from messaging.topology import (
+    ATTEMPT_HEADER,
+    DEAD_LETTER_REASON,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+)
 
 
 def envelope(
@@ -61,19 +66,31 @@ def copy_of(
     message: AbstractIncomingMessage, headers: Mapping[str, Any], *, reply_to: bool
 ) -> aio_pika.Message:
     """A persistent copy of a delivered message, to publish again: its body and properties
-    (its reply-to address only if ``reply_to``), its headers but the delivery bookkeeping, and
-    ``headers``."""
+    (its reply-to address only if ``reply_to``), its headers but the delivery bookkeeping,
+    where it was first published (a retry arrives through the default exchange: what a dead
+    letter records, for an operator to replay it there), and ``headers``."""
     carried = {k: v for k, v in (message.headers or {}).items() if k not in _BOOKKEEPING}
     return envelope(
         message.body,
         persistent=True,
-        headers={**carried, **headers},
+        headers={**carried, **_first_route(message), **headers},
         content_type=message.content_type,
         message_id=message.message_id,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to if reply_to else None,
         message_type=message.type,
     )
+
+
+def _first_route(message: AbstractIncomingMessage) -> dict[str, str]:
+    headers = message.headers or {}
+    exchange, routing_key = headers.get(ORIGINAL_EXCHANGE), headers.get(ORIGINAL_ROUTING_KEY)
+    if isinstance(exchange, str) and isinstance(routing_key, str):
+        return {ORIGINAL_EXCHANGE: exchange, ORIGINAL_ROUTING_KEY: routing_key}
+    return {
+        ORIGINAL_EXCHANGE: message.exchange or "",
+        ORIGINAL_ROUTING_KEY: message.routing_key or "",
+    }
 
 
 def encode(

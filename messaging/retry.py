@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import ATTEMPT_HEADER, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY
+from messaging.topology import ATTEMPT_HEADER
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
@@ -44,20 +44,6 @@ async def retry(
     # made, and the broker redelivers the original. A copy published on the new channel
     # could not be followed by the ack, and there would be two.
     _ = message.channel
-    headers = {ATTEMPT_HEADER: attempt_of(message) + 1, **first_route(message)}
-    copy = copy_of(message, headers, reply_to=True)
+    copy = copy_of(message, {ATTEMPT_HEADER: attempt_of(message) + 1}, reply_to=True)
     await instrumentation.publish(default_exchange, copy, queue, mandatory=True, meter=meter)
     await message.ack()
-
-
-def first_route(message: AbstractIncomingMessage) -> dict[str, str]:
-    """Where the message was first published (a retry arrives through the default exchange):
-    what a dead letter records, for an operator to replay it there."""
-    headers = message.headers or {}
-    exchange, routing_key = headers.get(ORIGINAL_EXCHANGE), headers.get(ORIGINAL_ROUTING_KEY)
-    if isinstance(exchange, str) and isinstance(routing_key, str):
-        return {ORIGINAL_EXCHANGE: exchange, ORIGINAL_ROUTING_KEY: routing_key}
-    return {
-        ORIGINAL_EXCHANGE: message.exchange or "",
-        ORIGINAL_ROUTING_KEY: message.routing_key or "",
-    }
