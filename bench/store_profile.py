@@ -3,11 +3,12 @@
     python -m bench.store_profile --db sqlite            # untraced (NoOp provider)
     python -m bench.store_profile --db sqlite --traced   # SDK spans, OTLP-encoded, not sent
 
-A fresh database (SQLite file or PostgreSQL schema), migrated and seeded with one rich user;
-then ``SqlStore.reserve`` and ``SqlStore.prepare_download`` for ``--count`` reservations,
-``--concurrency`` at a time, with this process's CPU time read around each. Traced, every span
-goes through a batch processor to an exporter that encodes it as OTLP protobuf and drops it:
-the tracing cost without a receiver. The database server's CPU is not counted.
+A fresh database (SQLite file or PostgreSQL schema, removed at the end), migrated and seeded
+with one rich user; then ``SqlStore.reserve`` and ``SqlStore.prepare_download`` for ``--count``
+reservations, ``--concurrency`` at a time, with this process's CPU time read around each.
+Traced, every span goes through a batch processor to an exporter that encodes it as OTLP
+protobuf and drops it: the tracing cost without a receiver.
+The database server's CPU is not counted.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import NoOpTracerProvider
 from pydantic import SecretStr
 
+from bench.db import Database
 from devtools.addresses import DEFAULT_POSTGRES_URL
 from messaging.telemetry.db_spans import instrument_engine
 from store.engine import open_engine
@@ -60,13 +62,22 @@ async def _timed(calls: list[Callable[[], Awaitable[object]]], concurrency: int)
 
 
 async def profile(args: argparse.Namespace) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="store-profile-"))
+    """One profile in a temporary directory (and, on PostgreSQL, a schema) that it removes."""
+    with tempfile.TemporaryDirectory(prefix="store-profile-") as workdir:
+        if args.db == "sqlite":
+            return await _profile(args, Path(workdir), schema=None)
+        schema = f"profile_{uuid.uuid4().hex[:8]}"
+        database = Database("postgres", args.postgres_url, schema=schema)
+        try:
+            return await _profile(args, Path(workdir), schema)
+        finally:
+            await database.drop()
+
+
+async def _profile(args: argparse.Namespace, workdir: Path, schema: str | None) -> dict[str, float]:
     seed = workdir / "seed.json"
     seed.write_text(json.dumps({"users": {"bench": 900_000_000}, "items": {"book-1": 1}}))
-    if args.db == "sqlite":
-        url, schema = f"sqlite+aiosqlite:///{workdir}/store.db", None
-    else:
-        url, schema = args.postgres_url, f"profile_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite+aiosqlite:///{workdir}/store.db" if schema is None else args.postgres_url
     settings = StoreSettings(database_url=SecretStr(url), database_schema=schema, seed_file=seed)
     await migrate(settings)
     exporter = EncodingExporter()
