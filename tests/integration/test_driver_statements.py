@@ -22,8 +22,9 @@ from domain.reservations import Outcome
 from messaging.telemetry.db_spans import instrument_engine
 from messaging.telemetry.providers import SEMCONV_OPT_IN
 from store import statements as sql
+from store.availability import database_gone
 from store.driver import DriverStatements
-from store.engine import open_engine
+from store.engine import PING_AFTER_IDLE_S, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from store.transactions import transactions_for
@@ -179,6 +180,58 @@ async def test_after_a_lost_connection_the_rest_of_the_pool_is_checked_before_us
                 outcomes.append("lost")
         assert outcomes.count("lost") == 1, outcomes
         assert outcomes[0] == "lost", outcomes
+    finally:
+        await admin.dispose()
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("call", "idle"),
+    [("reserve", 0.0), ("get_credits", 0.0), ("reserve", PING_AFTER_IDLE_S + 0.05)],
+    ids=["hot-statement", "sqlalchemy-read", "checkout-ping"],
+)
+async def test_a_connection_used_as_its_backend_is_terminated_fails_as_the_database_gone(
+    store_settings: StoreSettings, postgres_url: str, call: str, idle: float
+) -> None:
+    """A pooled connection used right after ``pg_terminate_backend``, before its EOF arrives,
+    makes asyncpg raise its InternalClientError ("cannot switch to state 11"). Through
+    SQLAlchemy it comes wrapped, but the checkout ping calls asyncpg directly (a connection
+    idle for ``PING_AFTER_IDLE_S``), and there it came unwrapped: a 500 in the API, a
+    handler failure in a worker. The ping must replace such a connection before the caller
+    sees it; a statement that finds it must fail as the database gone; and the next call must
+    get a live connection. The race goes either way, so each case runs a few
+    times, each a few loop turns later than the last."""
+    engine = await open_engine(store_settings.model_copy(update={"database_pool_size": 1}))
+    admin = create_async_engine(postgres_url)
+    store = SqlStore(engine)
+
+    async def use() -> object:
+        if call == "reserve":
+            return await store.reserve(uuid.uuid4(), "alice", "book-1")
+        return await store.get_credits("alice")
+
+    failures: list[str] = []
+    try:
+        async with admin.connect() as kill:
+            for turn in range(8 if idle else 16):
+                await use()
+                async with engine.connect() as conn:  # the pool's one connection
+                    pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+                await asyncio.sleep(idle)
+                await kill.scalar(text(f"SELECT pg_terminate_backend({pid})"))
+                for _ in range(turn % 4):
+                    await asyncio.sleep(0)
+                try:
+                    await use()
+                except Exception as exc:
+                    assert database_gone(exc), repr(exc)
+                    failures.append(repr(exc)[:60])
+                await use()  # on a new connection
+        if idle:  # the ping found it, and the pool connected again before the caller saw it
+            assert not failures, failures
+        else:  # the statement found it
+            assert failures, "the backend was never found terminated: the test proved nothing"
     finally:
         await admin.dispose()
         await engine.dispose()
