@@ -39,6 +39,7 @@ from messaging.messages import Message
 from messaging.publisher import Publisher
 from messaging.readiness import ChannelReadiness
 from messaging.republisher import Republisher
+from messaging.subscriber import CANCEL_WITHIN, cancel_consumer
 from messaging.topology import DIRECT_REPLY_TO, Route
 
 log = structlog.get_logger(__name__)
@@ -100,12 +101,16 @@ class RpcClient:
         self._readiness.watch()
 
     async def close(self) -> None:
+        """End the pending calls, the republishing, and the reply consumer, in bounded time:
+        a broker that blocks the connection (a memory or disk alarm) never answers the cancel,
+        and a stop waited for it until the alarm cleared."""
         self._fail_pending(ReplyLost("the request/reply client is shutting down"))
         await self.republisher.close()
         self._channel.close_callbacks.discard(self._on_channel_close)
         self._readiness.unwatch()
         if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
-            await self._reply_queue.cancel(self._consumer_tag)
+            until = asyncio.get_running_loop().time() + CANCEL_WITHIN
+            await cancel_consumer(self._reply_queue, self._consumer_tag, until=until)
 
     async def call(self, request: Message, reply_model: type[R], *, to: Route) -> R:
         """Publish ``request`` (persistent, JSON) and wait at most ``reply_timeout`` for its

@@ -119,20 +119,10 @@ class Subscription:
         return True
 
     async def _cancel(self, tag: str, deadline: float) -> None:
-        """Cancel the consumer. aio-pika takes it off the consumers a reconnect restores as the
-        cancel starts, so it is off even when the cancel cannot go through: with the connection
-        down, the cancel would wait for it to come back, and a stop would hang until the broker
-        did. The consumer went with the channel then, and is not waited for. Otherwise the
-        wait is bounded (:data:`CANCEL_WITHIN`), for a broker that stopped answering, and leaves
-        the rest of the budget to the deliveries in flight."""
+        """Cancel the consumer within :data:`CANCEL_WITHIN`, leaving the rest of the budget to
+        the deliveries in flight (:func:`cancel_consumer`)."""
         loop = asyncio.get_running_loop()
-        down = self._queue.channel.is_closed
-        until = loop.time() if down else min(deadline, loop.time() + CANCEL_WITHIN)
-        try:
-            async with asyncio.timeout_at(until):
-                await self._queue.cancel(tag)
-        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))
+        await cancel_consumer(self._queue, tag, until=min(deadline, loop.time() + CANCEL_WITHIN))
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
@@ -188,3 +178,19 @@ async def subscribe(
     subscription = Subscription(queue, on_message, publisher.meter)
     await subscription.start()
     return subscription
+
+
+async def cancel_consumer(queue: AbstractQueue, tag: str, *, until: float) -> None:
+    """Cancel a consumer, waiting at most until ``until`` (loop time). aio-pika takes it off the
+    consumers a reconnect restores as the cancel starts, so it is off even when the cancel
+    cannot go through: with the connection down, the cancel would wait for it to come back,
+    and a stop would hang until the broker did; the consumer went with the channel then, and
+    is not waited for at all. A broker that stopped answering, or that blocks the connection
+    (a memory or disk alarm), never answers the cancel: hence the bound."""
+    if queue.channel.is_closed:
+        until = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout_at(until):
+            await queue.cancel(tag)
+    except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))

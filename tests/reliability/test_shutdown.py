@@ -106,6 +106,34 @@ async def test_sigterm_worker_while_its_broker_link_is_down(
     assert "consumer not cancelled: the broker connection is down" in stopping
 
 
+async def test_sigterm_api_while_its_broker_link_is_silent(
+    make_system: Callable[[], System], api_port: int, amqp_url: str
+) -> None:
+    """SIGTERM while the API's broker connection is silent (frozen here; a broker that blocks
+    the connection in a memory or disk alarm answers nothing either): it exits in bounded
+    time. Cancelling the reply consumer waited for the broker's answer, so the API hung until
+    the link came back (a fault campaign's alarm: until the alarm cleared, or SIGKILL)."""
+    system = make_system()
+    broker = URL(amqp_url)
+    hop = Hop(broker.host or "127.0.0.1", broker.port or 5672)
+    await hop.up()
+    try:
+        api = await asyncio.to_thread(
+            system.start_api, api_port, AMQP_URL=str(broker.with_port(hop.port))
+        )
+        hop.freeze()
+        stop = api.log_offset()
+        api.popen.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(api.wait_exit, 15)
+        system.running.remove(api)
+    finally:
+        await hop.down()
+    assert code in (0, -signal.SIGTERM), api.log()
+    stopping = api.log_since(stop)
+    assert "Traceback" not in stopping, stopping
+    assert "consumer not cancelled" in stopping, stopping
+
+
 def test_sigterm_api_finishes_requests_in_flight(
     make_system: Callable[[], System], api_port: int, amqp_url: str
 ) -> None:
