@@ -1,8 +1,9 @@
 """Request limits at the edge: body size and content type, answered before any work is done.
 
 A body larger than ``MAX_BODY_BYTES`` gets 413 (checked on ``Content-Length``, and while reading
-a chunked body); a body that is not JSON gets 415. Both are pure ASGI, so a hostile request
-never reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
+a chunked body); a body that is not JSON gets 415, and so does one with two Content-Type
+headers (FastAPI would read the first). Both are pure ASGI, so a hostile request never reaches
+FastAPI's JSON parsing, and never costs more than the limit in memory.
 """
 
 import orjson
@@ -27,8 +28,9 @@ class RequestLimitsMiddleware:
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if media_type != b"application/json":
+        content_types = [value for name, value in scope["headers"] if name == b"content-type"]
+        media_type = b"".join(content_types).split(b";")[0].strip().lower()
+        if len(content_types) != 1 or media_type != b"application/json":
             await _reject(send, 415, "send the request body as application/json")
             return
         body = bytearray()
