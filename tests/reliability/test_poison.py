@@ -2,10 +2,13 @@
 worker process keeps consuming good messages."""
 
 import json
+import struct
 import uuid
 
 import aio_pika
 import httpx
+import pamqp.encode
+import pytest
 
 from messaging import topology
 from messaging.delivery import MAX_BODY_BYTES
@@ -74,3 +77,56 @@ async def test_each_kind_of_poison_is_dead_lettered_once_with_its_reason(
             "/reservations", json={"username": "alice", "item_id": "book-1"}
         )
     assert response.status_code == 201
+
+
+def _publish_raw_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let this process publish strings that are not UTF-8, as a buggy or hostile publisher
+    can (RabbitMQ passes the bytes on): pamqp encodes ``"\\udcff"`` as the byte 0xff."""
+
+    def raw(encoder: struct.Struct, value: str) -> bytes:
+        data = value.encode("utf-8", "surrogateescape")
+        return encoder.pack(len(data)) + data
+
+    monkeypatch.setattr(pamqp.encode, "_string", raw)
+
+
+async def test_a_property_that_is_not_utf8_is_dead_lettered_and_drops_no_connection(
+    system: System, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A content type with a byte that is not UTF-8 (and a message id; header keys: the unit
+    tests of messaging.amqp_strings):
+    pamqp could not decode it, so the worker's connection dropped at every delivery of it, and
+    each drop sent back its prefetched requests too, until the delivery limit dead-lettered
+    them. Now it is dead-lettered at once, with its reason, and the connection stays up."""
+    worker = next(p for p in system.running if p.name == "workers.credit_check")
+    since = worker.log_offset()
+    _publish_raw_bytes(monkeypatch)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        declared = await topology.declare(channel)
+        dead_letters = declared.queues[topology.DEAD_LETTERS.name]
+        await dead_letters.purge()
+        await declared.exchanges[topology.RESERVATIONS.name].publish(
+            aio_pika.Message(
+                _body(),
+                content_type="application/json\udcff",
+                message_id="not-utf8\udcff",
+            ),
+            routing_key=topology.RESERVATION_REQUESTED,
+            mandatory=True,
+        )
+        dead = await get_within(dead_letters, 10)
+        await dead.ack()
+    finally:
+        await connection.close()
+    assert dead.headers.get("x-delivery-count", 0) == 0  # at once, on its first delivery
+    assert "content type 'application/json\ufffd'" in str(dead.headers[topology.DEAD_LETTER_REASON])
+    assert dead.message_id == "not-utf8\ufffd"
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:
+        response = await client.post(
+            "/reservations", json={"username": "alice", "item_id": "book-1"}
+        )
+    assert response.status_code == 201
+    stopped = worker.log_since(since)
+    assert "unmarshal" not in stopped and "reconnect" not in stopped.lower(), stopped
