@@ -27,8 +27,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from messaging import topology
-from messaging.amqp_strings import tolerate_invalid_utf8
+from messaging import lenient_decoding, topology
 from messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -100,7 +99,7 @@ def refused(url: str, exc: BaseException) -> str | None:
 
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
-    tolerate_invalid_utf8()  # one bad message property must not drop the connection
+    lenient_decoding.install()  # one bad message property must not drop the connection
     try:
         with quiet(RETRY_LOGGERS):
             connection = await _connect_with_retries(url, settings.amqp_connect_timeout)

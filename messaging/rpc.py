@@ -108,7 +108,7 @@ class RpcClient:
         await self.republisher.close()
         self._channel.close_callbacks.discard(self._on_channel_close)
         self._readiness.unwatch()
-        if self._reply_queue is not None and self._consumer_tag and not self._channel.is_closed:
+        if self._reply_queue is not None and self._consumer_tag:  # off the restore list too
             until = asyncio.get_running_loop().time() + CANCEL_WITHIN
             await cancel_consumer(self._reply_queue, self._consumer_tag, until=until)
 

@@ -192,5 +192,11 @@ async def cancel_consumer(queue: AbstractQueue, tag: str, *, until: float) -> No
     try:
         async with asyncio.timeout_at(until):
             await queue.cancel(tag)
-    except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+    except TimeoutError as exc:
+        reason = "the broker did not answer in time" if not queue.channel.is_closed else None
+        log.warning(
+            f"consumer not cancelled: {reason or 'the broker connection is down'}",
+            error=repr(exc),
+        )
+    except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
         log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))

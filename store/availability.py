@@ -14,24 +14,18 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import (
-    BROKEN_CONNECTION_ERRORS,
-    CONNECT_ERRORS,
-    DatabaseUnavailable,
-    transaction_timeout,
-)
+from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
 
 
 def database_gone(exc: BaseException) -> bool:
     """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
     files a few client-side errors under InterfaceError too), rather than the statement: worth
     trying again shortly. A connection lost in the middle of a statement is a DBAPIError of no
-    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``; one whose
-    protocol broke raises asyncpg's own error, unwrapped."""
+    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``."""
     if isinstance(
         exc,
         DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
-    ) or isinstance(exc, BROKEN_CONNECTION_ERRORS):
+    ):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

@@ -98,12 +98,11 @@ class DriverStatements:
                 dialect=conn.dialect,
             ) from exc
         except BaseException as exc:
-            # Cancelled mid-statement (store.transactions' timeout, say): the connection is in
-            # an unknown state, and may be waiting on a server that does not answer; SQLAlchemy
-            # invalidates it for such an "exit exception", and so do we. So too for an error
-            # outside the DBAPI's classes: asyncpg's for a connection whose protocol broke
-            # (store.engine.BROKEN_CONNECTION_ERRORS), or a bug; a new connection is cheap.
-            conn.invalidate(exc)
+            if not isinstance(exc, Exception):
+                # Cancelled mid-statement (store.transactions' timeout, say): the connection
+                # is in an unknown state, and may be waiting on a server that does not answer.
+                # SQLAlchemy invalidates it for such an "exit exception"; so do we.
+                conn.invalidate(exc)
             raise
         finally:
             cursor.close()

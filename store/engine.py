@@ -177,8 +177,6 @@ def ping_when_in_doubt(
         # with a graceful close that waits up to 2 s on a silent server; the doubt above
         # pings them instead, and the first dead one still recycles the pool (below).
         context.invalidate_pool_on_disconnect = False
-        if isinstance(context.original_exception, BROKEN_CONNECTION_ERRORS):
-            context.is_disconnect = True  # SQLAlchemy does not know it: this one is lost
 
     @event.listens_for(engine, "checkin")
     def on_checkin(_: Any, record: ConnectionPoolEntry) -> None:
@@ -270,30 +268,23 @@ async def dispose(engine: AsyncEngine) -> None:
         log.warning("the database did not answer; its connections were left to close on exit")
 
 
-# What asyncpg raises, even through SQLAlchemy (which has no DBAPI class for it), for a
-# connection whose protocol broke: one used after the server's FATAL arrived (the backend was
-# terminated, or the server restarted) and before its EOF did ("cannot switch to state 11;
-# another operation (2) is in progress"). The connection is gone; a fault campaign had 500s
-# from it after pg_terminate_backend and restarts.
-BROKEN_CONNECTION_ERRORS = (driver.InternalClientError,)
 # What connecting can raise unwrapped: the network's errors, and what asyncpg raises while it
 # connects (a database or role that does not exist, a password, a server shutting down).
-UNWRAPPED_CONNECT_ERRORS = (
-    OSError,
-    driver.PostgresError,
-    driver.InterfaceError,
-    *BROKEN_CONNECTION_ERRORS,
-)
+UNWRAPPED_CONNECT_ERRORS = (OSError, driver.PostgresError, driver.InterfaceError)
 # And with SQLAlchemy's wrapped errors.
 CONNECT_ERRORS = (DBAPIError, *UNWRAPPED_CONNECT_ERRORS)
 # What asyncpg raises, called directly (the in-doubt ping), for a connection that is gone:
-# closed, reset, the server shutting down.
+# closed, reset, the server shutting down; or used after the server's FATAL arrived (its
+# backend terminated, the server restarting) and before its EOF did: InternalClientError,
+# "cannot switch to state 11; another operation (2) is in progress". SQLAlchemy translates
+# that one to an InternalError (store.availability.database_gone), but the ping bypasses
+# SQLAlchemy: a fault campaign had 500s from it after pg_terminate_backend and restarts.
 DEAD_CONNECTION_ERRORS = (
     OSError,
     driver.InterfaceError,
     driver.PostgresConnectionError,
     driver.OperatorInterventionError,
-    *BROKEN_CONNECTION_ERRORS,
+    driver.InternalClientError,
 )
 
 

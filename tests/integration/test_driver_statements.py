@@ -195,13 +195,15 @@ async def test_a_connection_used_as_its_backend_is_terminated_fails_as_the_datab
     store_settings: StoreSettings, postgres_url: str, call: str, idle: float
 ) -> None:
     """A pooled connection used right after ``pg_terminate_backend``, before its EOF arrives,
-    makes asyncpg raise its InternalClientError ("cannot switch to state 11"). Through
-    SQLAlchemy it comes wrapped, but the checkout ping calls asyncpg directly (a connection
-    idle for ``PING_AFTER_IDLE_S``), and there it came unwrapped: a 500 in the API, a
-    handler failure in a worker. The ping must replace such a connection before the caller
-    sees it; a statement that finds it must fail as the database gone; and the next call must
-    get a live connection. The race goes either way, so each case runs a few
-    times, each a few loop turns later than the last."""
+    makes asyncpg raise its InternalClientError ("cannot switch to state 11"). SQLAlchemy
+    translates it to an InternalError for a statement (the hot statements' cursor, a read),
+    but the checkout ping calls asyncpg directly (a connection idle for
+    ``PING_AFTER_IDLE_S``), and there it came untranslated: a 500 in the API, a handler
+    failure in a worker (a fault campaign's pg_terminate_backend under load: ten 500s in
+    2,000 requests, none after the fix; here the race seldom goes that way). The ping must
+    replace such a connection before the caller sees it; a statement that finds it must fail
+    as the database gone; and the next call must get a live connection. The race goes either
+    way, so each case runs a few times, each a few loop turns later than the last."""
     engine = await open_engine(store_settings.model_copy(update={"database_pool_size": 1}))
     admin = create_async_engine(postgres_url)
     store = SqlStore(engine)

@@ -94,7 +94,7 @@ async def test_a_property_that_is_not_utf8_is_dead_lettered_and_drops_no_connect
     system: System, amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A content type with a byte that is not UTF-8 (and a message id; header keys: the unit
-    tests of messaging.amqp_strings):
+    tests of messaging.lenient_decoding):
     pamqp could not decode it, so the worker's connection dropped at every delivery of it, and
     each drop sent back its prefetched requests too, until the delivery limit dead-lettered
     them. Now it is dead-lettered at once, with its reason, and the connection stays up."""
