@@ -28,6 +28,20 @@ def configure_env(
         monkeypatch.setenv("DATABASE_SCHEMA", store_settings.database_schema)
 
 
+@contextlib.asynccontextmanager
+async def publishing_with_empty_dead_letters(amqp_url: str) -> AsyncIterator[topology.Declared]:
+    """The topology, declared on a new connection's channel with publisher confirms, its
+    dead-letter queue purged: for tests that publish straight to the exchange and read what
+    was dead-lettered."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        declared = await topology.declare(await connection.channel(publisher_confirms=True))
+        await declared.queues[topology.DEAD_LETTERS.name].purge()
+        yield declared
+    finally:
+        await connection.close()
+
+
 async def purge_work_queues(amqp_url: str) -> None:
     """Drop messages an earlier test left behind, so no worker processes them in this test."""
     connection = await aio_pika.connect(amqp_url)

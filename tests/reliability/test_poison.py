@@ -13,7 +13,7 @@ import pytest
 from messaging import topology
 from messaging.delivery import MAX_BODY_BYTES
 from tests.stack import System
-from tests.system import get_within
+from tests.system import get_within, publishing_with_empty_dead_letters
 
 VALID = {"version": 1, "reservation_id": "", "username": "alice", "item_id": "book-1"}
 
@@ -101,25 +101,16 @@ async def test_a_property_that_is_not_utf8_is_dead_lettered_and_drops_no_connect
     worker = next(p for p in system.running if p.name == "workers.credit_check")
     since = worker.log_offset()
     _publish_raw_bytes(monkeypatch)
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        declared = await topology.declare(channel)
-        dead_letters = declared.queues[topology.DEAD_LETTERS.name]
-        await dead_letters.purge()
+    async with publishing_with_empty_dead_letters(amqp_url) as declared:
         await declared.exchanges[topology.RESERVATIONS.name].publish(
             aio_pika.Message(
-                _body(),
-                content_type="application/json\udcff",
-                message_id="not-utf8\udcff",
+                _body(), content_type="application/json\udcff", message_id="not-utf8\udcff"
             ),
             routing_key=topology.RESERVATION_REQUESTED,
             mandatory=True,
         )
-        dead = await get_within(dead_letters, 10)
+        dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 10)
         await dead.ack()
-    finally:
-        await connection.close()
     assert dead.headers.get("x-delivery-count", 0) == 0  # at once, on its first delivery
     assert "content type 'application/json\ufffd'" in str(dead.headers[topology.DEAD_LETTER_REASON])
     assert dead.message_id == "not-utf8\ufffd"

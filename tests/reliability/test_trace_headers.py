@@ -29,7 +29,7 @@ from messaging.instrumentation import UNUSABLE_CONTEXT
 from messaging.propagation import TRACE_FIELDS
 from tests.infra import Broker
 from tests.stack import System
-from tests.system import get_within
+from tests.system import get_within, publishing_with_empty_dead_letters
 from tests.traces import REQUEST_PROCESS
 from tests.waiting import eventually
 
@@ -111,12 +111,8 @@ async def _publish_and_collect_dead_letters(
     amqp_url: str, valid: dict[str, tuple[str, str]], invalid: dict[str, tuple[str, str]]
 ) -> dict[str, str]:
     """Publish each request with its garbage header; the dead letters' reasons by id."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        declared = await topology.declare(channel)
+    async with publishing_with_empty_dead_letters(amqp_url) as declared:
         dead_letters = declared.queues[topology.DEAD_LETTERS.name]
-        await dead_letters.purge()
         exchange = declared.exchanges[topology.RESERVATIONS.name]
         for bucket, is_valid in ((valid, True), (invalid, False)):
             for reservation_id, (field, kind) in bucket.items():
@@ -138,8 +134,6 @@ async def _publish_and_collect_dead_letters(
             dead[message.message_id] = str(message.headers[topology.DEAD_LETTER_REASON])
             await message.ack()
         assert await dead_letters.get(fail=False) is None  # each exactly once, nothing else
-    finally:
-        await connection.close()
     return dead
 
 
