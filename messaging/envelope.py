@@ -3,6 +3,13 @@
 Every message this project sends is JSON with a ``headers`` table, so the instrumentation can
 inject ``traceparent`` into it. Work that must survive a broker restart is persistent; a reply
 is not (direct reply-to is at-most-once anyway).
+
+What a delivery carries can be sent again, whatever a publisher put in it: a property that
+:mod:`messaging.lenient_decoding` read with U+FFFD for bad bytes can outgrow the 255 bytes of
+an AMQP short string (one byte became three), and a header value pamqp could not decode as
+text (or a table nested too deep) is ``bytes``, which pamqp does not encode. A property is cut
+to 255 bytes, and ``bytes`` go out as a byte array, so a copy (a retry, a dead letter) or a
+reply never fails to encode.
 """
 
 from collections.abc import Mapping
@@ -19,6 +26,9 @@ from messaging.topology import (
     ORIGINAL_ROUTING_KEY,
 )
 
+# An AMQP short string (a property) holds at most this many bytes of UTF-8.
+SHORT_STRING_BYTES = 255
+
 
 def envelope(
     body: bytes,
@@ -34,13 +44,34 @@ def envelope(
     return aio_pika.Message(
         body,
         headers=dict(headers or {}),
-        content_type=content_type,
+        content_type=_short_string(content_type),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else None,
-        message_id=message_id,
-        correlation_id=correlation_id,
-        reply_to=reply_to,
-        type=message_type,
+        message_id=_short_string(message_id),
+        correlation_id=_short_string(correlation_id),
+        reply_to=_short_string(reply_to),
+        type=_short_string(message_type),
     )
+
+
+def _short_string(text: str | None) -> str | None:
+    """``text``, cut to what a short string holds, on a character boundary."""
+    if text is None or len(text) <= SHORT_STRING_BYTES // 4:  # at most 4 bytes a character
+        return text
+    encoded = text.encode()
+    if len(encoded) <= SHORT_STRING_BYTES:
+        return text
+    return encoded[:SHORT_STRING_BYTES].decode(errors="ignore")
+
+
+def _encodable(value: Any) -> Any:
+    """A header value pamqp can encode: ``bytes`` (in tables and arrays too) as a bytearray."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {key: _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    return value
 
 
 # What the broker adds to a delivery about its deliveries, the worker's attempt count and a
@@ -69,7 +100,9 @@ def copy_of(
     (its reply-to address only if ``reply_to``), its headers but the delivery bookkeeping,
     where it was first published (a retry arrives through the default exchange: what a dead
     letter records, for an operator to replay it there), and ``headers``."""
-    carried = {k: v for k, v in (message.headers or {}).items() if k not in _BOOKKEEPING}
+    carried = {
+        k: _encodable(v) for k, v in (message.headers or {}).items() if k not in _BOOKKEEPING
+    }
     return envelope(
         message.body,
         persistent=True,

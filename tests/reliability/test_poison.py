@@ -121,3 +121,32 @@ async def test_a_property_that_is_not_utf8_is_dead_lettered_and_drops_no_connect
     assert response.status_code == 201
     stopped = worker.log_since(since)
     assert "unmarshal" not in stopped and "reconnect" not in stopped.lower(), stopped
+
+
+async def test_what_cannot_be_encoded_as_it_was_read_is_still_dead_lettered_with_its_reason(
+    system: System, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A content type of 120 bytes that are not UTF-8 reads as 120 U+FFFD, 360 bytes: more
+    than a property holds; a header value that is not UTF-8 reads as ``bytes``, which pamqp
+    does not encode. The dead letter, a copy, must still go out with its reason (it went to the
+    broker's dead-lettering without one, or not at all)."""
+    _publish_raw_bytes(monkeypatch)
+    bad = "\udcff" * 120
+    async with publishing_with_empty_dead_letters(amqp_url) as declared:
+        await declared.exchanges[topology.RESERVATIONS.name].publish(
+            aio_pika.Message(
+                _body(),
+                content_type=bad,
+                message_id="too-long",
+                headers={"raw": "x" + bad, "nested": {"raw": bad}},
+            ),
+            routing_key=topology.RESERVATION_REQUESTED,
+            mandatory=True,
+        )
+        dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 10)
+        await dead.ack()
+    assert dead.message_id == "too-long"
+    assert "content type" in str(dead.headers[topology.DEAD_LETTER_REASON])
+    assert dead.content_type == "\ufffd" * 85  # cut to 255 bytes
+    assert dead.headers["raw"] == b"x" + b"\xff" * 120
+    assert dead.headers["nested"] == {"raw": b"\xff" * 120}
