@@ -131,3 +131,21 @@ def _unmarshal_strictly(payload: bytes) -> None:
     finally:
         decode.METHODS.update(saved[0])
         decode.TABLE_MAPPING.update(saved[1])
+
+
+def test_deep_arrays_are_kept_as_bytes_and_a_far_header_timestamp_is_none() -> None:
+    array: common.FieldArray = [1]
+    for _ in range(MAX_DEPTH + 4):
+        array = [array, "after"]
+    far = common.Struct.timestamp.pack(2**63 - 1)
+    moment = datetime.datetime(2026, 12, 5, tzinfo=datetime.UTC)
+    table = encode.field_table({"list": array, "when": moment})
+    table = table.replace(common.Struct.timestamp.pack(int(moment.timestamp())), far)
+    consumed, decoded = field_table(table)
+    assert consumed == len(table) and isinstance(decoded, dict)
+    assert decoded["when"] is None
+    level: Any = decoded["list"]
+    for _ in range(MAX_DEPTH - 1):  # the table is one level, its arrays the rest
+        assert isinstance(level, list) and level[1] == "after"
+        level = level[0]
+    assert isinstance(level, bytes)
