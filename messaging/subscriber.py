@@ -192,11 +192,8 @@ async def cancel_consumer(queue: AbstractQueue, tag: str, *, until: float) -> No
     try:
         async with asyncio.timeout_at(until):
             await queue.cancel(tag)
-    except TimeoutError as exc:
-        reason = "the broker did not answer in time" if not queue.channel.is_closed else None
-        log.warning(
-            f"consumer not cancelled: {reason or 'the broker connection is down'}",
-            error=repr(exc),
-        )
-    except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-        log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))
+    except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        if isinstance(exc, TimeoutError) and not queue.channel.is_closed:
+            log.warning("consumer not cancelled: the broker did not answer in time")
+        else:
+            log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))
