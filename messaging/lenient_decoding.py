@@ -13,8 +13,9 @@ dead-lettered 2 to 40 innocent requests, some after their commit.
 send, where pamqp's own do:
 
 - a short string (a property; a table key) that is not UTF-8 decodes with U+FFFD in place of
-  the bad bytes: such a content type is then dead-lettered at once by the subscriber, any other
-  property is handled as usual, and the text encodes again for a copy (a dead letter, a retry);
+  the bad bytes: such a content type is then dead-lettered at once by the subscriber, and any
+  other property is handled as usual (a copy or a reply cuts one that grew past 255 bytes so:
+  :mod:`messaging.envelope`);
 - a timestamp past what ``datetime`` holds (year 9999) decodes as None;
 - tables and arrays nested deeper than :data:`MAX_DEPTH` are kept as their bytes, instead of
   a RecursionError some hundreds of levels down.
