@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from yarl import URL
 
 from store.migrate import migrate
 from store.settings import StoreSettings
@@ -78,6 +79,18 @@ async def behind_a_hop(store_settings: StoreSettings) -> AsyncIterator[tuple[Hop
     via = upstream.set(port=hop.port).render_as_string(hide_password=False)
     try:
         yield hop, store_settings.model_copy(update={"database_url": SecretStr(via)})
+    finally:
+        await hop.down()
+
+
+@pytest.fixture
+async def broker_behind_a_hop(amqp_url: str) -> AsyncIterator[tuple[Hop, str]]:
+    """The test's RabbitMQ behind a :class:`Hop`, and an AMQP URL that goes through it."""
+    upstream = URL(amqp_url)
+    hop = Hop(upstream.host or "127.0.0.1", upstream.port or 5672)
+    await hop.up()
+    try:
+        yield hop, str(upstream.with_port(hop.port))
     finally:
         await hop.down()
 

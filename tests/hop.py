@@ -1,13 +1,14 @@
-"""A TCP hop in front of a database, which a test can take away, freeze and give back."""
+"""A TCP hop in front of a server (PostgreSQL, RabbitMQ), which a test can take away, freeze
+and give back."""
 
 import asyncio
 
 
 class Hop:
-    """A TCP hop in front of PostgreSQL that the test takes away (new connections refused,
-    open ones cut) and gives back: a stopped and restarted server, as a client sees it. Or
-    freezes: nothing more passes, and no error either, as with a server that hangs (``kill
-    -STOP``) or a network that drops packets, until it thaws."""
+    """A TCP hop in front of PostgreSQL or RabbitMQ that the test takes away (new connections
+    refused, open ones cut) and gives back: a stopped and restarted server, as a client sees
+    it. Or freezes: nothing more passes, and no error either, as with a server that hangs
+    (``kill -STOP``) or a network that drops packets, until it thaws."""
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)

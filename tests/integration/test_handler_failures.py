@@ -14,7 +14,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from yarl import URL
 
 from domain.reservations import Reservation
 from messaging import delivery, subscriber, topology
@@ -329,19 +328,15 @@ async def test_a_stuck_handler_never_holds_the_connection_open(
 
 
 async def test_a_consumer_stopped_while_its_connection_is_down_is_not_restored(
-    amqp_url: str,
+    amqp_url: str, broker_behind_a_hop: tuple[Hop, str]
 ) -> None:
     """A stop with the broker connection down cannot cancel the consumer (it went with the
     channel). If the connection comes back while the stop still waits for a delivery in
     flight, aio-pika must not restore that consumer: it would take a batch of messages and
     hold them, unhandled, until the channel closes."""
-    broker_url = URL(amqp_url)
-    hop = Hop(broker_url.host or "127.0.0.1", broker_url.port or 5672)
-    await hop.up()
+    hop, through_hop = broker_behind_a_hop
     direct = await aio_pika.connect(amqp_url)
-    connection = await aio_pika.connect_robust(
-        str(broker_url.with_port(hop.port)), reconnect_interval=0.2
-    )
+    connection = await aio_pika.connect_robust(through_hop, reconnect_interval=0.2)
     try:
         channel, declared = await open_channel(connection, prefetch=10)
         for queue in declared.queues.values():
@@ -380,4 +375,3 @@ async def test_a_consumer_stopped_while_its_connection_is_down_is_not_restored(
     finally:
         await connection.close()
         await direct.close()
-        await hop.down()

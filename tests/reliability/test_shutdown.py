@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import aio_pika
 import httpx
 import pytest
-from yarl import URL
 
 from messaging import topology
 from tests.hop import Hop
@@ -72,34 +71,29 @@ async def test_sigterm_worker_during_a_burst(
 
 @pytest.mark.parametrize("link", ["cut", "frozen"])
 async def test_sigterm_worker_while_its_broker_link_is_down(
-    make_system: Callable[[], System], amqp_url: str, link: str
+    make_system: Callable[[], System], broker_behind_a_hop: tuple[Hop, str], link: str
 ) -> None:
     """SIGTERM while the worker's connection to RabbitMQ is down and being restored, or silent:
     it stops within WORKER_SHUTDOWN_TIMEOUT, exit code 0, instead of waiting for the broker to
     come back (cancelling the consumer waits for the connection) and then exiting 1 with a
     traceback."""
     system = make_system()
-    broker = URL(amqp_url)
-    hop = Hop(broker.host or "127.0.0.1", broker.port or 5672)
-    await hop.up()
-    try:
-        worker = await asyncio.to_thread(
-            system.start_worker,
-            "workers.credit_check",
-            AMQP_URL=str(broker.with_port(hop.port)),
-            WORKER_SHUTDOWN_TIMEOUT="5",
-        )
-        if link == "cut":
-            await hop.down()  # the connection cut, and every reconnect refused
-        else:
-            hop.freeze()  # nothing passes, and no error either
-        await asyncio.sleep(0.5)
-        stop = worker.log_offset()  # the drop itself logs aiormq's warning, with its traceback
-        worker.popen.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(worker.wait_exit, 20)
-        system.running.remove(worker)
-    finally:
-        await hop.down()
+    hop, through_hop = broker_behind_a_hop
+    worker = await asyncio.to_thread(
+        system.start_worker,
+        "workers.credit_check",
+        AMQP_URL=through_hop,
+        WORKER_SHUTDOWN_TIMEOUT="5",
+    )
+    if link == "cut":
+        await hop.down()  # the connection cut, and every reconnect refused
+    else:
+        hop.freeze()  # nothing passes, and no error either
+    await asyncio.sleep(0.5)
+    stop = worker.log_offset()  # the drop itself logs aiormq's warning, with its traceback
+    worker.popen.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait_exit, 20)
+    system.running.remove(worker)
     assert code == 0, worker.log()
     stopping = worker.log_since(stop)
     assert "Traceback" not in stopping, stopping
@@ -108,27 +102,20 @@ async def test_sigterm_worker_while_its_broker_link_is_down(
 
 
 async def test_sigterm_api_while_its_broker_link_is_silent(
-    make_system: Callable[[], System], api_port: int, amqp_url: str
+    make_system: Callable[[], System], api_port: int, broker_behind_a_hop: tuple[Hop, str]
 ) -> None:
     """SIGTERM while the API's broker connection is silent (frozen here; a broker that blocks
     the connection in a memory or disk alarm answers nothing either): it exits in bounded
     time. Cancelling the reply consumer waited for the broker's answer, so the API hung until
     the link came back (a fault campaign's alarm: until the alarm cleared, or SIGKILL)."""
     system = make_system()
-    broker = URL(amqp_url)
-    hop = Hop(broker.host or "127.0.0.1", broker.port or 5672)
-    await hop.up()
-    try:
-        api = await asyncio.to_thread(
-            system.start_api, api_port, AMQP_URL=str(broker.with_port(hop.port))
-        )
-        hop.freeze()
-        stop = api.log_offset()
-        api.popen.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(api.wait_exit, 15)
-        system.running.remove(api)
-    finally:
-        await hop.down()
+    hop, through_hop = broker_behind_a_hop
+    api = await asyncio.to_thread(system.start_api, api_port, AMQP_URL=through_hop)
+    hop.freeze()
+    stop = api.log_offset()
+    api.popen.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(api.wait_exit, 15)
+    system.running.remove(api)
     assert code in (0, -signal.SIGTERM), api.log()
     stopping = api.log_since(stop)
     assert "Traceback" not in stopping, stopping
