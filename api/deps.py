@@ -54,3 +54,4 @@ connection_of = _from_state("connection", RobustConnection)
 
 StoreDep = Annotated[SqlStore, Depends(_dependency(store_of))]
 ConnectionDep = Annotated[AbstractRobustConnection, Depends(_dependency(connection_of))]
+RpcDep = Annotated[RpcClient, Depends(_dependency(rpc_of))]

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import ConnectionDep
+from api.deps import ConnectionDep, RpcDep
 
 router = APIRouter(tags=["health"])
 
@@ -14,9 +14,20 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The broker connection is down"}})
-async def readyz(connection: ConnectionDep) -> JSONResponse:
-    """Ready only while the broker connection is up."""
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The broker connection is down, or the broker confirms "
+                     "no request (it blocks publishers: a memory or disk alarm)"}},
+)  # fmt: skip
+async def readyz(connection: ConnectionDep, rpc: RpcDep) -> JSONResponse:
+    """Ready only while the broker connection is up and the broker confirms requests.
+
+    A broker that blocks publishers keeps the connection open, so the connection's state alone
+    cannot tell; a request it did not confirm within the call's deadline (a 202) is held by
+    the republisher until a copy is confirmed, and while any is, this process is not ready."""
     if connection.is_closed or not connection.connected.is_set():
         return JSONResponse({"status": "not ready", "broker": "down"}, status_code=503)
+    if unconfirmed := rpc.republisher.in_progress:
+        body = {"status": "not ready", "broker": "not confirming", "unconfirmed": unconfirmed}
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "broker": "up"})

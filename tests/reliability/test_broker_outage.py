@@ -5,15 +5,18 @@ the length of the outage, makes the vhost refuse new connections (``max-connecti
 to the clients that is a broker that went away. Other vhosts on the broker are untouched.
 """
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 
 from messaging import topology
+from tests.hop import Hop
 from tests.infra import Broker
 from tests.stack import System
-from tests.waiting import eventually
+from tests.waiting import eventually, eventually_async
 
 
 def _consumers(broker: Broker, queue: str) -> int:
@@ -63,3 +66,42 @@ def test_api_and_worker_recover_from_a_broker_outage(system: System, broker: Bro
     for process in system.running:
         assert process.popen.poll() is None, process.log()
         assert "Task exception was never retrieved" not in process.log()
+
+
+async def test_readyz_says_not_ready_while_the_broker_confirms_nothing(
+    make_system: Callable[[], System], api_port: int, broker_behind_a_hop: tuple[Hop, str]
+) -> None:
+    """A broker that blocks publishers (a memory or disk alarm) keeps the connection open and
+    confirms nothing; frozen here, which the API cannot tell apart. `/readyz` read only the
+    connection's state and said ready while every POST answered 202 after 5 s; now it says
+    not ready while a request waits for a confirm, and ready again once one came."""
+    system = make_system()
+    hop, through_hop = broker_behind_a_hop
+    await asyncio.to_thread(system.start_api, api_port, AMQP_URL=through_hop)
+    await asyncio.to_thread(system.start_worker, "workers.credit_check")
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=15) as client:
+        body = {"username": "alice", "item_id": "book-1"}
+        assert (await client.post("/reservations", json=body)).status_code == 201
+        assert (await client.get("/readyz")).json() == {"status": "ready", "broker": "up"}
+
+        hop.freeze()
+        try:
+            pending = await client.post("/reservations", json=body)
+            assert pending.status_code == 202, pending.text
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json() == {
+                "status": "not ready",
+                "broker": "not confirming",
+                "unconfirmed": 1,
+            }
+        finally:
+            hop.thaw()
+
+        async for attempt in eventually_async(15, every=0.2):
+            with attempt:
+                assert (await client.get("/readyz")).status_code == 200
+        location = pending.headers["location"]
+        async for attempt in eventually_async(15, every=0.2):
+            with attempt:
+                assert (await client.get(location)).json()["status"] == "confirmed"
