@@ -14,11 +14,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
-    "/readyz",
-    responses={503: {"description": "The broker connection is down, or the broker confirms "
-                     "no request (it blocks publishers: a memory or disk alarm)"}},
-)  # fmt: skip
+NOT_READY = (
+    "The broker connection is down, or the broker has not confirmed a request within its "
+    "deadline (it blocks publishers in a memory or disk alarm, or stopped answering)"
+)
+
+
+@router.get("/readyz", responses={503: {"description": NOT_READY}})
 async def readyz(connection: ConnectionDep, rpc: RpcDep) -> JSONResponse:
     """Ready only while the broker connection is up and the broker confirms requests.
 
