@@ -14,6 +14,10 @@ DBAPI cursor. What does not change:
   included, and types the columns it returns (a SQLite timestamp still reads as a datetime);
 - the errors: the driver's are raised as SQLAlchemy's (an ``IntegrityError`` is an
   ``IntegrityError``), without parameters; a lost connection is invalidated, as SQLAlchemy does;
+- a schema changed by another process: as SQLAlchemy's asyncpg dialect does around each
+  statement, the cursor is told when the dialect last saw the schema change (so statements
+  prepared before it are prepared again), and asyncpg's error for a statement prepared
+  before an unseen change makes the dialect see it (:func:`_mind_the_schema`);
 - the trace: one CLIENT span per statement, from the :class:`StatementSpans` port, named and
   attributed as the SQLAlchemy instrumentation names its own (``messaging.telemetry.db_spans``).
 
@@ -80,11 +84,14 @@ class DriverStatements:
         compiled = self._compile(statement, conn.dialect, values)
         dbapi = conn.connection
         cursor = dbapi.cursor()
+        schema = _mind_the_schema(conn.dialect, cursor)
         try:
             with self._spans(compiled.sql):
                 cursor.execute(compiled.sql, compiled.parameters(values))
                 found = cursor.fetchone() if fetch else None
         except conn.dialect.loaded_dbapi.Error as exc:
+            if schema is not None and isinstance(exc, schema):
+                conn.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
             lost = conn.dialect.is_disconnect(exc, dbapi.dbapi_connection, cursor)
             if lost:
                 conn.invalidate(exc)
@@ -116,6 +123,21 @@ class DriverStatements:
         if compiled is None:
             compiled = self._compiled[key] = _compile(statement, dialect, sorted(values))
         return compiled
+
+
+def _mind_the_schema(dialect: Dialect, cursor: Any) -> tuple[type[Exception], ...] | None:
+    """On asyncpg, what SQLAlchemy's execution context does before a statement
+    (``PGExecutionContext_asyncpg.pre_exec``): stamp the cursor with the time the dialect last
+    saw the schema change, so that a statement this connection prepared before it is prepared
+    again. Returns the errors by which asyncpg tells of a change the dialect has not seen
+    (``handle_dbapi_exception``): a statement prepared before it, a type looked up before it.
+    None on another driver."""
+    asof = getattr(dialect, "_invalidate_schema_cache_asof", None)
+    if asof is None:
+        return None
+    cursor._invalidate_schema_cache_asof = asof
+    dbapi = dialect.loaded_dbapi
+    return (dbapi.InvalidCachedStatementError, dbapi.InternalServerError)
 
 
 def _compile(statement: UpdateBase, dialect: Dialect, names: list[str]) -> _Compiled:

@@ -288,6 +288,25 @@ DEAD_CONNECTION_ERRORS = (
 )
 
 
+def stale_schema(exc: BaseException) -> bool:
+    """A statement met a schema that another process changed (an ``ALTER TABLE``) after this
+    connection prepared it: asyncpg's InvalidCachedStatementError, or its "cache lookup failed
+    for type" for a type looked up before the change. The dialect has seen the change once this
+    is raised (SQLAlchemy's handling, or :mod:`store.driver`'s), so the same transaction run
+    again prepares its statements afresh. Found anywhere in the chain of causes: SQLAlchemy
+    wraps its DBAPI adapter's error, which wraps asyncpg's."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is a few links long; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, driver.InvalidCachedStatementError):
+            return True
+        if isinstance(seen, driver.InternalServerError) and "cache lookup failed" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def failure(exc: BaseException) -> str:
     """The error's class and the first line of the driver's own message (which names no
     password): 'InvalidCatalogNameError: database "x" does not exist', say."""

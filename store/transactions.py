@@ -36,6 +36,7 @@ from typing import Protocol, TypeVar
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.engine import (
@@ -45,6 +46,7 @@ from store.engine import (
     for_writes,
     make_sqlite_transactional,
     sqlite_options,
+    stale_schema,
     transaction_timeout,
 )
 
@@ -76,6 +78,19 @@ class AsyncTransactions:
         return await self._within_timeout(self._engine, body)
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
+        """``body`` within the timeout; run once more if it met a statement prepared before
+        another process changed the schema (:func:`store.engine.stale_schema`): that failure
+        aborted the transaction before it could commit, and the next run prepares afresh."""
+        try:
+            return await self._once(engine, body)
+        except DBAPIError as exc:
+            if not stale_schema(exc):
+                raise
+            log.warning("the database schema changed under a prepared statement: %s; "
+                        "running the transaction again", failure(exc))  # fmt: skip
+            return await self._once(engine, body)
+
+    async def _once(self, engine: AsyncEngine, body: Body[T]) -> T:
         try:
             async with asyncio.timeout(self._timeout):
                 conn = await _checked_out(engine)

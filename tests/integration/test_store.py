@@ -134,3 +134,41 @@ async def test_a_download_is_prepared_once_and_only_for_a_confirmed_reservation(
     assert await store.prepare_download(uuid.uuid4(), "token-4") is None
     stored = await store.get_reservation(rejected.reservation_id)
     assert stored is not None and stored.download_token is None
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "ALTER TABLE users ALTER COLUMN credits TYPE bigint",
+        "ALTER TABLE reservations ALTER COLUMN ready_at TYPE timestamp without time zone",
+    ],
+)
+async def test_a_schema_change_by_another_process_fails_no_transaction(
+    store: SqlStore, store_settings: StoreSettings, ddl: str
+) -> None:
+    """Another process changes a column's type (an online migration): every pooled connection
+    holds statements prepared for the old one, and asyncpg refuses to run them
+    (InvalidCachedStatementError). The hot statements run on the driver's cursor, past the
+    SQLAlchemy code that notices the schema changed: every reservation after the change failed
+    until the worker restarted (a fault campaign dead-lettered 80 of 80). A transaction that
+    meets a statement prepared before the change now runs once more, prepared afresh."""
+    warm = [uuid.uuid4() for _ in range(4)]
+    for reservation in await asyncio.gather(*(store.reserve(r, "alice", "book-1") for r in warm)):
+        assert reservation.outcome is Outcome.CONFIRMED
+    for reservation_id in warm:  # the token's UPDATE, prepared on the pooled connections
+        assert await store.prepare_download(reservation_id, uuid.uuid4().hex) is not None
+
+    other = await open_engine(store_settings)  # another dialect: as another process's would be
+    try:
+        async with other.begin() as conn:
+            await conn.exec_driver_sql(ddl)
+    finally:
+        await other.dispose()
+
+    after = [uuid.uuid4() for _ in range(4)]
+    found = await asyncio.gather(*(store.reserve(r, "alice", "book-1") for r in after))
+    assert [r.outcome for r in found] == [Outcome.CONFIRMED] * 4
+    for reservation_id in after:
+        assert await store.prepare_download(reservation_id, uuid.uuid4().hex) is not None
+    assert await store.get_credits("alice") == 100 - 10 * 8
