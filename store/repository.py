@@ -34,6 +34,10 @@ from store.idempotency import KeyClaim
 from store.tables import items, reservations, users
 from store.transactions import transactions_for
 
+# Times the deduction is tried in one transaction when the balance read after a failed try
+# covers the price (a top-up committed in between).
+DEDUCT_TRIES = 3
+
 
 class SqlStore:
     def __init__(self, engine: AsyncEngine, spans: StatementSpans = no_spans) -> None:
@@ -68,25 +72,30 @@ class SqlStore:
         self, conn: Connection, reservation_id: UUID, username: str, item_id: str
     ) -> Reservation:
         params = {"p_username": username, "p_item_id": item_id}
-        deducted = self._driver.first(conn, sql.DEDUCT, params)
-        if deducted is not None:
-            return Reservation(
-                reservation_id,
-                username,
-                item_id,
-                Outcome.CONFIRMED,
-                deducted.price,
-                deducted.credits,
-            )
-        # The conditional UPDATE did not happen: say why, with the domain's rule.
-        current = conn.execute(sql.BALANCE_AND_PRICE, params).first()
-        credits = None if current is None else current.credits
-        price = None if current is None else current.price
-        outcome = decide(credits, price)
-        if outcome is Outcome.CONFIRMED:
-            # A top-up landed between the two statements: the UPDATE's answer stands.
-            outcome = Outcome.REJECTED_INSUFFICIENT_CREDITS
-        return Reservation(reservation_id, username, item_id, outcome, price, credits)
+        for _ in range(DEDUCT_TRIES):
+            deducted = self._driver.first(conn, sql.DEDUCT, params)
+            if deducted is not None:
+                return Reservation(
+                    reservation_id,
+                    username,
+                    item_id,
+                    Outcome.CONFIRMED,
+                    deducted.price,
+                    deducted.credits,
+                )
+            # The conditional UPDATE did not happen: say why, with the domain's rule.
+            current = conn.execute(sql.BALANCE_AND_PRICE, params).first()
+            credits = None if current is None else current.credits
+            price = None if current is None else current.price
+            outcome = decide(credits, price)
+            if outcome is not Outcome.CONFIRMED:
+                return Reservation(reservation_id, username, item_id, outcome, price, credits)
+            # A top-up committed between the two statements (PostgreSQL reads what committed
+            # before each statement): the balance now covers the price, and the row is locked.
+        # Only a price raised again and again in between gets here: the UPDATE's answer stands.
+        return Reservation(
+            reservation_id, username, item_id, Outcome.REJECTED_INSUFFICIENT_CREDITS, price, credits
+        )
 
     def _record(self, conn: Connection, reservation: Reservation) -> None:
         """Record the outcome, inside reserve()'s transaction (the idempotency key)."""

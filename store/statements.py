@@ -18,8 +18,12 @@ DEDUCT = (
     .values(credits=users.c.credits - PRICE)
     .returning(users.c.credits, PRICE.label("price"))
 )
-BALANCE_AND_PRICE = select(users.c.credits, PRICE.label("price")).where(
-    users.c.username == bindparam("p_username")
+# After a DEDUCT that did not happen, the row is locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
+# already holds the file's write lock), so the balance it reads is the one a second DEDUCT meets.
+BALANCE_AND_PRICE = (
+    select(users.c.credits, PRICE.label("price"))
+    .where(users.c.username == bindparam("p_username"))
+    .with_for_update(of=users)
 )
 RECORD = insert(reservations)
 BY_ID = select(reservations).where(reservations.c.reservation_id == bindparam("p_id"))

@@ -2,9 +2,13 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
 from domain.credits import MAX_CREDITS, CreditLimitExceeded
 from domain.reservations import Outcome
@@ -12,6 +16,7 @@ from store.engine import open_engine
 from store.migrate import migrate
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from store.tables import users
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +177,48 @@ async def test_a_schema_change_by_another_process_fails_no_transaction(
     for reservation_id in after:
         assert await store.prepare_download(reservation_id, uuid.uuid4().hex) is not None
     assert await store.get_credits("alice") == 100 - 10 * 8
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_top_up_between_the_deduction_and_the_balance_read_confirms(
+    store_settings: StoreSettings,
+) -> None:
+    """On PostgreSQL each statement reads what committed before it: a top-up that commits
+    after the conditional deduction found too few credits, and before the balance is read to
+    say why, used to give a rejection that named a balance covering the price ("the item costs
+    10, 26 left"; a fault campaign had 28 in 777 rejections racing top-ups). The top-up is
+    made here at that very moment, from the statement-span port around the deduction."""
+    other = await open_engine(store_settings)
+    deductions = 0
+
+    @contextmanager
+    def top_up_after_the_first_deduction(sql: str) -> Iterator[None]:
+        nonlocal deductions
+        yield
+        if sql.startswith("UPDATE users") and (deductions := deductions + 1) == 1:
+            # Inside the transaction's greenlet (AsyncConnection.run_sync): await from there.
+            await_only(_top_up(other, "bob", 100))
+
+    engine = await open_engine(store_settings)
+    try:
+        store = SqlStore(engine, spans=top_up_after_the_first_deduction)
+        reservation = await store.reserve(uuid.uuid4(), "bob", "book-2")  # bob has 5 credits
+        assert reservation.outcome is Outcome.CONFIRMED, reservation
+        assert deductions == 2
+        assert (reservation.price, reservation.credits_left) == (BOOK_2, 105 - BOOK_2)
+        assert await store.get_credits("bob") == reservation.credits_left
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+BOOK_2 = 25  # its price in store/seed.json
+
+
+async def _top_up(engine: AsyncEngine, username: str, amount: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(users)
+            .where(users.c.username == username)
+            .values(credits=users.c.credits + amount)
+        )
