@@ -30,6 +30,18 @@ def database_gone(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def database_busy(exc: BaseException) -> bool:
+    """Of the failures :func:`database_gone` accepts, those of a database that answers but
+    could not do the work: the transaction ran out of time (a lock held by another session,
+    say), SQLite's file stayed locked past its busy timeout or its disk is full, no pooled
+    connection came free. Not a lost connection, which the pool replaces at once."""
+    if isinstance(exc, DatabaseUnavailable):
+        return isinstance(exc.__cause__, TimeoutError)
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, OperationalError) and not exc.connection_invalidated
+
+
 async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:
     """True once the database answers ``SELECT 1`` (at once, if it does); False if it has not
     within ``within`` seconds, however long one try would wait (a connect to a frozen server,

@@ -11,9 +11,21 @@ is dead-lettered either way. The held messages of a worker wait on one shared pr
 the broker gives them to another consumer. So is a message whose handler finds the database
 gone after that, while the stopping worker finishes what it had in flight: on any attempt,
 since nothing is wrong with the message.
+
+A database that answers the probe at once may still be unable to do the work: a row or table
+lock held by another session (the transaction runs out of ``DATABASE_TRANSACTION_TIMEOUT``),
+SQLite's file locked past its busy timeout, a full disk, a full pool
+(:func:`store.availability.database_busy`). Held only until the probe answered, three attempts
+took some 15 s, and a lock held for 20 s dead-lettered every request that met it (a fault
+campaign). So from the second attempt on, such a failure is held for at least
+:data:`BUSY_PAUSE` seconds from when it happened, and the attempts span about as long as an
+outage's. Not the first: a transaction that ran out of time may have waited on a connection
+gone silent (after a fail-over, say), which is closed, and the retry goes through at once on
+another. Nor a lost connection, which the pool replaces.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import time
 
@@ -24,11 +36,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.delivery import MAX_ATTEMPTS, current_delivery
 from messaging.handlers import Handled, Handler, M
-from store.availability import database_gone, until_reachable
+from store.availability import database_busy, database_gone, until_reachable
 
 log = structlog.get_logger(__name__)
 # Seconds a failed message is held while the database does not answer.
 HOLD_AT_MOST = 30.0
+# Seconds, from the failure, a message is held at least when the database answered but could
+# not do the work (busy, locked, full), from its second attempt on.
+BUSY_PAUSE = 30.0
 EVENT = "reservations.database.outage"
 
 
@@ -40,11 +55,15 @@ class Released(asyncio.CancelledError):
 class DatabaseOutage:
     """The one probe the held messages of a worker share."""
 
-    def __init__(self, engine: AsyncEngine, within: float = HOLD_AT_MOST) -> None:
+    def __init__(
+        self, engine: AsyncEngine, within: float = HOLD_AT_MOST, busy_pause: float | None = None
+    ) -> None:
         self._engine = engine
         self._within = within
+        self.busy_pause = BUSY_PAUSE if busy_pause is None else busy_pause
         self._probe: asyncio.Task[bool] | None = None
         self._closed = False
+        self._closing = asyncio.Event()
 
     async def back(self) -> bool:
         """True once the database answers; False after the bound, if the probe failed, or at
@@ -66,10 +85,19 @@ class DatabaseOutage:
     def closed(self) -> bool:
         return self._closed
 
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until :meth:`close`: then :class:`Released`."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
+        if self._closed:
+            raise Released("the worker is stopping")
+
     def close(self) -> None:
         """Stop probing: the messages held now are released unsettled (CancelledError), and
         none is held from now on."""
         self._closed = True
+        self._closing.set()
         if self._probe is not None:
             self._probe.cancel()
 
@@ -93,11 +121,14 @@ def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
                     "database unavailable while stopping; releasing the message", error=repr(exc)
                 )
                 raise Released from exc
-            if current_delivery().attempt >= MAX_ATTEMPTS:
+            attempt = current_delivery().attempt
+            if attempt >= MAX_ATTEMPTS:
                 raise
             started = time.monotonic()
             log.warning("database unavailable; holding the message until it answers")
             back = await outage.back()
+            if back and attempt > 1 and database_busy(exc):
+                await outage.pause(started + outage.busy_pause - time.monotonic())
             trace.get_current_span().add_event(
                 EVENT, {"back": back, "waited_s": round(time.monotonic() - started, 3)}
             )

@@ -363,6 +363,36 @@ async def test_a_request_outlives_a_short_postgresql_outage(
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_request_outlives_a_row_lock_held_past_its_attempts(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session holds the user's row (a long transaction, a migration): the worker's
+    transaction runs out of time, yet the database answers the outage probe at once. Held only
+    until that answer, the three attempts took three transaction timeouts, and a lock held
+    longer dead-lettered the request (a fault campaign: 5 of 5 with a 20 s lock, then 404).
+    Now the second attempt's failure is held for BUSY_PAUSE (2 s here; 30 s by default)."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "0.5")
+    monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "10")
+    monkeypatch.setattr(database_outage, "BUSY_PAUSE", 2.0)
+    await purge_work_queues(amqp_url)
+    locker = await engine_module.open_engine(store_settings)
+    worker = start_worker()
+    try:
+        async with running_api() as client:
+            async with locker.begin() as conn:
+                await conn.execute(text("SELECT 1 FROM users WHERE username = 'alice' FOR UPDATE"))
+                answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
+                await asyncio.sleep(2.5)  # three attempts would have come and gone
+            response = await answer
+    finally:
+        await worker.close()
+        await locker.dispose()
+    assert response.status_code == 201, response.text
+    assert response.json()["credits_left"] == 90  # charged once
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
 async def test_a_worker_stopping_while_the_database_is_silent_gives_its_message_back(
     amqp_url: str, behind_a_hop: tuple[Hop, StoreSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,23 +9,28 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from devtools.addresses import free_port
 from messaging import delivery
 from messaging.delivery import MAX_ATTEMPTS, Delivery
 from store.engine import DatabaseUnavailable
-from workers.database_outage import DatabaseOutage, Released, held_through
+from workers.database_outage import BUSY_PAUSE, DatabaseOutage, Released, held_through
 
 
 class CountingOutage(DatabaseOutage):
     def __init__(self) -> None:
         super().__init__(cast(AsyncEngine, None))  # never probes: back() is replaced
         self.waits = 0
+        self.pauses: list[float] = []
 
     async def back(self) -> bool:
         self.waits += 1
         return True
+
+    async def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
 
 
 def failing(exc: Exception) -> Any:
@@ -35,24 +40,61 @@ def failing(exc: Exception) -> Any:
     return handler
 
 
+def _timed_out() -> DatabaseUnavailable:
+    try:
+        raise DatabaseUnavailable("no answer within 5.0 s") from TimeoutError()
+    except DatabaseUnavailable as exc:
+        return exc
+
+
+def _lost() -> OperationalError:
+    return OperationalError("SELECT", {}, Exception("closed"), connection_invalidated=True)
+
+
 @pytest.mark.parametrize(
-    ("error", "held"),
+    ("error", "held", "paused"),
     [
-        (DatabaseUnavailable("refused"), True),
-        (OperationalError("BEGIN", {}, Exception("database is locked")), True),
-        (IntegrityError("INSERT", {}, Exception("duplicate key")), False),
-        (ValueError("a bug"), False),
+        (DatabaseUnavailable("refused"), True, False),
+        (_lost(), True, False),
+        (_timed_out(), True, True),
+        (OperationalError("BEGIN", {}, Exception("database is locked")), True, True),
+        (OperationalError("INSERT", {}, Exception("database or disk is full")), True, True),
+        (PoolTimeout("QueuePool limit reached"), True, True),
+        (IntegrityError("INSERT", {}, Exception("duplicate key")), False, False),
+        (ValueError("a bug"), False, False),
     ],
-    ids=["unreachable", "operational", "integrity", "bug"],
+    ids=["refused", "lost", "timed-out", "locked", "full", "pool", "integrity", "bug"],
 )
 async def test_only_a_database_failure_waits_and_every_failure_is_raised(
-    error: Exception, held: bool
+    error: Exception, held: bool, paused: bool
 ) -> None:
-    outage = CountingOutage()
-    handler = held_through(outage, failing(error))
-    with pytest.raises(type(error)):
-        await handler(object())
-    assert outage.waits == (1 if held else 0)
+    """A database that answered the probe at once yet could not do the work (a lock held by
+    another session, a full disk) is paused for from the second attempt on; a lost connection,
+    which the pool replaces, is retried as soon as the probe answers."""
+    for attempt in (1, 2):
+        outage = CountingOutage()
+        handler = held_through(outage, failing(error))
+        token = delivery._current.set(Delivery(redelivered=False, attempt=attempt))
+        try:
+            with pytest.raises(type(error)):
+                await handler(object())
+        finally:
+            delivery._current.reset(token)
+        assert outage.waits == (1 if held else 0)
+        # Not on the first attempt: a transaction that ran out of time may have met a silent
+        # connection, which is closed, and the retry goes through at once on another.
+        assert len(outage.pauses) == (1 if paused and attempt > 1 else 0)
+        assert all(BUSY_PAUSE - 1 < seconds <= BUSY_PAUSE for seconds in outage.pauses)
+
+
+async def test_a_pause_ends_when_the_worker_stops() -> None:
+    outage = DatabaseOutage(cast(AsyncEngine, None), busy_pause=30)
+    pausing = asyncio.ensure_future(outage.pause(30))
+    await asyncio.sleep(0.05)
+    assert not pausing.done()
+    outage.close()
+    with pytest.raises(Released):
+        await asyncio.wait_for(pausing, 5)
 
 
 async def test_the_last_attempt_is_not_held() -> None:
