@@ -11,6 +11,7 @@ from api.app import SERVICE_NAME
 from api.settings import ApiSettings
 from messaging.telemetry.logs import configure_logging
 from service.gc_tuning import tune_for_serving
+from service.open_files import raise_open_files_limit
 from service.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
 from store.settings import StoreSettings
@@ -52,6 +53,7 @@ def main() -> None:
         report_startup_failure(exc)
         sys.exit(1)
     tune_for_serving()
+    raise_open_files_limit()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
