@@ -47,6 +47,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_ATTEMPTS = 3
 # Seconds before the first retry; doubled for each later one.
 RETRY_BACKOFF = 0.2
+# Characters of the error's message a dead letter's reason carries.
+REASON_DETAIL = 200
 
 _CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
 
@@ -124,7 +126,7 @@ async def _handle(
         tries = attempt_of(message)
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
-            reason = f"handler failed {tries} times: {type(exc).__name__}"
+            reason = f"handler failed {tries} times: {error_summary(exc)}"
             dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
             await _settle(dead, message)
         else:
@@ -140,6 +142,18 @@ async def _handle(
             await _settle(again, message, retrying=True)
         return
     await _settle(message.ack(), message)
+
+
+def error_summary(exc: BaseException) -> str:
+    """The error's class and the first line of its message, cut at :data:`REASON_DETAIL`
+    characters: enough for an operator to tell a revoked permission from a missing table
+    without the broker's dead-letter queue (SQLAlchemy's errors put the SQL on later lines,
+    and the driver path hides parameters)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) > REASON_DETAIL:
+        first = first[: REASON_DETAIL - 1] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:

@@ -88,7 +88,7 @@ async def _fail_three_times(
     assert await subscription.stop(5)
     await dead.ack()
     assert dead.headers[topology.DEAD_LETTER_REASON] == (
-        f"handler failed {MAX_ATTEMPTS} times: RuntimeError"
+        f"handler failed {MAX_ATTEMPTS} times: RuntimeError: the database is on fire"
     )
     # Where it was first published, although its last attempt came through the default
     # exchange (messaging.retry): an operator replays it there.
