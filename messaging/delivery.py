@@ -146,9 +146,23 @@ async def _handle(
 
 def error_summary(exc: BaseException) -> str:
     """The error's class and the first line of its message, cut at :data:`REASON_DETAIL`
-    characters: enough for an operator to tell a revoked permission from a missing table
-    without the broker's dead-letter queue (SQLAlchemy's errors put the SQL on later lines,
-    and the driver path hides parameters)."""
+    characters: enough for an operator to tell a revoked permission from a missing table.
+
+    A database error (SQLAlchemy's, carrying the driver's as ``orig``) gives the class of the
+    driver's innermost error instead of its message: asyncpg's classes name the SQLSTATE
+    (``InsufficientPrivilegeError``, ``UndefinedTableError``), and its messages can quote a
+    parameter's value ("invalid input for query argument $1: '…'"). SQLite's one class says
+    little, and its messages name tables and columns, never values: they are kept."""
+    driver = getattr(exc, "orig", None)
+    if isinstance(driver, BaseException):
+        innermost = driver
+        for _ in range(8):  # a chain is a few links long
+            if innermost.__cause__ is None:
+                break
+            innermost = innermost.__cause__
+        if type(innermost).__module__ != "sqlite3":
+            return f"{type(exc).__name__}: {type(innermost).__name__}"
+        exc = innermost
     lines = str(exc).strip().splitlines()
     first = lines[0].strip() if lines else ""
     if len(first) > REASON_DETAIL:

@@ -10,20 +10,30 @@ its workers, :func:`raise_open_files_limit` does here, once, from ``python -m ap
 proxy in front still bounds slow clients (README, "Access and credentials").
 """
 
+import logging
 import resource
 
-# The soft limit asked for when the hard one is unlimited (Linux then caps it at nr_open).
-UNLIMITED_TARGET = 65_536
+log = logging.getLogger(__name__)
+
+# The soft limit asked for when the hard one is unlimited (Linux then caps it at nr_open), and
+# the lower ones tried where the system refuses it (macOS caps it at OPEN_MAX, 10,240).
+TARGETS_WHEN_UNLIMITED = (65_536, 10_240, 4_096)
 
 
 def raise_open_files_limit() -> tuple[int, int]:
-    """Raise the soft limit on open files to the hard one; the limits (soft, hard) it was
-    and is. Never lowers it, and leaves it as it was where the system refuses."""
+    """Raise the soft limit on open files towards the hard one; the soft limit it was and the
+    one it is. Never lowers it; a limit the system would not raise is logged, and kept."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = UNLIMITED_TARGET if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < target:
+    targets = TARGETS_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else (hard,)
+    for target in targets:
+        if soft == resource.RLIM_INFINITY or soft >= target:
+            break
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            break
         except (ValueError, OSError):
-            pass
-    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            continue
+    now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if now == soft and soft != resource.RLIM_INFINITY and soft < targets[-1]:
+        log.warning("could not raise the limit on open files above %d", soft)
+    return soft, now

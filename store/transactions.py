@@ -78,21 +78,28 @@ class AsyncTransactions:
         return await self._within_timeout(self._engine, body)
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
-        """``body`` within the timeout; run once more if it met a statement prepared before
-        another process changed the schema (:func:`store.engine.stale_schema`): that failure
-        aborted the transaction before it could commit, and the next run prepares afresh."""
+        """``body`` within the timeout; run once more, within the same deadline, if it met a
+        statement prepared before another process changed the schema
+        (:func:`store.engine.stale_schema`): that failure aborted the transaction before it
+        could commit (asyncpg prepares statements, never ``COMMIT``), and the next run prepares
+        afresh."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self._timeout is None else loop.time() + self._timeout
         try:
-            return await self._once(engine, body)
+            return await self._once(engine, body, deadline)
         except DBAPIError as exc:
             if not stale_schema(exc):
                 raise
-            log.warning("the database schema changed under a prepared statement: %s; "
-                        "running the transaction again", failure(exc))  # fmt: skip
-            return await self._once(engine, body)
+            log.warning(
+                "the database schema changed under a prepared statement (%s); "
+                "running the transaction again, within the same deadline",
+                failure(exc),
+            )
+            return await self._once(engine, body, deadline)
 
-    async def _once(self, engine: AsyncEngine, body: Body[T]) -> T:
+    async def _once(self, engine: AsyncEngine, body: Body[T], deadline: float | None) -> T:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 conn = await _checked_out(engine)
                 try:
                     return await conn.run_sync(body)

@@ -370,11 +370,12 @@ async def test_a_request_outlives_a_row_lock_held_past_its_attempts(
     transaction runs out of time, yet the database answers the outage probe at once. Held only
     until that answer, the three attempts took three transaction timeouts, and a lock held
     longer dead-lettered the request (a fault campaign: 5 of 5 with a 20 s lock, then 404).
-    Now the second attempt's failure is held for BUSY_PAUSE (2 s here; 30 s by default)."""
+    Now the second attempt's failure is held for BUSY_PAUSE (5 s here; 30 s by default): the
+    third attempt comes after the lock is gone, where it used to give up at about 2.2 s."""
     configure_env(monkeypatch, amqp_url, store_settings)
     monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "0.5")
-    monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "10")
-    monkeypatch.setattr(database_outage, "BUSY_PAUSE", 2.0)
+    monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "15")
+    monkeypatch.setattr(database_outage, "BUSY_PAUSE", 5.0)
     await purge_work_queues(amqp_url)
     locker = await engine_module.open_engine(store_settings)
     worker = start_worker()
@@ -383,7 +384,7 @@ async def test_a_request_outlives_a_row_lock_held_past_its_attempts(
             async with locker.begin() as conn:
                 await conn.execute(text("SELECT 1 FROM users WHERE username = 'alice' FOR UPDATE"))
                 answer = asyncio.ensure_future(_reserve(client, "alice", "book-1"))
-                await asyncio.sleep(2.5)  # three attempts would have come and gone
+                await asyncio.sleep(4)  # three attempts would have come and gone
             response = await answer
     finally:
         await worker.close()

@@ -16,17 +16,20 @@ from devtools.addresses import free_port
 from messaging import delivery
 from messaging.delivery import MAX_ATTEMPTS, Delivery
 from store.engine import DatabaseUnavailable
+from workers import database_outage
 from workers.database_outage import BUSY_PAUSE, DatabaseOutage, Released, held_through
 
 
 class CountingOutage(DatabaseOutage):
-    def __init__(self) -> None:
+    def __init__(self, probe_takes: float = 0) -> None:
         super().__init__(cast(AsyncEngine, None))  # never probes: back() is replaced
         self.waits = 0
         self.pauses: list[float] = []
+        self.probe_takes = probe_takes
 
     async def back(self) -> bool:
         self.waits += 1
+        await asyncio.sleep(self.probe_takes)
         return True
 
     async def pause(self, seconds: float) -> None:
@@ -85,6 +88,22 @@ async def test_only_a_database_failure_waits_and_every_failure_is_raised(
         # connection, which is closed, and the retry goes through at once on another.
         assert len(outage.pauses) == (1 if paused and attempt > 1 else 0)
         assert all(BUSY_PAUSE - 1 < seconds <= BUSY_PAUSE for seconds in outage.pauses)
+
+
+async def test_a_timeout_whose_probe_had_to_wait_is_an_outage_not_contention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transaction that ran out of time on a server that went away, and a probe that waited
+    until it came back: the retry goes at once, as after any outage (no pause on top)."""
+    monkeypatch.setattr(database_outage, "ANSWERED_AT_ONCE", 0.05)
+    outage = CountingOutage(probe_takes=0.1)
+    token = delivery._current.set(Delivery(redelivered=False, attempt=2))
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await held_through(outage, failing(_timed_out()))(object())
+    finally:
+        delivery._current.reset(token)
+    assert (outage.waits, outage.pauses) == (1, [])
 
 
 async def test_a_pause_ends_when_the_worker_stops() -> None:
