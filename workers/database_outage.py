@@ -17,12 +17,16 @@ lock held by another session (the transaction runs out of ``DATABASE_TRANSACTION
 SQLite's file locked past its busy timeout, a full disk, a full pool
 (:func:`store.availability.database_busy`). Held only until the probe answered, three attempts
 took some 15 s, and a lock held for 20 s dead-lettered every request that met it (a fault
-campaign). So from the second attempt on, such a failure whose probe answered at once is held
-for at least :data:`BUSY_PAUSE` seconds from when it happened, and the attempts span about as
-long as an outage's. Not the first: a transaction that ran out of time may have waited on a
-connection gone silent (after a fail-over, say), which is closed, and the retry goes through
-at once on another. Nor one whose probe had to wait (a server that went away and came back),
-nor a lost connection, which the pool replaces.
+campaign). So from the second attempt on, such a failure is held for at least
+:data:`BUSY_PAUSE` seconds from when it happened, however soon the probe answered, and the
+attempts span about as long as an outage's. Not the first: a transaction that ran out of time
+may have waited on a connection gone silent (after a fail-over, say), which is closed, and the
+retry goes through at once on another. Nor a lost connection, which the pool replaces. How
+soon the probe answered cannot tell a lock from a server that went away: the probe takes a
+connection from the same pool, which the transactions waiting on the lock fill (a first
+version that paused only after a probe answered within a second still dead-lettered requests
+under a 40 s lock). A server that went away and comes back within the pause costs a message
+on its second attempt the rest of the pause: later, never lost.
 """
 
 import asyncio
@@ -45,9 +49,6 @@ HOLD_AT_MOST = 30.0
 # Seconds, from the failure, a message is held at least when the database answered but could
 # not do the work (busy, locked, full), from its second attempt on.
 BUSY_PAUSE = 30.0
-# A probe that answered within this many seconds found the database up: a failure that timed
-# out was contention, not a server that went away (which the probe waits out instead).
-ANSWERED_AT_ONCE = 1.0
 EVENT = "reservations.database.outage"
 
 
@@ -131,9 +132,10 @@ def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
             started = time.monotonic()
             log.warning("database unavailable; holding the message until it answers")
             back = await outage.back()
-            answered_at_once = time.monotonic() - started < ANSWERED_AT_ONCE
-            if back and answered_at_once and attempt > 1 and database_busy(exc):
-                await outage.pause(started + outage.busy_pause - time.monotonic())
+            if back and attempt > 1 and database_busy(exc):
+                left = started + outage.busy_pause - time.monotonic()
+                if left > 0:
+                    await outage.pause(left)
             trace.get_current_span().add_event(
                 EVENT, {"back": back, "waited_s": round(time.monotonic() - started, 3)}
             )
