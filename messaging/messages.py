@@ -8,7 +8,7 @@ from email.message import Message as MimeHeaders
 from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from domain.identifiers import Identifier
 from domain.reservations import Outcome
@@ -56,6 +56,14 @@ class ReservationMessage(Message):
 
     version: Literal[1] = 1
     reservation_id: UUID
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        """JSON ``true`` equals 1 to Python, and the literal check alone took it for version 1."""
+        if isinstance(value, bool):
+            raise ValueError("the version is a number, not a boolean")
+        return value
 
     @property
     def message_id(self) -> str:

@@ -25,6 +25,7 @@ def test_messages_are_frozen() -> None:
     [
         (b"not json", "Invalid JSON"),
         (b'{"version": 2, "reservation_id": "%s", "username": "a", "item_id": "b"}', "version"),
+        (b'{"version": true, "reservation_id": "%s", "username": "a", "item_id": "b"}', "version"),
         (b'{"version": 1, "reservation_id": "%s", "username": "a b", "item_id": "b"}', "username"),
         (b'{"version": 1, "reservation_id": "%s", "username": "a", "item_id": ""}', "item_id"),
         (b'{"version": 1, "reservation_id": "%s", "username": "a"}', "item_id"),
