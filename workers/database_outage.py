@@ -67,13 +67,12 @@ class DatabaseOutage:
         self._within = within
         self.busy_pause = BUSY_PAUSE if busy_pause is None else busy_pause
         self._probe: asyncio.Task[bool] | None = None
-        self._closed = False
-        self._closing = asyncio.Event()
+        self._closed = asyncio.Event()
 
     async def back(self) -> bool:
         """True once the database answers; False after the bound, if the probe failed, or at
         once after :meth:`close`."""
-        if self._closed:
+        if self._closed.is_set():
             return False
         if self._probe is None or self._probe.done():
             # A context of its own: the probe belongs to no request's trace.
@@ -88,21 +87,20 @@ class DatabaseOutage:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed.is_set()
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until :meth:`close`: then :class:`Released`."""
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), seconds)
-        if self._closed:
+                await asyncio.wait_for(self._closed.wait(), seconds)
+        if self._closed.is_set():
             raise Released("the worker is stopping")
 
     def close(self) -> None:
         """Stop probing: the messages held now are released unsettled (CancelledError), and
         none is held from now on."""
-        self._closed = True
-        self._closing.set()
+        self._closed.set()
         if self._probe is not None:
             self._probe.cancel()
 
