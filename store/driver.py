@@ -17,7 +17,7 @@ DBAPI cursor. What does not change:
 - a schema changed by another process: as SQLAlchemy's asyncpg dialect does around each
   statement, the cursor is told when the dialect last saw the schema change (so statements
   prepared before it are prepared again), and asyncpg's error for a statement prepared
-  before an unseen change makes the dialect see it (:func:`_mind_the_schema`);
+  before an unseen change makes the dialect see it (:func:`_stamp_schema_time`);
 - the trace: one CLIENT span per statement, from the :class:`StatementSpans` port, named and
   attributed as the SQLAlchemy instrumentation names its own (``messaging.telemetry.db_spans``).
 
@@ -84,13 +84,13 @@ class DriverStatements:
         compiled = self._compile(statement, conn.dialect, values)
         dbapi = conn.connection
         cursor = dbapi.cursor()
-        schema = _mind_the_schema(conn.dialect, cursor)
+        asyncpg = _stamp_schema_time(conn.dialect, cursor)
         try:
             with self._spans(compiled.sql):
                 cursor.execute(compiled.sql, compiled.parameters(values))
                 found = cursor.fetchone() if fetch else None
         except conn.dialect.loaded_dbapi.Error as exc:
-            if schema is not None and isinstance(exc, schema):
+            if asyncpg and _schema_changed_unseen(conn.dialect, exc):
                 conn.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
             lost = conn.dialect.is_disconnect(exc, dbapi.dbapi_connection, cursor)
             if lost:
@@ -125,19 +125,24 @@ class DriverStatements:
         return compiled
 
 
-def _mind_the_schema(dialect: Dialect, cursor: Any) -> tuple[type[Exception], ...] | None:
+def _stamp_schema_time(dialect: Dialect, cursor: Any) -> bool:
     """On asyncpg, what SQLAlchemy's execution context does before a statement
     (``PGExecutionContext_asyncpg.pre_exec``): stamp the cursor with the time the dialect last
     saw the schema change, so that a statement this connection prepared before it is prepared
-    again. Returns the errors by which asyncpg tells of a change the dialect has not seen
-    (``handle_dbapi_exception``): a statement prepared before it, a type looked up before it.
-    None on another driver."""
+    again. False (nothing done) on another driver."""
     asof = getattr(dialect, "_invalidate_schema_cache_asof", None)
     if asof is None:
-        return None
+        return False
     cursor._invalidate_schema_cache_asof = asof
+    return True
+
+
+def _schema_changed_unseen(dialect: Dialect, exc: Exception) -> bool:
+    """asyncpg's errors for a schema change the dialect has not seen, on which SQLAlchemy
+    invalidates the dialect's schema cache (``handle_dbapi_exception``): a statement prepared
+    before the change, a type looked up before it."""
     dbapi = dialect.loaded_dbapi
-    return (dbapi.InvalidCachedStatementError, dbapi.InternalServerError)
+    return isinstance(exc, (dbapi.InvalidCachedStatementError, dbapi.InternalServerError))
 
 
 def _compile(statement: UpdateBase, dialect: Dialect, names: list[str]) -> _Compiled:
