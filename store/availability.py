@@ -14,7 +14,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
+from store.engine import (
+    CONNECT_ERRORS,
+    ROLLED_BACK_FOR_ANOTHER,
+    STOPPED_BY_SERVER,
+    DatabaseUnavailable,
+    sqlstate,
+    transaction_timeout,
+)
+
+# SQLSTATEs of a database that answers yet gave up on the work for now (store.engine).
+_GAVE_UP_FOR_NOW = ROLLED_BACK_FOR_ANOTHER | STOPPED_BY_SERVER
 
 
 def database_gone(exc: BaseException) -> bool:
@@ -27,19 +37,25 @@ def database_gone(exc: BaseException) -> bool:
         DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
     ):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, DBAPIError):
+        return False
+    return exc.connection_invalidated or sqlstate(exc) in _GAVE_UP_FOR_NOW
 
 
 def database_busy(exc: BaseException) -> bool:
     """Of the failures :func:`database_gone` accepts, those of a database that answers but
     could not do the work: the transaction ran out of time (a lock held by another session,
     say), SQLite's file stayed locked past its busy timeout or its disk is full, no pooled
-    connection came free. Not a lost connection, which the pool replaces at once."""
+    connection came free, PostgreSQL stopped a statement past its ``lock_timeout`` or
+    ``statement_timeout``, or rolled the transaction back in a deadlock more times than
+    :mod:`store.transactions` runs it. Not a lost connection, which the pool replaces at once."""
     if isinstance(exc, DatabaseUnavailable):
         return isinstance(exc.__cause__, TimeoutError)
     if isinstance(exc, PoolTimeout):
         return True
-    return isinstance(exc, OperationalError) and not exc.connection_invalidated
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    return isinstance(exc, OperationalError) or sqlstate(exc) in _GAVE_UP_FOR_NOW
 
 
 async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:

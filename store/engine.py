@@ -307,6 +307,37 @@ def stale_schema(exc: BaseException) -> bool:
     return False
 
 
+# SQLSTATEs of a transaction that PostgreSQL rolled back so that another could go on:
+# serialization_failure and deadlock_detected. Its documentation's advice is to run the
+# transaction again ("Serialization Failure Handling"); nothing of it was committed.
+ROLLED_BACK_FOR_ANOTHER = frozenset({"40001", "40P01"})
+# A statement the server stopped: lock_not_available (a lock not granted within the role's or
+# database's ``lock_timeout``) and query_canceled (past ``statement_timeout``, or cancelled by an
+# operator). The database answers, but could not do the work in time.
+STOPPED_BY_SERVER = frozenset({"55P03", "57014"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE the server gave, found in the chain of causes (SQLAlchemy's error wraps its
+    DBAPI adapter's, which carries it, as asyncpg's own does); None for a client-side error."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is a few links long; never loop on a cycle
+        if seen is None:
+            return None
+        code = getattr(seen, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        seen = seen.__cause__
+    return None
+
+
+def worth_running_again(exc: BaseException) -> bool:
+    """The transaction failed, rolled back, for a reason of the moment that running it again
+    at once may not meet: a schema change (:func:`stale_schema`), or the server chose it to
+    give way to another (a deadlock, a serialization failure)."""
+    return stale_schema(exc) or sqlstate(exc) in ROLLED_BACK_FOR_ANOTHER
+
+
 def failure(exc: BaseException) -> str:
     """The error's class and the first line of the driver's own message (which names no
     password): 'InvalidCatalogNameError: database "x" does not exist', say."""

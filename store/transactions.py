@@ -46,13 +46,15 @@ from store.engine import (
     for_writes,
     make_sqlite_transactional,
     sqlite_options,
-    stale_schema,
     transaction_timeout,
+    worth_running_again,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Body = Callable[[Connection], T]
+# Runs of a PostgreSQL transaction that the server rolled back for a reason of the moment.
+RUNS = 3
 
 
 class Transactions(Protocol):
@@ -78,24 +80,27 @@ class AsyncTransactions:
         return await self._within_timeout(self._engine, body)
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
-        """``body`` within the timeout; run once more, within the same deadline, if it met a
-        statement prepared before another process changed the schema
-        (:func:`store.engine.stale_schema`): that failure aborted the transaction before it
-        could commit (asyncpg prepares statements, never ``COMMIT``), and the next run prepares
-        afresh."""
+        """``body`` within the timeout; run again, up to :data:`RUNS` times in all and within
+        the same deadline, if the server rolled it back for a reason of the moment
+        (:func:`store.engine.worth_running_again`): a statement prepared before another
+        process changed the schema (asyncpg prepares statements, never ``COMMIT``), a
+        deadlock, a serialization failure. Nothing of such a run was committed, and the next
+        one prepares its statements afresh."""
         loop = asyncio.get_running_loop()
         deadline = None if self._timeout is None else loop.time() + self._timeout
-        try:
-            return await self._once(engine, body, deadline)
-        except DBAPIError as exc:
-            if not stale_schema(exc):
-                raise
-            log.warning(
-                "the database schema changed under a prepared statement (%s); "
-                "running the transaction again, within the same deadline",
-                failure(exc),
-            )
-            return await self._once(engine, body, deadline)
+        runs = 1
+        while True:
+            try:
+                return await self._once(engine, body, deadline)
+            except DBAPIError as exc:
+                if runs >= RUNS or not worth_running_again(exc):
+                    raise
+                runs += 1
+                log.warning(
+                    "the database rolled the transaction back (%s); "
+                    "running it again, within the same deadline",
+                    failure(exc),
+                )
 
     async def _once(self, engine: AsyncEngine, body: Body[T], deadline: float | None) -> T:
         try:

@@ -44,10 +44,11 @@ from messaging.handlers import Handled, Handler, M
 from store.availability import database_busy, database_gone, until_reachable
 
 log = structlog.get_logger(__name__)
-# Seconds a failed message is held while the database does not answer.
+# Seconds a failed message is held while the database does not answer (the default of
+# DATABASE_OUTAGE_HOLD).
 HOLD_AT_MOST = 30.0
 # Seconds, from the failure, a message is held at least when the database answered but could
-# not do the work (busy, locked, full), from its second attempt on.
+# not do the work (busy, locked, full), from its second attempt on (DATABASE_BUSY_PAUSE).
 BUSY_PAUSE = 30.0
 EVENT = "reservations.database.outage"
 

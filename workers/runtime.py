@@ -38,7 +38,7 @@ from store.driver import StatementSpans
 from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
-from workers.database_outage import DatabaseOutage, held_through
+from workers.database_outage import BUSY_PAUSE, HOLD_AT_MOST, DatabaseOutage, held_through
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +48,11 @@ class WorkerSettings(BaseSettings):
 
     # Seconds a worker waits for in-flight messages on SIGTERM before closing anyway.
     worker_shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Seconds a failed message is held, at most, while the database does not answer, and at
+    # least, from its second attempt on, when it answered but could not do the work (locked,
+    # busy, full): workers/database_outage.py. Each is under RabbitMQ's 30 min ack timeout.
+    database_outage_hold: float = Field(default=HOLD_AT_MOST, gt=0, le=300)
+    database_busy_pause: float = Field(default=BUSY_PAUSE, ge=0, le=300)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ async def serve(
     lost for good (:class:`~messaging.subscriber.ConsumerLost`, raised). A start-up failure is
     reported here, in one line, while log records still reach the OTLP exporter; then raised."""
     configure_logging(worker.service_name)
-    settings, shutdown = BrokerSettings(), WorkerSettings()  # a bad value fails now, not at exit
+    settings, tuning = BrokerSettings(), WorkerSettings()  # a bad value fails now, not at exit
     telemetry = setup_telemetry(worker.service_name)
     engine: AsyncEngine | None = None
     connection: AbstractRobustConnection | None = None
@@ -86,13 +91,15 @@ async def serve(
             connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
         )
         # A database outage holds the failed message until it is over: see database_outage.
-        outage = DatabaseOutage(engine)
+        outage = DatabaseOutage(
+            engine, tuning.database_outage_hold, busy_pause=tuning.database_busy_pause
+        )
         handler = held_through(outage, worker.handler(store(engine, statement_spans)))
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
         lost = await _until_stopped_or_lost(stop, subscription)
         outage.close()  # what it holds goes back to the broker, not waits out the shutdown
-        await subscription.stop(shutdown.worker_shutdown_timeout)
+        await subscription.stop(tuning.worker_shutdown_timeout)
         if lost is not None:
             log.error(str(lost))
             raise lost

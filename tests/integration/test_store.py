@@ -1,15 +1,21 @@
 """The credit ledger on real SQLite and PostgreSQL: atomic, idempotent, never negative."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import await_only
 
 from domain.credits import MAX_CREDITS, CreditLimitExceeded
 from domain.reservations import Outcome
+from store.availability import database_busy, database_gone
 from store.engine import open_engine
 from store.migrate import migrate
 from store.repository import SqlStore
@@ -209,6 +215,99 @@ async def test_a_top_up_between_the_deduction_and_the_balance_read_confirms(
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+async def test_a_reservation_chosen_as_a_deadlock_victim_runs_again_and_charges_once(
+    store_settings: StoreSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another session and a reservation wait on each other: PostgreSQL rolls one back
+    (deadlock_detected) and advises running it again. The reservation's transaction failed
+    with it; it now runs again within its deadline. The deadlock is real, made from the
+    statement-span port: after the deduction (the reservation holds alice's row), another
+    session inserts a reservation of the same id, which the reservation's own insert waits on;
+    0.3 s later that session updates alice's row. The reservation waited first, so its backend
+    finds the cycle (after ``deadlock_timeout``, 1 s) and is the one rolled back."""
+    reservation_id = uuid.uuid4()
+    other = await open_engine(store_settings)
+    deductions = 0
+    waiting: list[asyncio.Future[None]] = []
+
+    async def insert_the_same_id() -> AsyncConnection:
+        conn = await other.connect()
+        await conn.begin()
+        await conn.execute(
+            text(
+                "INSERT INTO reservations (reservation_id, username, item_id, outcome) "
+                "VALUES (:id, 'bob', 'book-2', 'confirmed')"
+            ),
+            {"id": str(reservation_id)},
+        )
+        return conn
+
+    async def then_wait_on_alice(conn: AsyncConnection) -> None:
+        try:
+            await asyncio.sleep(0.3)
+            await conn.execute(text("UPDATE users SET credits = credits WHERE username = 'alice'"))
+        finally:
+            await conn.rollback()
+            await conn.close()
+
+    @contextmanager
+    def deadlock_after_the_first_deduction(sql: str) -> Iterator[None]:
+        nonlocal deductions
+        yield
+        if sql.startswith("UPDATE users") and (deductions := deductions + 1) == 1:
+            # Inside the transaction's greenlet (AsyncConnection.run_sync): await from there.
+            conn = await_only(insert_the_same_id())
+            waiting.append(asyncio.ensure_future(then_wait_on_alice(conn)))
+
+    engine = await open_engine(store_settings)
+    try:
+        store = SqlStore(engine, spans=deadlock_after_the_first_deduction)
+        with caplog.at_level(logging.WARNING, logger="store.transactions"):
+            reservation = await store.reserve(reservation_id, "alice", "book-1")
+        await asyncio.gather(*waiting)
+        assert (reservation.outcome, reservation.replayed) == (Outcome.CONFIRMED, False)
+        assert deductions == 2
+        assert "deadlock detected" in caplog.text
+        assert await store.get_credits("alice") == 90  # charged once
+        stored = await store.get_reservation(reservation_id)
+        assert stored is not None and stored.username == "alice"
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+async def test_a_statement_the_server_stops_in_time_is_the_database_busy(
+    store_settings: StoreSettings, setting: str
+) -> None:
+    """A DBA's ``lock_timeout`` or ``statement_timeout`` (set for a role or a database) stops a
+    deduction that waits on a row another session holds. That is a database unable to do the
+    work for now, as when our own transaction timeout runs out: a 503 at the API, a message a
+    worker holds (store.availability), not a failed statement (a 500, a dead letter)."""
+    locker = await open_engine(store_settings)
+    engine = await open_engine(store_settings)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def set_the_timeout(dbapi_connection: Any, _: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET {setting} = '200ms'")
+        cursor.close()
+
+    await engine.dispose()  # the pool's connections opened before the listener
+    try:
+        async with locker.begin() as conn:
+            await conn.execute(text("SELECT 1 FROM users WHERE username = 'alice' FOR UPDATE"))
+            with pytest.raises(DBAPIError) as stopped:
+                await SqlStore(engine).reserve(uuid.uuid4(), "alice", "book-1")
+        assert database_gone(stopped.value) and database_busy(stopped.value), repr(stopped.value)
+        assert await SqlStore(engine).get_credits("alice") == 100
+    finally:
+        await engine.dispose()
+        await locker.dispose()
 
 
 BOOK_2 = 25  # its price in store/seed.json
