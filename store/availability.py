@@ -17,21 +17,35 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 from store.engine import (
     CONNECT_ERRORS,
     ROLLED_BACK_FOR_ANOTHER,
-    STOPPED_BY_SERVER,
     DatabaseUnavailable,
     sqlstate,
     transaction_timeout,
 )
 
-# SQLSTATEs of a database that answers yet gave up on the work for now (store.engine).
-_GAVE_UP_FOR_NOW = ROLLED_BACK_FOR_ANOTHER | STOPPED_BY_SERVER
+# SQLSTATEs of a PostgreSQL server that answers but gave up on the work for now, besides a
+# transaction it rolled back for another that store.transactions already ran again:
+# lock_not_available (a lock not granted within the role's or database's ``lock_timeout``),
+# query_canceled (past ``statement_timeout``, or cancelled by an operator), and
+# read_only_sql_transaction (a write sent to a standby: a fail-over under way).
+_GAVE_UP_FOR_NOW = ROLLED_BACK_FOR_ANOTHER | {"55P03", "57014", "25006"}
+# And the whole class 53, insufficient resources: disk full, out of memory, too many
+# connections, a configuration limit.
+_INSUFFICIENT_RESOURCES = "53"
+
+
+def _server_gave_up_for_now(exc: BaseException) -> bool:
+    code = sqlstate(exc)
+    return code is not None and (code in _GAVE_UP_FOR_NOW or code[:2] == _INSUFFICIENT_RESOURCES)
 
 
 def database_gone(exc: BaseException) -> bool:
     """The database, or our connection to it, failed (as far as the driver can tell: asyncpg
     files a few client-side errors under InterfaceError too), rather than the statement: worth
     trying again shortly. A connection lost in the middle of a statement is a DBAPIError of no
-    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``."""
+    DBAPI class (asyncpg's error has none), marked ``connection_invalidated``. So is a
+    PostgreSQL error whose SQLSTATE says the server gave up on the work for now: a deadlock, a
+    lock or statement timeout, a standby's refusal to write, a full disk
+    (:func:`database_busy`)."""
     if isinstance(
         exc,
         DatabaseUnavailable | OperationalError | InterfaceError | InternalError | PoolTimeout,
@@ -39,23 +53,24 @@ def database_gone(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError):
         return False
-    return exc.connection_invalidated or sqlstate(exc) in _GAVE_UP_FOR_NOW
+    return exc.connection_invalidated or _server_gave_up_for_now(exc)
 
 
 def database_busy(exc: BaseException) -> bool:
     """Of the failures :func:`database_gone` accepts, those of a database that answers but
     could not do the work: the transaction ran out of time (a lock held by another session,
     say), SQLite's file stayed locked past its busy timeout or its disk is full, no pooled
-    connection came free, PostgreSQL stopped a statement past its ``lock_timeout`` or
-    ``statement_timeout``, or rolled the transaction back in a deadlock more times than
-    :mod:`store.transactions` runs it. Not a lost connection, which the pool replaces at once."""
+    connection came free; PostgreSQL stopped a statement past its ``lock_timeout`` or
+    ``statement_timeout``, refused a write as a standby, ran out of a resource (its disk, say),
+    or rolled the transaction back in a deadlock more times than :mod:`store.transactions` runs
+    it. Not a lost connection, which the pool replaces at once."""
     if isinstance(exc, DatabaseUnavailable):
         return isinstance(exc.__cause__, TimeoutError)
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
-    return isinstance(exc, OperationalError) or sqlstate(exc) in _GAVE_UP_FOR_NOW
+    return isinstance(exc, OperationalError) or _server_gave_up_for_now(exc)
 
 
 async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:

@@ -10,6 +10,7 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -288,47 +289,41 @@ DEAD_CONNECTION_ERRORS = (
 )
 
 
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then the chain of its causes: SQLAlchemy's error wraps its DBAPI adapter's,
+    which wraps the driver's own. A chain is a few links long; this never loops on a cycle."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__
+
+
 def stale_schema(exc: BaseException) -> bool:
     """A statement met a schema that another process changed (an ``ALTER TABLE``) after this
     connection prepared it: asyncpg's InvalidCachedStatementError, or its "cache lookup failed
     for type" for a type looked up before the change. The dialect has seen the change once this
     is raised (SQLAlchemy's handling, or :mod:`store.driver`'s), so the same transaction run
-    again prepares its statements afresh. Found anywhere in the chain of causes: SQLAlchemy
-    wraps its DBAPI adapter's error, which wraps asyncpg's."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a chain is a few links long; never loop on a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, driver.InvalidCachedStatementError):
-            return True
-        if isinstance(seen, driver.InternalServerError) and "cache lookup failed" in str(seen):
-            return True
-        seen = seen.__cause__
-    return False
+    again prepares its statements afresh."""
+    return any(
+        isinstance(cause, driver.InvalidCachedStatementError)
+        or (isinstance(cause, driver.InternalServerError) and "cache lookup failed" in str(cause))
+        for cause in causes(exc)
+    )
 
 
 # SQLSTATEs of a transaction that PostgreSQL rolled back so that another could go on:
 # serialization_failure and deadlock_detected. Its documentation's advice is to run the
 # transaction again ("Serialization Failure Handling"); nothing of it was committed.
 ROLLED_BACK_FOR_ANOTHER = frozenset({"40001", "40P01"})
-# A statement the server stopped: lock_not_available (a lock not granted within the role's or
-# database's ``lock_timeout``) and query_canceled (past ``statement_timeout``, or cancelled by an
-# operator). The database answers, but could not do the work in time.
-STOPPED_BY_SERVER = frozenset({"55P03", "57014"})
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE the server gave, found in the chain of causes (SQLAlchemy's error wraps its
-    DBAPI adapter's, which carries it, as asyncpg's own does); None for a client-side error."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a chain is a few links long; never loop on a cycle
-        if seen is None:
-            return None
-        code = getattr(seen, "sqlstate", None)
-        if isinstance(code, str):
-            return code
-        seen = seen.__cause__
-    return None
+    """The SQLSTATE the server gave, from the first of :func:`causes` that carries one (the
+    DBAPI adapter's error, asyncpg's); None for a client-side error."""
+    codes = (getattr(cause, "sqlstate", None) for cause in causes(exc))
+    return next((code for code in codes if isinstance(code, str)), None)
 
 
 def worth_running_again(exc: BaseException) -> bool:

@@ -280,22 +280,29 @@ async def test_a_reservation_chosen_as_a_deadlock_victim_runs_again_and_charges_
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
-async def test_a_statement_the_server_stops_in_time_is_the_database_busy(
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "lock_timeout = '200ms'",
+        "statement_timeout = '200ms'",
+        "default_transaction_read_only = on",  # a standby, as after a fail-over
+    ],
+)
+async def test_a_statement_the_server_gives_up_on_is_the_database_busy(
     store_settings: StoreSettings, setting: str
 ) -> None:
     """A DBA's ``lock_timeout`` or ``statement_timeout`` (set for a role or a database) stops a
-    deduction that waits on a row another session holds. That is a database unable to do the
-    work for now, as when our own transaction timeout runs out: a 503 at the API, a message a
-    worker holds (store.availability), not a failed statement (a 500, a dead letter)."""
+    deduction that waits on a row another session holds; a standby refuses the write. That is
+    a database unable to do the work for now, as when our own transaction timeout runs out: a
+    503 at the API, a message a worker holds (store.availability), not a failed statement (a
+    500, a dead letter)."""
     locker = await open_engine(store_settings)
     engine = await open_engine(store_settings)
 
     @event.listens_for(engine.sync_engine, "connect")
-    def set_the_timeout(dbapi_connection: Any, _: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"SET {setting} = '200ms'")
-        cursor.close()
+    def set_it(dbapi_connection: Any, _: Any) -> None:
+        # On the asyncpg connection itself: outside a transaction, for the whole session.
+        dbapi_connection.run_async(lambda connection: connection.execute(f"SET {setting}"))
 
     await engine.dispose()  # the pool's connections opened before the listener
     try:

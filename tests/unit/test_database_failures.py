@@ -1,0 +1,63 @@
+"""Which database failures are the database's (worth a retry shortly), and which are busy.
+
+The errors are the driver's own classes, chained as SQLAlchemy chains them: its DBAPIError
+carries the driver's error as ``orig`` and as its cause. ``tests/integration/test_store.py``
+meets the deadlock, the timeouts and the standby's refusal on a real server.
+"""
+
+import asyncpg.exceptions as driver  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from store.availability import database_busy, database_gone
+from store.engine import sqlstate, worth_running_again
+
+
+def _wrapped(orig: Exception) -> DBAPIError:
+    exc = DBAPIError("UPDATE users SET credits = credits - 1", None, orig)
+    exc.__cause__ = orig
+    return exc
+
+
+@pytest.mark.parametrize(
+    "orig",
+    [
+        driver.DiskFullError("could not extend file"),
+        driver.OutOfMemoryError("out of memory"),
+        driver.LockNotAvailableError("canceling statement due to lock timeout"),
+        driver.QueryCanceledError("canceling statement due to statement timeout"),
+        driver.ReadOnlySQLTransactionError("cannot execute UPDATE in a read-only transaction"),
+        driver.DeadlockDetectedError("deadlock detected"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_server_that_gave_up_for_now_is_busy(orig: Exception) -> None:
+    exc = _wrapped(orig)
+    assert database_gone(exc) and database_busy(exc)
+
+
+@pytest.mark.parametrize(
+    "orig",
+    [
+        driver.UniqueViolationError("duplicate key value violates unique constraint"),
+        driver.UndefinedTableError('relation "users" does not exist'),
+        driver.InsufficientPrivilegeError("permission denied for table users"),
+        driver.CheckViolationError('new row violates check constraint "credits_not_negative"'),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_statement_that_fails_on_its_own_is_not_the_database(orig: Exception) -> None:
+    exc = _wrapped(orig)
+    assert not database_gone(exc) and not database_busy(exc)
+
+
+def test_only_a_transaction_rolled_back_for_another_is_run_again() -> None:
+    assert worth_running_again(_wrapped(driver.DeadlockDetectedError("deadlock detected")))
+    assert worth_running_again(_wrapped(driver.SerializationError("could not serialize")))
+    assert not worth_running_again(_wrapped(driver.LockNotAvailableError("lock timeout")))
+    assert not worth_running_again(_wrapped(driver.UniqueViolationError("duplicate key")))
+
+
+def test_the_sqlstate_is_found_down_the_chain_and_none_without_one() -> None:
+    assert sqlstate(_wrapped(driver.DiskFullError("full"))) == "53100"
+    assert sqlstate(_wrapped(RuntimeError("client side"))) is None
