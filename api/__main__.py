@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from api.app import SERVICE_NAME
+from api.http_protocol import bounded_head
 from api.settings import ApiSettings
 from messaging.telemetry.logs import configure_logging
 from service.gc_tuning import tune_for_serving
@@ -62,7 +63,8 @@ def main() -> None:
         # Logging is configured in the lifespan (structured, with trace ids), not by uvicorn.
         log_config=None,
         loop="auto",
-        http="auto",
+        # httptools, with a bound on a request's head that httptools does not set.
+        http=bounded_head(settings.max_head_bytes),
         # Let in-flight requests finish on SIGTERM, within a bound.
         timeout_graceful_shutdown=10,
         # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as

@@ -60,12 +60,15 @@ def database_busy(exc: BaseException) -> bool:
     """Of the failures :func:`database_gone` accepts, those of a database that answers but
     could not do the work: the transaction ran out of time (a lock held by another session,
     say), SQLite's file stayed locked past its busy timeout or its disk is full, no pooled
-    connection came free; PostgreSQL stopped a statement past its ``lock_timeout`` or
+    connection came free, or PostgreSQL refused a new one (too many connections, for the
+    server, the role or the database); PostgreSQL stopped a statement past its ``lock_timeout`` or
     ``statement_timeout``, refused a write as a standby, ran out of a resource (its disk, say),
     or rolled the transaction back in a deadlock more times than :mod:`store.transactions` runs
     it. Not a lost connection, which the pool replaces at once."""
     if isinstance(exc, DatabaseUnavailable):
-        return isinstance(exc.__cause__, TimeoutError)
+        # Out of time, or a new connection refused by a server that answers: too many
+        # connections (class 53). The outage probe cannot tell: it gets a pooled connection.
+        return isinstance(exc.__cause__, TimeoutError) or _server_gave_up_for_now(exc)
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from store.availability import database_busy, database_gone
-from store.engine import sqlstate, worth_running_again
+from store.engine import DatabaseUnavailable, failure, sqlstate, worth_running_again
 
 
 def _wrapped(orig: Exception) -> DBAPIError:
@@ -61,3 +61,33 @@ def test_only_a_transaction_rolled_back_for_another_is_run_again() -> None:
 def test_the_sqlstate_is_found_down_the_chain_and_none_without_one() -> None:
     assert sqlstate(_wrapped(driver.DiskFullError("full"))) == "53100"
     assert sqlstate(_wrapped(RuntimeError("client side"))) is None
+
+
+def _refused_at_connect(orig: Exception) -> DatabaseUnavailable:
+    """As ``store.transactions._checked_out`` raises it: asyncpg's error comes unwrapped."""
+    try:
+        raise DatabaseUnavailable(failure(orig)) from orig
+    except DatabaseUnavailable as exc:
+        return exc
+
+
+def test_a_new_connection_refused_for_too_many_is_busy() -> None:
+    """The server answers, and its pooled connections work, so the outage probe ends every hold
+    at once: held only that long, three attempts took under a second, and a fault campaign
+    dead-lettered 56 messages while another client held every connection slot for 25 s."""
+    for orig in (
+        driver.TooManyConnectionsError("sorry, too many clients already"),
+        driver.TooManyConnectionsError('too many connections for role "app"'),
+    ):
+        exc = _refused_at_connect(orig)
+        assert database_gone(exc) and database_busy(exc)
+
+
+def test_a_server_that_cannot_be_reached_is_gone_but_not_busy() -> None:
+    for orig in (
+        ConnectionRefusedError(111, "Connect call failed"),
+        driver.CannotConnectNowError("the database system is starting up"),
+        driver.InvalidCatalogNameError('database "app" does not exist'),
+    ):
+        exc = _refused_at_connect(orig)
+        assert database_gone(exc) and not database_busy(exc)
