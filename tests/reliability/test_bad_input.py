@@ -222,8 +222,10 @@ BAD_PATHS = [
     ("GET", "/downloads/short", 422),
     ("GET", "/downloads/" + "A" * 40, 404),
     ("DELETE", "/reservations", 405),
-    ("PUT", "/users/alice", 405),  # with a JSON body: without one, 415 comes first
+    ("PUT", "/users/alice", 405),
     ("PATCH", "/reservations", 405),
+    ("PUT", "/no/such/route", 404),
+    ("PATCH", "/healthz", 405),
     ("GET", "/no/such/route", 404),
 ]
 
@@ -232,8 +234,9 @@ BAD_PATHS = [
 def test_bad_paths_and_methods_are_clear_4xx(
     edge: Edge, method: str, path: str, status: int
 ) -> None:
-    body: dict[str, str] | None = {} if method in ("PUT", "PATCH") else None
-    response = httpx.request(method, f"{edge.url}{path}", json=body, timeout=10)
+    # Without a body or a content type: routing answers, not the body's limits (a fault
+    # campaign had 415 for PUT and PATCH on any path, even on one that does not exist).
+    response = httpx.request(method, f"{edge.url}{path}", timeout=10)
     _assert_clear_4xx(response, status)
 
 
