@@ -2,7 +2,8 @@
 
 Everything with a lifecycle (tracer provider, database engine, broker connection, the
 request/reply client) is built when the app starts and closed when it stops, never at import.
-``uvicorn api.app:create_app --factory`` or ``python -m api`` runs it.
+``python -m api`` runs it (``uvicorn api.app:create_app --factory`` too, without the bound on a
+request's head that ``api/http_protocol.py`` adds).
 """
 
 import os

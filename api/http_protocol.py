@@ -1,13 +1,19 @@
-"""uvicorn's httptools protocol, with a bound on the size of a request's head.
+"""uvicorn's httptools protocol, with a bound on what a request sends besides its body.
 
-httptools, the parser uvicorn picks when it is installed, sets none: it gathers a request line
-or a header of any length on the event loop, at a cost that grows faster than the length. A
-fault campaign's single request with a 64 MiB header took 6.5 s and stalled every other
-request on the API for that long (its ``/healthz`` probes took 3.5–4.6 s instead of 0.02 s).
-h11, uvicorn's other parser, refuses a head over 16 KiB. Here the head may be
-``MAX_HEAD_BYTES`` (64 KiB by default: trace headers of tens of kilobytes are still ignored
-rather than refused, as ``tests/reliability/test_bad_input.py`` checks); past that the request
-is answered 431 and its connection closed, before the parser has gathered it.
+httptools, the parser uvicorn picks when it is installed, sets none: it gathers a request line,
+a header or a chunked body's trailers of any length on the event loop, at a cost that grows
+faster than the length. A fault campaign's single request with a 64 MiB header took 6.5 s and
+stalled every other request on the API for that long (its ``/healthz`` probes took 3.5–4.6 s
+instead of 0.02 s); 64 MiB of small trailers held some 960 MiB. h11, uvicorn's other parser,
+refuses a head over 16 KiB. Here a request's head, its chunks' framing and its trailers may
+take ``MAX_HEAD_BYTES`` (64 KiB by default: trace headers of tens of kilobytes are still
+ignored rather than refused, as ``tests/reliability/test_bad_input.py`` checks); past that it
+is answered 431 and its connection closed. The body has its own limit (``api/limits.py``).
+
+The count is kept per read from the socket: each read's bytes, less the body bytes the parser
+handed on. A read in which a request ends starts the count afresh for the next one, so a
+request pipelined behind another within one read is counted from its next read on: the bound
+holds within one read (at most a few hundred KiB), never more.
 """
 
 import asyncio
@@ -15,46 +21,67 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from api.settings import DEFAULT_MAX_HEAD_BYTES
+
 log = logging.getLogger(__name__)
-HEAD_END = b"\r\n\r\n"
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """Counts what arrives from the start of a request until its headers are complete."""
+    """Counts what a request sends besides its body; refuses it past ``max_head_bytes``."""
 
-    max_head_bytes = 64 * 1024
+    max_head_bytes = DEFAULT_MAX_HEAD_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._head_bytes = 0
-        self._in_head = True  # a connection's first bytes are a request's head
+        self._counted = 0  # the current request's bytes, its body's excepted
+        self._fed_body = 0  # body bytes the parser handed on during this read
+        self._ended = False  # a request ended during this read
+        self._in_head = True  # between a request's start and the end of its headers
+        self._refused = False
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            end = data.find(HEAD_END)  # what follows it is a body: the body's limit is its own
-            self._head_bytes += len(data) if end < 0 else end
-            if self._head_bytes > self.max_head_bytes:
-                self._refuse()
-                return
+        if self._refused:
+            return  # a closing TLS transport may still deliver data: none reaches the parser
+        self._fed_body, self._ended = 0, False
         super().data_received(data)
+        if self.transport.is_closing():
+            return  # uvicorn refused the request itself (a 400), or the app closed it
+        if self._ended:
+            self._counted = 0
+            return
+        self._counted += len(data) - self._fed_body
+        if self._counted > self.max_head_bytes:
+            self._refuse()
+
+    def on_body(self, body: bytes) -> None:
+        self._fed_body += len(body)
+        super().on_body(body)
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
+        self._in_head = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_head = True  # what comes next on this connection is the next request's head
+        self._in_head, self._ended = True, True
         super().on_message_complete()
 
     def _refuse(self) -> None:
+        self._refused = True
         log.warning(
-            "request refused: its line and headers exceed %d bytes (MAX_HEAD_BYTES)",
+            "request refused: its line, headers and trailers exceed %d bytes (MAX_HEAD_BYTES)",
             self.max_head_bytes,
         )
+        if self._in_head and self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request on this connection is still being answered: a 431 now would
+            # read as its answer. It is answered, then the connection closes, and the request
+            # over the bound gets no answer.
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
         body = (
-            b'{"detail":"the request line and headers exceed '
+            b'{"detail":"the request line, headers and trailers exceed '
             + str(self.max_head_bytes).encode()
-            + b' bytes"}'
+            + b' bytes","trace_id":null}'
         )
         content = [STATUS_LINE[431]]
         for name, value in self.server_state.default_headers:
@@ -69,7 +96,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(content))
         self.transport.close()
-        self._in_head = False  # nothing more is read from a closing transport
 
 
 def bounded_head(max_head_bytes: int) -> type[BoundedHeadProtocol]:

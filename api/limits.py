@@ -1,9 +1,11 @@
 """Request limits at the edge: body size and content type, answered before any work is done.
 
-A body larger than ``MAX_BODY_BYTES`` gets 413 (checked on ``Content-Length``, and while reading
-a chunked body); a body that is not JSON gets 415, and so does one with two Content-Type
-headers (FastAPI would read the first). Both are pure ASGI, so a hostile request never reaches
-FastAPI's JSON parsing, and never costs more than the limit in memory.
+For a POST, the only method any route takes a body with: a body larger than ``MAX_BODY_BYTES``
+gets 413 (checked on ``Content-Length``, and while reading a chunked body); a body that is not
+JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first).
+This runs before routing, so a POST to a route that takes no body gets them too. Both are pure
+ASGI, so a hostile request never reaches FastAPI's JSON parsing, and never costs more than the
+limit in memory.
 """
 
 import orjson
@@ -11,8 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.tracing import current_trace_id
 
-# The only method that any route takes a body with. Another (PUT, PATCH) goes on to routing,
-# which answers 405 or 404, rather than 415 for a body no route would read.
+# Another method (PUT, PATCH) goes on to routing, which answers 405 or 404, rather than 415
+# for a body no route would read.
 _BODY_METHODS = {"POST"}
 
 

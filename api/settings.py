@@ -5,6 +5,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -15,8 +17,9 @@ class ApiSettings(BaseSettings):
     reservation_reply_timeout: float = Field(default=5.0, gt=0, le=60)
     # Requests larger than this are refused with 413 before they are read.
     max_body_bytes: int = Field(default=4096, ge=256)
-    # A request line and headers larger than this are refused with 431 (api/http_protocol.py).
-    max_head_bytes: int = Field(default=64 * 1024, ge=8 * 1024, le=1024 * 1024)
+    # A request line, headers and trailers larger than this are refused with 431
+    # (api/http_protocol.py).
+    max_head_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=8 * 1024, le=1024 * 1024)
     # "continue": an incoming traceparent becomes the parent (handy: curl -H traceparent:...).
     # "link": every request starts a new trace that links to the incoming context.
     incoming_trace: Literal["continue", "link"] = "continue"
