@@ -7,6 +7,7 @@ carries a secret (connection URLs are never included).
 
 from collections.abc import Mapping
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,9 @@ from api.tracing import TRACE_ID_HEADER, current_trace_id
 from messaging.rpc import BrokerUnavailable
 from store.availability import database_gone
 from store.engine import DatabaseUnavailable
+from store.failures import causes, sqlstate
 
+log = structlog.get_logger(__name__)
 RETRY_AFTER_SECONDS = "1"
 
 
@@ -51,6 +54,12 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     if not database_gone(exc):
         raise exc  # a bug (an IntegrityError, say): the 500 of _unexpected
     trace.get_current_span().set_attribute("error.type", type(exc).__name__)
+    # The driver's class and the SQLSTATE, never its message (which may quote a value): enough
+    # to tell an outage from a standby, a lock timeout or a statement that always times out.
+    innermost = list(causes(exc))[-1]
+    log.warning(
+        "database unavailable: answered 503", error=type(innermost).__name__, sqlstate=sqlstate(exc)
+    )
     return error(
         503,
         "The database is unavailable. Retry shortly.",

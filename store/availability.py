@@ -14,28 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import (
-    CONNECT_ERRORS,
-    ROLLED_BACK_FOR_ANOTHER,
-    DatabaseUnavailable,
-    sqlstate,
-    transaction_timeout,
-)
-
-# SQLSTATEs of a PostgreSQL server that answers but gave up on the work for now, besides a
-# transaction it rolled back for another that store.transactions already ran again:
-# lock_not_available (a lock not granted within the role's or database's ``lock_timeout``),
-# query_canceled (past ``statement_timeout``, or cancelled by an operator), and
-# read_only_sql_transaction (a write sent to a standby: a fail-over under way).
-_GAVE_UP_FOR_NOW = ROLLED_BACK_FOR_ANOTHER | {"55P03", "57014", "25006"}
-# And the whole class 53, insufficient resources: disk full, out of memory, too many
-# connections, a configuration limit.
-_INSUFFICIENT_RESOURCES = "53"
-
-
-def _server_gave_up_for_now(exc: BaseException) -> bool:
-    code = sqlstate(exc)
-    return code is not None and (code in _GAVE_UP_FOR_NOW or code[:2] == _INSUFFICIENT_RESOURCES)
+from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
+from store.failures import server_gave_up_for_now
 
 
 def database_gone(exc: BaseException) -> bool:
@@ -53,7 +33,7 @@ def database_gone(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError):
         return False
-    return exc.connection_invalidated or _server_gave_up_for_now(exc)
+    return exc.connection_invalidated or server_gave_up_for_now(exc)
 
 
 def database_busy(exc: BaseException) -> bool:
@@ -68,12 +48,12 @@ def database_busy(exc: BaseException) -> bool:
     if isinstance(exc, DatabaseUnavailable):
         # Out of time, or a new connection refused by a server that answers: too many
         # connections (class 53). The outage probe cannot tell: it gets a pooled connection.
-        return isinstance(exc.__cause__, TimeoutError) or _server_gave_up_for_now(exc)
+        return isinstance(exc.__cause__, TimeoutError) or server_gave_up_for_now(exc)
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
-    return isinstance(exc, OperationalError) or _server_gave_up_for_now(exc)
+    return isinstance(exc, OperationalError) or server_gave_up_for_now(exc)
 
 
 async def until_reachable(engine: AsyncEngine, within: float, every: float = 0.5) -> bool:

@@ -10,7 +10,6 @@ it is switched off and we emit ``BEGIN`` ourselves, as SQLAlchemy's SQLite docs 
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -287,50 +286,6 @@ DEAD_CONNECTION_ERRORS = (
     driver.OperatorInterventionError,
     driver.InternalClientError,
 )
-
-
-def causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, then the chain of its causes: SQLAlchemy's error wraps its DBAPI adapter's,
-    which wraps the driver's own. A chain is a few links long; this never loops on a cycle."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return
-        yield seen
-        seen = seen.__cause__
-
-
-def stale_schema(exc: BaseException) -> bool:
-    """A statement met a schema that another process changed (an ``ALTER TABLE``) after this
-    connection prepared it: asyncpg's InvalidCachedStatementError, or its "cache lookup failed
-    for type" for a type looked up before the change. The dialect has seen the change once this
-    is raised (SQLAlchemy's handling, or :mod:`store.driver`'s), so the same transaction run
-    again prepares its statements afresh."""
-    return any(
-        isinstance(cause, driver.InvalidCachedStatementError)
-        or (isinstance(cause, driver.InternalServerError) and "cache lookup failed" in str(cause))
-        for cause in causes(exc)
-    )
-
-
-# SQLSTATEs of a transaction that PostgreSQL rolled back so that another could go on:
-# serialization_failure and deadlock_detected. Its documentation's advice is to run the
-# transaction again ("Serialization Failure Handling"); nothing of it was committed.
-ROLLED_BACK_FOR_ANOTHER = frozenset({"40001", "40P01"})
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE the server gave, from the first of :func:`causes` that carries one (the
-    DBAPI adapter's error, asyncpg's); None for a client-side error."""
-    codes = (getattr(cause, "sqlstate", None) for cause in causes(exc))
-    return next((code for code in codes if isinstance(code, str)), None)
-
-
-def worth_running_again(exc: BaseException) -> bool:
-    """The transaction failed, rolled back, for a reason of the moment that running it again
-    at once may not meet: a schema change (:func:`stale_schema`), or the server chose it to
-    give way to another (a deadlock, a serialization failure)."""
-    return stale_schema(exc) or sqlstate(exc) in ROLLED_BACK_FOR_ANOTHER
 
 
 def failure(exc: BaseException) -> str:

@@ -47,14 +47,15 @@ from store.engine import (
     make_sqlite_transactional,
     sqlite_options,
     transaction_timeout,
-    worth_running_again,
 )
+from store.failures import worth_running_again
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Body = Callable[[Connection], T]
-# Runs of a PostgreSQL transaction that the server rolled back for a reason of the moment.
-RUNS = 3
+# Runs, at most, of a PostgreSQL transaction that the server rolled back for a reason of the
+# moment.
+MAX_RUNS = 3
 
 
 class Transactions(Protocol):
@@ -80,9 +81,9 @@ class AsyncTransactions:
         return await self._within_timeout(self._engine, body)
 
     async def _within_timeout(self, engine: AsyncEngine, body: Body[T]) -> T:
-        """``body`` within the timeout; run again, up to :data:`RUNS` times in all and within
+        """``body`` within the timeout; run again, up to :data:`MAX_RUNS` times in all and within
         the same deadline, if the server rolled it back for a reason of the moment
-        (:func:`store.engine.worth_running_again`): a statement prepared before another
+        (:func:`store.failures.worth_running_again`): a statement prepared before another
         process changed the schema (asyncpg prepares statements, never ``COMMIT``), a
         deadlock, a serialization failure. Nothing of such a run was committed, and the next
         one prepares its statements afresh."""
@@ -93,7 +94,7 @@ class AsyncTransactions:
             try:
                 return await self._once(engine, body, deadline)
             except DBAPIError as exc:
-                if runs >= RUNS or not worth_running_again(exc):
+                if runs >= MAX_RUNS or not worth_running_again(exc):
                     raise
                 runs += 1
                 log.warning(

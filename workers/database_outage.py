@@ -62,11 +62,11 @@ class DatabaseOutage:
     """The one probe the held messages of a worker share."""
 
     def __init__(
-        self, engine: AsyncEngine, within: float = HOLD_AT_MOST, busy_pause: float | None = None
+        self, engine: AsyncEngine, within: float = HOLD_AT_MOST, busy_pause: float = BUSY_PAUSE
     ) -> None:
         self._engine = engine
         self._within = within
-        self.busy_pause = BUSY_PAUSE if busy_pause is None else busy_pause
+        self.busy_pause = busy_pause
         self._probe: asyncio.Task[bool] | None = None
         self._closed = asyncio.Event()
 

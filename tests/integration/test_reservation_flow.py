@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from api import errors as api_errors
 from api.app import create_app
 from domain.reservations import Outcome
 from messaging import delivery, topology
@@ -24,6 +25,7 @@ from store import engine as engine_module
 from store.migrate import migrate
 from store.settings import StoreSettings
 from tests.hop import Hop
+from tests.logs import capture_logs_of
 from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
@@ -218,6 +220,7 @@ async def test_a_failure_is_a_500_or_a_503_with_the_trace_id_and_no_details(
     """A lost database is a 503 (retry shortly); anything else a 500 that says nothing but
     where to look: the trace id, in the body and the X-Trace-Id header."""
     configure_env(monkeypatch, amqp_url, store_settings)
+    logged = capture_logs_of(monkeypatch, api_errors)
     app = create_app()
 
     async def fail(username: str) -> int | None:
@@ -236,6 +239,10 @@ async def test_a_failure_is_a_500_or_a_503_with_the_trace_id_and_no_details(
     assert len(body["trace_id"]) == 32
     assert response.headers["x-trace-id"] == body["trace_id"]
     assert "s3cret" not in response.text and type(error).__name__ not in response.text
+    if status == 503:  # the log says which failure, by the driver's class only
+        (line,) = [e for e in logged.entries if e["event"] == "database unavailable: answered 503"]
+        assert line["error"] == type(error).__name__  # no cause chained here
+        assert "s3cret" not in str(line)
     if status == 500:  # uvicorn closes the connection after it: the client is told
         assert response.headers["connection"] == "close"
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
@@ -20,9 +21,10 @@ from store import transactions as transactions_module
 from store.availability import until_reachable
 from store.driver import DriverStatements
 from store.engine import PING_AFTER_IDLE_S, DatabaseUnavailable, dispose, open_engine
+from store.failures import sqlstate
 from store.settings import StoreSettings
 from store.tables import users
-from store.transactions import ThreadedTransactions, transactions_for
+from store.transactions import MAX_RUNS, ThreadedTransactions, transactions_for
 from tests.hop import Hop
 from tests.logs import capture_logs_of
 
@@ -58,6 +60,39 @@ async def test_a_failed_write_leaves_nothing_and_the_next_one_runs(engine: Async
     assert await transactions.write(_spend_one) == 99
     assert await transactions.write(_spend_one) == 98
     assert await transactions.read(_credits) == 98
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("condition", "code", "runs"),
+    [
+        ("deadlock_detected", "40P01", MAX_RUNS),
+        ("serialization_failure", "40001", MAX_RUNS),
+        ("lock_not_available", "55P03", 1),
+        ("unique_violation", "23505", 1),
+    ],
+)
+async def test_only_a_transaction_rolled_back_for_another_runs_again_and_at_most_max_runs(
+    engine: AsyncEngine, condition: str, code: str, runs: int
+) -> None:
+    """PostgreSQL raises each condition for real, after a write: a deadlock or serialization
+    failure runs the transaction again, MAX_RUNS times in all, then fails as the database busy;
+    anything else fails at once. No run leaves its write behind."""
+    transactions = transactions_for(engine)
+    ran = 0
+
+    def spend_then_fail(conn: Connection) -> None:
+        nonlocal ran
+        ran += 1
+        conn.execute(update(users).where(users.c.username == "alice").values(credits=0))
+        conn.execute(
+            text(f"DO $$ BEGIN RAISE EXCEPTION 'staged' USING ERRCODE = '{condition}'; END $$")
+        )
+
+    with pytest.raises(DBAPIError) as failed:
+        await transactions.write(spend_then_fail)
+    assert (ran, sqlstate(failed.value)) == (runs, code)
+    assert await transactions.read(_credits) == 100
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from store.availability import database_busy, database_gone
-from store.engine import DatabaseUnavailable, failure, sqlstate, worth_running_again
+from store.engine import DatabaseUnavailable, failure
+from store.failures import sqlstate, worth_running_again
 
 
 def _wrapped(orig: Exception) -> DBAPIError:
