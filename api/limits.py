@@ -2,10 +2,14 @@
 
 For a POST, the only method any route takes a body with: a body larger than ``MAX_BODY_BYTES``
 gets 413 (checked on ``Content-Length``, and while reading a chunked body); a body that is not
-JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first).
-This runs before routing, so a POST to a route that takes no body gets them too. Both are pure
-ASGI, so a hostile request never reaches FastAPI's JSON parsing, and never costs more than the
-limit in memory.
+JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first) or
+a ``charset`` other than UTF-8 (RFC 8259: JSON between systems is UTF-8, and the body would be
+read as UTF-8 anyway). This runs before routing, so a POST to a route that takes no body gets
+them too. Both are pure ASGI, so a hostile request never reaches FastAPI's JSON parsing, and
+never costs more than the limit in memory.
+
+A HEAD request is routed as the GET it stands for (RFC 9110 9.3.2; FastAPI's GET routes do not
+take HEAD). Uvicorn still sees HEAD and sends no body, and the request's span keeps its method.
 """
 
 import orjson
@@ -25,6 +29,8 @@ class RequestLimitsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            if scope.get("method") == "HEAD":
+                scope = {**scope, "method": "GET"}
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -33,9 +39,13 @@ class RequestLimitsMiddleware:
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
         content_types = [value for name, value in scope["headers"] if name == b"content-type"]
-        media_type = b"".join(content_types).split(b";")[0].strip().lower()
-        if len(content_types) != 1 or media_type != b"application/json":
-            await _reject(send, 415, "send the request body as application/json")
+        media_type, _, parameters = b"".join(content_types).partition(b";")
+        if (
+            len(content_types) != 1
+            or media_type.strip().lower() != b"application/json"
+            or not _utf8(parameters)
+        ):
+            await _reject(send, 415, "send the request body as application/json, in UTF-8")
             return
         body = bytearray()
         more_body = True
@@ -49,6 +59,19 @@ class RequestLimitsMiddleware:
                 await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _utf8(parameters: bytes) -> bool:
+    """Whether a media type's parameters (after the first ``;``) allow a UTF-8 body: no
+    ``charset``, or ``utf-8`` (any case, quoted or not)."""
+    for parameter in parameters.split(b";"):
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() == b"charset" and value.strip().strip(b'"').lower() not in (
+            b"utf-8",
+            b"utf8",
+        ):
+            return False
+    return True
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

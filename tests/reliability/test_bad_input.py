@@ -203,10 +203,43 @@ def test_two_content_type_headers_are_415(edge: Edge, first: str, second: str) -
     assert "application/json" in _assert_clear_4xx(response, 415)
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=utf-8",
+        'application/json;CHARSET="UTF-8"',
+        "Application/JSON",
+        "application/json; profile=x",
+    ],
+)
 def test_json_with_parameters_or_other_case_is_accepted(edge: Edge, content_type: str) -> None:
     response = _post_raw(edge, json.dumps(GOOD).encode(), content_type)
     assert response.status_code in (201, 409), response.text
+
+
+@pytest.mark.parametrize("charset", ["iso-8859-1", '"latin1"', "utf-16", "UTF-32LE", ""])
+def test_json_in_another_charset_is_415(edge: Edge, charset: str) -> None:
+    """The body is read as UTF-8 whatever the header says: this UTF-16 body was a 422 about
+    invalid JSON, which did not say what to send instead. Now the answer names the encoding."""
+    body = json.dumps({"username": "alice", "item_id": "book-1"}).encode("utf-16")
+    response = _post_raw(edge, body, f"application/json; charset={charset}")
+    assert "UTF-8" in _assert_clear_4xx(response, 415)
+
+
+def test_head_is_answered_like_get_without_a_body(edge: Edge) -> None:
+    """RFC 9110: a general-purpose server supports HEAD wherever it supports GET (a health
+    check such as ``wget --spider`` sends HEAD). It was 405 on every route."""
+    for path in ("/healthz", "/users/alice", "/users"):
+        get = httpx.get(f"{edge.url}{path}", timeout=10)
+        head = httpx.head(f"{edge.url}{path}", timeout=10)
+        assert (head.status_code, get.status_code) == (200, 200), (path, head.text)
+        assert head.content == b""
+        assert head.headers["content-length"] == get.headers["content-length"]
+        assert head.headers["content-type"] == get.headers["content-type"]
+    missing = httpx.head(f"{edge.url}/users/nobody-here", timeout=10)
+    assert missing.status_code == 404 and missing.content == b""
+    post_only = httpx.head(f"{edge.url}/reservations", timeout=10)
+    assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
 
 
 # --- paths and methods ----------------------------------------------------------------------
