@@ -4,9 +4,10 @@ For a POST, the only method any route takes a body with: a body larger than ``MA
 gets 413 (checked on ``Content-Length``, and while reading a chunked body); a body that is not
 JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first) or
 a ``charset`` other than UTF-8 (RFC 8259: JSON between systems is UTF-8, and the body would be
-read as UTF-8 anyway). This runs before routing, so a POST to a route that takes no body gets
-them too. Both are pure ASGI, so a hostile request never reaches FastAPI's JSON parsing, and
-never costs more than the limit in memory.
+read as UTF-8 anyway). This runs before routing, so a POST with a body to a route that takes
+none gets them too; a POST without a body (no ``Content-Length``, or 0, and no
+``Transfer-Encoding``) goes on unchecked. Both are pure ASGI, so a hostile request never
+reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
 
 A HEAD request is routed as the GET it stands for (RFC 9110 9.3.2; FastAPI's GET routes do not
 take HEAD). Uvicorn still sees HEAD and sends no body, and the request's span keeps its method.
@@ -37,6 +38,11 @@ class RequestLimitsMiddleware:
         length = headers.get(b"content-length", b"")
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            return
+        if not (int(length) if length else b"transfer-encoding" in headers):
+            # No body at all: nothing to bound or decode. Routing answers (405 on a route that
+            # takes no POST), or the endpoint (422: the body is missing), not a 415.
+            await self.app(scope, receive, send)
             return
         content_types = [value for name, value in scope["headers"] if name == b"content-type"]
         media_type, _, parameters = b"".join(content_types).partition(b";")

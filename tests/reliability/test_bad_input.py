@@ -259,6 +259,9 @@ BAD_PATHS = [
     ("PATCH", "/reservations", 405),
     ("PUT", "/no/such/route", 404),
     ("PATCH", "/healthz", 405),
+    ("POST", "/healthz", 405),
+    ("POST", "/users/alice", 405),
+    ("POST", "/no/such/route", 404),
     ("GET", "/no/such/route", 404),
 ]
 
@@ -271,6 +274,14 @@ def test_bad_paths_and_methods_are_clear_4xx(
     # campaign had 415 for PUT and PATCH on any path, even on one that does not exist).
     response = httpx.request(method, f"{edge.url}{path}", timeout=10)
     _assert_clear_4xx(response, status)
+
+
+def test_a_post_without_a_body_is_422_naming_the_body(edge: Edge) -> None:
+    """No body at all is not a body in the wrong format: it was 415, now the endpoint's 422."""
+    for extra in ({}, {"content-length": "0"}):
+        response = httpx.post(f"{edge.url}/reservations", headers=extra, timeout=10)
+        detail = _assert_clear_4xx(response, 422)
+        assert [error["loc"] for error in detail] == [["body"]], detail
 
 
 @pytest.mark.parametrize("amount", [0, -5, 10**12, "ten", None, 1.5])
