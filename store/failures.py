@@ -4,7 +4,8 @@ SQLAlchemy's error wraps its DBAPI adapter's, which wraps the driver's own (asyn
 server's SQLSTATE rides on the last two. Two questions are asked of a failed transaction here:
 whether to run it again at once (:func:`worth_running_again`, in :mod:`store.transactions`),
 and whether the server gave up on the work for now (:func:`server_gave_up_for_now`, one of the
-ways :mod:`store.availability` tells a busy database from a failed statement).
+ways :mod:`store.availability` tells a busy database from a failed statement). On SQLite, one
+more: whether the connection can never write (:func:`opened_read_only`).
 """
 
 from collections.abc import Iterator
@@ -71,3 +72,19 @@ def server_gave_up_for_now(exc: BaseException) -> bool:
     """PostgreSQL answered, but gave up on the work for now (its SQLSTATE says so)."""
     code = sqlstate(exc)
     return code is not None and (code in _GAVE_UP_FOR_NOW or code[:2] == _INSUFFICIENT_RESOURCES)
+
+
+# SQLite's primary result code for a write to a database it opened read-only (the low byte of
+# the extended codes SQLITE_READONLY_*).
+_SQLITE_READONLY = 8
+
+
+def opened_read_only(exc: BaseException) -> bool:
+    """SQLite refused a write as read-only. It opens a file it may not write at that moment
+    read-only, without an error, and the connection stays so for life: once the file can be
+    written again, only a new connection can write to it."""
+    return any(
+        isinstance(code := getattr(cause, "sqlite_errorcode", None), int)
+        and code & 0xFF == _SQLITE_READONLY
+        for cause in causes(exc)
+    )

@@ -5,23 +5,25 @@ replaced before anyone uses it."""
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import make_url, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from store import engine as engine_module
 from store import statements as sql
 from store import transactions as transactions_module
 from store.availability import until_reachable
 from store.driver import DriverStatements
 from store.engine import PING_AFTER_IDLE_S, DatabaseUnavailable, dispose, open_engine
-from store.failures import sqlstate
+from store.failures import opened_read_only, sqlstate
 from store.settings import StoreSettings
 from store.tables import users
 from store.transactions import MAX_RUNS, ThreadedTransactions, transactions_for
@@ -111,6 +113,63 @@ async def test_sqlite_writes_keep_one_connection_and_give_it_back_on_dispose(
     assert pool.checkedout() == 0
     # Like the engine, the store stays usable after a dispose: the next write connects again.
     assert await transactions.write(_credits) == 100
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_sqlite_connections_that_cannot_write_are_replaced_after_one_failure(
+    store_settings: StoreSettings,
+) -> None:
+    """SQLite opens a file that it may not write at that moment read-only, silently, and the
+    connection stays so: in a fault campaign, connections opened while the file was read-only
+    failed every write after it was writable again (96 requests dead-lettered) until the
+    services restarted. ``PRAGMA query_only`` makes pooled connections fail the same way."""
+    engine = await open_engine(store_settings)
+    try:
+        transactions = transactions_for(engine)
+        assert isinstance(transactions, ThreadedTransactions)
+        pooled = [transactions.engine.connect() for _ in range(3)]
+        for conn in pooled:
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+            conn.close()  # back to the pool, unable to write
+
+        with pytest.raises(DBAPIError, match="readonly") as failed:
+            await transactions.write(_spend_one)
+        assert opened_read_only(failed.value)
+        for left in (99, 98, 97):
+            assert await transactions.write(_spend_one) == left
+        assert await transactions.read(_credits) == 97
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_sqlite_writes_queued_at_release_fail_at_once(
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service stopping while another process holds the file's lock waited, on its event
+    loop, for every queued write to run out of the busy timeout in turn (a fault campaign's
+    worker, with 64 requests in flight, was still there after 60 s). Now only the write in
+    progress is waited for; the ones behind it fail at once, and their messages are redelivered."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 1_000)
+    engine = await open_engine(store_settings)
+    transactions = transactions_for(engine)
+    assert isinstance(transactions, ThreadedTransactions)
+    database = make_url(store_settings.database_url.get_secret_value()).database
+    holder = sqlite3.connect(str(database), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+    try:
+        queued = [asyncio.ensure_future(transactions.write(_spend_one)) for _ in range(4)]
+        await asyncio.sleep(0.2)  # the first waits on the lock, three are queued behind it
+        await asyncio.to_thread(transactions.release)
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert isinstance(outcomes[0], DBAPIError)  # locked past the busy timeout
+    # Failed without waiting on the lock: each would have been "database is locked" after 1 s.
+    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes[1:]), outcomes
+    assert await transactions.write(_spend_one) == 99  # the store stays usable
     await engine.dispose()
 
 
