@@ -3,8 +3,8 @@
 For a POST, the only method any route takes a body with: a body larger than ``MAX_BODY_BYTES``
 gets 413 (checked on ``Content-Length``, and while reading a chunked body); a body that is not
 JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first) or
-a ``charset`` other than UTF-8 (RFC 8259: JSON between systems is UTF-8, and the body would be
-read as UTF-8 anyway). This runs before routing, so a POST with a body to a route that takes
+a ``charset`` other than UTF-8, or a body in UTF-16 or UTF-32 (RFC 8259: JSON between
+systems is UTF-8). This runs before routing, so a POST with a body to a route that takes
 none gets them too; a POST without a body (no ``Content-Length``, or 0, and no
 ``Transfer-Encoding``) goes on unchecked. Both are pure ASGI, so a hostile request never
 reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
@@ -21,6 +21,7 @@ from api.tracing import current_trace_id
 # Another method (PUT, PATCH) goes on to routing, which answers 405 or 404, rather than 415
 # for a body no route would read.
 _BODY_METHODS = {"POST"}
+_NOT_JSON = "send the request body as application/json, in UTF-8"
 
 
 class RequestLimitsMiddleware:
@@ -35,7 +36,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
+        length = headers.get(b"content-length", b"").strip(b" \t")  # httptools keeps the OWS
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
@@ -51,7 +52,7 @@ class RequestLimitsMiddleware:
             or media_type.strip().lower() != b"application/json"
             or not _utf8(parameters)
         ):
-            await _reject(send, 415, "send the request body as application/json, in UTF-8")
+            await _reject(send, 415, _NOT_JSON)
             return
         body = bytearray()
         more_body = True
@@ -64,6 +65,11 @@ class RequestLimitsMiddleware:
             if len(body) > self.max_body_bytes:
                 await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
                 return
+        if b"\x00" in body:
+            # UTF-16 or UTF-32: JSON text has no NUL byte in UTF-8 (a NUL in a string is escaped),
+            # and FastAPI's json.loads would take these encodings for what they are.
+            await _reject(send, 415, _NOT_JSON)
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
 

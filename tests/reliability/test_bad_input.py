@@ -219,11 +219,38 @@ def test_json_with_parameters_or_other_case_is_accepted(edge: Edge, content_type
 
 @pytest.mark.parametrize("charset", ["iso-8859-1", '"latin1"', "utf-16", "UTF-32LE", ""])
 def test_json_in_another_charset_is_415(edge: Edge, charset: str) -> None:
-    """The body is read as UTF-8 whatever the header says: this UTF-16 body was a 422 about
-    invalid JSON, which did not say what to send instead. Now the answer names the encoding."""
+    """A charset other than UTF-8 gets an answer that names the encoding to send."""
     body = json.dumps({"username": "alice", "item_id": "book-1"}).encode("utf-16")
     response = _post_raw(edge, body, f"application/json; charset={charset}")
     assert "UTF-8" in _assert_clear_4xx(response, 415)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_body_in_utf16_or_utf32_is_415(edge: Edge, encoding: str, content_type: str) -> None:
+    """JSON between systems is UTF-8 (RFC 8259). FastAPI's parser (json.loads on bytes) took
+    UTF-16 and UTF-32 bodies for what they were, so a fault campaign's were reserved, even
+    under "charset=utf-8"."""
+    body = json.dumps({"username": "alice", "item_id": "book-1"}).encode(encoding)
+    response = _post_raw(edge, body, content_type)
+    assert "UTF-8" in _assert_clear_4xx(response, 415)
+
+
+@pytest.mark.parametrize("length", ["{n} ", "{n}\t", " {n}"])
+def test_a_content_length_with_spaces_around_it_is_read(edge: Edge, length: str) -> None:
+    """Optional whitespace around a header's value is not part of it (RFC 9110 5.5): a
+    40-byte body declared as "40 " was refused as larger than 4,096 bytes."""
+    body = json.dumps(GOOD).encode()
+    head = (
+        f"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length.format(n=len(body))}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ", 2)[1] in (b"201", b"409"), answer[:200]
 
 
 def test_head_is_answered_like_get_without_a_body(edge: Edge) -> None:
