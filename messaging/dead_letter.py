@@ -7,12 +7,16 @@ exchange with an ``x-dead-letter-reason`` header and then acks the original. The
 PRODUCER span inside the consumer span, so the poisoned message stays in the same trace.
 """
 
+import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError
 
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY
+from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY, declare_dead_letters
+
+log = structlog.get_logger(__name__)
 
 MAX_REASON_LENGTH = 256
 
@@ -31,11 +35,16 @@ async def dead_letter(
     # replayed from the dead-letter queue, it starts again at its first attempt.
     headers = {DEAD_LETTER_REASON: reason[:MAX_REASON_LENGTH], "x-original-queue": queue}
     copy = copy_of(message, headers, reply_to=False)
-    await instrumentation.publish(
-        dlx,
-        copy,
-        str(copy.headers[ORIGINAL_ROUTING_KEY]) or queue,
-        mandatory=True,
-        meter=meter,
-    )
+    routing_key = str(copy.headers[ORIGINAL_ROUTING_KEY]) or queue
+    try:
+        await instrumentation.publish(dlx, copy, routing_key, mandatory=True, meter=meter)
+    except DeliveryError as exc:
+        # Returned as unroutable (or nacked): the dead-letter queue or its binding is gone. A
+        # fault campaign deleted the queue, and its dead letters were lost, every one, until
+        # the services restarted. Declared again, the copy goes once more.
+        log.warning(
+            "dead letter not routed; declaring the dead-letter queue again", error=repr(exc)
+        )
+        await declare_dead_letters(message.channel)
+        await instrumentation.publish(dlx, copy, routing_key, mandatory=True, meter=meter)
     await message.ack()

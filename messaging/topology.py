@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiormq.abc
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
@@ -102,3 +103,19 @@ async def declare(channel: AbstractChannel) -> Declared:
             await queue.bind(exchanges[spec.exchange.name], routing_key=key)
         queues[spec.name] = queue
     return Declared(exchanges, queues)
+
+
+async def declare_dead_letters(channel: aiormq.abc.AbstractChannel) -> None:
+    """Declare the dead-letter exchange and queue, and bind them, once more: an operator may
+    have deleted one, RabbitMQ drops a dead letter it cannot route, and nothing else declares
+    them again while the channel lives. On the AMQP channel itself (aio-pika's
+    ``IncomingMessage.channel``), so they are not added once more to what a robust channel
+    restores after a reconnect: :func:`declare` did that."""
+    await channel.exchange_declare(
+        DEAD_LETTER_EXCHANGE.name, exchange_type=DEAD_LETTER_EXCHANGE.type.value, durable=True
+    )
+    await channel.queue_declare(
+        DEAD_LETTERS.name, durable=True, arguments=dict(DEAD_LETTERS.arguments)
+    )
+    for key in DEAD_LETTERS.routing_keys:
+        await channel.queue_bind(DEAD_LETTERS.name, DEAD_LETTER_EXCHANGE.name, routing_key=key)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel
 from opentelemetry.sdk.metrics import MeterProvider
@@ -157,6 +158,47 @@ async def test_returns_of_a_message_use_up_none_of_its_attempts(
     assert handled == [1, 2]
     dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
     assert dead is None, dead.headers
+
+
+@pytest.mark.parametrize("deleted", ["queue", "binding"])
+async def test_a_dead_letter_is_kept_after_an_operator_deleted_its_queue(
+    channel: AbstractChannel, amqp_url: str, deleted: str
+) -> None:
+    """RabbitMQ drops a dead letter it cannot route. With the dead-letter queue (or its
+    binding) deleted from outside, a fault campaign's dead letters were lost, every one, until
+    the services restarted: nothing declared the queue again while the channel lived."""
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    operator = await aio_pika.connect(amqp_url)
+    try:
+        operator_channel = await operator.channel()
+        if deleted == "queue":
+            await operator_channel.queue_delete(topology.DEAD_LETTERS.name)
+        else:
+            dead_letters = await operator_channel.get_queue(topology.DEAD_LETTERS.name)
+            await dead_letters.unbind(topology.DEAD_LETTER_EXCHANGE.name, "#")
+
+        async def never(message: ReservationRequested) -> None:
+            raise AssertionError("a poison message never reaches the handler")
+
+        subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, never)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{not json", content_type="application/json"),
+            routing_key=topology.CREDIT_CHECK.name,
+        )
+        retried = (AssertionError, aiormq.exceptions.AMQPError)
+        async for attempt in eventually_async(10, every=0.1, retry_on=retried):
+            with attempt:  # a channel of its own each time: a declare of no queue closes it
+                probe = await operator.channel()
+                restored = await probe.declare_queue(topology.DEAD_LETTERS.name, passive=True)
+                assert restored.declaration_result.message_count == 1
+        dead = await get_within(restored, 5)
+        assert await subscription.stop(5)
+        await dead.ack()
+    finally:
+        await operator.close()
+    assert dead.body == b"{not json"
+    assert str(dead.headers[topology.DEAD_LETTER_REASON]).startswith("invalid: ")
 
 
 @pytest.mark.parametrize("header", ["3", True, 0, 2.0], ids=["text", "bool", "zero", "float"])
