@@ -66,7 +66,7 @@ def main() -> None:
         # httptools, with a bound on a request's head that httptools does not set.
         http=bounded_head(settings.max_head_bytes),
         # Let in-flight requests finish on SIGTERM, within a bound.
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.api_shutdown_timeout,
         # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as
         # uvicorn's default): otherwise the server may close an idle connection just as the
         # client sends a request on it, and a POST fails with "connection reset".

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, with a bound on what a request sends besides its body.
+"""uvicorn's httptools protocol, with a bound on what a request sends besides its body, and a
+503 for a request that the shutdown cut short.
 
 httptools, the parser uvicorn picks when it is installed, sets none: it gathers a request line,
 a header or a chunked body's trailers of any length on the event loop, at a cost that grows
@@ -14,12 +15,27 @@ The count is kept per read from the socket: each read's bytes, less the body byt
 handed on. A read in which a request ends starts the count afresh for the next one, so a
 request pipelined behind another within one read is counted from its next read on: the bound
 holds within one read (at most a few hundred KiB), never more.
+
+On SIGTERM uvicorn lets the requests in flight finish for ``API_SHUTDOWN_TIMEOUT`` seconds, then
+cancels the rest and answers each with its plain-text 500 "Internal Server Error" (a fault
+campaign's keyed requests, waiting on a SQLite file another process had locked). Nothing failed:
+the service stopped. Such a request is answered 503 ``{detail, trace_id: null}`` with
+``Retry-After`` instead. With the default settings only a request still in the database's hands
+can be cut short (the timeout outlasts a keyed reservation's two transactions, its publisher
+confirm and its reply's wait), and its retry is safe: a reservation publishes nothing before its
+statements are done, and a retry with the same ``Idempotency-Key`` gets the same reservation.
 """
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from api.settings import DEFAULT_MAX_HEAD_BYTES
 
@@ -60,6 +76,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.send_500_response = partial(_answer_unfinished, cycle, cycle.send_500_response)  # type: ignore[method-assign]
 
     def on_message_complete(self) -> None:
         self._in_head, self._ended = True, True
@@ -96,6 +115,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(content))
         self.transport.close()
+
+
+_SHUTTING_DOWN = b'{"detail":"the service is shutting down; retry shortly","trace_id":null}'
+
+
+async def _answer_unfinished(
+    cycle: RequestResponseCycle, send_500: Callable[[], Awaitable[None]]
+) -> None:
+    """What uvicorn sends for a request whose app raised before it answered: its 500, but a
+    503 for a request that the shutdown cancelled (uvicorn cancels nothing else)."""
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        await send_500()
+        return
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_SHUTTING_DOWN)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await cycle.send({"type": "http.response.start", "status": 503, "headers": headers})
+    await cycle.send({"type": "http.response.body", "body": _SHUTTING_DOWN, "more_body": False})
 
 
 def bounded_head(max_head_bytes: int) -> type[BoundedHeadProtocol]:

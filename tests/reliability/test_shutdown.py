@@ -3,9 +3,12 @@
 import asyncio
 import json
 import signal
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import aio_pika
 import httpx
@@ -149,6 +152,43 @@ def test_sigterm_api_finishes_requests_in_flight(
         system.start_worker("workers.credit_check")
         responses = [answer.result(timeout=30) for answer in answers]
     assert [r.status_code for r in responses] == [201] * in_flight
+    assert api.wait_exit(15) in (0, -signal.SIGTERM)
+    system.running.remove(api)
+
+
+def test_sigterm_api_answers_503_for_what_outlasts_its_shutdown_timeout(
+    make_system: Callable[[], System], api_port: int, tmp_path: Path
+) -> None:
+    """A request still running when the shutdown timeout ends is cancelled by uvicorn, which
+    answered it with a plain-text 500 (a fault campaign's keyed requests, waiting on a SQLite
+    file that another process had locked). Nothing failed but the service's life: a 503 that
+    says so, with Retry-After."""
+    system = make_system()
+    api = system.start_api(api_port, API_SHUTDOWN_TIMEOUT="1")
+    holder = sqlite3.connect(str(tmp_path / "e2e.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock: the key claim waits
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(
+                httpx.post,
+                f"{system.api_url}/reservations",
+                json={"username": "alice", "item_id": "book-1"},
+                headers={"Idempotency-Key": "cut-short-by-the-shutdown"},
+                timeout=30,
+            )
+            time.sleep(0.5)  # the request is in flight, its key claim waiting on the lock
+            assert not answer.done()
+            api.popen.send_signal(signal.SIGTERM)
+            response = answer.result(timeout=20)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "detail": "the service is shutting down; retry shortly",
+        "trace_id": None,
+    }
+    assert response.headers["retry-after"] == "1"
     assert api.wait_exit(15) in (0, -signal.SIGTERM)
     system.running.remove(api)
 
