@@ -40,6 +40,10 @@ def error(
 async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     span = trace.get_current_span()
     span.set_attribute("error.type", type(exc).__name__)
+    # Why, in one line: the channel down, or the broker returned or refused the request (a
+    # queue's max-length policy, say). A fault campaign's API answered 503 to every request,
+    # for a refusal that outlived the policy, and said nothing.
+    log.warning("broker unavailable: answered 503", reason=str(exc))
     return error(
         503,
         "The message broker is unavailable; the reservation was not taken. Retry shortly.",

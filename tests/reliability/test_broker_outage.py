@@ -47,6 +47,8 @@ def test_api_and_worker_recover_from_a_broker_outage(system: System, broker: Bro
         during = [_post(system) for _ in range(5)]
         assert {r.status_code for r in during} == {503}, [r.text for r in during]
         assert "broker is unavailable" in during[0].json()["detail"]
+        api = system.running[-1]  # the fixture starts the workers, then the API
+        assert api.log().count("broker unavailable: answered 503") == len(during), api.log()
     finally:
         broker.rabbitmqctl("clear_vhost_limits", "-p", broker.vhost)
     back = time.monotonic()
