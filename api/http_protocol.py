@@ -20,10 +20,11 @@ On SIGTERM uvicorn lets the requests in flight finish for ``API_SHUTDOWN_TIMEOUT
 cancels the rest and answers each with its plain-text 500 "Internal Server Error" (a fault
 campaign's keyed requests, waiting on a SQLite file another process had locked). Nothing failed:
 the service stopped. Such a request is answered 503 ``{detail, trace_id: null}`` with
-``Retry-After`` instead. With the default settings only a request still in the database's hands
-can be cut short (the timeout outlasts a keyed reservation's two transactions, its publisher
-confirm and its reply's wait), and its retry is safe: a reservation publishes nothing before its
-statements are done, and a retry with the same ``Idempotency-Key`` gets the same reservation.
+``Retry-After`` instead. With the default settings, a request cut short is one still waiting on
+the database (a lock another process holds, say): the timeout outlasts an unkeyed reservation's
+publisher confirm and reply (5 s each). Its work may still finish after the answer, as with a
+database 503: a reservation retried with the same ``Idempotency-Key`` gets the same reservation,
+and a top-up, a plain increment, may have been applied.
 """
 
 import asyncio

@@ -36,7 +36,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"").strip(b" \t")  # httptools keeps the OWS
+        length = headers.get(b"content-length", b"").strip(b" \t")  # httptools keeps trailing OWS
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return

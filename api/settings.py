@@ -24,9 +24,9 @@ class ApiSettings(BaseSettings):
     # "link": every request starts a new trace that links to the incoming context.
     incoming_trace: Literal["continue", "link"] = "continue"
     # Seconds a SIGTERM leaves the requests in flight to finish (uvicorn's graceful shutdown);
-    # one still running then is answered 503 (api/http_protocol.py). The default outlasts the
-    # longest request with the default timeouts: a keyed POST /reservations, two transactions
-    # (DATABASE_TRANSACTION_TIMEOUT, 5 s each), the publisher confirm (5 s), the reply (5 s).
+    # one still running then is answered 503 (api/http_protocol.py). The default outlasts an
+    # unkeyed POST /reservations (publisher confirm and reply, 5 s each) with room for a keyed
+    # one's transactions (DATABASE_TRANSACTION_TIMEOUT, 5 s each on PostgreSQL).
     api_shutdown_timeout: int = Field(default=25, ge=1, le=600)
     # Seconds an Idempotency-Key stays bound to its reservation (then it may be reused).
     idempotency_key_ttl: int = Field(default=24 * 3600, ge=60)

@@ -9,7 +9,7 @@ PRODUCER span inside the consumer span, so the poisoned message stays in the sam
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import DeliveryError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError, PublishError
 
 from messaging import instrumentation
 from messaging.envelope import copy_of
@@ -38,13 +38,18 @@ async def dead_letter(
     routing_key = str(copy.headers[ORIGINAL_ROUTING_KEY]) or queue
     try:
         await instrumentation.publish(dlx, copy, routing_key, mandatory=True, meter=meter)
-    except DeliveryError as exc:
-        # Returned as unroutable (or nacked): the dead-letter queue or its binding is gone. A
-        # fault campaign deleted the queue, and its dead letters were lost, every one, until
-        # the services restarted. Declared again, the copy goes once more.
+    except PublishError as exc:
+        # Returned as unroutable: the dead-letter queue or its binding is gone. A fault
+        # campaign deleted the queue, and its dead letters were lost, every one, until the
+        # services restarted. Declared again, the copy goes once more. (A nack, from a full
+        # dead-letter queue say, is not this: it goes to the caller as it is.)
         log.warning(
-            "dead letter not routed; declaring the dead-letter queue again", error=repr(exc)
+            "dead letter returned unroutable; declaring the dead-letter queue again",
+            error=repr(exc),
         )
-        await declare_dead_letters(message.channel)
+        try:
+            await declare_dead_letters(message.channel.connection)
+        except (AMQPError, *CONNECTION_EXCEPTIONS) as declaring:
+            log.warning("could not declare the dead-letter queue", error=repr(declaring))
         await instrumentation.publish(dlx, copy, routing_key, mandatory=True, meter=meter)
     await message.ack()

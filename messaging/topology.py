@@ -105,17 +105,23 @@ async def declare(channel: AbstractChannel) -> Declared:
     return Declared(exchanges, queues)
 
 
-async def declare_dead_letters(channel: aiormq.abc.AbstractChannel) -> None:
+async def declare_dead_letters(connection: aiormq.abc.AbstractConnection) -> None:
     """Declare the dead-letter exchange and queue, and bind them, once more: an operator may
     have deleted one, RabbitMQ drops a dead letter it cannot route, and nothing else declares
-    them again while the channel lives. On the AMQP channel itself (aio-pika's
-    ``IncomingMessage.channel``), so they are not added once more to what a robust channel
-    restores after a reconnect: :func:`declare` did that."""
-    await channel.exchange_declare(
-        DEAD_LETTER_EXCHANGE.name, exchange_type=DEAD_LETTER_EXCHANGE.type.value, durable=True
-    )
-    await channel.queue_declare(
-        DEAD_LETTERS.name, durable=True, arguments=dict(DEAD_LETTERS.arguments)
-    )
-    for key in DEAD_LETTERS.routing_keys:
-        await channel.queue_bind(DEAD_LETTERS.name, DEAD_LETTER_EXCHANGE.name, routing_key=key)
+    them again while the service runs. On a short-lived AMQP channel of its own: a refusal
+    (the queue re-created with other arguments: 406) closes that channel, not the one with
+    deliveries in flight; and what aio-pika's robust channel restores after a reconnect is left
+    as :func:`declare` made it."""
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        await channel.exchange_declare(
+            DEAD_LETTER_EXCHANGE.name, exchange_type=DEAD_LETTER_EXCHANGE.type.value, durable=True
+        )
+        await channel.queue_declare(
+            DEAD_LETTERS.name, durable=True, arguments=dict(DEAD_LETTERS.arguments)
+        )
+        for key in DEAD_LETTERS.routing_keys:
+            await channel.queue_bind(DEAD_LETTERS.name, DEAD_LETTER_EXCHANGE.name, routing_key=key)
+    finally:
+        if not channel.is_closed:
+            await channel.close()

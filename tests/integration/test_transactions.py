@@ -153,24 +153,27 @@ async def test_sqlite_writes_queued_at_release_fail_at_once(
     progress is waited for; the ones behind it fail at once, and their messages are redelivered."""
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 1_000)
     engine = await open_engine(store_settings)
-    transactions = transactions_for(engine)
-    assert isinstance(transactions, ThreadedTransactions)
-    database = make_url(store_settings.database_url.get_secret_value()).database
-    holder = sqlite3.connect(str(database), isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process's write lock
     try:
-        queued = [asyncio.ensure_future(transactions.write(_spend_one)) for _ in range(4)]
-        await asyncio.sleep(0.2)  # the first waits on the lock, three are queued behind it
-        await asyncio.to_thread(transactions.release)
-        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        transactions = transactions_for(engine)
+        assert isinstance(transactions, ThreadedTransactions)
+        database = make_url(store_settings.database_url.get_secret_value()).database
+        holder = sqlite3.connect(str(database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        try:
+            queued = [asyncio.ensure_future(transactions.write(_spend_one)) for _ in range(4)]
+            await asyncio.sleep(0.2)  # the first waits on the lock, three are queued behind it
+            await asyncio.to_thread(transactions.release)
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert isinstance(outcomes[0], DBAPIError)  # locked past the busy timeout
+        # Failed without waiting on the lock: each would have been "database is locked" after
+        # 1 s, in turn.
+        assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes[1:]), outcomes
+        assert await transactions.write(_spend_one) == 99  # the store stays usable
     finally:
-        holder.rollback()
-        holder.close()
-    assert isinstance(outcomes[0], DBAPIError)  # locked past the busy timeout
-    # Failed without waiting on the lock: each would have been "database is locked" after 1 s.
-    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes[1:]), outcomes
-    assert await transactions.write(_spend_one) == 99  # the store stays usable
-    await engine.dispose()
+        await engine.dispose()
 
 
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)

@@ -176,7 +176,7 @@ def test_sigterm_api_answers_503_for_what_outlasts_its_shutdown_timeout(
                 headers={"Idempotency-Key": "cut-short-by-the-shutdown"},
                 timeout=30,
             )
-            time.sleep(0.5)  # the request is in flight, its key claim waiting on the lock
+            time.sleep(2)  # the request is in flight, its key claim waiting on the lock (10 s)
             assert not answer.done()
             api.popen.send_signal(signal.SIGTERM)
             response = answer.result(timeout=20)
