@@ -2,8 +2,9 @@
 
 Everything with a lifecycle (tracer provider, database engine, broker connection, the
 request/reply client) is built when the app starts and closed when it stops, never at import.
-``python -m api`` runs it (``uvicorn api.app:create_app --factory`` too, without the bound on a
-request's head that ``api/http_protocol.py`` adds).
+``python -m api`` runs it (``uvicorn api.app:create_app --factory`` too, without what
+``api/http_protocol.py`` adds: the bound on a request's head and the 503 for a request that the
+shutdown cuts short; and with uvicorn's own graceful timeout, not ``API_SHUTDOWN_TIMEOUT``).
 """
 
 import os

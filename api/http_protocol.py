@@ -78,7 +78,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head = False
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None:
+        if cycle is not None:  # uvicorn sends this when the app raised before it answered
             cycle.send_500_response = partial(_answer_unfinished, cycle, cycle.send_500_response)  # type: ignore[method-assign]
 
     def on_message_complete(self) -> None:

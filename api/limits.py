@@ -40,7 +40,8 @@ class RequestLimitsMiddleware:
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
-        if not (int(length) if length else b"transfer-encoding" in headers):
+        has_body = int(length) > 0 if length else b"transfer-encoding" in headers
+        if not has_body:
             # No body at all: nothing to bound or decode. Routing answers (405 on a route that
             # takes no POST), or the endpoint (422: the body is missing), not a 415.
             await self.app(scope, receive, send)
