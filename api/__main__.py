@@ -8,7 +8,7 @@ import sys
 import uvicorn
 
 from api.app import SERVICE_NAME
-from api.http_protocol import bounded_head
+from api.http_protocol import bounded_head, quiet_shutdown_cuts
 from api.settings import ApiSettings
 from messaging.telemetry.logs import configure_logging
 from service.gc_tuning import tune_for_serving
@@ -55,6 +55,7 @@ def main() -> None:
         sys.exit(1)
     tune_for_serving()
     raise_open_files_limit()
+    quiet_shutdown_cuts()
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -118,6 +118,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class _CutShortIsAnswered(logging.Filter):
+    """uvicorn logs an ERROR with a traceback, "Exception in ASGI application", for each request
+    it cancels at the end of the graceful shutdown. Such a request was answered 503 here: one
+    WARNING line says so instead (the same test as the answer's: the task is being cancelled)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        task = asyncio.current_task() if isinstance(exc, asyncio.CancelledError) else None
+        if task is not None and task.cancelling():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "request cut short by the shutdown: answered 503", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_shutdown_cuts() -> None:
+    """Install the filter on uvicorn's error logger (once per process)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutShortIsAnswered) for f in logger.filters):
+        logger.addFilter(_CutShortIsAnswered())
+
+
 _SHUTTING_DOWN = b'{"detail":"the service is shutting down; retry shortly","trace_id":null}'
 
 

@@ -191,6 +191,10 @@ def test_sigterm_api_answers_503_for_what_outlasts_its_shutdown_timeout(
     assert response.headers["retry-after"] == "1"
     assert api.wait_exit(15) in (0, -signal.SIGTERM)
     system.running.remove(api)
+    # One WARNING line, not uvicorn's ERROR with a traceback, for a request answered 503.
+    assert "request cut short by the shutdown: answered 503" in api.log(), api.log()
+    assert "Exception in ASGI application" not in api.log(), api.log()
+    assert "Traceback" not in api.log(), api.log()
 
 
 def _refused(url: str) -> bool:
