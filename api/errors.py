@@ -83,7 +83,13 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error(exc.status_code, exc.detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405 and headers and "HEAD" not in (allow := headers.get("Allow", "")):
+        # Every GET answers HEAD too (api/limits.py), which routing does not know.
+        methods = allow.split(", ")
+        if "GET" in methods:
+            headers = {**headers, "Allow": ", ".join([*methods, "HEAD"])}
+    return error(exc.status_code, exc.detail, headers=headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -267,6 +267,8 @@ def test_head_is_answered_like_get_without_a_body(edge: Edge) -> None:
     assert missing.status_code == 404 and missing.content == b""
     post_only = httpx.head(f"{edge.url}/reservations", timeout=10)
     assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
+    get_only = httpx.delete(f"{edge.url}/users/alice", timeout=10)
+    assert get_only.status_code == 405 and get_only.headers["allow"] == "GET, HEAD"
 
 
 # --- paths and methods ----------------------------------------------------------------------
