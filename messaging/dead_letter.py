@@ -7,6 +7,8 @@ exchange with an ``x-dead-letter-reason`` header and then acks the original. The
 PRODUCER span inside the consumer span, so the poisoned message stays in the same trace.
 """
 
+import asyncio
+
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError, PublishError
@@ -19,6 +21,8 @@ from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY, declare
 log = structlog.get_logger(__name__)
 
 MAX_REASON_LENGTH = 256
+# Seconds the dead-letter queue's declaration may take when a dead letter came back unroutable.
+DECLARE_WITHIN = 5.0
 
 
 async def dead_letter(
@@ -48,8 +52,9 @@ async def dead_letter(
             error=repr(exc),
         )
         try:
-            await declare_dead_letters(message.channel.connection)
-        except (AMQPError, *CONNECTION_EXCEPTIONS) as declaring:
+            async with asyncio.timeout(DECLARE_WITHIN):
+                await declare_dead_letters(message.channel.connection)
+        except (AMQPError, TimeoutError, *CONNECTION_EXCEPTIONS) as declaring:
             log.warning("could not declare the dead-letter queue", error=repr(declaring))
         await instrumentation.publish(dlx, copy, routing_key, mandatory=True, meter=meter)
     await message.ack()
