@@ -125,12 +125,20 @@ class _CutShortIsAnswered(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        task = asyncio.current_task() if isinstance(exc, asyncio.CancelledError) else None
-        if task is not None and task.cancelling():
+        if isinstance(exc, asyncio.CancelledError) and _cancelling():
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args = "request cut short by the shutdown: answered 503", ()
             record.exc_info = record.exc_text = None
         return True
+
+
+def _cancelling() -> bool:
+    """The current task is being cancelled (False outside a task, or off the event loop)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop: a record logged on another thread
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 def quiet_shutdown_cuts() -> None:
@@ -148,8 +156,7 @@ async def _answer_unfinished(
 ) -> None:
     """What uvicorn sends for a request whose app raised before it answered: its 500, but a
     503 for a request that the shutdown cancelled (uvicorn cancels nothing else)."""
-    task = asyncio.current_task()
-    if task is None or not task.cancelling():
+    if not _cancelling():
         await send_500()
         return
     headers = [
