@@ -95,6 +95,9 @@ async def serve(
             engine, tuning.database_outage_hold, busy_pause=tuning.database_busy_pause
         )
         handler = held_through(outage, worker.handler(store(engine, statement_spans)))
+        # Before the first delivery (and the "consuming" line that tells the world it started),
+        # so a SIGTERM from then on is a graceful stop, never the default kill.
+        stop = stop or _stop_on_signals()
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
         lost = await _until_stopped_or_lost(stop, subscription)
@@ -116,11 +119,19 @@ async def serve(
             log.info("stopped")
 
 
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def _until_stopped_or_lost(
-    stop: asyncio.Event | None, subscription: Subscription
+    stop: asyncio.Event, subscription: Subscription
 ) -> ConsumerLost | None:
     """None once asked to stop; the reason if the consumer was lost first."""
-    stopped = asyncio.ensure_future(_until_stopped(stop))
+    stopped = asyncio.ensure_future(stop.wait())
     lost = asyncio.ensure_future(subscription.until_lost())
     try:
         await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
@@ -132,15 +143,6 @@ async def _until_stopped_or_lost(
         stopped.result()  # raises what stopped it, if it failed
         return None
     return lost.result()
-
-
-async def _until_stopped(stop: asyncio.Event | None) -> None:
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
