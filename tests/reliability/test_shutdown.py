@@ -14,7 +14,9 @@ import aio_pika
 import httpx
 import pytest
 
+from devtools.processes import python_module
 from messaging import topology
+from tests import processes
 from tests.hop import Hop
 from tests.processes import Process
 from tests.stack import System
@@ -70,6 +72,27 @@ async def test_sigterm_worker_during_a_burst(
         f"\nSIGTERM after {len(_checked(first))} of {BURST}; the rest by the next worker; "
         f"answers {dict(statuses)}; each processed once"
     )
+
+
+def test_sigterm_the_moment_a_worker_starts_consuming_is_a_graceful_stop(
+    make_system: Callable[[], System],
+) -> None:
+    """The earliest SIGTERM a deployment can send (a test sends it once the ``consuming`` line
+    is out): the worker stops gracefully, exit code 0. Its signal handlers were installed only
+    after the consumer started, so a SIGTERM in between was the default kill, exit -15 (once in
+    CI, in a test that stops a worker just started)."""
+    system = make_system()
+    system.migrate()
+    worker = processes.spawn(
+        "sigterm-on-consuming",
+        python_module("tests.reliability.sigterm_on_consuming"),
+        system.base_env,
+        system.log_dir,
+    )
+    assert worker.wait_exit(within=30) == 0, worker.log()
+    log = worker.log()
+    assert '"consuming"' in log and '"stopped"' in log, log
+    assert "Traceback" not in log, log
 
 
 @pytest.mark.parametrize("link", ["cut", "frozen"])
