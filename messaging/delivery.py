@@ -139,7 +139,7 @@ async def _handle(
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
             again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
-            await _settle(again, message, retrying=True)
+            await _settle(publisher.refusals.watch(again, f"/{queue}"), message, retrying=True)
         return
     await _settle(message.ack(), message)
 

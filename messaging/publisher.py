@@ -18,6 +18,7 @@ from messaging.envelope import encode
 from messaging.handlers import Handled
 from messaging.messages import Message
 from messaging.metered import NO_METER, MessageMeter
+from messaging.refusals import Refusals
 from messaging.topology import Declared, Route
 
 log = structlog.get_logger(__name__)
@@ -40,10 +41,14 @@ class Publisher:
         exchanges: Mapping[str, AbstractExchange],
         default_exchange: AbstractExchange,
         meter: MessageMeter = NO_METER,
+        *,
+        channel: AbstractChannel | None = None,
     ) -> None:
         self._exchanges = exchanges
         self._default_exchange = default_exchange
         self.meter = meter
+        # Nacks in a row on ``channel``: a channel refused for good is replaced (see refusals).
+        self.refusals = Refusals(channel)
 
     @property
     def default_exchange(self) -> AbstractExchange:
@@ -52,7 +57,7 @@ class Publisher:
 
     @classmethod
     def on(cls, channel: AbstractChannel, declared: Declared) -> "Publisher":
-        return cls(declared.exchanges, channel.default_exchange)
+        return cls(declared.exchanges, channel.default_exchange, channel=channel)
 
     async def publish(
         self,
@@ -72,8 +77,11 @@ class Publisher:
             message_type=message_type,
         )
         exchange = self._exchanges[to.exchange.name]
-        await instrumentation.publish(
-            exchange, amqp_message, to.routing_key, mandatory=True, meter=self.meter
+        await self.refusals.watch(
+            instrumentation.publish(
+                exchange, amqp_message, to.routing_key, mandatory=True, meter=self.meter
+            ),
+            f"{exchange.name}/{to.routing_key}",
         )
 
     async def reply(self, message: Message, to: ReplyAddress) -> None:

@@ -21,7 +21,7 @@ from typing import Literal, get_args
 from uuid import UUID
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -67,10 +67,8 @@ class CrashingStore(SqlStore):
 
 
 class CrashingPublisher(Publisher):
-    def __init__(
-        self, declared: Declared, default_exchange: AbstractExchange, armed: CrashPoint
-    ) -> None:
-        super().__init__(declared.exchanges, default_exchange)
+    def __init__(self, declared: Declared, channel: AbstractChannel, armed: CrashPoint) -> None:
+        super().__init__(declared.exchanges, channel.default_exchange, channel=channel)
         self._armed = armed
 
     async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
@@ -85,7 +83,7 @@ def main() -> None:
     armed = point
 
     def publisher(channel: AbstractChannel, declared: Declared) -> Publisher:
-        return CrashingPublisher(declared, channel.default_exchange, armed)
+        return CrashingPublisher(declared, channel, armed)
 
     run(
         lambda: serve(

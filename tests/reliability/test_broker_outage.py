@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from messaging import topology
+from messaging.refusals import REPLACE_AFTER
 from tests.hop import Hop
 from tests.infra import Broker
 from tests.stack import System
@@ -109,3 +110,104 @@ async def test_readyz_says_not_ready_while_the_broker_confirms_nothing(
         async for attempt in eventually_async(15, every=0.2):
             with attempt:
                 assert (await client.get(location)).json()["status"] == "confirmed"
+
+
+def test_api_takes_reservations_again_once_an_operator_lifts_a_full_queues_limit(
+    make_system: Callable[[], System], api_port: int, broker: Broker
+) -> None:
+    """A ``max-length`` with ``overflow: reject-publish`` on the credit-check queue, no worker:
+    the queue fills and the API answers 503. The operator removes the limit while the queue is
+    over it and starts a worker. RabbitMQ 3.10 never tells the API's channel it may publish
+    again, so every reservation got 503 until the API was restarted (a fault campaign's
+    finding); the API now replaces a channel refused for ``REPLACE_AFTER`` seconds."""
+    system = make_system()
+    system.seed({"limited": 100}, {"pen": 1})
+    system.start_api(api_port, RESERVATION_REPLY_TIMEOUT="1")
+    api = system.running[-1]
+
+    def post() -> int:
+        body = {"username": "limited", "item_id": "pen"}
+        return httpx.post(f"{system.api_url}/reservations", json=body, timeout=10).status_code
+
+    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
+    queue = f"^{topology.CREDIT_CHECK.name}$"
+    broker.rabbitmqctl(
+        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
+    )
+    try:
+        answers: list[int] = []
+        for attempt in eventually(20, every=0.2):
+            with attempt:
+                answers.append(post())
+                assert answers[-1] == 503
+        assert set(answers) <= {202, 503}, answers  # queued (no worker), then refused
+    finally:
+        broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "full")
+    system.start_worker("workers.credit_check")
+
+    lifted = time.monotonic()
+    after: list[int] = []
+    for attempt in eventually(REPLACE_AFTER + 15, every=0.5):
+        with attempt:
+            after.append(post())
+            assert after[-1] == 201
+    assert set(after) <= {201, 503}, after
+    print(  # noqa: T201
+        f"\nreservations taken again {time.monotonic() - lifted:.1f}s after the limit was "
+        f"lifted ({after.count(503)} x 503 in between)"
+    )
+    if after.count(503) > 1:  # the broker went on refusing the channel: it was replaced
+        assert "opening a new one" in api.log(), api.log()
+    assert "Traceback" not in api.log(), api.log()
+
+
+def test_worker_publishes_its_events_again_once_an_operator_lifts_a_full_queues_limit(
+    make_system: Callable[[], System], api_port: int, broker: Broker
+) -> None:
+    """The same on a worker's channel: the fulfilment queue full (no fulfilment worker), the
+    credit-check worker's events refused, the limit removed while the queue is over it. On
+    RabbitMQ 3.10 every event after that was refused on the worker's channel, and each
+    reservation's request dead-lettered after its attempts, until the worker was restarted;
+    the worker now replaces the channel, and new reservations are fulfilled again."""
+    system = make_system()
+    system.seed({"limited": 1_000}, {"pen": 1})
+    system.start_api(api_port)
+    checker = system.start_worker("workers.credit_check")
+
+    def reserve() -> str:
+        body = {"username": "limited", "item_id": "pen"}
+        answer = httpx.post(f"{system.api_url}/reservations", json=body, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["reservation_id"])
+
+    def fulfilled(reservation_id: str) -> bool:
+        url = f"{system.api_url}/reservations/{reservation_id}"
+        return httpx.get(url, timeout=5).json()["download_url"] is not None
+
+    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
+    queue = f"^{topology.FULFILMENT.name}$"
+    broker.rabbitmqctl(
+        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
+    )
+    try:
+        for attempt in eventually(20, every=0.2):
+            with attempt:
+                reserve()
+                assert "handler failed" in checker.log()  # an event refused
+        for _ in range(3):  # over the limit (a quorum queue's is approximate)
+            reserve()
+    finally:
+        broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "full")
+    system.start_worker("workers.fulfilment")
+
+    lifted = time.monotonic()
+    for attempt in eventually(REPLACE_AFTER + 20, every=0.5):
+        with attempt:
+            reservation_id = reserve()
+            for settled in eventually(2, every=0.2):
+                with settled:
+                    assert fulfilled(reservation_id)
+    print(  # noqa: T201
+        f"\nevents taken again {time.monotonic() - lifted:.1f}s after the limit was lifted"
+    )
+    assert "Traceback" not in system.running[-1].log()

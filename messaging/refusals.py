@@ -1,0 +1,101 @@
+"""A channel the broker goes on refusing publishes on: replaced by a new one.
+
+A quorum queue with ``max-length`` and ``overflow: reject-publish`` nacks what is published to
+it while it is full, and tells each publishing channel when it may publish again. If an
+operator removes the limit while the queue is over it, that word never comes (seen on RabbitMQ
+3.10): every publish on the channel is nacked from then on, for good, while a new channel's
+are taken. The API answered 503 to every reservation until it was restarted.
+
+So once a channel's publishes to one destination have been nacked for :data:`REPLACE_AFTER`
+seconds with none taken in between, the channel is closed, and aio-pika's robust channel opens
+a new one with its queues, exchanges and consumers, as after a channel error from the broker.
+Whoever watches the channel sees it close and come back: the API's pending calls end as queued
+(202), and a worker's unacked deliveries go back to the queue. Under a queue that really is
+full, this costs a new channel every :data:`REPLACE_AFTER` seconds and nothing else: its
+publishes are refused too. A return (unroutable) is not a refusal of the channel, and does not
+count.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel
+from aio_pika.exceptions import DeliveryError, PublishError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Seconds of nothing but nacks for one destination before the channel is replaced.
+REPLACE_AFTER = 10.0
+# Seconds a channel's close may take (the broker's close-ok), at most.
+CLOSE_WITHIN = 5.0
+
+
+class ChannelReplaced(Exception):
+    """What the refused channel was closed with. Not a cancellation: aio-pika's robust channel
+    takes a cancelled close for its connection's and leaves the reopening to it."""
+
+
+class Refusals:
+    """The nacks in a row on one channel, per destination (a queue's refusal says nothing of
+    another's), and the channel's replacement when they last."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel | None,
+        *,
+        replace_after: float = REPLACE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channel = channel
+        self._replace_after = replace_after
+        self._clock = clock
+        # Per destination, the first nack since a publish to it was last taken.
+        self._since: dict[str, float] = {}
+        self._replacing: asyncio.Task[None] | None = None
+
+    async def watch(self, publishing: Awaitable[T], to: str) -> T:
+        """Await one publish to ``to`` (and what follows it): a nack counts, a publish taken
+        ends the streak, and any other failure leaves it as it is."""
+        try:
+            done = await publishing
+        except PublishError:  # returned: the channel is fine, the route is not
+            raise
+        except DeliveryError:
+            self._refused(to)
+            raise
+        if self._since:
+            self._since.pop(to, None)
+        return done
+
+    def _refused(self, to: str) -> None:
+        now = self._clock()
+        since = self._since.setdefault(to, now)
+        if now - since >= self._replace_after and self._can_replace():
+            self._since.clear()  # a new channel starts afresh
+            self._replacing = asyncio.ensure_future(self._replace(to))
+
+    def _can_replace(self) -> bool:
+        return (
+            isinstance(self._channel, AbstractRobustChannel)
+            and not self._channel.is_closed
+            and (self._replacing is None or self._replacing.done())
+        )
+
+    async def _replace(self, to: str) -> None:
+        assert self._channel is not None
+        log.warning(
+            "the broker refuses every publish on this channel: opening a new one",
+            destination=to,
+            refused_for_s=self._replace_after,
+        )
+        try:
+            underlay = await self._channel.get_underlay_channel()
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await underlay.close(ChannelReplaced("every publish refused"))
+        except Exception as exc:  # the connection went first: its own recovery takes over
+            log.warning("the refused channel was not closed", error=repr(exc))
