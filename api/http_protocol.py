@@ -1,5 +1,5 @@
-"""uvicorn's httptools protocol, with a bound on what a request sends besides its body, and a
-503 for a request that the shutdown cut short.
+"""uvicorn's httptools protocol, with a bound on what a request sends besides its body, a 503
+for a request that the shutdown cut short, and JSON for the 400 that answers what is not HTTP.
 
 httptools, the parser uvicorn picks when it is installed, sets none: it gathers a request line,
 a header or a chunked body's trailers of any length on the event loop, at a cost that grows
@@ -103,7 +103,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             + str(self.max_head_bytes).encode()
             + b' bytes","trace_id":null}'
         )
-        content = [STATUS_LINE[431]]
+        self._answer_and_close(431, body)
+
+    def send_400_response(self, msg: str) -> None:
+        """What uvicorn answers a request httptools cannot parse ("Invalid HTTP request
+        received.", logged as a WARNING): JSON, like every other error of the API, instead of
+        its plain-text 400."""
+        self._answer_and_close(400, _NOT_HTTP)
+
+    def _answer_and_close(self, status: int, body: bytes) -> None:
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
@@ -148,6 +157,7 @@ def quiet_shutdown_cuts() -> None:
         logger.addFilter(_CutShortIsAnswered())
 
 
+_NOT_HTTP = b'{"detail":"the request is not valid HTTP/1.1","trace_id":null}'
 _SHUTTING_DOWN = b'{"detail":"the service is shutting down; retry shortly","trace_id":null}'
 
 

@@ -379,6 +379,29 @@ def _refused_with_431(answer: bytes) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /users/alice HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Content-Length: 3\r\n\r\n{}",
+    ],
+    ids=["not-http", "version", "header-name", "two-lengths"],
+)
+def test_a_request_that_is_not_http_gets_a_json_400(edge: Edge, garbage: bytes) -> None:
+    """httptools refuses what it cannot parse, and uvicorn answered that with a plain-text
+    "Invalid HTTP request received.": a client reading every error as JSON could not."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(garbage)
+        answer = _until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"content-type: application/json" in head.lower(), head
+    assert json.loads(body) == {"detail": "the request is not valid HTTP/1.1", "trace_id": None}
+
+
 def test_a_request_head_over_the_bound_is_431_before_it_is_gathered(edge: Edge) -> None:
     """httptools gathers a request line or header of any size on the event loop: one request
     with a 64 MiB header took 6.5 s and stalled every other request for as long (a fault
