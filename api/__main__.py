@@ -64,8 +64,9 @@ def main() -> None:
         # Logging is configured in the lifespan (structured, with trace ids), not by uvicorn.
         log_config=None,
         loop="auto",
-        # httptools, with a bound on a request's head that httptools does not set.
-        http=bounded_head(settings.max_head_bytes),
+        # httptools, with bounds on a request's head and on its time to arrive, which
+        # httptools and uvicorn do not set.
+        http=bounded_head(settings.max_head_bytes, settings.request_read_timeout),
         # Let in-flight requests finish on SIGTERM, within a bound.
         timeout_graceful_shutdown=settings.api_shutdown_timeout,
         # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as

@@ -38,15 +38,18 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from api.settings import DEFAULT_MAX_HEAD_BYTES
+from api.settings import DEFAULT_MAX_HEAD_BYTES, DEFAULT_READ_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """Counts what a request sends besides its body; refuses it past ``max_head_bytes``."""
+    """Counts what a request sends besides its body; refuses it past ``max_head_bytes``. Gives
+    a request ``read_timeout`` seconds to arrive whole (from its first byte, or from the
+    connection's opening for the first request)."""
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
+    read_timeout = DEFAULT_READ_TIMEOUT
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._counted = 0  # the current request's bytes, its body's excepted
@@ -54,7 +57,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._ended = False  # a request ended during this read
         self._in_head = True  # between a request's start and the end of its headers
         self._refused = False
+        self._begun = False  # a byte of the current request has arrived
         super().connection_made(transport)
+        # uvicorn arms its keep-alive timeout only once a first response is sent: a connection
+        # that never sent a byte stayed open for good (a fault campaign's 20,100 idle sockets
+        # took the API to its open-files limit, and every new client was turned away).
+        self._read_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.read_timeout, self._read_timed_out
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -81,9 +91,48 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if cycle is not None:  # uvicorn sends this when the app raised before it answered
             cycle.send_500_response = partial(_answer_unfinished, cycle, cycle.send_500_response)  # type: ignore[method-assign]
 
+    def on_message_begin(self) -> None:
+        self._begun = True
+        if self._read_timer is None:
+            self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+        super().on_message_begin()
+
     def on_message_complete(self) -> None:
-        self._in_head, self._ended = True, True
+        self._in_head, self._ended, self._begun = True, True, False
+        self._stop_read_timer()
         super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_read_timer()
+        super().connection_lost(exc)
+
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        """The request did not arrive whole within ``read_timeout``: a connection that sent
+        nothing is closed (as uvicorn closes an idle keep-alive one), a request cut short or
+        trickling in (slowloris) is answered 408 and its connection closed."""
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if not self._begun or (cycle is not None and cycle.response_started and not self._in_head):
+            self.transport.close()  # nothing to answer, or this request's answer has begun
+            return
+        if self._in_head and cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # an earlier request's answer first (see _refuse)
+            self.flow.pause_reading()
+            return
+        log.warning(
+            "request refused: not received whole within %gs (REQUEST_READ_TIMEOUT)",
+            self.read_timeout,
+        )
+        body = b'{"detail":"the request did not arrive within '
+        body += f'{self.read_timeout:g} seconds","trace_id":null}}'.encode()
+        self._answer_and_close(408, body)
 
     def _refuse(self) -> None:
         self._refused = True
@@ -179,6 +228,9 @@ async def _answer_unfinished(
     await cycle.send({"type": "http.response.body", "body": _SHUTTING_DOWN, "more_body": False})
 
 
-def bounded_head(max_head_bytes: int) -> type[BoundedHeadProtocol]:
-    """The protocol class for uvicorn's ``http`` option, with this bound."""
-    return type("BoundedHeadProtocol", (BoundedHeadProtocol,), {"max_head_bytes": max_head_bytes})
+def bounded_head(
+    max_head_bytes: int, read_timeout: float = DEFAULT_READ_TIMEOUT
+) -> type[BoundedHeadProtocol]:
+    """The protocol class for uvicorn's ``http`` option, with these bounds."""
+    bounds = {"max_head_bytes": max_head_bytes, "read_timeout": read_timeout}
+    return type("BoundedHeadProtocol", (BoundedHeadProtocol,), bounds)

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+DEFAULT_READ_TIMEOUT = 30.0
 
 
 class ApiSettings(BaseSettings):
@@ -20,6 +21,9 @@ class ApiSettings(BaseSettings):
     # A request line, headers and trailers larger than this are refused with 431
     # (api/http_protocol.py).
     max_head_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=8 * 1024, le=1024 * 1024)
+    # Seconds a request has to arrive whole, from its first byte (the first request's: from the
+    # connection's opening); past that, 408 and the connection closed (api/http_protocol.py).
+    request_read_timeout: float = Field(default=DEFAULT_READ_TIMEOUT, gt=0, le=600)
     # "continue": an incoming traceparent becomes the parent (handy: curl -H traceparent:...).
     # "link": every request starts a new trace that links to the incoming context.
     incoming_trace: Literal["continue", "link"] = "continue"
