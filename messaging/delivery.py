@@ -112,7 +112,7 @@ async def _handle(
         metered.failed(type(exc).__qualname__)
         reason = f"invalid: {exc}"
         dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-        await _settle(dead, message)
+        await _settle(publisher.refusals.watch(dead, dlx.name), message)
         return
     try:
         handled = await handler(payload)
@@ -128,7 +128,7 @@ async def _handle(
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {error_summary(exc)}"
             dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-            await _settle(dead, message)
+            await _settle(publisher.refusals.watch(dead, dlx.name), message)
         else:
             # One line: the CONSUMER span holds the exception with its stack trace, and the last
             # attempt logs it in full. A database outage would otherwise log a traceback for

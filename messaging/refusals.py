@@ -7,19 +7,24 @@ operator removes the limit while the queue is over it, that word never comes (se
 are taken. The API answered 503 to every reservation until it was restarted.
 
 So once a channel's publishes to one destination have been nacked for :data:`REPLACE_AFTER`
-seconds with none taken in between, the channel is closed, and aio-pika's robust channel opens
+seconds, at least :data:`REFUSALS_AT_LEAST` times and with none taken in between, the channel
+is closed, and aio-pika's robust channel opens
 a new one with its queues, exchanges and consumers, as after a channel error from the broker.
 Whoever watches the channel sees it close and come back: the API's pending calls end as queued
 (202), and a worker's unacked deliveries go back to the queue. Under a queue that really is
 full, this costs a new channel every :data:`REPLACE_AFTER` seconds and nothing else: its
 publishes are refused too. A return (unroutable) is not a refusal of the channel, and does not
-count.
+count. A refusal more than :data:`FORGET_AFTER` seconds after the one before it, or on a channel
+opened since, starts a new streak: a nack now and another after a quiet spell are not a
+channel refused for good, and replacing a worker's channel gives back its unacked deliveries,
+each return counting towards a quorum queue's delivery limit before RabbitMQ 4.3.
 """
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel
@@ -29,10 +34,20 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# Seconds of nothing but nacks for one destination before the channel is replaced.
+# Seconds of nothing but nacks for one destination, and how many, before the channel is
+# replaced; a gap longer than FORGET_AFTER between two of them starts afresh.
 REPLACE_AFTER = 10.0
+REFUSALS_AT_LEAST = 3
+FORGET_AFTER = 30.0
 # Seconds a channel's close may take (the broker's close-ok), at most.
 CLOSE_WITHIN = 5.0
+
+
+@dataclass
+class _Streak:
+    first: float
+    last: float = 0.0
+    count: int = 0
 
 
 class ChannelReplaced(Exception):
@@ -54,9 +69,11 @@ class Refusals:
         self._channel = channel
         self._replace_after = replace_after
         self._clock = clock
-        # Per destination, the first nack since a publish to it was last taken.
-        self._since: dict[str, float] = {}
+        # Per destination, the streak of nacks since a publish to it was last taken.
+        self._streaks: dict[str, _Streak] = {}
         self._replacing: asyncio.Task[None] | None = None
+        if isinstance(channel, AbstractRobustChannel):  # a new channel starts afresh
+            channel.reopen_callbacks.add(self._forget_all)
 
     async def watch(self, publishing: Awaitable[T], to: str) -> T:
         """Await one publish to ``to`` (and what follows it): a nack counts, a publish taken
@@ -68,16 +85,25 @@ class Refusals:
         except DeliveryError:
             self._refused(to)
             raise
-        if self._since:
-            self._since.pop(to, None)
+        if self._streaks:
+            self._streaks.pop(to, None)
         return done
 
     def _refused(self, to: str) -> None:
         now = self._clock()
-        since = self._since.setdefault(to, now)
-        if now - since >= self._replace_after and self._can_replace():
-            self._since.clear()  # a new channel starts afresh
+        streak = self._streaks.get(to)
+        if streak is None or now - streak.last > FORGET_AFTER:
+            streak = self._streaks[to] = _Streak(now)
+        streak.last, streak.count = now, streak.count + 1
+        if (
+            now - streak.first >= self._replace_after
+            and streak.count >= REFUSALS_AT_LEAST
+            and self._can_replace()
+        ):
             self._replacing = asyncio.ensure_future(self._replace(to))
+
+    def _forget_all(self, *_: Any) -> None:
+        self._streaks.clear()
 
     def _can_replace(self) -> bool:
         return (
