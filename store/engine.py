@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.log import InstanceLogger
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from store.revisions import FIX, schema_problem
+from store.revisions import schema_problem
 from store.settings import StoreSettings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -306,4 +306,4 @@ async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
             "Check DATABASE_URL and that the server is up."
         ) from None
     if problem is not None:
-        raise SchemaNotReady(f"The database at {where} is not ready: {problem}; {FIX}.")
+        raise SchemaNotReady(f"The database at {where} is not ready: {problem}.")

@@ -14,7 +14,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
 from store.engine import CONNECT_ERRORS, create_engine, failure, for_writes
-from store.revisions import alembic_config, head_revision
+from store.revisions import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    is_known,
+    unknown_revision,
+)
 from store.seed import load_seed, seed
 from store.settings import StoreSettings
 
@@ -43,6 +49,8 @@ async def migrate(settings: StoreSettings) -> str:
             f"could not migrate the database at {where} ({failure(exc)}). Check DATABASE_URL "
             "and that the server is up."
         ) from None
+    except MigrationFailed as exc:
+        raise MigrationFailed(f"could not migrate the database at {where}: {exc}") from None
     in_schema = f" (schema {schema!r})" if schema else ""
     return f"{where}{in_schema} is at revision {head_revision()}, seeded from {settings.seed_file}"
 
@@ -58,6 +66,9 @@ async def _create_schema(settings: StoreSettings, schema: str) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
+    current = current_revision(connection)
+    if current is not None and not is_known(current):  # Alembic: "Can't locate revision"
+        raise MigrationFailed(unknown_revision(current))
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

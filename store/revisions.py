@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
@@ -28,16 +29,42 @@ def head_revision() -> str | None:
 
 
 def schema_problem(connection: Connection, schema: str | None) -> str | None:
-    """Why this database is not ready for the services, or None when it is at the head."""
+    """Why this database is not ready for the services, and what to do, or None when it is at
+    the head."""
     inspector = inspect(connection)
     if schema and connection.dialect.name == "postgresql" and not inspector.has_schema(schema):
-        return f"the PostgreSQL schema {schema!r} (DATABASE_SCHEMA) does not exist"
-    current = None
-    if inspector.has_table(VERSION_TABLE):
-        current = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        return f"the PostgreSQL schema {schema!r} (DATABASE_SCHEMA) does not exist; {FIX}"
+    current = current_revision(connection)
     head = head_revision()
     if current == head:
         return None
     if current is None:
-        return "its tables have not been created (no migration has run)"
-    return f"it is at schema revision {current!r}, this code needs {head!r}"
+        return f"its tables have not been created (no migration has run); {FIX}"
+    if not is_known(current):
+        return unknown_revision(current)
+    return f"it is at schema revision {current!r}, this code needs {head!r}; {FIX}"
+
+
+def current_revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return None if revision is None else str(revision)
+
+
+def is_known(revision: str) -> bool:
+    """The revision is one of this code's migrations."""
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def unknown_revision(current: str) -> str:
+    """Why a database migrated by a newer release (or by something else) cannot be used, nor
+    migrated, by this code: a rolled-back deployment, say."""
+    return (
+        f"it is at schema revision {current!r}, which this code does not know (this code's "
+        f"newest is {head_revision()!r}): a newer release migrated it. Run that release, or "
+        "restore the database from before its migration"
+    )

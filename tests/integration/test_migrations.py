@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from store.engine import SchemaNotReady, create_engine, open_engine
-from store.migrate import migrate
+from store.migrate import MigrationFailed, migrate
 from store.repository import SqlStore
 from store.revisions import head_revision
 from store.settings import StoreSettings
@@ -140,11 +140,35 @@ async def test_a_service_on_an_older_revision_names_both_revisions(
     engine = create_engine(store_settings)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     finally:
         await engine.dispose()
     with pytest.raises(SchemaNotReady) as raised:
         await open_engine(store_settings)
     message = str(raised.value)
-    assert f"revision 'older', this code needs '{head_revision()}'" in message, message
+    assert f"revision '0001', this code needs '{head_revision()}'" in message, message
     assert FIX in message, message
+
+
+async def test_a_database_a_newer_release_migrated_is_named_so_by_the_services_and_migrate(
+    store_settings: StoreSettings,
+) -> None:
+    """A rolled-back deployment: the database is at a revision this code does not know. The
+    services said "run migrate", and migrate failed with Alembic's traceback, "Can't locate
+    revision identified by '9999'" (a fault campaign)."""
+    engine = create_engine(store_settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+    newer = (
+        f"revision '9999', which this code does not know (this code's newest is "
+        f"'{head_revision()}'): a newer release migrated it"
+    )
+    with pytest.raises(SchemaNotReady) as raised:
+        await open_engine(store_settings)
+    assert newer in str(raised.value) and FIX not in str(raised.value), raised.value
+    with pytest.raises(MigrationFailed) as failed:
+        await migrate(store_settings)
+    assert newer in str(failed.value) and "could not migrate the database at" in str(failed.value)
