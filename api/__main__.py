@@ -6,6 +6,7 @@ import socket
 import sys
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from api.app import SERVICE_NAME
 from api.http_protocol import bounded_head, quiet_shutdown_cuts
@@ -56,24 +57,27 @@ def main() -> None:
     tune_for_serving()
     raise_open_files_limit()
     quiet_shutdown_cuts()
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        # Logging is configured in the lifespan (structured, with trace ids), not by uvicorn.
-        log_config=None,
-        loop="auto",
-        # httptools, with bounds on a request's head and on its time to arrive, which
-        # httptools and uvicorn do not set.
-        http=bounded_head(settings.max_head_bytes, settings.request_read_timeout),
-        # Let in-flight requests finish on SIGTERM, within a bound.
-        timeout_graceful_shutdown=settings.api_shutdown_timeout,
-        # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as
-        # uvicorn's default): otherwise the server may close an idle connection just as the
-        # client sends a request on it, and a POST fails with "connection reset".
-        timeout_keep_alive=75,
-    )
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            # Logging is configured in the lifespan (structured, with trace ids), not by uvicorn.
+            log_config=None,
+            loop="auto",
+            # httptools, with bounds on a request's head and on its time to arrive, which
+            # httptools and uvicorn do not set.
+            http=bounded_head(settings.max_head_bytes, settings.request_read_timeout),
+            # Let in-flight requests finish on SIGTERM, within a bound.
+            timeout_graceful_shutdown=settings.api_shutdown_timeout,
+            # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as
+            # uvicorn's default): otherwise the server may close an idle connection just as the
+            # client sends a request on it, and a POST fails with "connection reset".
+            timeout_keep_alive=75,
+        )
+    except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
+        sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
 
 
 if __name__ == "__main__":

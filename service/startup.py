@@ -4,7 +4,8 @@ pointer to the README's Troubleshooting. The traceback only with ``LOG_LEVEL=DEB
 Each known start-up failure (:data:`STARTUP_FAILURES`) is raised once, already worded for the
 user; the composition roots (a worker's :func:`workers.runtime.serve`, the API's lifespan)
 report it with :func:`report_startup_failure`. uvicorn would then log the lifespan's traceback
-as well: :func:`quiet_lifespan_traceback` keeps that one out, below DEBUG.
+as well, and "Application startup failed. Exiting.": :func:`quiet_lifespan_traceback` keeps
+both out, below DEBUG.
 """
 
 import logging
@@ -28,11 +29,19 @@ def _debugging() -> bool:
 
 def report_startup_failure(exc: BaseException) -> None:
     """One error line; with ``LOG_LEVEL=DEBUG`` the traceback too."""
+    _REPORTED.append(exc)
     log.error(f"{PREFIX}{exc} (see {TROUBLESHOOTING})", exc_info=exc if _debugging() else None)
 
 
+# What this process has reported: uvicorn's own "Application startup failed" line is left out
+# after it (the process is about to exit; this is read by the log filter below).
+_REPORTED: list[BaseException] = []
+UVICORN_STARTUP_FAILED = "Application startup failed. Exiting."
+
+
 class _LifespanTraceback(logging.Filter):
-    """Drops uvicorn's copy of a start-up traceback that was already reported in one line."""
+    """Drops uvicorn's copy of a start-up traceback that was already reported in one line, and
+    its "Application startup failed" line after a report."""
 
     def __init__(self, reported: tuple[type[BaseException], ...]) -> None:
         super().__init__()
@@ -40,7 +49,11 @@ class _LifespanTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return _debugging() or not (
+        if _debugging():
+            return True
+        if message == UVICORN_STARTUP_FAILED:
+            return not _REPORTED
+        return not (
             message.startswith("Traceback") and any(name in message for name in self._names)
         )
 

@@ -138,9 +138,10 @@ def test_a_start_up_failure_is_one_line_with_the_fix(
     env = case_env(case, amqp_url, conflicting_vhost, migrated_sqlite)
     code, log = start_and_fail(service, env, tmp_path)
 
-    assert code != 0, log
+    assert code == 1, log
     lines = failure_lines(log)
     assert len(lines) == 1, log
+    assert "Application startup failed" not in log, log
     assert EXPECTED[case] in lines[0], lines[0]
     assert f"(see {TROUBLESHOOTING})" in lines[0], lines[0]
     assert "Traceback" not in log, log
