@@ -7,11 +7,13 @@ because an asker that has gone away is not an error (its outcome is recorded in 
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import DeliveryError, PublishError
 
 from messaging import instrumentation
 from messaging.envelope import encode
@@ -22,6 +24,16 @@ from messaging.refusals import Refusals
 from messaging.topology import Declared, Route
 
 log = structlog.get_logger(__name__)
+
+# Seconds an event the broker refuses (a nack: a full queue) is held, published again after a
+# growing pause, before the refusal fails the handler (and so uses up one of its attempts).
+REFUSED_HOLD = 30.0
+REFUSED_PAUSE, REFUSED_PAUSE_AT_MOST = 0.25, 5.0
+
+
+class PublishReleased(asyncio.CancelledError):
+    """The worker is stopping while an event is held: the delivery goes back to the broker
+    unsettled, as when the connection closes under a handler, and counts no attempt."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class Publisher:
         self.meter = meter
         # Nacks in a row on ``channel``: a channel refused for good is replaced (see refusals).
         self.refusals = Refusals(channel)
+        self.refused_hold = REFUSED_HOLD
+        self._released = asyncio.Event()
 
     @property
     def default_exchange(self) -> AbstractExchange:
@@ -94,8 +108,9 @@ class Publisher:
     async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
         """Publish what a handler produced: the reply (if the request asked for one) and the
         events at once, all confirms awaited together. Raises the first failure, once every
-        publish has finished, so nothing is left in flight behind the caller's back."""
-        sends: list[Awaitable[None]] = [self.publish(e.message, e.to) for e in handled.events]
+        publish has finished, so nothing is left in flight behind the caller's back. An event
+        the broker refuses is held (:meth:`_publish_held`)."""
+        sends: list[Awaitable[None]] = [self._publish_held(e.message, e.to) for e in handled.events]
         if handled.reply is not None and reply_to is not None:
             sends.insert(0, self.reply(handled.reply, reply_to))
         results = await asyncio.gather(*sends, return_exceptions=True)
@@ -109,3 +124,42 @@ class Publisher:
             log.debug(
                 "published", routing_key=event.to.routing_key, message_id=event.message.message_id
             )
+
+    def release(self) -> None:
+        """The worker is stopping: the events held now, and those refused from now on, give
+        their delivery back unsettled (:class:`PublishReleased`)."""
+        self._released.set()
+
+    async def _publish_held(self, message: Message, to: Route) -> None:
+        """Publish an event; while the broker refuses it (a nack: the queue is full), publish
+        it again after a pause, for ``refused_hold`` seconds. The handler's work is done and
+        recorded by then: failing it would spend its attempts within a second and park the
+        request in the dead-letter queue, charged and never fulfilled (a fault campaign's 60 s
+        refusal parked a third of the reservations). Held, the message keeps its place in the
+        worker's prefetch, and the worker takes no more work than that meanwhile."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.refused_hold
+        pause = REFUSED_PAUSE
+        while True:
+            try:
+                await self.publish(message, to)
+                return
+            except PublishError:  # returned (unroutable): not a refusal
+                raise
+            except DeliveryError:
+                if self._released.is_set():
+                    raise PublishReleased("the worker is stopping") from None
+                if loop.time() + pause > until:
+                    raise
+                if pause == REFUSED_PAUSE:
+                    log.warning(
+                        "event refused by the broker; holding the message",
+                        routing_key=to.routing_key,
+                        message_id=message.message_id,
+                        hold_s=self.refused_hold,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), pause)
+            if self._released.is_set():
+                raise PublishReleased("the worker is stopping")
+            pause = min(pause * 2, REFUSED_PAUSE_AT_MOST)

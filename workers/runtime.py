@@ -101,7 +101,10 @@ async def serve(
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
         lost = await _until_stopped_or_lost(stop, subscription)
-        outage.close()  # what it holds goes back to the broker, not waits out the shutdown
+        # What it holds (through a database outage, or an event the broker refuses) goes
+        # back to the broker, rather than wait out the shutdown.
+        outage.close()
+        broker.publisher.release()
         await subscription.stop(tuning.worker_shutdown_timeout)
         if lost is not None:
             log.error(str(lost))

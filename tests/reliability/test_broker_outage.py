@@ -13,11 +13,14 @@ from collections.abc import Callable
 import httpx
 
 from messaging import topology
+from messaging.publisher import REFUSED_HOLD
 from messaging.refusals import REPLACE_AFTER
 from tests.hop import Hop
 from tests.infra import Broker
 from tests.stack import System
 from tests.waiting import eventually, eventually_async
+
+WORKER_SHUTDOWN_TIMEOUT = 10.0  # the default
 
 
 def _consumers(broker: Broker, queue: str) -> int:
@@ -161,14 +164,18 @@ def test_api_takes_reservations_again_once_an_operator_lifts_a_full_queues_limit
     assert "Traceback" not in api.log(), api.log()
 
 
-def test_worker_publishes_its_events_again_once_an_operator_lifts_a_full_queues_limit(
+def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_the_limit(
     make_system: Callable[[], System], api_port: int, broker: Broker
 ) -> None:
     """The same on a worker's channel: the fulfilment queue full (no fulfilment worker), the
-    credit-check worker's events refused, the limit removed while the queue is over it. On
-    RabbitMQ 3.10 every event after that was refused on the worker's channel, and each
-    reservation's request dead-lettered after its attempts, until the worker was restarted;
-    the worker now replaces the channel, and new reservations are fulfilled again."""
+    credit-check worker's events refused, the limit removed while the queue is over it.
+
+    A refused event failed its handler, whose three attempts went within a second: every
+    reservation decided meanwhile was charged, answered 201 and dead-lettered, never fulfilled
+    (a fault campaign: a third of them in a 60 s refusal). Now the event is held and published
+    again. And on RabbitMQ 3.10 every event after the lift was refused on the worker's channel
+    until the worker was restarted; the worker now replaces the channel. Every reservation,
+    those decided during the refusal included, is fulfilled."""
     system = make_system()
     system.seed({"limited": 1_000}, {"pen": 1})
     system.start_api(api_port)
@@ -189,13 +196,13 @@ def test_worker_publishes_its_events_again_once_an_operator_lifts_a_full_queues_
     broker.rabbitmqctl(
         "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
     )
+    during: list[str] = []
     try:
         for attempt in eventually(20, every=0.2):
             with attempt:
-                reserve()
-                assert "handler failed" in checker.log()  # an event refused
-        for _ in range(3):  # over the limit (a quorum queue's is approximate)
-            reserve()
+                during.append(reserve())
+                assert "event refused by the broker; holding the message" in checker.log()
+        during += [reserve() for _ in range(3)]  # over the limit (a quorum queue's is approximate)
     finally:
         broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "full")
     system.start_worker("workers.fulfilment")
@@ -207,7 +214,60 @@ def test_worker_publishes_its_events_again_once_an_operator_lifts_a_full_queues_
             for settled in eventually(2, every=0.2):
                 with settled:
                     assert fulfilled(reservation_id)
+    took = time.monotonic() - lifted
+    for attempt in eventually(REFUSED_HOLD, every=0.5):
+        with attempt:
+            assert [r for r in during if not fulfilled(r)] == []
     print(  # noqa: T201
-        f"\nevents taken again {time.monotonic() - lifted:.1f}s after the limit was lifted"
+        f"\nevents taken again {took:.1f}s after the limit was lifted; the {len(during)} "
+        "reservations decided during the refusal fulfilled"
     )
+    assert "handler failed for the last time" not in checker.log(), checker.log()
     assert "Traceback" not in system.running[-1].log()
+
+
+def test_sigterm_releases_the_events_a_worker_holds_for_the_next_worker(
+    make_system: Callable[[], System], api_port: int, broker: Broker
+) -> None:
+    """A worker stopped while it holds refused events does not wait out the hold (up to
+    REFUSED_HOLD, past its WORKER_SHUTDOWN_TIMEOUT): it gives their deliveries back at once,
+    unsettled, and the worker that takes them publishes the events once the queue has room."""
+    system = make_system()
+    system.seed({"limited": 1_000}, {"pen": 1})
+    system.start_api(api_port)
+    first = system.start_worker("workers.credit_check", name="first")
+
+    def reserve() -> str:
+        body = {"username": "limited", "item_id": "pen"}
+        answer = httpx.post(f"{system.api_url}/reservations", json=body, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["reservation_id"])
+
+    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
+    queue = f"^{topology.FULFILMENT.name}$"
+    broker.rabbitmqctl(
+        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
+    )
+    reserved: list[str] = []
+    try:
+        for attempt in eventually(20, every=0.2):
+            with attempt:
+                reserved.append(reserve())
+                assert "holding the message" in first.log()
+        stopping = time.monotonic()
+        assert first.terminate(within=WORKER_SHUTDOWN_TIMEOUT), first.log()
+        took = time.monotonic() - stopping
+    finally:
+        broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "full")
+    system.running.remove(first)
+    assert first.popen.returncode == 0, first.log()
+    assert took < WORKER_SHUTDOWN_TIMEOUT / 2, took
+    assert "Traceback" not in first.log(), first.log()
+
+    system.start_worker("workers.fulfilment")
+    system.start_worker("workers.credit_check", name="second")
+    for attempt in eventually(REPLACE_AFTER + 20, every=0.5):
+        with attempt:
+            url = f"{system.api_url}/reservations"
+            waiting = [r for r in reserved if not httpx.get(f"{url}/{r}").json()["download_url"]]
+            assert waiting == []
