@@ -73,6 +73,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.transport.is_closing():
             return  # uvicorn refused the request itself (a 400), or the app closed it
+        if self._read_timer is None and self.timeout_keep_alive_task is None and self._idle():
+            # Bytes that begin no request (a bare CRLF between two: httptools skips it) cancel
+            # uvicorn's keep-alive timeout: without this, nothing would time the connection out.
+            self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
         if self._ended:
             self._counted = 0
             return
@@ -111,12 +115,22 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._read_timer.cancel()
             self._read_timer = None
 
+    def _idle(self) -> bool:
+        """No request is being received, answered or waiting to be."""
+        cycle = self.cycle
+        return not self._begun and not self.pipeline and (cycle is None or cycle.response_complete)
+
     def _read_timed_out(self) -> None:
         """The request did not arrive whole within ``read_timeout``: a connection that sent
         nothing is closed (as uvicorn closes an idle keep-alive one), a request cut short or
         trickling in (slowloris) is answered 408 and its connection closed."""
         self._read_timer = None
         if self.transport.is_closing():
+            return
+        if self.pipeline:
+            # Pipelined behind a request still being answered: uvicorn reads no more of it
+            # until then, so the wait is ours, and a 408 now would read as that answer.
+            self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
             return
         cycle = self.cycle
         if not self._begun or (cycle is not None and cycle.response_started and not self._in_head):

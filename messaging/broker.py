@@ -38,11 +38,21 @@ class Broker:
         prefetch: int | None = None,
         publisher: PublisherFactory = Publisher.on,
         metrics: MessagingMetrics | None = None,
+        publish_apart: bool = False,
     ) -> "Broker":
         """A new channel on ``connection``, with the topology declared on it; with
-        ``metrics``, every message published and every delivery processed is recorded."""
+        ``metrics``, every message published and every delivery processed is recorded.
+
+        ``publish_apart`` (a worker): publish on a channel of its own, not the one that
+        consumes. A publishing channel the broker refuses for good is replaced
+        (:mod:`messaging.refusals`), and a consuming channel closed would give back every
+        delivery it holds, those whose events are held through the refusal first. The API
+        publishes on the one channel: direct reply-to answers the channel that asked."""
         channel, declared = await open_channel(connection, prefetch)
-        created = publisher(channel, declared)
+        if publish_apart:
+            created = publisher(*await open_channel(connection))
+        else:
+            created = publisher(channel, declared)
         if metrics is not None:
             created.meter = MessageMeter.on(metrics, connection)
         return cls(channel, declared, created)
@@ -60,7 +70,7 @@ class Broker:
             model,
             handler,
             publisher=self.publisher,
-            dead_letter_exchange=self.declared.exchanges[topology.DEAD_LETTER_EXCHANGE.name],
+            dead_letter_exchange=self.publisher.exchange(topology.DEAD_LETTER_EXCHANGE.name),
         )
 
     async def rpc(self, *, reply_timeout: float) -> RpcClient:

@@ -117,7 +117,7 @@ async def _handle(
     try:
         handled = await handler(payload)
         if handled is not None:
-            await publisher.send(handled, _reply_address(message))
+            await publisher.send(handled, _reply_address(message), wanted=lambda: _open(message))
     except Exception as exc:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -168,6 +168,14 @@ def error_summary(exc: BaseException) -> str:
     if len(first) > REASON_DETAIL:
         first = first[: REASON_DETAIL - 1] + "…"
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _open(message: AbstractIncomingMessage) -> bool:
+    """The delivery's channel is open: it can still be acked (a closed one gave it back)."""
+    try:
+        return not message.channel.is_closed
+    except _CHANNEL_GONE:
+        return False
 
 
 def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:

@@ -8,11 +8,11 @@ because an asker that has gone away is not an error (its outcome is recorded in 
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustChannel
 from aio_pika.exceptions import DeliveryError, PublishError
 
 from messaging import instrumentation
@@ -60,6 +60,7 @@ class Publisher:
         self._default_exchange = default_exchange
         self.meter = meter
         # Nacks in a row on ``channel``: a channel refused for good is replaced (see refusals).
+        self._channel = channel
         self.refusals = Refusals(channel)
         self.refused_hold = REFUSED_HOLD
         self._released = asyncio.Event()
@@ -68,6 +69,10 @@ class Publisher:
     def default_exchange(self) -> AbstractExchange:
         """The channel's default exchange: to one queue by its name, or a reply-to address."""
         return self._default_exchange
+
+    def exchange(self, name: str) -> AbstractExchange:
+        """A declared exchange, on this publisher's channel."""
+        return self._exchanges[name]
 
     @classmethod
     def on(cls, channel: AbstractChannel, declared: Declared) -> "Publisher":
@@ -105,12 +110,21 @@ class Publisher:
             self._default_exchange, amqp, to.reply_to, mandatory=False, meter=self.meter
         )
 
-    async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
+    async def send(
+        self,
+        handled: Handled,
+        reply_to: ReplyAddress | None,
+        *,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
         """Publish what a handler produced: the reply (if the request asked for one) and the
         events at once, all confirms awaited together. Raises the first failure, once every
         publish has finished, so nothing is left in flight behind the caller's back. An event
-        the broker refuses is held (:meth:`_publish_held`)."""
-        sends: list[Awaitable[None]] = [self._publish_held(e.message, e.to) for e in handled.events]
+        the broker refuses is held while ``wanted()`` (its delivery can still be acked):
+        :meth:`_publish_held`."""
+        sends: list[Awaitable[None]] = [
+            self._publish_held(e.message, e.to, wanted) for e in handled.events
+        ]
         if handled.reply is not None and reply_to is not None:
             sends.insert(0, self.reply(handled.reply, reply_to))
         results = await asyncio.gather(*sends, return_exceptions=True)
@@ -130,7 +144,7 @@ class Publisher:
         their delivery back unsettled (:class:`PublishReleased`)."""
         self._released.set()
 
-    async def _publish_held(self, message: Message, to: Route) -> None:
+    async def _publish_held(self, message: Message, to: Route, wanted: Callable[[], bool]) -> None:
         """Publish an event; while the broker refuses it (a nack: the queue is full), publish
         it again after a pause, for ``refused_hold`` seconds. The handler's work is done and
         recorded by then: failing it would spend its attempts within a second and park the
@@ -149,7 +163,7 @@ class Publisher:
             except DeliveryError:
                 if self._released.is_set():
                     raise PublishReleased("the worker is stopping") from None
-                if loop.time() + pause > until:
+                if loop.time() + pause > until or not wanted():
                     raise
                 if pause == REFUSED_PAUSE:
                     log.warning(
@@ -163,3 +177,13 @@ class Publisher:
             if self._released.is_set():
                 raise PublishReleased("the worker is stopping")
             pause = min(pause * 2, REFUSED_PAUSE_AT_MOST)
+            await self._ready(until)  # a channel replaced meanwhile (refusals): its new one
+
+    async def _ready(self, until: float) -> None:
+        """Wait, until ``until`` (loop time) at most, for this publisher's channel to be open:
+        the next publish tells what became of it otherwise."""
+        channel = self._channel
+        if isinstance(channel, AbstractRobustChannel) and channel.is_closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await channel.ready()

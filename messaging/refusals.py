@@ -11,13 +11,13 @@ seconds, at least :data:`REFUSALS_AT_LEAST` times and with none taken in between
 is closed, and aio-pika's robust channel opens
 a new one with its queues, exchanges and consumers, as after a channel error from the broker.
 Whoever watches the channel sees it close and come back: the API's pending calls end as queued
-(202), and a worker's unacked deliveries go back to the queue. Under a queue that really is
-full, this costs a new channel every :data:`REPLACE_AFTER` seconds and nothing else: its
-publishes are refused too. A return (unroutable) is not a refusal of the channel, and does not
-count. A refusal more than :data:`FORGET_AFTER` seconds after the one before it, or on a channel
-opened since, starts a new streak: a nack now and another after a quiet spell are not a
-channel refused for good, and replacing a worker's channel gives back its unacked deliveries,
-each return counting towards a quorum queue's delivery limit before RabbitMQ 4.3.
+(202). A worker publishes on a channel of its own (:meth:`messaging.broker.Broker.open`), so
+its deliveries, and the events it holds for them, stay where they are. Under a queue that
+really is full, this costs a new channel every :data:`REPLACE_AFTER` seconds and nothing
+else: its publishes are refused too. A return (unroutable) is not a refusal of the channel,
+and does not count. A refusal more than :data:`FORGET_AFTER` seconds after the one before it,
+or on a channel opened since, starts a new streak: a nack now and another after a quiet spell
+are not a channel refused for good, and a replacement ends the API's pending calls.
 """
 
 import asyncio

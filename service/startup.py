@@ -29,13 +29,9 @@ def _debugging() -> bool:
 
 def report_startup_failure(exc: BaseException) -> None:
     """One error line; with ``LOG_LEVEL=DEBUG`` the traceback too."""
-    _REPORTED.append(exc)
     log.error(f"{PREFIX}{exc} (see {TROUBLESHOOTING})", exc_info=exc if _debugging() else None)
 
 
-# What this process has reported: uvicorn's own "Application startup failed" line is left out
-# after it (the process is about to exit; this is read by the log filter below).
-_REPORTED: list[BaseException] = []
 UVICORN_STARTUP_FAILED = "Application startup failed. Exiting."
 
 
@@ -46,16 +42,18 @@ class _LifespanTraceback(logging.Filter):
     def __init__(self, reported: tuple[type[BaseException], ...]) -> None:
         super().__init__()
         self._names = tuple(f"{cls.__name__}: " for cls in reported)
+        self._dropped = False  # a reported failure's traceback: the start-up failed
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if _debugging():
             return True
-        if message == UVICORN_STARTUP_FAILED:
-            return not _REPORTED
-        return not (
-            message.startswith("Traceback") and any(name in message for name in self._names)
-        )
+        if message == UVICORN_STARTUP_FAILED:  # uvicorn's line after the traceback
+            return not self._dropped
+        if message.startswith("Traceback") and any(name in message for name in self._names):
+            self._dropped = True
+            return False
+        return True
 
 
 def quiet_lifespan_traceback(reported: tuple[type[BaseException], ...]) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
@@ -54,10 +53,8 @@ def current_revision(connection: Connection) -> str | None:
 
 def is_known(revision: str) -> bool:
     """The revision is one of this code's migrations."""
-    try:
-        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
-    except CommandError:
-        return False
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return any(script.revision == revision for script in scripts.walk_revisions())
 
 
 def unknown_revision(current: str) -> str:

@@ -88,7 +88,11 @@ async def serve(
         connection = await connect(settings)
         metrics = MessagingMetrics(telemetry.meter_provider, service_version())
         broker = await Broker.open(
-            connection, prefetch=settings.amqp_prefetch, publisher=publisher, metrics=metrics
+            connection,
+            prefetch=settings.amqp_prefetch,
+            publisher=publisher,
+            metrics=metrics,
+            publish_apart=True,
         )
         # A database outage holds the failed message until it is over: see database_outage.
         outage = DatabaseOutage(

@@ -17,6 +17,7 @@ Production code carries no crash points: everything test-only lives in this file
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Literal, get_args
 from uuid import UUID
 
@@ -71,8 +72,14 @@ class CrashingPublisher(Publisher):
         super().__init__(declared.exchanges, channel.default_exchange, channel=channel)
         self._armed = armed
 
-    async def send(self, handled: Handled, reply_to: ReplyAddress | None) -> None:
-        await super().send(handled, reply_to)
+    async def send(
+        self,
+        handled: Handled,
+        reply_to: ReplyAddress | None,
+        *,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
+        await super().send(handled, reply_to, wanted=wanted)
         crash_at("after_reply", self._armed)
 
 

@@ -56,6 +56,26 @@ def test_a_request_that_does_not_arrive_in_time_is_408_and_an_idle_connection_is
     answer, took = answer_to(whole + reservation)
     assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]
     assert took > READ_TIMEOUT, took
+
+    # A bare CRLF after an answered request (httptools skips it) cancelled uvicorn's keep-alive
+    # timeout, and no timer was left: the connection stayed open for good (a review).
+    with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT * 5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered = b""
+        while not answered.endswith(b'{"status":"ok"}'):
+            answered += sock.recv(65536)
+        assert answered.startswith(b"HTTP/1.1 200 "), answered
+        start = time.monotonic()
+        sock.sendall(b"\r\n")
+        assert _until_closed(sock) == b""
+        assert time.monotonic() - start < READ_TIMEOUT * 3
+    # Pipelined behind a request still being answered (a 202 after 3 s), a request whose body
+    # stops coming: its 408 comes after that answer, never in its place.
+    keep_alive = post + b"Content-Length: %d\r\n\r\n" % len(reservation) + reservation
+    answer, _ = answer_to(keep_alive + post + b"Content-Length: 60\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]
+    assert b"HTTP/1.1 408 " in answer.partition(b"\r\n\r\n")[2], answer
+
     api = system.running[-1]
-    assert api.log().count("not received whole within") == 2, api.log()
+    assert api.log().count("not received whole within") == 3, api.log()
     assert "Traceback" not in api.log(), api.log()
