@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel
-from aio_pika.exceptions import DeliveryError, PublishError
+from aio_pika.exceptions import ChannelClosed, DeliveryError, PublishError
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +50,10 @@ class _Streak:
     count: int = 0
 
 
-class ChannelReplaced(Exception):
-    """What the refused channel was closed with. Not a cancellation: aio-pika's robust channel
-    takes a cancelled close for its connection's and leaves the reopening to it."""
+class ChannelReplaced(ChannelClosed):
+    """What the refused channel is closed with: a channel closed, to whoever was waiting on it
+    (a publish's confirm: unknown outcome, as after a drop). Not a cancellation: aio-pika's
+    robust channel takes a cancelled close for its connection's and leaves the reopening to it."""
 
 
 class Refusals:
@@ -122,6 +123,6 @@ class Refusals:
         try:
             underlay = await self._channel.get_underlay_channel()
             async with asyncio.timeout(CLOSE_WITHIN):
-                await underlay.close(ChannelReplaced("every publish refused"))
+                await underlay.close(ChannelReplaced(None, "every publish refused"))
         except Exception as exc:  # the connection went first: its own recovery takes over
             log.warning("the refused channel was not closed", error=repr(exc))
