@@ -71,10 +71,7 @@ def main() -> None:
             http=bounded_head(settings.max_head_bytes, settings.request_read_timeout),
             # Let in-flight requests finish on SIGTERM, within a bound.
             timeout_graceful_shutdown=settings.api_shutdown_timeout,
-            # Longer than any client's or load balancer's idle timeout (httpx: 5 s, the same as
-            # uvicorn's default): otherwise the server may close an idle connection just as the
-            # client sends a request on it, and a POST fails with "connection reset".
-            timeout_keep_alive=75,
+            timeout_keep_alive=settings.keep_alive_timeout,
         )
     except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
         sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)

@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 class BoundedHeadProtocol(HttpToolsProtocol):
     """Counts what a request sends besides its body; refuses it past ``max_head_bytes``. Gives
-    a request ``read_timeout`` seconds to arrive whole (from its first byte, or from the
-    connection's opening for the first request)."""
+    a request ``read_timeout`` seconds to arrive whole, from its first byte, and closes a new
+    connection that sends nothing for uvicorn's keep-alive timeout."""
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     read_timeout = DEFAULT_READ_TIMEOUT
@@ -61,9 +61,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # uvicorn arms its keep-alive timeout only once a first response is sent: a connection
         # that never sent a byte stayed open for good (a fault campaign's 20,100 idle sockets
-        # took the API to its open-files limit, and every new client was turned away).
-        self._read_timer: asyncio.TimerHandle | None = self.loop.call_later(
-            self.read_timeout, self._read_timed_out
+        # took the API to its open-files limit, and every new client was turned away). A new
+        # connection is idle like one between two requests: the same timeout, which outlasts a
+        # load balancer's own (one that opens connections ahead of its requests, say).
+        self._read_timer: asyncio.TimerHandle | None = None
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
     def data_received(self, data: bytes) -> None:

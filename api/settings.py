@@ -21,9 +21,14 @@ class ApiSettings(BaseSettings):
     # A request line, headers and trailers larger than this are refused with 431
     # (api/http_protocol.py).
     max_head_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=8 * 1024, le=1024 * 1024)
-    # Seconds a request has to arrive whole, from its first byte (the first request's: from the
-    # connection's opening); past that, 408 and the connection closed (api/http_protocol.py).
+    # Seconds a request has to arrive whole, from its first byte; past that, 408 and the
+    # connection closed (api/http_protocol.py).
     request_read_timeout: float = Field(default=DEFAULT_READ_TIMEOUT, gt=0, le=600)
+    # Seconds a connection may sit idle, new or between two requests, before it is closed.
+    # Longer than any client's or load balancer's idle timeout (httpx: 5 s; AWS ALB: 60 s):
+    # otherwise the server may close an idle connection just as the client sends a request on
+    # it, and a POST fails with "connection reset".
+    keep_alive_timeout: int = Field(default=75, ge=1, le=3600)
     # "continue": an incoming traceparent becomes the parent (handy: curl -H traceparent:...).
     # "link": every request starts a new trace that links to the incoming context.
     incoming_trace: Literal["continue", "link"] = "continue"
