@@ -189,17 +189,28 @@ def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
 async def _settle(
     settling: Awaitable[Any], message: AbstractIncomingMessage, *, retrying: bool = False
 ) -> None:
-    """Ack, retry or dead-letter. If the channel is already gone, the broker redelivers the
-    message to a live consumer (the store's idempotency key makes that safe). If our own
-    publish fails, the message is never left unacked: a retry's goes back to the queue
-    (``basic.reject``, requeued), a dead letter's to the broker's dead-lettering."""
+    """Ack, retry or dead-letter. If the delivery's channel is already gone, the broker
+    redelivers the message to a live consumer (the store's idempotency key makes that safe).
+    If our own publish fails, the message is never left unacked: a retry's, or any whose
+    publishing channel was lost, goes back to the queue (``basic.reject``, requeued), a dead
+    letter's to the broker's dead-lettering."""
     try:
         await settling
     except _CHANNEL_GONE as exc:
+        if not _open(message):
+            log.warning(
+                "channel lost before the message was settled; it will be redelivered",
+                error=type(exc).__name__,
+            )
+            return
+        # The channel lost was the one a worker publishes on (messaging.broker): the delivery
+        # is still held here, and nothing else would give it back.
         log.warning(
-            "channel lost before the message was settled; it will be redelivered",
+            "publishing channel lost before the message was settled; requeueing it",
             error=type(exc).__name__,
         )
+        with contextlib.suppress(*_CHANNEL_GONE):
+            await message.reject(requeue=True)
     except Exception:
         if retrying:
             # The copy may be queued already if the ack is what failed: two copies, not none.

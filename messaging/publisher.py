@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustChannel
-from aio_pika.exceptions import DeliveryError, PublishError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 
 from messaging import instrumentation
 from messaging.envelope import encode
@@ -154,24 +154,33 @@ class Publisher:
         loop = asyncio.get_running_loop()
         until = loop.time() + self.refused_hold
         pause = REFUSED_PAUSE
+        held = False
         while True:
             try:
                 await self.publish(message, to)
                 return
             except PublishError:  # returned (unroutable): not a refusal
                 raise
-            except DeliveryError:
+            except (DeliveryError, *CONNECTION_EXCEPTIONS) as exc:
+                # Once refused, a channel lost is held through too: the refused channel's
+                # replacement (refusals) closes it under the publishes in flight, which would
+                # each cost their message an attempt. Its outcome unknown, the event goes again
+                # (events are at-least-once).
+                refused = isinstance(exc, DeliveryError)
+                if not (refused or held):
+                    raise
                 if self._released.is_set():
                     raise PublishReleased("the worker is stopping") from None
                 if loop.time() + pause > until or not wanted():
                     raise
-                if pause == REFUSED_PAUSE:
+                if not held:
                     log.warning(
                         "event refused by the broker; holding the message",
                         routing_key=to.routing_key,
                         message_id=message.message_id,
                         hold_s=self.refused_hold,
                     )
+                held = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), pause)
             if self._released.is_set():

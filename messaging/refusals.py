@@ -73,6 +73,7 @@ class Refusals:
         # Per destination, the streak of nacks since a publish to it was last taken.
         self._streaks: dict[str, _Streak] = {}
         self._replacing: asyncio.Task[None] | None = None
+        self._replaced_at: float | None = None  # at most one replacement per replace_after
         if isinstance(channel, AbstractRobustChannel):  # a new channel starts afresh
             channel.reopen_callbacks.add(self._forget_all)
 
@@ -99,18 +100,23 @@ class Refusals:
         if (
             now - streak.first >= self._replace_after
             and streak.count >= REFUSALS_AT_LEAST
-            and self._can_replace()
+            and self._can_replace(now)
         ):
+            # Afresh at once: the refusals on the channel being reopened are the new one's,
+            # and a second replacement then closed it mid-restore, for good (a fault campaign).
+            self._streaks.clear()
+            self._replaced_at = now
             self._replacing = asyncio.ensure_future(self._replace(to))
 
     def _forget_all(self, *_: Any) -> None:
         self._streaks.clear()
 
-    def _can_replace(self) -> bool:
+    def _can_replace(self, now: float) -> bool:
         return (
             isinstance(self._channel, AbstractRobustChannel)
             and not self._channel.is_closed
             and (self._replacing is None or self._replacing.done())
+            and (self._replaced_at is None or now - self._replaced_at >= self._replace_after)
         )
 
     async def _replace(self, to: str) -> None:
