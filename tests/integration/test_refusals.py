@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustChannel
-from aio_pika.exceptions import DeliveryError
+from aio_pika.exceptions import ChannelInvalidStateError, DeliveryError
 
+from messaging.delivery import _settle
 from messaging.refusals import FORGET_AFTER, REPLACE_AFTER, Refusals
 from tests.infra import Broker
 from tests.waiting import eventually_async
@@ -122,3 +123,29 @@ async def test_refusals_after_a_quiet_spell_start_a_new_streak(full_queue: FullQ
     async for attempt in eventually_async(10, every=0.2):
         with attempt:
             assert await _replaced(full_queue, 0)
+
+
+async def test_a_delivery_whose_publishing_channel_was_lost_goes_back_to_the_queue(
+    amqp_url: str,
+) -> None:
+    """A worker publishes on a channel apart from the one it consumes on. When a retry copy or
+    a dead letter finds that publishing channel closed (replaced, say), the delivery's own
+    channel is still open: it was taken for gone, the message left unacked on a live
+    consumer until the worker restarted (a fault campaign). It is requeued now."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"x"), queue.name)
+        first = await queue.get(timeout=5, fail=True)
+        assert first is not None and not first.redelivered
+
+        async def publish_on_a_closed_channel() -> None:
+            raise ChannelInvalidStateError("the publishing channel is closed")
+
+        await _settle(publish_on_a_closed_channel(), first, retrying=True)
+        again = await queue.get(timeout=5, fail=False)
+        assert again is not None and again.redelivered and again.body == b"x"
+        await again.ack()
+    finally:
+        await connection.close()
