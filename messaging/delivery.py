@@ -111,8 +111,9 @@ async def _handle(
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
         metered.failed(type(exc).__qualname__)
         reason = f"invalid: {exc}"
+        await _publishing_ready(publisher, message)
         dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-        await _settle(publisher.refusals.watch(dead, dlx.name), message)
+        await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
         return
     try:
         handled = await handler(payload)
@@ -127,8 +128,9 @@ async def _handle(
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {error_summary(exc)}"
+            await _publishing_ready(publisher, message)
             dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-            await _settle(publisher.refusals.watch(dead, dlx.name), message)
+            await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
         else:
             # One line: the CONSUMER span holds the exception with its stack trace, and the last
             # attempt logs it in full. A database outage would otherwise log a traceback for
@@ -138,8 +140,10 @@ async def _handle(
             )
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
+            await _publishing_ready(publisher, message)
             again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
-            await _settle(publisher.refusals.watch(again, f"/{queue}"), message, retrying=True)
+            watched = publisher.refusals.watch(again, f"/{queue}")
+            await _settle(watched, message, retrying=True, publisher=publisher)
         return
     await _settle(message.ack(), message)
 
@@ -178,6 +182,13 @@ def _open(message: AbstractIncomingMessage) -> bool:
         return False
 
 
+async def _publishing_ready(publisher: Publisher, message: AbstractIncomingMessage) -> None:
+    """Before a retry copy or a dead letter: wait, bounded, for the publishing channel to be
+    back and restored (:meth:`Publisher.ready`), while the delivery can still be settled."""
+    if _open(message):
+        await publisher.ready()
+
+
 def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
     # Direct reply-to is at-most-once: if the asking API is gone, the reply is dropped and the
     # API's GET /reservations/{id} reads the stored outcome instead.
@@ -187,7 +198,11 @@ def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
 
 
 async def _settle(
-    settling: Awaitable[Any], message: AbstractIncomingMessage, *, retrying: bool = False
+    settling: Awaitable[Any],
+    message: AbstractIncomingMessage,
+    *,
+    retrying: bool = False,
+    publisher: Publisher | None = None,
 ) -> None:
     """Ack, retry or dead-letter. If the delivery's channel is already gone, the broker
     redelivers the message to a live consumer (the store's idempotency key makes that safe).
@@ -204,11 +219,16 @@ async def _settle(
             )
             return
         # The channel lost was the one a worker publishes on (messaging.broker): the delivery
-        # is still held here, and nothing else would give it back.
+        # is still held here, and nothing else would give it back. Once that channel is back:
+        # given back at once, the message came straight back and failed again, past the
+        # queue's delivery limit within a second (a fault campaign).
         log.warning(
-            "publishing channel lost before the message was settled; requeueing it",
+            "publishing channel lost before the message was settled; requeueing it once the "
+            "channel is back",
             error=type(exc).__name__,
         )
+        if publisher is not None:
+            await publisher.ready()
         with contextlib.suppress(*_CHANNEL_GONE):
             await message.reject(requeue=True)
     except Exception:

@@ -29,6 +29,9 @@ log = structlog.get_logger(__name__)
 # growing pause, before the refusal fails the handler (and so uses up one of its attempts).
 REFUSED_HOLD = 30.0
 REFUSED_PAUSE, REFUSED_PAUSE_AT_MOST = 0.25, 5.0
+# Seconds a worker waits for its publishing channel to be back before it publishes a retry
+# copy or a dead letter, or gives back a delivery whose publish found the channel gone.
+READY_WITHIN = 10.0
 
 
 class PublishReleased(asyncio.CancelledError):
@@ -186,13 +189,20 @@ class Publisher:
             if self._released.is_set():
                 raise PublishReleased("the worker is stopping")
             pause = min(pause * 2, REFUSED_PAUSE_AT_MOST)
-            await self._ready(until)  # a channel replaced meanwhile (refusals): its new one
+            # A channel replaced meanwhile (refusals): its new one, restored.
+            await self.ready(max(0.0, until - loop.time()))
 
-    async def _ready(self, until: float) -> None:
-        """Wait, until ``until`` (loop time) at most, for this publisher's channel to be open:
-        the next publish tells what became of it otherwise."""
+    async def ready(self, within: float = READY_WITHIN) -> bool:
+        """True once this publisher's channel is open with its exchanges declared again (a
+        robust channel restores them as it reopens); False after ``within`` seconds. A
+        publish on a channel still being restored, to an exchange not yet declared again,
+        closed it mid-restore, and aio-pika left it closed for good (a fault campaign)."""
         channel = self._channel
-        if isinstance(channel, AbstractRobustChannel) and channel.is_closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(until):
-                    await channel.ready()
+        if not isinstance(channel, AbstractRobustChannel):
+            return channel is None or not channel.is_closed
+        try:
+            async with asyncio.timeout(within):
+                await channel.ready()
+        except TimeoutError:
+            return False
+        return True
