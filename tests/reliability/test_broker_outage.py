@@ -132,11 +132,7 @@ def test_api_takes_reservations_again_once_an_operator_lifts_a_full_queues_limit
         body = {"username": "limited", "item_id": "pen"}
         return httpx.post(f"{system.api_url}/reservations", json=body, timeout=10).status_code
 
-    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
-    queue = f"^{topology.CREDIT_CHECK.name}$"
-    broker.rabbitmqctl(
-        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
-    )
+    _fill(broker, topology.CREDIT_CHECK.name)
     try:
         answers: list[int] = []
         for attempt in eventually(20, every=0.2):
@@ -164,6 +160,27 @@ def test_api_takes_reservations_again_once_an_operator_lifts_a_full_queues_limit
     assert "Traceback" not in api.log(), api.log()
 
 
+def _fill(broker: Broker, queue: str) -> None:
+    """A limit of one message on ``queue``, refusing what is published past it (policy
+    "full", lifted with ``clear_policy``)."""
+    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
+    broker.rabbitmqctl(
+        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", f"^{queue}$", limit
+    )
+
+
+def _reserve(system: System) -> str:
+    body = {"username": "limited", "item_id": "pen"}
+    answer = httpx.post(f"{system.api_url}/reservations", json=body, timeout=10)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["reservation_id"])
+
+
+def _fulfilled(system: System, reservation_id: str) -> bool:
+    url = f"{system.api_url}/reservations/{reservation_id}"
+    return httpx.get(url, timeout=5).json()["download_url"] is not None
+
+
 def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_the_limit(
     make_system: Callable[[], System], api_port: int, broker: Broker
 ) -> None:
@@ -181,28 +198,16 @@ def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_t
     system.start_api(api_port)
     checker = system.start_worker("workers.credit_check")
 
-    def reserve() -> str:
-        body = {"username": "limited", "item_id": "pen"}
-        answer = httpx.post(f"{system.api_url}/reservations", json=body, timeout=10)
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["reservation_id"])
-
-    def fulfilled(reservation_id: str) -> bool:
-        url = f"{system.api_url}/reservations/{reservation_id}"
-        return httpx.get(url, timeout=5).json()["download_url"] is not None
-
-    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
-    queue = f"^{topology.FULFILMENT.name}$"
-    broker.rabbitmqctl(
-        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
-    )
+    _fill(broker, topology.FULFILMENT.name)
     during: list[str] = []
     try:
         for attempt in eventually(20, every=0.2):
             with attempt:
-                during.append(reserve())
+                during.append(_reserve(system))
                 assert "event refused by the broker; holding the message" in checker.log()
-        during += [reserve() for _ in range(3)]  # over the limit (a quorum queue's is approximate)
+        during += [
+            _reserve(system) for _ in range(3)
+        ]  # over the limit (a quorum queue's is approximate)
     finally:
         broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "full")
     system.start_worker("workers.fulfilment")
@@ -210,14 +215,14 @@ def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_t
     lifted = time.monotonic()
     for attempt in eventually(REPLACE_AFTER + 20, every=0.5):
         with attempt:
-            reservation_id = reserve()
+            reservation_id = _reserve(system)
             for settled in eventually(2, every=0.2):
                 with settled:
-                    assert fulfilled(reservation_id)
+                    assert _fulfilled(system, reservation_id)
     took = time.monotonic() - lifted
     for attempt in eventually(REFUSED_HOLD, every=0.5):
         with attempt:
-            assert [r for r in during if not fulfilled(r)] == []
+            assert [r for r in during if not _fulfilled(system, r)] == []
     print(  # noqa: T201
         f"\nevents taken again {took:.1f}s after the limit was lifted; the {len(during)} "
         "reservations decided during the refusal fulfilled"
@@ -237,22 +242,12 @@ def test_sigterm_releases_the_events_a_worker_holds_for_the_next_worker(
     system.start_api(api_port)
     first = system.start_worker("workers.credit_check", name="first")
 
-    def reserve() -> str:
-        body = {"username": "limited", "item_id": "pen"}
-        answer = httpx.post(f"{system.api_url}/reservations", json=body, timeout=10)
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["reservation_id"])
-
-    limit = json.dumps({"max-length": 1, "overflow": "reject-publish"})
-    queue = f"^{topology.FULFILMENT.name}$"
-    broker.rabbitmqctl(
-        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "full", queue, limit
-    )
+    _fill(broker, topology.FULFILMENT.name)
     reserved: list[str] = []
     try:
         for attempt in eventually(20, every=0.2):
             with attempt:
-                reserved.append(reserve())
+                reserved.append(_reserve(system))
                 assert "holding the message" in first.log()
         stopping = time.monotonic()
         assert first.terminate(within=WORKER_SHUTDOWN_TIMEOUT), first.log()
@@ -268,6 +263,4 @@ def test_sigterm_releases_the_events_a_worker_holds_for_the_next_worker(
     system.start_worker("workers.credit_check", name="second")
     for attempt in eventually(REPLACE_AFTER + 20, every=0.5):
         with attempt:
-            url = f"{system.api_url}/reservations"
-            waiting = [r for r in reserved if not httpx.get(f"{url}/{r}").json()["download_url"]]
-            assert waiting == []
+            assert [r for r in reserved if not _fulfilled(system, r)] == []
