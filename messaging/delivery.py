@@ -111,9 +111,7 @@ async def _handle(
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
         metered.failed(type(exc).__qualname__)
         reason = f"invalid: {exc}"
-        await _publishing_ready(publisher, message)
-        dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-        await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
+        await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
         return
     try:
         handled = await handler(payload)
@@ -128,9 +126,7 @@ async def _handle(
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {error_summary(exc)}"
-            await _publishing_ready(publisher, message)
-            dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
-            await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
+            await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
         else:
             # One line: the CONSUMER span holds the exception with its stack trace, and the last
             # attempt logs it in full. A database outage would otherwise log a traceback for
@@ -187,6 +183,21 @@ async def _publishing_ready(publisher: Publisher, message: AbstractIncomingMessa
     back and restored (:meth:`Publisher.ready`), while the delivery can still be settled."""
     if _open(message):
         await publisher.ready()
+
+
+async def _dead_letter(
+    message: AbstractIncomingMessage,
+    reason: str,
+    *,
+    publisher: Publisher,
+    dlx: AbstractExchange,
+    queue: str,
+) -> None:
+    """Dead-letter the delivery with ``reason`` once the publishing channel is back, its
+    refusals watched, and settle it however that goes (:func:`_settle`)."""
+    await _publishing_ready(publisher, message)
+    dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
+    await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
 
 
 def _reply_address(message: AbstractIncomingMessage) -> ReplyAddress | None:
