@@ -134,15 +134,22 @@ def test_services_started_before_migrate_exit_with_one_line_then_start_after_it(
     assert worker.stop() == 0, worker.log()
 
 
-async def test_a_service_on_an_older_revision_names_both_revisions(
-    store_settings: StoreSettings,
-) -> None:
+async def _mark_revision(store_settings: StoreSettings, revision: str) -> None:
+    """Set the database's recorded revision, as another release's migrate step would."""
     engine = create_engine(store_settings)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = :revision"), {"revision": revision}
+            )
     finally:
         await engine.dispose()
+
+
+async def test_a_service_on_an_older_revision_names_both_revisions(
+    store_settings: StoreSettings,
+) -> None:
+    await _mark_revision(store_settings, "0001")
     with pytest.raises(SchemaNotReady) as raised:
         await open_engine(store_settings)
     message = str(raised.value)
@@ -156,12 +163,7 @@ async def test_a_database_a_newer_release_migrated_is_named_so_by_the_services_a
     """A rolled-back deployment: the database is at a revision this code does not know. The
     services said "run migrate", and migrate failed with Alembic's traceback, "Can't locate
     revision identified by '9999'" (a fault campaign)."""
-    engine = create_engine(store_settings)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    finally:
-        await engine.dispose()
+    await _mark_revision(store_settings, "9999")
     newer = (
         f"revision '9999', which this code does not know (this code's newest is "
         f"'{head_revision()}'): a newer release migrated it"
