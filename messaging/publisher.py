@@ -8,6 +8,7 @@ because an asker that has gone away is not an error (its outcome is recorded in 
 
 import asyncio
 import contextlib
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -32,11 +33,19 @@ REFUSED_PAUSE, REFUSED_PAUSE_AT_MOST = 0.25, 5.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
 # copy or a dead letter, or gives back a delivery whose publish found the channel gone.
 READY_WITHIN = 10.0
+# Seconds the publishing channel may stay closed while the connection is up before the worker
+# gives it up for lost (:meth:`Publisher.until_lost`), and how often that is checked.
+LOST_AFTER, CHECK_EVERY = 30.0, 5.0
 
 
 class PublishReleased(asyncio.CancelledError):
     """The worker is stopping while an event is held: the delivery goes back to the broker
     unsettled, as when the connection closes under a handler, and counts no attempt."""
+
+
+class PublishingLost(RuntimeError):
+    """The publishing channel stayed closed while the connection was up: aio-pika gave up
+    restoring it, and every publish would fail."""
 
 
 @dataclass(frozen=True)
@@ -194,15 +203,43 @@ class Publisher:
 
     async def ready(self, within: float = READY_WITHIN) -> bool:
         """True once this publisher's channel is open with its exchanges declared again (a
-        robust channel restores them as it reopens); False after ``within`` seconds. A
+        robust channel restores them as it reopens); False after ``within`` seconds, or at
+        once when the worker is stopping (:meth:`release`). A
         publish on a channel still being restored, to an exchange not yet declared again,
         closed it mid-restore, and aio-pika left it closed for good (a fault campaign)."""
         channel = self._channel
         if not isinstance(channel, AbstractRobustChannel):
             return channel is None or not channel.is_closed
+        if self._released.is_set():  # stopping: give the delivery back now
+            return not channel.is_closed
+        restored = asyncio.ensure_future(channel.ready())
+        released = asyncio.ensure_future(self._released.wait())
         try:
-            async with asyncio.timeout(within):
-                await channel.ready()
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait((restored, released), timeout=within, return_when=FIRST_COMPLETED)
+        finally:
+            for waiting in (restored, released):
+                waiting.cancel()
+            await asyncio.gather(restored, released, return_exceptions=True)
+        return restored.done() and not restored.cancelled() and restored.exception() is None
+
+    async def until_lost(self, connected: Callable[[], bool]) -> PublishingLost:
+        """Returns (does not raise) once this publisher's channel has been closed for
+        :data:`LOST_AFTER` seconds while ``connected()`` (the connection is up: a closed
+        channel is then not one being restored); runs until cancelled otherwise. A robust
+        channel closed mid-restore stays closed for good (a fault campaign): the worker went
+        on consuming, and held each delivery in turn while it waited for the channel."""
+        loop = asyncio.get_running_loop()
+        closed_since: float | None = None
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            channel = self._channel
+            if channel is None or not channel.is_closed or not connected():
+                closed_since = None
+            elif closed_since is None:
+                closed_since = loop.time()
+            elif loop.time() - closed_since >= LOST_AFTER:
+                return PublishingLost(
+                    f"the publishing channel has been closed for {LOST_AFTER:g} s while the "
+                    "broker connection is up, and was not restored; exiting, so that a restart "
+                    "opens a new one (the messages held go back to the queue)"
+                )

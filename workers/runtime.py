@@ -3,9 +3,9 @@
 A worker is a :class:`Worker`: a queue, the message model it takes, and how to build its
 handler from the store. :func:`serve` does the rest. Start-up: logs, tracer provider, broker
 connection, topology, database. Then it consumes the queue until SIGTERM or SIGINT (or until
-its consumer is lost for good: then it exits 1, saying so). Shutdown is graceful and bounded:
-stop consuming, let the messages in flight finish (and ack), close the broker and the database,
-flush spans.
+its consumer, or the channel it publishes on, is lost for good: then it exits 1, saying so).
+Shutdown is graceful and bounded: stop consuming, let the messages in flight finish (and ack),
+close the broker and the database, flush spans.
 """
 
 import asyncio
@@ -25,7 +25,7 @@ from messaging.broker import Broker, PublisherFactory
 from messaging.connection import connect
 from messaging.handlers import Handler, M
 from messaging.metrics import MessagingMetrics
-from messaging.publisher import Publisher
+from messaging.publisher import Publisher, PublishingLost
 from messaging.settings import BrokerSettings
 from messaging.subscriber import ConsumerLost, Subscription
 from messaging.telemetry.db_spans import instrument_engine
@@ -73,8 +73,9 @@ async def serve(
     store: Callable[[AsyncEngine, StatementSpans], SqlStore] = SqlStore,
     publisher: PublisherFactory = Publisher.on,
 ) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests), or until its consumer is
-    lost for good (:class:`~messaging.subscriber.ConsumerLost`, raised). A start-up failure is
+    """Run ``worker`` until SIGTERM/SIGINT (or ``stop``, in tests), or until its consumer or
+    its publishing channel is lost for good (:class:`~messaging.subscriber.ConsumerLost`,
+    :class:`~messaging.publisher.PublishingLost`, raised). A start-up failure is
     reported here, in one line, while log records still reach the OTLP exporter; then raised."""
     configure_logging(worker.service_name)
     settings, tuning = BrokerSettings(), WorkerSettings()  # a bad value fails now, not at exit
@@ -104,7 +105,7 @@ async def serve(
         stop = stop or _stop_on_signals()
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
-        lost = await _until_stopped_or_lost(stop, subscription)
+        lost = await _until_stopped_or_lost(stop, subscription, broker)
         # What it holds (through a database outage, or an event the broker refuses) goes
         # back to the broker, rather than wait out the shutdown.
         outage.close()
@@ -135,21 +136,28 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _until_stopped_or_lost(
-    stop: asyncio.Event, subscription: Subscription
-) -> ConsumerLost | None:
-    """None once asked to stop; the reason if the consumer was lost first."""
+    stop: asyncio.Event, subscription: Subscription, broker: Broker
+) -> ConsumerLost | PublishingLost | None:
+    """None once asked to stop; the reason if the consumer, or the channel the worker
+    publishes on, was lost first (with the consuming channel open: the connection is up)."""
     stopped = asyncio.ensure_future(stop.wait())
-    lost = asyncio.ensure_future(subscription.until_lost())
+    consumer_lost = asyncio.ensure_future(subscription.until_lost())
+    publishing_lost = asyncio.ensure_future(
+        broker.publisher.until_lost(lambda: not broker.channel.is_closed)
+    )
+    watched = (stopped, consumer_lost, publishing_lost)
     try:
-        await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (stopped, lost):
+        for task in watched:
             task.cancel()
-        await asyncio.gather(stopped, lost, return_exceptions=True)
+        await asyncio.gather(*watched, return_exceptions=True)
     if stopped.done() and not stopped.cancelled():
         stopped.result()  # raises what stopped it, if it failed
         return None
-    return lost.result()
+    if consumer_lost.done() and not consumer_lost.cancelled():
+        return consumer_lost.result()
+    return publishing_lost.result()
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -165,5 +173,5 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     tune_for_serving()
     try:
         runner(main())
-    except (*STARTUP_FAILURES, ConsumerLost):  # reported by serve()
+    except (*STARTUP_FAILURES, ConsumerLost, PublishingLost):  # reported by serve()
         sys.exit(1)
