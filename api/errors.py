@@ -6,6 +6,7 @@ carries a secret (connection URLs are never included).
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -75,10 +76,20 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Keep the messages, drop the echoed input: it can be large or hostile.
     details = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     return error(422, details)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """The error's message; a body that is not JSON says what the parser found (it names a
+    position or a repeated name, never a value)."""
+    msg = str(error.get("msg", ""))
+    found = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and isinstance(found, str) and found:
+        return f"{msg}: {found}"
+    return msg
 
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:

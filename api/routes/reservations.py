@@ -19,13 +19,14 @@ from api.schemas import (
     ReservationRequest,
     ReservationView,
 )
+from api.strict_json import StrictJsonRoute
 from api.tracing import current_trace_id
 from domain.reservations import Outcome
 from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
 from messaging.rpc import ReplyTimeout
 from messaging.topology import RESERVATION_REQUESTS
 
-router = APIRouter(tags=["reservations"])
+router = APIRouter(tags=["reservations"], route_class=StrictJsonRoute)
 log = structlog.get_logger(__name__)
 
 IDEMPOTENCY_KEY_HELP = (

@@ -6,11 +6,12 @@ from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import StoreDep
 from api.schemas import Catalogue, ErrorBody, TopUp, UserView
+from api.strict_json import StrictJsonRoute
 from api.tracing import current_trace_id
 from domain.credits import CreditLimitExceeded
 from domain.identifiers import IDENTIFIER_PATTERN
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=StrictJsonRoute)
 
 UsernamePath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
 

@@ -323,6 +323,38 @@ def test_a_post_without_a_body_is_422_naming_the_body(edge: Edge, length: str | 
     assert [error["loc"] for error in detail] == [["body"]], detail
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "name"),
+    [
+        (
+            "/reservations",
+            b'{"username": "alice", "username": "bob", "item_id": "book-1"}',
+            "username",
+        ),
+        (
+            "/reservations",
+            b'{"username": "bob", "item_id": "book-1", "username": "alice"}',
+            "username",
+        ),
+        ("/users/alice/credits", b'{"amount": 1, "amount": 1000}', "amount"),
+    ],
+    ids=["reservation-first", "reservation-last", "top-up"],
+)
+def test_a_name_given_twice_is_422_saying_which_and_nothing_is_charged(
+    edge: Edge, path: str, body: bytes, name: str
+) -> None:
+    """Python's parser keeps the last of two names, another may keep the first: which user
+    would be charged must not depend on who reads the body."""
+    before = httpx.get(f"{edge.url}/users", timeout=10).json()["users"]
+    response = httpx.post(
+        f"{edge.url}{path}", content=body, headers={"content-type": "application/json"}, timeout=10
+    )
+    detail = _assert_clear_4xx(response, 422)
+    assert [error["type"] for error in detail] == ["json_invalid"], detail
+    assert f"duplicate name '{name}'" in detail[0]["msg"], detail
+    assert httpx.get(f"{edge.url}/users", timeout=10).json()["users"] == before
+
+
 @pytest.mark.parametrize("amount", [0, -5, 10**12, "ten", None, 1.5])
 def test_bad_top_ups_are_422(edge: Edge, amount: object) -> None:
     response = httpx.post(f"{edge.url}/users/alice/credits", json={"amount": amount}, timeout=10)
