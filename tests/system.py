@@ -4,16 +4,17 @@ database: the fixture behind the request/reply integration tests."""
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from fastapi import FastAPI
 
 from api.app import create_app
 from messaging import topology
+from messaging.publisher import Publisher
 from store.settings import StoreSettings
 from tests.waiting import eventually_async
 from workers.credit_check.__main__ import main as credit_check_main
@@ -61,6 +62,28 @@ async def get_within(queue: AbstractQueue, seconds: float) -> AbstractIncomingMe
             assert message is not None, f"nothing in {queue.name} yet"
     assert message is not None
     return message
+
+
+async def consumers_and_messages(
+    channel: AbstractChannel, spec: topology.QueueSpec
+) -> tuple[int, int]:
+    """How many consume ``spec``'s queue, and how many messages are ready in it."""
+    declared = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
+    result = declared.declaration_result
+    return result.consumer_count or 0, result.message_count or 0
+
+
+@dataclass
+class RecordingPublishers:
+    """A worker's publisher factory (``serve(..., publisher=...)``) that keeps what it made."""
+
+    channels: list[AbstractChannel] = field(default_factory=list)
+    made: list[Publisher] = field(default_factory=list)
+
+    def __call__(self, channel: AbstractChannel, declared: topology.Declared) -> Publisher:
+        self.channels.append(channel)
+        self.made.append(Publisher.on(channel, declared))
+        return self.made[-1]
 
 
 @dataclass

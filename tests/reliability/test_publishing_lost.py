@@ -12,19 +12,19 @@ import asyncio
 import uuid
 
 import pytest
-from aio_pika.abc import AbstractChannel
 
 from messaging import publisher as publishing
 from messaging import topology
 from messaging.envelope import encode
 from messaging.messages import ReservationRequested
-from messaging.publisher import Publisher, PublishingLost
-from messaging.topology import Declared
+from messaging.publisher import PublishingLost
 from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from tests.system import (
+    RecordingPublishers,
     configure_env,
+    consumers_and_messages,
     publishing_with_empty_dead_letters,
     purge_work_queues,
     start_worker,
@@ -34,12 +34,6 @@ from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
 PRICE, CREDITS = 10, 100  # book-1 and alice in store/seed.json
-
-
-async def _consumers(channel: AbstractChannel, spec: topology.QueueSpec) -> tuple[int, int]:
-    declared = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
-    result = declared.declaration_result
-    return result.consumer_count or 0, result.message_count or 0
 
 
 async def _credits(store_settings: StoreSettings) -> int | None:
@@ -58,21 +52,16 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
     monkeypatch.setattr(publishing, "CHECK_EVERY", 0.2)
     configure_env(monkeypatch, amqp_url, store_settings)
     await purge_work_queues(amqp_url)
-    publishing_channels: list[AbstractChannel] = []
-
-    def recording(channel: AbstractChannel, declared: Declared) -> Publisher:
-        publishing_channels.append(channel)
-        return Publisher.on(channel, declared)
-
+    recording = RecordingPublishers()
     worker = asyncio.create_task(serve(WORKER, asyncio.Event(), publisher=recording))
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="book-1")
     async with publishing_with_empty_dead_letters(amqp_url) as declared:
         channel = declared.queues[topology.CREDIT_CHECK.name].channel
         async for attempt in eventually_async(15, every=0.1):
             with attempt:
-                assert (await _consumers(channel, topology.CREDIT_CHECK))[0] == 1
+                assert (await consumers_and_messages(channel, topology.CREDIT_CHECK))[0] == 1
         # Closed by hand: aio-pika does not reopen it, as after a restore that failed.
-        [lost_channel] = publishing_channels
+        [lost_channel] = recording.channels
         await lost_channel.close()
         requests = declared.exchanges[topology.RESERVATION_REQUESTS.exchange.name]
         await requests.publish(
@@ -84,8 +73,8 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
         assert await _credits(store_settings) == CREDITS - PRICE
         async for attempt in eventually_async(10, every=0.1):
             with attempt:
-                assert await _consumers(channel, topology.CREDIT_CHECK) == (0, 1)
-        assert (await _consumers(channel, topology.DEAD_LETTERS))[1] == 0
+                assert await consumers_and_messages(channel, topology.CREDIT_CHECK) == (0, 1)
+        assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
 
         # The next worker takes it up: the event goes out, and nothing is charged again.
         fulfilment = declared.queues[topology.FULFILMENT.name]
@@ -93,7 +82,7 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
         try:
             async for attempt in eventually_async(15, every=0.1):
                 with attempt:
-                    assert await _consumers(channel, topology.FULFILMENT) == (0, 1)
+                    assert await consumers_and_messages(channel, topology.FULFILMENT) == (0, 1)
         finally:
             await next_worker.close()
         event = await fulfilment.get(timeout=5)
