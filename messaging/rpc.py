@@ -90,6 +90,12 @@ class RpcClient:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def channel_open(self) -> bool:
+        """The channel requests go out and replies come back on is open (a robust channel
+        closed for good stays closed while the connection is up)."""
+        return not self._channel.is_closed
+
     async def start(self) -> None:
         """Consume the direct reply-to pseudo-queue; it must happen before the first publish."""
         self._reply_queue = await self._channel.declare_queue(DIRECT_REPLY_TO, passive=True)

@@ -108,6 +108,23 @@ async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["broker"] == "up"
 
 
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_not_ready_while_the_request_channel_is_closed(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel closed for good (aio-pika does not reopen one closed in the middle of its
+    restore) with the connection up: every POST answers 503, so /readyz must not say ready."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    app = create_app()
+    async with running_api(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await app.state.rpc._channel.close()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json() == {"status": "not ready", "broker": "channel closed"}
+        assert (await client.get("/healthz")).status_code == 200
+
+
 async def test_no_reply_in_time_is_202_then_the_final_state(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
