@@ -19,6 +19,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from messaging import instrumentation
 from messaging.envelope import encode
 from messaging.handlers import Handled
+from messaging.lasting import until_lasting
 from messaging.messages import Message
 from messaging.metered import NO_METER, MessageMeter
 from messaging.refusals import Refusals
@@ -228,18 +229,14 @@ class Publisher:
         channel is then not one being restored); runs until cancelled otherwise. A robust
         channel closed mid-restore stays closed for good (a fault campaign): the worker went
         on consuming, and held each delivery in turn while it waited for the channel."""
-        loop = asyncio.get_running_loop()
-        closed_since: float | None = None
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            channel = self._channel
-            if channel is None or not channel.is_closed or not connected():
-                closed_since = None
-            elif closed_since is None:
-                closed_since = loop.time()
-            elif loop.time() - closed_since >= LOST_AFTER:
-                return PublishingLost(
-                    f"the publishing channel has been closed for {LOST_AFTER:g} s while the "
-                    "broker connection is up, and was not restored; exiting, so that a restart "
-                    "opens a new one (the messages held go back to the queue)"
-                )
+        channel = self._channel
+
+        async def closed_while_connected() -> bool:
+            return channel is not None and channel.is_closed and connected()
+
+        await until_lasting(closed_while_connected, LOST_AFTER, CHECK_EVERY)
+        return PublishingLost(
+            f"the publishing channel has been closed for {LOST_AFTER:g} s while the broker "
+            "connection is up, and was not restored; exiting, so that a restart opens a new "
+            "one (the messages held go back to the queue)"
+        )

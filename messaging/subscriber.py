@@ -29,6 +29,7 @@ from opentelemetry import trace
 from messaging import delivery, instrumentation
 from messaging.handlers import Handler, M
 from messaging.instrumentation import OnMessage
+from messaging.lasting import until_lasting
 from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
 
@@ -72,31 +73,25 @@ class Subscription:
         """Returns (does not raise) once the consumer has been missing from its open channel
         for :data:`LOST_AFTER` seconds; runs until cancelled otherwise. While the connection
         is down and being restored, nothing counts."""
-        loop = asyncio.get_running_loop()
-        missing_since: float | None = None
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            channel = self._queue.channel
-            if self._tag is None or channel.is_closed:
-                missing_since = None
-                continue
-            try:
-                # aio-pika's robust channel reads the same registry to find what to restore.
-                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-            except ChannelInvalidStateError:  # closed meanwhile: being restored
-                missing_since = None
-                continue
-            if self._tag in underlay.consumers:
-                missing_since = None
-            elif missing_since is None:
-                missing_since = loop.time()
-            elif loop.time() - missing_since >= LOST_AFTER:
-                return ConsumerLost(
-                    f"not consuming from queue '{self._queue.name}' for {LOST_AFTER:g} s: "
-                    "RabbitMQ cancelled the consumer and the queue could not be restored "
-                    "(deleted and declared again with other arguments?); exiting, so that a "
-                    "restart says why"
-                )
+        await until_lasting(self._missing, LOST_AFTER, CHECK_EVERY)
+        return ConsumerLost(
+            f"not consuming from queue '{self._queue.name}' for {LOST_AFTER:g} s: "
+            "RabbitMQ cancelled the consumer and the queue could not be restored "
+            "(deleted and declared again with other arguments?); exiting, so that a "
+            "restart says why"
+        )
+
+    async def _missing(self) -> bool:
+        """The consumer is missing from its open channel (a closed one is being restored)."""
+        channel = self._queue.channel
+        if self._tag is None or channel.is_closed:
+            return False
+        try:
+            # aio-pika's robust channel reads the same registry to find what to restore.
+            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        except ChannelInvalidStateError:  # closed meanwhile: being restored
+            return False
+        return self._tag not in underlay.consumers
 
     async def stop(self, within: float) -> bool:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.
