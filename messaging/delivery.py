@@ -23,12 +23,6 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import (
-    AMQPConnectionError,
-    ChannelClosed,
-    ChannelInvalidStateError,
-    ConnectionClosed,
-)
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -36,7 +30,7 @@ from messaging import metered
 from messaging.dead_letter import dead_letter
 from messaging.handlers import Handler, M
 from messaging.messages import CONTENT_TYPE, InvalidMessage, is_json
-from messaging.publisher import Publisher, ReplyAddress
+from messaging.publisher import CHANNEL_GONE, Publisher, ReplyAddress
 from messaging.retry import attempt_of, retry
 
 log = structlog.get_logger(__name__)
@@ -49,8 +43,6 @@ MAX_ATTEMPTS = 3
 RETRY_BACKOFF = 0.2
 # Characters of the error's message a dead letter's reason carries.
 REASON_DETAIL = 200
-
-_CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,7 @@ def _open(message: AbstractIncomingMessage) -> bool:
     """The delivery's channel is open: it can still be acked (a closed one gave it back)."""
     try:
         return not message.channel.is_closed
-    except _CHANNEL_GONE:
+    except CHANNEL_GONE:
         return False
 
 
@@ -222,7 +214,7 @@ async def _settle(
     letter's to the broker's dead-lettering."""
     try:
         await settling
-    except _CHANNEL_GONE as exc:
+    except CHANNEL_GONE as exc:
         if not _open(message):
             log.warning(
                 "channel lost before the message was settled; it will be redelivered",
@@ -240,7 +232,7 @@ async def _settle(
         )
         if publisher is not None:
             await publisher.ready()
-        with contextlib.suppress(*_CHANNEL_GONE):
+        with contextlib.suppress(*CHANNEL_GONE):
             await message.reject(requeue=True)
     except Exception:
         if retrying:
@@ -248,5 +240,5 @@ async def _settle(
             log.exception("could not retry the message; requeueing it")
         else:
             log.exception("could not settle the message; handing it to the broker's dead-lettering")
-        with contextlib.suppress(*_CHANNEL_GONE):
+        with contextlib.suppress(*CHANNEL_GONE):
             await message.reject(requeue=retrying)

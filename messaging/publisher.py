@@ -11,10 +11,18 @@ import contextlib
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustChannel
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ConnectionClosed,
+    DeliveryError,
+    PublishError,
+)
 
 from messaging import instrumentation
 from messaging.envelope import encode
@@ -27,6 +35,8 @@ from messaging.topology import Declared, Route
 
 log = structlog.get_logger(__name__)
 
+# What a publish raises when its channel, or the connection under it, is gone.
+CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
 # Seconds an event the broker refuses (a nack: a full queue) is held, published again after a
 # growing pause, before the refusal fails the handler (and so uses up one of its attempts).
 REFUSED_HOLD = 30.0
@@ -132,14 +142,16 @@ class Publisher:
     ) -> None:
         """Publish what a handler produced: the reply (if the request asked for one) and the
         events at once, all confirms awaited together. Raises the first failure, once every
-        publish has finished, so nothing is left in flight behind the caller's back. An event
-        the broker refuses is held while ``wanted()`` (its delivery can still be acked):
-        :meth:`_publish_held`."""
+        publish has finished, so nothing is left in flight behind the caller's back. A message
+        the broker refuses, or whose channel is lost under it, is held while ``wanted()`` (its
+        delivery can still be acked): :meth:`_held`."""
         sends: list[Awaitable[None]] = [
-            self._publish_held(e.message, e.to, wanted) for e in handled.events
+            self._held(partial(self.publish, e.message, e.to), "event", e.message, wanted)
+            for e in handled.events
         ]
         if handled.reply is not None and reply_to is not None:
-            sends.insert(0, self.reply(handled.reply, reply_to))
+            reply = partial(self.reply, handled.reply, reply_to)
+            sends.insert(0, self._held(reply, "reply", handled.reply, wanted))
         results = await asyncio.gather(*sends, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -157,40 +169,46 @@ class Publisher:
         their delivery back unsettled (:class:`PublishReleased`)."""
         self._released.set()
 
-    async def _publish_held(self, message: Message, to: Route, wanted: Callable[[], bool]) -> None:
-        """Publish an event; while the broker refuses it (a nack: the queue is full), publish
-        it again after a pause, for ``refused_hold`` seconds. The handler's work is done and
-        recorded by then: failing it would spend its attempts within a second and park the
-        request in the dead-letter queue, charged and never fulfilled (a fault campaign's 60 s
-        refusal parked a third of the reservations). Held, the message keeps its place in the
-        worker's prefetch, and the worker takes no more work than that meanwhile."""
+    async def _held(
+        self,
+        publishing: Callable[[], Awaitable[None]],
+        what: str,
+        message: Message,
+        wanted: Callable[[], bool],
+    ) -> None:
+        """Publish a reply or an event; while the broker refuses it (a nack: the queue is
+        full), or the publishing channel is lost under it (the broker closed it, for an
+        exchange deleted say, and aio-pika is reopening it), publish it again after a pause,
+        once the channel is back, for ``refused_hold`` seconds. The handler's work is done and
+        recorded by then: failing it would spend its attempts within a second or two and park
+        the request in the dead-letter queue, charged and never fulfilled (fault campaigns: a
+        60 s refusal parked a third of the reservations; an exchange deleted 30 times, six).
+        Held, the message keeps its place in the worker's prefetch, and the worker takes no
+        more work than that meanwhile. A channel lost under it leaves its outcome unknown: it
+        goes again (events are at-least-once, and the fulfilment is idempotent)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.refused_hold
         pause = REFUSED_PAUSE
         held = False
         while True:
             try:
-                await self.publish(message, to)
+                await publishing()
                 return
             except PublishError:  # returned (unroutable): not a refusal
                 raise
-            except (DeliveryError, *CONNECTION_EXCEPTIONS) as exc:
-                # Once refused, a channel lost is held through too: the refused channel's
-                # replacement (refusals) closes it under the publishes in flight, which would
-                # each cost their message an attempt. Its outcome unknown, the event goes again
-                # (events are at-least-once).
-                refused = isinstance(exc, DeliveryError)
-                if not (refused or held):
-                    raise
+            except (DeliveryError, *CHANNEL_GONE) as exc:
                 if self._released.is_set():
                     raise PublishReleased("the worker is stopping") from None
                 if loop.time() + pause > until or not wanted():
                     raise
                 if not held:
                     log.warning(
-                        "event refused by the broker; holding the message",
-                        routing_key=to.routing_key,
+                        f"{what} refused by the broker; holding the message"
+                        if isinstance(exc, DeliveryError)
+                        else f"{what} not published: the publishing channel closed under it; "
+                        "holding the message",
                         message_id=message.message_id,
+                        error=type(exc).__name__,
                         hold_s=self.refused_hold,
                     )
                 held = True
@@ -199,7 +217,7 @@ class Publisher:
             if self._released.is_set():
                 raise PublishReleased("the worker is stopping")
             pause = min(pause * 2, REFUSED_PAUSE_AT_MOST)
-            # A channel replaced meanwhile (refusals): its new one, restored.
+            # The channel reopened meanwhile (lost, or replaced by refusals), restored.
             await self.ready(max(0.0, until - loop.time()))
 
     async def ready(self, within: float = READY_WITHIN) -> bool:

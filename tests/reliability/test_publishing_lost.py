@@ -13,14 +13,15 @@ import uuid
 
 import pytest
 
+from messaging import delivery, topology
 from messaging import publisher as publishing
-from messaging import topology
 from messaging.envelope import encode
 from messaging.messages import ReservationRequested
 from messaging.publisher import PublishingLost
 from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from tests.logs import capture_logs_of
 from tests.system import (
     RecordingPublishers,
     configure_env,
@@ -88,4 +89,45 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
         event = await fulfilment.get(timeout=5)
         assert str(request.reservation_id) in event.body.decode()
         await event.ack()
+    assert await _credits(store_settings) == CREDITS - PRICE
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_an_event_whose_channel_closes_under_it_is_held_and_costs_no_attempt(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker closes a channel that publishes to an exchange an operator deleted (404);
+    aio-pika reopens it and declares the exchange and its bindings again. The event that met
+    the 404 was a handler failure: an attempt spent on a reservation already charged, and an
+    exchange deleted 30 times under load dead-lettered six (a fault campaign). Now it is held
+    and published once the channel is back."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    await purge_work_queues(amqp_url)
+    failures = capture_logs_of(monkeypatch, delivery)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(WORKER, stop))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="book-1")
+    try:
+        async with publishing_with_empty_dead_letters(amqp_url) as declared:
+            channel = declared.queues[topology.CREDIT_CHECK.name].channel
+            async for attempt in eventually_async(15, every=0.1):
+                with attempt:
+                    assert (await consumers_and_messages(channel, topology.CREDIT_CHECK))[0] == 1
+            await channel.exchange_delete(topology.RESERVATIONS.name)
+            # Straight to the queue: the exchange requests go through is the one deleted.
+            await channel.default_exchange.publish(
+                encode(request, persistent=True), topology.CREDIT_CHECK.name
+            )
+            fulfilment = declared.queues[topology.FULFILMENT.name]
+            async for attempt in eventually_async(15, every=0.1):
+                with attempt:
+                    assert await consumers_and_messages(channel, topology.FULFILMENT) == (0, 1)
+            event = await fulfilment.get(timeout=5)
+            assert str(request.reservation_id) in event.body.decode()
+            await event.ack()
+            assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 15)
+    assert [e for e in failures.entries if e["event"].startswith("handler failed")] == []
     assert await _credits(store_settings) == CREDITS - PRICE
