@@ -8,7 +8,7 @@ import sys
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from api.app import SERVICE_NAME
+from api.app import SERVICE_NAME, create_app
 from api.http_protocol import bounded_head, quiet_shutdown_cuts
 from api.settings import ApiSettings
 from messaging.telemetry.logs import configure_logging
@@ -57,10 +57,16 @@ def main() -> None:
     tune_for_serving()
     raise_open_files_limit()
     quiet_shutdown_cuts()
-    try:
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
+    server: uvicorn.Server | None = None
+
+    def stop_serving() -> None:  # the broker channel is lost for good: see api.app
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_broker_lost=stop_serving)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
             host=settings.api_host,
             port=settings.api_port,
             # Logging is configured in the lifespan (structured, with trace ids), not by uvicorn.
@@ -73,8 +79,14 @@ def main() -> None:
             timeout_graceful_shutdown=settings.api_shutdown_timeout,
             timeout_keep_alive=settings.keep_alive_timeout,
         )
+    )
+    try:
+        server.run()
     except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
         sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
+    # Lost: the broker channel stayed closed, logged by the lifespan, which stopped serving.
+    if app.state.lost is not None:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

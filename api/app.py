@@ -4,11 +4,13 @@ Everything with a lifecycle (tracer provider, database engine, broker connection
 request/reply client) is built when the app starts and closed when it stops, never at import.
 ``python -m api`` runs it (``uvicorn api.app:create_app --factory`` too, without what
 ``api/http_protocol.py`` adds: the bound on a request's head and the 503 for a request that the
-shutdown cuts short; and with uvicorn's own graceful timeout, not ``API_SHUTDOWN_TIMEOUT``).
+shutdown cuts short; without the exit when the broker channel is lost for good; and with
+uvicorn's own graceful timeout, not ``API_SHUTDOWN_TIMEOUT``).
 """
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -76,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.middleware_stack = None
     engine: AsyncEngine | None = None
     connection: AbstractRobustConnection | None = None
+    watchdog: asyncio.Future[None] | None = None
     try:
         engine = await open_engine(StoreSettings())
         statement_spans = instrument_engine(engine, telemetry.provider)
@@ -86,6 +89,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.rpc = rpc
         app.state.store = SqlStore(engine, statement_spans)
         app.state.connection = connection
+        if app.state.on_broker_lost is not None:
+            watchdog = asyncio.ensure_future(_stop_serving_when_lost(app, broker, connection))
         log.info("api ready")
         yield
         await rpc.close()
@@ -93,6 +98,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         report_startup_failure(exc)
         raise
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if connection is not None:
             await connection.close()
         if engine is not None:
@@ -102,7 +109,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         telemetry.shutdown()
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+async def _stop_serving_when_lost(
+    app: FastAPI, broker: Broker, connection: AbstractRobustConnection
+) -> None:
+    """The channel requests go out on, closed for good with the connection up (aio-pika does
+    not reopen a channel whose restore failed: a queue declared again with other arguments,
+    say): every POST would answer 503 until a restart (a fault campaign), and ``/readyz``
+    says not ready. Say why, and stop serving as SIGTERM does, letting the requests in flight
+    finish (``python -m api`` then exits 1), so that a restart names the cause."""
+    lost = await broker.publisher.until_lost(
+        lambda: connection.connected.is_set() and not connection.is_closed
+    )
+    log.error(str(lost))
+    app.state.lost = lost
+    app.state.on_broker_lost()
+
+
+def create_app(
+    settings: ApiSettings | None = None, *, on_broker_lost: Callable[[], None] | None = None
+) -> FastAPI:
+    """The app. ``on_broker_lost`` (``python -m api``: stop the server) is called when the
+    broker channel has stayed closed while the connection is up; ``app.state.lost`` says
+    why."""
     app = FastAPI(
         title="Reservations API",
         version=service_version(),
@@ -114,6 +142,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         telemetry=NATIVE_TELEMETRY_OFF,
     )
     app.state.settings = settings = settings or ApiSettings()
+    app.state.on_broker_lost, app.state.lost = on_broker_lost, None
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TraceIdHeaderMiddleware)
     errors.install(app)

@@ -255,6 +255,5 @@ class Publisher:
         await until_lasting(closed_while_connected, LOST_AFTER, CHECK_EVERY)
         return PublishingLost(
             f"the publishing channel has been closed for {LOST_AFTER:g} s while the broker "
-            "connection is up, and was not restored; exiting, so that a restart opens a new "
-            "one (the messages held go back to the queue)"
+            "connection is up, and was not restored; exiting, so that a restart opens a new one"
         )

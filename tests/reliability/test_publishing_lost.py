@@ -10,7 +10,10 @@ and the next worker finishes it, charging nothing twice.
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
+import aio_pika
+import httpx
 import pytest
 
 from messaging import delivery, topology
@@ -22,6 +25,7 @@ from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
 from tests.logs import capture_logs_of
+from tests.stack import System
 from tests.system import (
     RecordingPublishers,
     configure_env,
@@ -131,3 +135,52 @@ async def test_an_event_whose_channel_closes_under_it_is_held_and_costs_no_attem
         await asyncio.wait_for(worker, 15)
     assert [e for e in failures.entries if e["event"].startswith("handler failed")] == []
     assert await _credits(store_settings) == CREDITS - PRICE
+
+
+async def _with_a_conflicting_dead_letter_queue(amqp_url: str) -> None:
+    """The dead-letter queue declared again, classic: a channel that declares the topology
+    again (aio-pika's restore, after a channel error) is refused (406) and stays closed."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(topology.DEAD_LETTERS.name)
+        await channel.declare_queue(topology.DEAD_LETTERS.name, durable=True)
+        await channel.exchange_delete(topology.RESERVATIONS.name)  # the channel error
+    finally:
+        await connection.close()
+
+
+async def _topology_put_back(amqp_url: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        await (await connection.channel()).queue_delete(topology.DEAD_LETTERS.name)
+        await topology.declare(await connection.channel())
+    finally:
+        await connection.close()
+
+
+async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits_1(
+    make_system: Callable[[], System], api_port: int, amqp_url: str
+) -> None:
+    """A fault campaign: the API's channel met a deleted exchange, and its restore was refused
+    (a queue declared again with other arguments). The connection stayed up, the channel
+    closed: every POST answered 503 until a restart, while /readyz said ready. Now /readyz
+    says why it is not, and after 30 s the API stops, saying so, and exits 1."""
+    system = make_system()
+    api = await asyncio.to_thread(system.start_api, api_port)
+    try:
+        await _with_a_conflicting_dead_letter_queue(amqp_url)
+        async with httpx.AsyncClient(base_url=system.api_url, timeout=15) as client:
+            body = {"username": "alice", "item_id": "book-1"}
+            refused = await client.post("/reservations", json=body)  # meets the 404
+            assert refused.status_code in (202, 503), refused.text
+            async for attempt in eventually_async(10, every=0.2):
+                with attempt:
+                    ready = await client.get("/readyz")
+                    assert ready.json() == {"status": "not ready", "broker": "channel closed"}
+            assert (await client.post("/reservations", json=body)).status_code == 503
+        assert await asyncio.to_thread(api.wait_exit, publishing.LOST_AFTER + 20) == 1
+        system.running.remove(api)
+        assert "the publishing channel has been closed for 30 s" in api.log(), api.log()
+    finally:
+        await _topology_put_back(amqp_url)
