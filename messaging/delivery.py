@@ -99,7 +99,8 @@ async def _handle(
     try:
         payload = parse(message, model)
     except InvalidMessage as exc:
-        span.set_attribute("messaging.dead_letter.reason", str(exc))
+        if span.is_recording():
+            span.set_attribute("messaging.dead_letter.reason", str(exc))
         log.warning("poison message dead-lettered", reason=str(exc), queue=queue)
         metered.failed(type(exc).__qualname__)
         reason = f"invalid: {exc}"
@@ -110,9 +111,12 @@ async def _handle(
         if handled is not None:
             await publisher.send(handled, _reply_address(message), wanted=lambda: _open(message))
     except Exception as exc:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        span.set_attribute("error.type", type(exc).__qualname__)
+        # Not on a span already ended: a connection dropped under the handler ends it with the
+        # consumer's task, and the handler, shielded, runs on. The log line below carries it.
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_attribute("error.type", type(exc).__qualname__)
         metered.failed(type(exc).__qualname__)
         tries = attempt_of(message)
         if tries >= MAX_ATTEMPTS:

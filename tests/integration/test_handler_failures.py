@@ -2,6 +2,7 @@
 dead-lettered with its reason, in the same trace. Real broker, fake ledger (our own port)."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from uuid import UUID
@@ -10,6 +11,7 @@ import aio_pika
 import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
@@ -125,6 +127,42 @@ async def _fail_three_times(
     assert len(dlx_publish) == 1
     assert dlx_publish[0].parent is not None
     assert dlx_publish[0].parent.span_id == consumers[-1].context.span_id
+
+
+class SpanEndedUnderIt(ExplodingLedger):
+    """Fails after its CONSUMER span has ended, as when a connection drops under a handler:
+    aio-pika ends the span with the cancelled consumer task, and the shielded handler runs on."""
+
+    async def reserve(
+        self, reservation_id: UUID, username: str, item_id: str, trace_id: str | None = None
+    ) -> Reservation:
+        trace.get_current_span().end()
+        return await super().reserve(reservation_id, username, item_id, trace_id)
+
+
+async def test_a_failure_after_its_span_ended_is_logged_not_written_to_the_ended_span(
+    channel: AbstractChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault campaign's worker logged "Setting attribute on ended span" dozens of times
+    after connection drops: the handler's failure went to a span already exported."""
+    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    provider, _ = in_memory_provider()
+    with aio_pika_traced_by(provider):
+        subscription = await broker.subscribe(
+            topology.CREDIT_CHECK, ReservationRequested, credit_check(SpanEndedUnderIt())
+        )
+        request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+        await broker.publish(request, topology.RESERVATION_REQUESTS)
+        dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 15)
+        assert await subscription.stop(5)
+    await dead.ack()
+    assert "RuntimeError: the database is on fire" in str(dead.headers[topology.DEAD_LETTER_REASON])
+    # (Its "Calling end() on an ended span" is this test's doing: the instrumentation ends
+    # the span it started, which the test's ledger ended first.)
+    written = [r.getMessage() for r in caplog.records if "ended span" in r.getMessage()]
+    assert [m for m in written if not m.startswith("Calling end()")] == []
 
 
 async def test_returns_of_a_message_use_up_none_of_its_attempts(
