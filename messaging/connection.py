@@ -27,7 +27,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from messaging import lenient_decoding, topology
+from messaging import closing_channel, lenient_decoding, topology
 from messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -102,6 +102,7 @@ def refused(url: str, exc: BaseException) -> str | None:
 async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     url = settings.amqp_url.get_secret_value()
     lenient_decoding.install()  # one bad message property must not drop the connection
+    closing_channel.install()  # nor a publish racing a channel's close
     try:
         with quiet(RETRY_LOGGERS):
             connection = await _connect_with_retries(url, settings.amqp_connect_timeout)
