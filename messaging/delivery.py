@@ -4,8 +4,9 @@ handler produced, then ack, or give up.
 - A poison message (wrong content type, too big, bad JSON, wrong schema, unknown version) would
   fail the same way every time: it is dead-lettered at once with its reason, never requeued.
 - A handler exception is a real failure: it is recorded on the CONSUMER span (exception event,
-  ``error.type``, ERROR status) and, after a short back-off (a database blip should not use up
-  every attempt at once), the message is retried: published again as its next attempt
+  ``error.type``, ERROR status; unless a connection drop ended the span first) and, after a
+  short back-off (a database blip should not use up every attempt at once), the message is
+  retried: published again as its next attempt
   (:mod:`messaging.retry`, which says why the worker counts, not RabbitMQ). On the
   ``MAX_ATTEMPTS``-th failure the worker dead-letters it itself, with the error as the reason,
   so the dead-letter publish is a span in the same trace. The queue's ``x-delivery-limit``
@@ -132,7 +133,9 @@ async def _handle(
             )
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
-            await _publishing_ready(publisher, message)
+            if not await _publishing_ready(publisher, message):
+                await _give_back(message)
+                return
             again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
             watched = publisher.refusals.watch(again, f"/{queue}")
             await _settle(watched, message, retrying=True, publisher=publisher)
@@ -174,11 +177,23 @@ def _open(message: AbstractIncomingMessage) -> bool:
         return False
 
 
-async def _publishing_ready(publisher: Publisher, message: AbstractIncomingMessage) -> None:
+async def _publishing_ready(publisher: Publisher, message: AbstractIncomingMessage) -> bool:
     """Before a retry copy or a dead letter: wait, bounded, for the publishing channel to be
-    back and restored (:meth:`Publisher.ready`), while the delivery can still be settled."""
-    if _open(message):
-        await publisher.ready()
+    back and restored (:meth:`Publisher.ready`). False if it is not (or the worker is
+    stopping, or the delivery's own channel is gone): publish nothing then, on a channel that
+    may be mid-restore, and give the delivery back (:func:`_give_back`)."""
+    return _open(message) and await publisher.ready()
+
+
+async def _give_back(message: AbstractIncomingMessage) -> None:
+    """Back to the queue, untouched: its copy could not be published. A delivery whose own
+    channel is gone is back there already (the broker redelivers it)."""
+    if not _open(message):
+        log.warning("channel lost before the message was settled; it will be redelivered")
+        return
+    log.warning("publishing channel not back in time; the message goes back to the queue")
+    with contextlib.suppress(*CHANNEL_GONE):
+        await message.reject(requeue=True)
 
 
 async def _dead_letter(
@@ -191,7 +206,9 @@ async def _dead_letter(
 ) -> None:
     """Dead-letter the delivery with ``reason`` once the publishing channel is back, its
     refusals watched, and settle it however that goes (:func:`_settle`)."""
-    await _publishing_ready(publisher, message)
+    if not await _publishing_ready(publisher, message):
+        await _give_back(message)
+        return
     dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
     await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)
 

@@ -19,10 +19,12 @@ from aio_pika.exceptions import (
     AMQPConnectionError,
     ChannelClosed,
     ChannelInvalidStateError,
+    ChannelPreconditionFailed,
     ConnectionClosed,
     DeliveryError,
     PublishError,
 )
+from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
 from messaging import instrumentation
 from messaging.envelope import encode
@@ -37,10 +39,17 @@ log = structlog.get_logger(__name__)
 
 # What a publish raises when its channel, or the connection under it, is gone.
 CHANNEL_GONE = (ChannelInvalidStateError, ChannelClosed, ConnectionClosed, AMQPConnectionError)
-# Seconds an event the broker refuses (a nack: a full queue) is held, published again after a
-# growing pause, before the refusal fails the handler (and so uses up one of its attempts).
-REFUSED_HOLD = 30.0
-REFUSED_PAUSE, REFUSED_PAUSE_AT_MOST = 0.25, 5.0
+# Channel errors a reopened channel would meet again (403 ACCESS_REFUSED, 406
+# PRECONDITION_FAILED, 405 RESOURCE_LOCKED): not held, so each fails its handler at once.
+LASTING_CHANNEL_ERRORS = (ChannelAccessRefused, ChannelPreconditionFailed, ChannelLockedResource)
+# Seconds, at most, an event is held while the broker refuses it (a nack: a full queue) or its
+# channel is being reopened, published again after a growing pause, before that fails the
+# handler (and so uses up one of its attempts); a worker's PUBLISH_HOLD.
+PUBLISH_HOLD = 30.0
+HOLD_PAUSE, HOLD_PAUSE_AT_MOST = 0.25, 5.0
+# Seconds, at most, a reply is held so: past the asker's reply timeout (5 s) nobody waits for
+# it. A reply not taken by then is dropped (replies are at-most-once; the outcome is stored).
+REPLY_HOLD = 3.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
 # copy or a dead letter, or gives back a delivery whose publish found the channel gone.
 READY_WITHIN = 10.0
@@ -85,7 +94,7 @@ class Publisher:
         # Nacks in a row on ``channel``: a channel refused for good is replaced (see refusals).
         self._channel = channel
         self.refusals = Refusals(channel)
-        self.refused_hold = REFUSED_HOLD
+        self.hold = PUBLISH_HOLD
         self._released = asyncio.Event()
 
     @property
@@ -144,14 +153,14 @@ class Publisher:
         events at once, all confirms awaited together. Raises the first failure, once every
         publish has finished, so nothing is left in flight behind the caller's back. A message
         the broker refuses, or whose channel is lost under it, is held while ``wanted()`` (its
-        delivery can still be acked): :meth:`_held`."""
+        delivery can still be acked): :meth:`_held`; a reply not taken within
+        :data:`REPLY_HOLD` is dropped."""
         sends: list[Awaitable[None]] = [
-            self._held(partial(self.publish, e.message, e.to), "event", e.message, wanted)
+            self._held(partial(self.publish, e.message, e.to), e.message, e.to.routing_key, wanted)
             for e in handled.events
         ]
         if handled.reply is not None and reply_to is not None:
-            reply = partial(self.reply, handled.reply, reply_to)
-            sends.insert(0, self._held(reply, "reply", handled.reply, wanted))
+            sends.insert(0, self._reply_held(handled.reply, reply_to, wanted))
         results = await asyncio.gather(*sends, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -169,32 +178,53 @@ class Publisher:
         their delivery back unsettled (:class:`PublishReleased`)."""
         self._released.set()
 
+    async def _reply_held(
+        self, reply: Message, to: ReplyAddress, wanted: Callable[[], bool]
+    ) -> None:
+        """The reply, held for :data:`REPLY_HOLD` at most; then dropped, not failed: the asker
+        has answered 202 by then, and reads the stored outcome (direct reply-to is
+        at-most-once by design). Failing the handler instead spent an attempt on a request
+        already decided, to send a reply nobody waited for."""
+        try:
+            await self._held(partial(self.reply, reply, to), reply, to.reply_to, wanted, REPLY_HOLD)
+        except (DeliveryError, *CHANNEL_GONE) as exc:
+            if not wanted():
+                raise  # the delivery is going back anyway: redelivered, it replies again
+            log.warning(
+                "reply not sent; the asker reads the outcome from the store",
+                message_id=reply.message_id,
+                error=type(exc).__name__,
+            )
+
     async def _held(
         self,
         publishing: Callable[[], Awaitable[None]],
-        what: str,
         message: Message,
+        routing_key: str,
         wanted: Callable[[], bool],
+        hold: float | None = None,
     ) -> None:
         """Publish a reply or an event; while the broker refuses it (a nack: the queue is
         full), or the publishing channel is lost under it (the broker closed it, for an
         exchange deleted say, and aio-pika is reopening it), publish it again after a pause,
-        once the channel is back, for ``refused_hold`` seconds. The handler's work is done and
-        recorded by then: failing it would spend its attempts within a second or two and park
-        the request in the dead-letter queue, charged and never fulfilled (fault campaigns: a
-        60 s refusal parked a third of the reservations; an exchange deleted 30 times, six).
-        Held, the message keeps its place in the worker's prefetch, and the worker takes no
-        more work than that meanwhile. A channel lost under it leaves its outcome unknown: it
-        goes again (events are at-least-once, and the fulfilment is idempotent)."""
+        once the channel is back, for ``hold`` seconds (the publisher's :attr:`hold`). The
+        handler's work is done and recorded by then: failing it would spend its attempts
+        within a second or two and park the request in the dead-letter queue, charged and
+        never fulfilled (fault campaigns: a 60 s refusal parked a third of the reservations;
+        an exchange deleted 30 times, six). Held, the message keeps its place in the worker's
+        prefetch, and the worker takes no more work than that meanwhile. A channel lost under
+        it leaves its outcome unknown: it goes again (events are at-least-once, and the
+        fulfilment is idempotent). What a reopened channel would meet again (a permission
+        refused, say) is not held."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.refused_hold
-        pause = REFUSED_PAUSE
+        until = loop.time() + (self.hold if hold is None else hold)
+        pause = HOLD_PAUSE
         held = False
         while True:
             try:
                 await publishing()
                 return
-            except PublishError:  # returned (unroutable): not a refusal
+            except (PublishError, *LASTING_CHANNEL_ERRORS):  # returned (unroutable), or lasting
                 raise
             except (DeliveryError, *CHANNEL_GONE) as exc:
                 if self._released.is_set():
@@ -203,34 +233,36 @@ class Publisher:
                     raise
                 if not held:
                     log.warning(
-                        f"{what} refused by the broker; holding the message"
-                        if isinstance(exc, DeliveryError)
-                        else f"{what} not published: the publishing channel closed under it; "
-                        "holding the message",
-                        message_id=message.message_id,
+                        "holding a message the broker did not take",
+                        cause="refused" if isinstance(exc, DeliveryError) else "channel closed",
                         error=type(exc).__name__,
-                        hold_s=self.refused_hold,
+                        routing_key=routing_key,
+                        message_id=message.message_id,
+                        hold_s=until - loop.time(),
                     )
                 held = True
+                last = exc
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), pause)
             if self._released.is_set():
                 raise PublishReleased("the worker is stopping")
-            pause = min(pause * 2, REFUSED_PAUSE_AT_MOST)
-            # The channel reopened meanwhile (lost, or replaced by refusals), restored.
-            await self.ready(max(0.0, until - loop.time()))
+            pause = min(pause * 2, HOLD_PAUSE_AT_MOST)
+            # The channel reopened meanwhile (lost, or replaced by refusals), restored; never a
+            # publish on a channel still being restored (see ready()).
+            if not await self.ready(max(0.0, until - loop.time())):
+                raise last
 
     async def ready(self, within: float = READY_WITHIN) -> bool:
         """True once this publisher's channel is open with its exchanges declared again (a
         robust channel restores them as it reopens); False after ``within`` seconds, or at
-        once when the worker is stopping (:meth:`release`). A
+        once when the worker is stopping (:meth:`release`): then publish nothing on it. A
         publish on a channel still being restored, to an exchange not yet declared again,
         closed it mid-restore, and aio-pika left it closed for good (a fault campaign)."""
         channel = self._channel
         if not isinstance(channel, AbstractRobustChannel):
             return channel is None or not channel.is_closed
         if self._released.is_set():  # stopping: give the delivery back now
-            return not channel.is_closed
+            return False
         restored = asyncio.ensure_future(channel.ready())
         released = asyncio.ensure_future(self._released.wait())
         try:

@@ -25,7 +25,7 @@ from messaging.broker import Broker, PublisherFactory
 from messaging.connection import connect
 from messaging.handlers import Handler, M
 from messaging.metrics import MessagingMetrics
-from messaging.publisher import REFUSED_HOLD, Publisher, PublishingLost
+from messaging.publisher import PUBLISH_HOLD, Publisher, PublishingLost
 from messaging.settings import BrokerSettings
 from messaging.subscriber import ConsumerLost, Subscription
 from messaging.telemetry.db_spans import instrument_engine
@@ -53,9 +53,10 @@ class WorkerSettings(BaseSettings):
     # busy, full): workers/database_outage.py. Each is under RabbitMQ's 30 min ack timeout.
     database_outage_hold: float = Field(default=HOLD_AT_MOST, gt=0, le=300)
     database_busy_pause: float = Field(default=BUSY_PAUSE, ge=0, le=300)
-    # Seconds an event the broker refuses (a full queue) is held and published again before
-    # the refusal fails its handler (messaging.publisher); a delivery stays unacked meanwhile.
-    event_refused_hold: float = Field(default=REFUSED_HOLD, ge=0, le=300)
+    # Seconds, at most, an event is held and published again while the broker refuses it (a
+    # full queue) or its channel is being reopened, before that fails its handler
+    # (messaging.publisher); its delivery stays unacked meanwhile.
+    publish_hold: float = Field(default=PUBLISH_HOLD, ge=0, le=300)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ async def serve(
             metrics=metrics,
             publish_apart=True,
         )
-        broker.publisher.refused_hold = tuning.event_refused_hold
+        broker.publisher.hold = tuning.publish_hold
         # A database outage holds the failed message until it is over: see database_outage.
         outage = DatabaseOutage(
             engine, tuning.database_outage_hold, busy_pause=tuning.database_busy_pause

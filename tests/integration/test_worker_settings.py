@@ -18,11 +18,11 @@ from workers.runtime import serve
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
-async def test_event_refused_hold_is_the_publishers_hold(
+async def test_publish_hold_is_the_publishers_hold(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configure_env(monkeypatch, amqp_url, store_settings)
-    monkeypatch.setenv("EVENT_REFUSED_HOLD", "2.5")
+    monkeypatch.setenv("PUBLISH_HOLD", "2.5")
     recording, stop = RecordingPublishers(), asyncio.Event()
     worker = asyncio.create_task(serve(WORKER, stop, publisher=recording))
     try:
@@ -34,4 +34,4 @@ async def test_event_refused_hold_is_the_publishers_hold(
     finally:
         stop.set()
         await asyncio.wait_for(worker, 15)
-    assert [publisher.refused_hold for publisher in recording.made] == [2.5]
+    assert [publisher.hold for publisher in recording.made] == [2.5]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from messaging import topology
-from messaging.publisher import REFUSED_HOLD
+from messaging.publisher import PUBLISH_HOLD
 from messaging.refusals import REPLACE_AFTER
 from tests.hop import Hop
 from tests.infra import Broker
@@ -204,7 +204,7 @@ def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_t
         for attempt in eventually(20, every=0.2):
             with attempt:
                 during.append(_reserve(system))
-                assert "event refused by the broker; holding the message" in checker.log()
+                assert "holding a message the broker did not take" in checker.log()
         during += [
             _reserve(system) for _ in range(3)
         ]  # over the limit (a quorum queue's is approximate)
@@ -220,7 +220,7 @@ def test_worker_holds_refused_events_and_publishes_them_once_an_operator_lifts_t
                 with settled:
                     assert _fulfilled(system, reservation_id)
     took = time.monotonic() - lifted
-    for attempt in eventually(REFUSED_HOLD, every=0.5):
+    for attempt in eventually(PUBLISH_HOLD, every=0.5):
         with attempt:
             assert [r for r in during if not _fulfilled(system, r)] == []
     print(  # noqa: T201
@@ -235,7 +235,7 @@ def test_sigterm_releases_the_events_a_worker_holds_for_the_next_worker(
     make_system: Callable[[], System], api_port: int, broker: Broker
 ) -> None:
     """A worker stopped while it holds refused events does not wait out the hold (up to
-    REFUSED_HOLD, past its WORKER_SHUTDOWN_TIMEOUT): it gives their deliveries back at once,
+    PUBLISH_HOLD, past its WORKER_SHUTDOWN_TIMEOUT): it gives their deliveries back at once,
     unsettled, and the worker that takes them publishes the events once the queue has room."""
     system = make_system()
     system.seed({"limited": 1_000}, {"pen": 1})
@@ -248,7 +248,7 @@ def test_sigterm_releases_the_events_a_worker_holds_for_the_next_worker(
         for attempt in eventually(20, every=0.2):
             with attempt:
                 reserved.append(_reserve(system))
-                assert "holding the message" in first.log()
+                assert "holding a message the broker did not take" in first.log()
         stopping = time.monotonic()
         assert first.terminate(within=WORKER_SHUTDOWN_TIMEOUT), first.log()
         took = time.monotonic() - stopping

@@ -15,15 +15,20 @@ from collections.abc import Callable
 import aio_pika
 import httpx
 import pytest
+from aiormq.exceptions import ChannelAccessRefused
+from yarl import URL
 
 from messaging import delivery, topology
 from messaging import publisher as publishing
+from messaging.connection import open_channel
 from messaging.envelope import encode
-from messaging.messages import ReservationRequested
-from messaging.publisher import PublishingLost
+from messaging.handlers import Handled, Publication
+from messaging.messages import ReservationConfirmed, ReservationRequested
+from messaging.publisher import Publisher, PublishingLost
 from store.engine import dispose, open_engine
 from store.repository import SqlStore
 from store.settings import StoreSettings
+from tests import infra
 from tests.logs import capture_logs_of
 from tests.stack import System
 from tests.system import (
@@ -184,3 +189,49 @@ async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits
         assert "the publishing channel has been closed for 30 s" in api.log(), api.log()
     finally:
         await _topology_put_back(amqp_url)
+
+
+async def test_ready_ends_at_once_when_the_worker_stops(amqp_url: str) -> None:
+    """A retry copy or a dead letter waits (10 s at most) for the publishing channel to be back;
+    a worker stopping meanwhile gives the delivery back at once instead."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        publisher = Publisher({}, channel.default_exchange, channel=channel)
+        await channel.close()  # closed by hand: aio-pika does not reopen it
+        waiting = asyncio.ensure_future(publisher.ready(10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        publisher.release()
+        assert await asyncio.wait_for(waiting, 1) is False
+    finally:
+        await connection.close()
+
+
+async def test_an_event_refused_for_want_of_permission_is_not_held(
+    amqp_url: str, broker: infra.Broker
+) -> None:
+    """A channel error a reopened channel would meet again (403: the user may not write to
+    the exchange) fails the handler at once, rather than reopen the worker's publishing
+    channel again and again for the whole hold, cutting the other publishes in flight."""
+    user, password = f"no-write-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    broker.rabbitmqctl("add_user", user, password)
+    try:
+        writable = f"^(?!{topology.RESERVATIONS.name}$).*"
+        broker.rabbitmqctl("set_permissions", "-p", broker.vhost, user, ".*", writable, ".*")
+        url = URL(amqp_url).with_user(user).with_password(password)
+        connection = await aio_pika.connect_robust(str(url))
+        try:
+            publisher = Publisher.on(*await open_channel(connection))
+            confirmed = ReservationConfirmed(
+                reservation_id=uuid.uuid4(), username="alice", item_id="book-1", price=10
+            )
+            handled = Handled(events=(Publication(confirmed, topology.RESERVATION_CONFIRMATIONS),))
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ChannelAccessRefused):
+                await publisher.send(handled, None)
+            assert asyncio.get_running_loop().time() - started < publisher.hold / 2
+        finally:
+            await connection.close()
+    finally:
+        broker.rabbitmqctl("delete_user", user)
