@@ -125,12 +125,16 @@ class _ReconnectRefusals(logging.Filter):
     as at start-up); other failures pass unchanged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        url = getattr(args[0], "url", None) if args else None
-        errors = [arg for arg in args[1:] if isinstance(arg, BaseException)]
-        sentence = refused(str(url), errors[0]) if url is not None and errors else None
-        if sentence is not None:
-            record.msg, record.args = "reconnecting: %s", (sentence,)
+        try:
+            args = record.args if isinstance(record.args, tuple) else ()
+            url = getattr(args[0], "url", None) if args else None  # the connection's
+            errors = [arg for arg in args[1:] if isinstance(arg, BaseException)]
+            sentence = refused(str(url), errors[0]) if isinstance(url, URL) and errors else None
+            if sentence is not None:
+                record.msg = "reconnecting: %s (%s)"
+                record.args = (sentence, type(errors[0]).__name__)
+        except Exception:  # noqa: BLE001 - it runs inside aio-pika's reconnect loop: never raise
+            pass
         return True
 
 
