@@ -91,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.connection = connection
         if app.state.on_broker_lost is not None:
             watchdog = asyncio.ensure_future(_stop_serving_when_lost(app, broker, connection))
+            watchdog.add_done_callback(_report_failure)
         log.info("api ready")
         yield
         await rpc.close()
@@ -100,6 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if watchdog is not None:
             watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         if connection is not None:
             await connection.close()
         if engine is not None:
@@ -123,6 +125,12 @@ async def _stop_serving_when_lost(
     log.error(str(lost))
     app.state.lost = lost
     app.state.on_broker_lost()
+
+
+def _report_failure(watchdog: "asyncio.Future[None]") -> None:
+    """A watchdog that failed would leave the API unwatched, saying nothing."""
+    if not watchdog.cancelled() and (error := watchdog.exception()) is not None:
+        log.error("the broker channel watchdog failed", error=repr(error))
 
 
 def create_app(

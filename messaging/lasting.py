@@ -1,4 +1,5 @@
-"""Waiting until something has been wrong for a while: the workers' watchdogs.
+"""Waiting until something has been wrong for a while: the wait the watchdogs share (the
+workers' consumer and publishing channel, the API's channel).
 
 A consumer the broker cancelled, or a publishing channel closed, is normal for a moment
 (aio-pika restores both within a second or two) and a fault only when it lasts.
@@ -6,6 +7,11 @@ A consumer the broker cancelled, or a publishing channel closed, is normal for a
 
 import asyncio
 from collections.abc import Awaitable, Callable
+
+# Seconds a consumer or a publishing channel may be gone (while the connection is up) before
+# the process gives it up for lost and exits, and how often that is checked: it exits 30 to
+# 35 s after the loss. aio-pika restores either within a second or two.
+LOST_AFTER, CHECK_EVERY = 30.0, 5.0
 
 
 async def until_lasting(wrong: Callable[[], Awaitable[bool]], seconds: float, every: float) -> None:

@@ -26,7 +26,7 @@ from aio_pika.exceptions import (
 )
 from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
-from messaging import instrumentation
+from messaging import instrumentation, lasting
 from messaging.envelope import encode
 from messaging.handlers import Handled
 from messaging.lasting import until_lasting
@@ -53,9 +53,6 @@ REPLY_HOLD = 3.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
 # copy or a dead letter, or gives back a delivery whose publish found the channel gone.
 READY_WITHIN = 10.0
-# Seconds the publishing channel may stay closed while the connection is up before the worker
-# gives it up for lost (:meth:`Publisher.until_lost`), and how often that is checked.
-LOST_AFTER, CHECK_EVERY = 30.0, 5.0
 
 
 class PublishReleased(asyncio.CancelledError):
@@ -275,8 +272,9 @@ class Publisher:
 
     async def until_lost(self, connected: Callable[[], bool]) -> PublishingLost:
         """Returns (does not raise) once this publisher's channel has been closed for
-        :data:`LOST_AFTER` seconds while ``connected()`` (the connection is up: a closed
-        channel is then not one being restored); runs until cancelled otherwise. A robust
+        :data:`~messaging.lasting.LOST_AFTER` seconds while ``connected()`` (the connection
+        is up: a closed channel is then not one being restored); runs until cancelled
+        otherwise. A robust
         channel closed mid-restore stays closed for good (a fault campaign): the worker went
         on consuming, and held each delivery in turn while it waited for the channel."""
         channel = self._channel
@@ -284,8 +282,8 @@ class Publisher:
         async def closed_while_connected() -> bool:
             return channel is not None and channel.is_closed and connected()
 
-        await until_lasting(closed_while_connected, LOST_AFTER, CHECK_EVERY)
+        await until_lasting(closed_while_connected, lasting.LOST_AFTER, lasting.CHECK_EVERY)
         return PublishingLost(
-            f"the publishing channel has been closed for {LOST_AFTER:g} s while the broker "
+            f"the publishing channel has been closed for {lasting.LOST_AFTER:g} s while the broker "
             "connection is up, and was not restored; exiting, so that a restart opens a new one"
         )

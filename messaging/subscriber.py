@@ -11,7 +11,7 @@ RabbitMQ cancels a consumer whose queue is deleted; aio-pika then restores the q
 consumer (within a second or so). When it cannot, because the queue was declared again with
 other arguments, it retries for ever and says so only at DEBUG: a worker that looks alive and
 takes nothing. :meth:`Subscription.until_lost` notices a consumer missing for
-:data:`LOST_AFTER` seconds on an open channel, and the worker exits with one line
+:data:`~messaging.lasting.LOST_AFTER` seconds on an open channel, and the worker exits with one line
 (:class:`ConsumerLost`); restarted, its start-up check names the conflict. (A queue replaced
 while the connection is down fails the channel's restore instead: the channel keeps closing,
 and the worker waits for it like for a broker that is down.)
@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueu
 from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 
-from messaging import delivery, instrumentation
+from messaging import delivery, instrumentation, lasting
 from messaging.handlers import Handler, M
 from messaging.instrumentation import OnMessage
 from messaging.lasting import until_lasting
@@ -40,9 +40,6 @@ HANDLER_GRACE = 1.0
 CANCEL_WITHIN = 2.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
-# Seconds a consumer may be missing from its open channel before it is given up for lost, and
-# how often that is checked. aio-pika restores a cancelled consumer within a second or two.
-LOST_AFTER, CHECK_EVERY = 30.0, 5.0
 
 
 class ConsumerLost(RuntimeError):
@@ -71,11 +68,11 @@ class Subscription:
 
     async def until_lost(self) -> ConsumerLost:
         """Returns (does not raise) once the consumer has been missing from its open channel
-        for :data:`LOST_AFTER` seconds; runs until cancelled otherwise. While the connection
-        is down and being restored, nothing counts."""
-        await until_lasting(self._missing, LOST_AFTER, CHECK_EVERY)
+        for :data:`~messaging.lasting.LOST_AFTER` seconds; runs until cancelled otherwise.
+        While the connection is down and being restored, nothing counts."""
+        await until_lasting(self._missing, lasting.LOST_AFTER, lasting.CHECK_EVERY)
         return ConsumerLost(
-            f"not consuming from queue '{self._queue.name}' for {LOST_AFTER:g} s: "
+            f"not consuming from queue '{self._queue.name}' for {lasting.LOST_AFTER:g} s: "
             "RabbitMQ cancelled the consumer and the queue could not be restored "
             "(deleted and declared again with other arguments?); exiting, so that a "
             "restart says why"

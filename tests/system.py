@@ -67,7 +67,8 @@ async def get_within(queue: AbstractQueue, seconds: float) -> AbstractIncomingMe
 async def consumers_and_messages(
     channel: AbstractChannel, spec: topology.QueueSpec
 ) -> tuple[int, int]:
-    """How many consume ``spec``'s queue, and how many messages are ready in it."""
+    """How many consume ``spec``'s queue, and how many messages are ready in it. ``channel``
+    is not a robust one, which would keep each declaration to restore them all."""
     declared = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
     result = declared.declaration_result
     return result.consumer_count or 0, result.message_count or 0

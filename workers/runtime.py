@@ -167,8 +167,8 @@ async def _until_stopped_or_lost(
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a worker's async main on uvloop where available. A broker or database that cannot
-    be reached or set up at start-up, or a consumer lost for good later, ends the process with
-    exit code 1, after its one clear line (:func:`serve`)."""
+    be reached or set up at start-up, or a consumer or publishing channel lost for good later,
+    ends the process with exit code 1, after its one clear line (:func:`serve`)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform

@@ -323,6 +323,12 @@ def test_a_post_without_a_body_is_422_naming_the_body(edge: Edge, length: str | 
     assert [error["loc"] for error in detail] == [["body"]], detail
 
 
+def test_json_that_does_not_parse_says_what_the_parser_found(edge: Edge) -> None:
+    detail = _assert_clear_4xx(_post_raw(edge, b'{"username": "alice",}'), 422)
+    assert [error["type"] for error in detail] == ["json_invalid"], detail
+    assert detail[0]["msg"].startswith("JSON decode error: Expecting property name"), detail
+
+
 @pytest.mark.parametrize(
     ("path", "body", "name"),
     [

@@ -4,7 +4,7 @@ A worker publishes on a channel of its own (:meth:`messaging.broker.Broker.open`
 restores it after a channel error, but a robust channel closed in the middle of its restore
 stays closed (a fault campaign saw it): the worker went on consuming, and held each delivery
 in turn while it waited for a channel that never came back. It now gives the channel up after
-``publisher.LOST_AFTER`` seconds and exits, saying so; what it held goes back to the queue,
+``lasting.LOST_AFTER`` seconds and exits, saying so; what it held goes back to the queue,
 and the next worker finishes it, charging nothing twice.
 """
 
@@ -18,8 +18,8 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
-from messaging import delivery, topology
-from messaging import publisher as publishing
+from devtools.vhosts import private_vhost
+from messaging import delivery, lasting, topology
 from messaging.connection import open_channel
 from messaging.envelope import encode
 from messaging.handlers import Handled, Publication
@@ -58,8 +58,8 @@ async def _credits(store_settings: StoreSettings) -> int | None:
 async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_nothing(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(publishing, "LOST_AFTER", 1.0)
-    monkeypatch.setattr(publishing, "CHECK_EVERY", 0.2)
+    monkeypatch.setattr(lasting, "LOST_AFTER", 1.0)
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
     configure_env(monkeypatch, amqp_url, store_settings)
     await purge_work_queues(amqp_url)
     recording = RecordingPublishers()
@@ -155,26 +155,20 @@ async def _with_a_conflicting_dead_letter_queue(amqp_url: str) -> None:
         await connection.close()
 
 
-async def _topology_put_back(amqp_url: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        await (await connection.channel()).queue_delete(topology.DEAD_LETTERS.name)
-        await topology.declare(await connection.channel())
-    finally:
-        await connection.close()
-
-
 async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits_1(
-    make_system: Callable[[], System], api_port: int, amqp_url: str
+    make_system: Callable[[], System], api_port: int, amqp_url: str, broker: infra.Broker
 ) -> None:
     """A fault campaign: the API's channel met a deleted exchange, and its restore was refused
     (a queue declared again with other arguments). The connection stayed up, the channel
     closed: every POST answered 503 until a restart, while /readyz said ready. Now /readyz
-    says why it is not, and after 30 s the API stops, saying so, and exits 1."""
+    says why it is not, and after 30 s the API stops, saying so, and exits 1. In a vhost of
+    its own: the topology it breaks is no other test's, whatever happens to this one."""
+    if broker.ctl is None:
+        pytest.skip("a vhost of its own needs rabbitmqctl")
     system = make_system()
-    api = await asyncio.to_thread(system.start_api, api_port)
-    try:
-        await _with_a_conflicting_dead_letter_queue(amqp_url)
+    with private_vhost(amqp_url, broker.ctl, "api-lost") as own_vhost:
+        api = await asyncio.to_thread(system.start_api, api_port, AMQP_URL=own_vhost)
+        await _with_a_conflicting_dead_letter_queue(own_vhost)
         async with httpx.AsyncClient(base_url=system.api_url, timeout=15) as client:
             body = {"username": "alice", "item_id": "book-1"}
             refused = await client.post("/reservations", json=body)  # meets the 404
@@ -184,11 +178,9 @@ async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits
                     ready = await client.get("/readyz")
                     assert ready.json() == {"status": "not ready", "broker": "channel closed"}
             assert (await client.post("/reservations", json=body)).status_code == 503
-        assert await asyncio.to_thread(api.wait_exit, publishing.LOST_AFTER + 20) == 1
+        assert await asyncio.to_thread(api.wait_exit, lasting.LOST_AFTER + 20) == 1
         system.running.remove(api)
         assert "the publishing channel has been closed for 30 s" in api.log(), api.log()
-    finally:
-        await _topology_put_back(amqp_url)
 
 
 async def test_ready_ends_at_once_when_the_worker_stops(amqp_url: str) -> None:

@@ -2,7 +2,7 @@
 
 RabbitMQ cancels the consumer; aio-pika cannot restore it (each try is a PRECONDITION_FAILED
 that it logs at DEBUG) and would try for ever. The worker gives it up after
-``subscriber.LOST_AFTER`` seconds and exits, saying so, instead of idling unnoticed.
+``lasting.LOST_AFTER`` seconds and exits, saying so, instead of idling unnoticed.
 """
 
 import asyncio
@@ -10,7 +10,7 @@ import asyncio
 import aio_pika
 import pytest
 
-from messaging import subscriber, topology
+from messaging import lasting, topology
 from messaging.subscriber import ConsumerLost
 from store.settings import StoreSettings
 from tests.system import configure_env, start_worker
@@ -23,8 +23,8 @@ QUEUE = topology.CREDIT_CHECK
 async def test_a_worker_whose_queue_is_replaced_exits_saying_so(
     amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriber, "LOST_AFTER", 1.0)
-    monkeypatch.setattr(subscriber, "CHECK_EVERY", 0.2)
+    monkeypatch.setattr(lasting, "LOST_AFTER", 1.0)
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
     configure_env(monkeypatch, amqp_url, store_settings)
     worker = start_worker()
     async with await aio_pika.connect(amqp_url) as connection:
