@@ -74,6 +74,13 @@ async def consumers_and_messages(
     return result.consumer_count or 0, result.message_count or 0
 
 
+async def until_consuming(channel: AbstractChannel, spec: topology.QueueSpec) -> None:
+    """Once one consumer (a worker started in the test) consumes ``spec``'s queue."""
+    async for attempt in eventually_async(15, every=0.1):
+        with attempt:
+            assert (await consumers_and_messages(channel, spec))[0] == 1
+
+
 @dataclass
 class RecordingPublishers:
     """A worker's publisher factory (``serve(..., publisher=...)``) that keeps what it made."""

@@ -9,10 +9,9 @@ from store.settings import StoreSettings
 from tests.system import (
     RecordingPublishers,
     configure_env,
-    consumers_and_messages,
     publishing_with_empty_dead_letters,
+    until_consuming,
 )
-from tests.waiting import eventually_async
 from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
@@ -28,9 +27,7 @@ async def test_publish_hold_is_the_publishers_hold(
     try:
         async with publishing_with_empty_dead_letters(amqp_url) as declared:
             channel = declared.queues[topology.CREDIT_CHECK.name].channel
-            async for attempt in eventually_async(15, every=0.1):
-                with attempt:
-                    assert (await consumers_and_messages(channel, topology.CREDIT_CHECK))[0] == 1
+            await until_consuming(channel, topology.CREDIT_CHECK)
     finally:
         stop.set()
         await asyncio.wait_for(worker, 15)

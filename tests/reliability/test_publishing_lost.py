@@ -38,6 +38,7 @@ from tests.system import (
     publishing_with_empty_dead_letters,
     purge_work_queues,
     start_worker,
+    until_consuming,
 )
 from tests.waiting import eventually_async
 from workers.credit_check.__main__ import WORKER
@@ -67,9 +68,7 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="book-1")
     async with publishing_with_empty_dead_letters(amqp_url) as declared:
         channel = declared.queues[topology.CREDIT_CHECK.name].channel
-        async for attempt in eventually_async(15, every=0.1):
-            with attempt:
-                assert (await consumers_and_messages(channel, topology.CREDIT_CHECK))[0] == 1
+        await until_consuming(channel, topology.CREDIT_CHECK)
         # Closed by hand: aio-pika does not reopen it, as after a restore that failed.
         [lost_channel] = recording.channels
         await lost_channel.close()
@@ -119,9 +118,7 @@ async def test_an_event_whose_channel_closes_under_it_is_held_and_costs_no_attem
     try:
         async with publishing_with_empty_dead_letters(amqp_url) as declared:
             channel = declared.queues[topology.CREDIT_CHECK.name].channel
-            async for attempt in eventually_async(15, every=0.1):
-                with attempt:
-                    assert (await consumers_and_messages(channel, topology.CREDIT_CHECK))[0] == 1
+            await until_consuming(channel, topology.CREDIT_CHECK)
             await channel.exchange_delete(topology.RESERVATIONS.name)
             # Straight to the queue: the exchange requests go through is the one deleted.
             await channel.default_exchange.publish(
