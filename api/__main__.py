@@ -84,6 +84,8 @@ def main() -> None:
         server.run()
     except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
         sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
+    except KeyboardInterrupt:  # Ctrl-C after the graceful stop: a clean exit, as uvicorn.run's
+        pass
     # Lost: the broker channel stayed closed, logged by the lifespan, which stopped serving.
     if app.state.lost is not None:
         sys.exit(1)

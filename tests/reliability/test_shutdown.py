@@ -243,3 +243,15 @@ async def _queued(amqp_url: str) -> int:
         return count
     finally:
         await connection.close()
+
+
+def test_ctrl_c_stops_the_api_cleanly(make_system: Callable[[], System], api_port: int) -> None:
+    """SIGINT (Ctrl-C in a terminal) is a graceful stop too: exit 0, and no traceback (a fault
+    campaign saw two, and exit 130, once `python -m api` ran uvicorn's Server itself)."""
+    system = make_system()
+    api = system.start_api(api_port)
+    assert httpx.get(f"{system.api_url}/healthz", timeout=5).status_code == 200
+    api.popen.send_signal(signal.SIGINT)
+    assert api.wait_exit(15) == 0, api.log()
+    system.running.remove(api)
+    assert "Traceback" not in api.log(), api.log()
