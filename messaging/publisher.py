@@ -274,9 +274,10 @@ class Publisher:
         """Returns (does not raise) once this publisher's channel has been closed for
         :data:`~messaging.lasting.LOST_AFTER` seconds while ``connected()`` (the connection
         is up: a closed channel is then not one being restored); runs until cancelled
-        otherwise. A robust
-        channel closed mid-restore stays closed for good (a fault campaign): the worker went
-        on consuming, and held each delivery in turn while it waited for the channel."""
+        otherwise. A robust channel closed mid-restore, or whose restore the broker refused,
+        stays closed for good (fault campaigns): a worker went on consuming, and held each
+        delivery in turn while it waited for the channel; the API answered 503 to every
+        request."""
         channel = self._channel
 
         async def closed_while_connected() -> bool:
