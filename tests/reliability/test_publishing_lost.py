@@ -152,6 +152,16 @@ async def _with_a_conflicting_dead_letter_queue(amqp_url: str) -> None:
         await connection.close()
 
 
+async def _topology_put_back(amqp_url: str) -> None:
+    """The dead-letter queue as the topology declares it again (quorum), and the exchange."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        await (await connection.channel()).queue_delete(topology.DEAD_LETTERS.name)
+        await topology.declare(await connection.channel())
+    finally:
+        await connection.close()
+
+
 async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits_1(
     make_system: Callable[[], System], api_port: int, amqp_url: str, broker: infra.Broker
 ) -> None:
@@ -224,3 +234,54 @@ async def test_an_event_refused_for_want_of_permission_is_not_held(
             await connection.close()
     finally:
         broker.rabbitmqctl("delete_user", user)
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_a_publishing_channel_whose_restore_failed_is_restored_again(
+    amqp_url: str,
+    broker: infra.Broker,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aio-pika restores a channel once. A fault campaign's exchange deletions raced the
+    restore of the worker's publishing channel, which then stayed closed: the worker exited
+    30 s later, and the credit-check stage stopped until someone restarted it. The watchdog
+    now tries the restore again at each check; once it goes through, the held event goes
+    out, and the worker stays. Here the restore fails on a conflicting queue, for a while."""
+    if broker.ctl is None:
+        pytest.skip("a vhost of its own needs rabbitmqctl")
+    monkeypatch.setattr(lasting, "LOST_AFTER", 3.0)
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
+    with private_vhost(amqp_url, broker.ctl, "restore-again") as own_vhost:
+        configure_env(monkeypatch, own_vhost, store_settings)
+        recording, stop = RecordingPublishers(), asyncio.Event()
+        worker = asyncio.create_task(serve(WORKER, stop, publisher=recording))
+        request = ReservationRequested(
+            reservation_id=uuid.uuid4(), username="alice", item_id="book-1"
+        )
+        try:
+            async with publishing_with_empty_dead_letters(own_vhost) as declared:
+                channel = declared.queues[topology.CREDIT_CHECK.name].channel
+                await until_consuming(channel, topology.CREDIT_CHECK)
+                await _with_a_conflicting_dead_letter_queue(own_vhost)
+                await channel.default_exchange.publish(
+                    encode(request, persistent=True), topology.CREDIT_CHECK.name
+                )
+                [publishing_channel] = recording.channels
+                async for attempt in eventually_async(10, every=0.05):
+                    with attempt:  # its event met the 404; the restore met the 406
+                        assert publishing_channel.is_closed
+                await asyncio.sleep(1.0)
+                await _topology_put_back(own_vhost)
+                async for attempt in eventually_async(10, every=0.1):
+                    with attempt:
+                        assert await consumers_and_messages(channel, topology.FULFILMENT) == (
+                            0,
+                            1,
+                        )
+                assert not publishing_channel.is_closed
+                await asyncio.sleep(lasting.LOST_AFTER + 1)
+                assert not worker.done(), "the worker gave its channel up"
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 15)
