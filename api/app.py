@@ -27,7 +27,7 @@ from api.routes import downloads, health, reservations, users
 from api.settings import ApiSettings
 from api.tracing import TraceIdHeaderMiddleware
 from messaging.broker import Broker
-from messaging.connection import connect
+from messaging.connection import connect, is_up
 from messaging.metrics import MessagingMetrics
 from messaging.settings import BrokerSettings
 from messaging.telemetry.db_spans import instrument_engine
@@ -119,9 +119,7 @@ async def _stop_serving_when_lost(
     say): every POST would answer 503 until a restart (a fault campaign), and ``/readyz``
     says not ready. Say why, and stop serving as SIGTERM does, letting the requests in flight
     finish (``python -m api`` then exits 1), so that a restart names the cause."""
-    lost = await broker.publisher.until_lost(
-        lambda: connection.connected.is_set() and not connection.is_closed
-    )
+    lost = await broker.publisher.until_lost(lambda: is_up(connection))
     log.error(str(lost))
     app.state.lost = lost
     app.state.on_broker_lost()

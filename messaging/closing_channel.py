@@ -13,7 +13,7 @@ aiormq's ``basic_ack`` and ``rpc`` also check the close that has arrived (the ch
 private close event); :func:`install` makes its lock check it too, once taken. The publish is
 refused with :class:`~aiormq.exceptions.ChannelInvalidStateError`, as on a closed channel,
 which :class:`messaging.publisher.Publisher` holds until the channel is back. Written against
-aiormq 7.2 (``tests/unit/test_closing_channel.py`` checks the private name it reads).
+aiormq 7.2 (``tests/reliability/test_closing_channel.py`` checks the private name it reads).
 """
 
 from collections.abc import AsyncIterator

@@ -117,6 +117,11 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
     return connection
 
 
+def is_up(connection: AbstractRobustConnection) -> bool:
+    """Connected now: not closed for good, and not between a drop and its reconnection."""
+    return connection.connected.is_set() and not connection.is_closed
+
+
 class _ReconnectRefusals(logging.Filter):
     """aio-pika's reconnect loop logs each failed attempt with the error as it stands: a
     broker that no longer lets us in (the user's password changed, its permissions on the

@@ -134,7 +134,6 @@ async def _handle(
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
             if not await _publishing_ready(publisher, message):
-                await _give_back(message)
                 return
             again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
             watched = publisher.refusals.watch(again, f"/{queue}")
@@ -179,10 +178,13 @@ def _open(message: AbstractIncomingMessage) -> bool:
 
 async def _publishing_ready(publisher: Publisher, message: AbstractIncomingMessage) -> bool:
     """Before a retry copy or a dead letter: wait, bounded, for the publishing channel to be
-    back and restored (:meth:`Publisher.ready`). False if it is not (or the worker is
-    stopping, or the delivery's own channel is gone): publish nothing then, on a channel that
-    may be mid-restore, and give the delivery back (:func:`_give_back`)."""
-    return _open(message) and await publisher.ready()
+    back and restored (:meth:`Publisher.ready`). If it is not (or the worker is stopping, or
+    the delivery's own channel is gone), the delivery is given back (:func:`_give_back`) and
+    this is False: publish nothing then, on a channel that may be mid-restore."""
+    if _open(message) and await publisher.ready():
+        return True
+    await _give_back(message)
+    return False
 
 
 async def _give_back(message: AbstractIncomingMessage) -> None:
@@ -207,7 +209,6 @@ async def _dead_letter(
     """Dead-letter the delivery with ``reason`` once the publishing channel is back, its
     refusals watched, and settle it however that goes (:func:`_settle`)."""
     if not await _publishing_ready(publisher, message):
-        await _give_back(message)
         return
     dead = dead_letter(dlx, message, reason, queue=queue, meter=publisher.meter)
     await _settle(publisher.refusals.watch(dead, dlx.name), message, publisher=publisher)

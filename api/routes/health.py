@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ConnectionDep, RpcDep
+from messaging.connection import is_up
 
 router = APIRouter(tags=["health"])
 
@@ -29,7 +30,7 @@ async def readyz(connection: ConnectionDep, rpc: RpcDep) -> JSONResponse:
     A broker that blocks publishers keeps the connection open, so the connection's state alone
     cannot tell; a request it did not confirm within the call's deadline (a 202) is held by
     the republisher until a copy is confirmed, and while any is, this process is not ready."""
-    if connection.is_closed or not connection.connected.is_set():
+    if not is_up(connection):
         return JSONResponse({"status": "not ready", "broker": "down"}, status_code=503)
     if not rpc.channel_open:  # reopening, or closed for good: every POST would answer 503
         return JSONResponse({"status": "not ready", "broker": "channel closed"}, status_code=503)
