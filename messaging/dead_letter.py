@@ -16,13 +16,16 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError, PublishError
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import DEAD_LETTER_REASON, ORIGINAL_ROUTING_KEY, declare_dead_letters
+from messaging.topology import (
+    DEAD_LETTER_REASON,
+    DECLARE_WITHIN,
+    ORIGINAL_ROUTING_KEY,
+    declare_dead_letters,
+)
 
 log = structlog.get_logger(__name__)
 
 MAX_REASON_LENGTH = 256
-# Seconds the dead-letter queue's declaration may take when a dead letter came back unroutable.
-DECLARE_WITHIN = 5.0
 
 
 async def dead_letter(

@@ -16,7 +16,9 @@ from functools import partial
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustChannel
 from aio_pika.exceptions import (
+    CONNECTION_EXCEPTIONS,
     AMQPConnectionError,
+    AMQPError,
     ChannelClosed,
     ChannelInvalidStateError,
     ChannelPreconditionFailed,
@@ -26,7 +28,7 @@ from aio_pika.exceptions import (
 )
 from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
-from messaging import instrumentation, lasting
+from messaging import instrumentation, lasting, topology
 from messaging.envelope import encode
 from messaging.handlers import Handled
 from messaging.lasting import until_lasting
@@ -50,6 +52,9 @@ HOLD_PAUSE, HOLD_PAUSE_AT_MOST = 0.25, 5.0
 # Seconds, at most, a reply is held so: past the asker's reply timeout (5 s) nobody waits for
 # it. A reply not taken by then is dropped (replies are at-most-once; the outcome is stored).
 REPLY_HOLD = 3.0
+# Seconds after a route's queues were declared again (a publish came back unroutable) before
+# another return declares them again: meanwhile a return is an error (unroutable after all).
+DECLARE_AGAIN_AFTER = 1.0
 # Seconds a restore of the publishing channel, tried again by its watchdog, may take.
 RESTORE_WITHIN = 5.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
@@ -95,6 +100,8 @@ class Publisher:
         self.refusals = Refusals(channel)
         self.hold = PUBLISH_HOLD
         self._released = asyncio.Event()
+        # Per route, the last declaration of its queues after a return, and when it started.
+        self._declaring: dict[str, tuple[asyncio.Future[None], float]] = {}
 
     @property
     def default_exchange(self) -> AbstractExchange:
@@ -118,7 +125,9 @@ class Publisher:
         reply_to: str | None = None,
         message_type: str | None = None,
     ) -> None:
-        """Publish persistent and mandatory; returns once the broker confirmed it."""
+        """Publish persistent and mandatory; returns once the broker confirmed it. Returned
+        unroutable, it goes once more after the route's queues and bindings are declared
+        again (:meth:`_declared_again`); returned again, :class:`PublishError`."""
         amqp_message = encode(
             message,
             persistent=True,
@@ -127,12 +136,60 @@ class Publisher:
             message_type=message_type,
         )
         exchange = self._exchanges[to.exchange.name]
-        await self.refusals.watch(
-            instrumentation.publish(
-                exchange, amqp_message, to.routing_key, mandatory=True, meter=self.meter
-            ),
-            f"{exchange.name}/{to.routing_key}",
+        destination = f"{exchange.name}/{to.routing_key}"
+        publishing = partial(
+            instrumentation.publish,
+            exchange,
+            amqp_message,
+            to.routing_key,
+            mandatory=True,
+            meter=self.meter,
         )
+        try:
+            await self.refusals.watch(publishing(), destination)
+        except PublishError as exc:
+            if not await self._declared_again(to, exc):
+                raise
+            await self.refusals.watch(publishing(), destination)
+
+    async def _declared_again(self, to: Route, returned: PublishError) -> bool:
+        """After a return: declare ``to``'s queues and bindings again
+        (:func:`messaging.topology.declare_route`). Nothing else would while the services run:
+        with a binding an operator deleted, the API answered 503 to every request, and a
+        worker parked every confirmed reservation, charged, in the dead-letter queue, until
+        a restart (a fault campaign); and a channel restoring them after an exchange was
+        deleted binds each queue a moment after the exchange is back. One declaration per
+        route at a time, which the publishes returned meanwhile wait for, and none within
+        :data:`DECLARE_AGAIN_AFTER` of the one before: a publish goes at most twice, and a
+        route that nothing binds costs one declaration a second. False without a channel to
+        declare on."""
+        if self._channel is None:
+            return False
+        key = f"{to.exchange.name}/{to.routing_key}"
+        now = asyncio.get_running_loop().time()
+        last = self._declaring.get(key)
+        if last is None or (last[0].done() and now - last[1] > DECLARE_AGAIN_AFTER):
+            log.warning(
+                "a publish came back unroutable; declaring its queues and bindings again",
+                exchange=to.exchange.name,
+                routing_key=to.routing_key,
+                error=str(returned),
+            )
+            last = self._declaring[key] = (
+                asyncio.ensure_future(self._declare(self._channel, to)),
+                now,
+            )
+        await asyncio.shield(last[0])
+        return True
+
+    @staticmethod
+    async def _declare(channel: AbstractChannel, to: Route) -> None:
+        try:
+            async with asyncio.timeout(topology.DECLARE_WITHIN):
+                underlay = await channel.get_underlay_channel()
+                await topology.declare_route(underlay.connection, to)
+        except (AMQPError, TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
+            log.warning("could not declare the route's queues again", error=repr(exc))
 
     async def reply(self, message: Message, to: ReplyAddress) -> None:
         """Answer a request on its direct reply-to address (at-most-once, by design)."""
