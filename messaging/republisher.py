@@ -85,8 +85,7 @@ class Republisher:
                 attempts += 1
                 try:
                     # No reply_to: the asker has answered 202 already; the outcome is stored.
-                    async with asyncio.timeout_at(deadline):
-                        await self._publisher.publish(request, to)
+                    await self._publisher.publish(request, to, deadline=deadline)
                 except DeliveryError as exc:  # returned (unroutable) or nacked
                     log.warning("republish refused; trying again", error=repr(exc))
                 except CONNECTION_EXCEPTIONS as exc:  # unknown again (lost, no confirm in time)

@@ -163,14 +163,16 @@ class RpcClient:
         """True once the broker confirmed the request; False if the outcome is unknown (sent,
         perhaps, but no confirm). Returned or refused: BrokerUnavailable."""
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._publisher.publish(
-                    request,
-                    to,
-                    correlation_id=correlation_id,
-                    reply_to=DIRECT_REPLY_TO,
-                    message_type=to.routing_key,
-                )
+            # The deadline is the publisher's to keep: past it, a return whose queue it was
+            # binding again stays a return (not queued: a 503), not an unknown outcome.
+            await self._publisher.publish(
+                request,
+                to,
+                correlation_id=correlation_id,
+                reply_to=DIRECT_REPLY_TO,
+                message_type=to.routing_key,
+                deadline=deadline,
+            )
         except DeliveryError as exc:  # returned (unroutable) or nacked: not queued
             raise BrokerUnavailable(f"the broker did not take the request: {exc}") from exc
         # aio-pika's own list of what a lost connection or channel raises (RuntimeError among

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq.abc
+import aiormq.exceptions
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
@@ -34,7 +35,7 @@ DEAD_LETTER_REASON = "x-dead-letter-reason"
 # Header of a message a worker publishes again after its handler failed: the attempt it is
 # (messaging.retry); absent, the first.
 ATTEMPT_HEADER = "x-attempt"
-# Seconds a declaration of a route's queues may take when a message to it came back unroutable.
+# Seconds a declaration or binding may take, once a message came back unroutable.
 DECLARE_WITHIN = 5.0
 # Headers of a retried or dead-lettered message: where it was first published.
 ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY = "x-original-exchange", "x-original-routing-key"
@@ -108,7 +109,8 @@ async def declare(channel: AbstractChannel) -> Declared:
 
 
 def queues_of(route: Route) -> tuple[QueueSpec, ...]:
-    """The queues the topology binds to ``route``'s exchange by its routing key."""
+    """The queues the topology binds to ``route``'s exchange by its routing key (work queues
+    are bound by exact keys)."""
     return tuple(
         spec
         for spec in QUEUES
@@ -119,35 +121,43 @@ def queues_of(route: Route) -> tuple[QueueSpec, ...]:
 async def declare_dead_letters(connection: aiormq.abc.AbstractConnection) -> None:
     """Declare the dead-letter exchange and queue, and bind them, once more: an operator may
     have deleted one, RabbitMQ drops a dead letter it cannot route, and nothing else declares
-    them again while the service runs (:func:`declare_apart`)."""
-    await declare_apart(connection, DEAD_LETTER_EXCHANGE, (DEAD_LETTERS,))
-
-
-async def declare_route(connection: aiormq.abc.AbstractConnection, route: Route) -> None:
-    """Declare ``route``'s exchange, its queues (:func:`queues_of`) and their bindings once
-    more: a message published to it came back unroutable, because an operator deleted one of
-    them, or a channel restoring them has not bound the queue yet (:func:`declare_apart`)."""
-    await declare_apart(connection, route.exchange, queues_of(route))
-
-
-async def declare_apart(
-    connection: aiormq.abc.AbstractConnection,
-    exchange: ExchangeSpec,
-    queues: tuple[QueueSpec, ...],
-) -> None:
-    """Declare ``exchange`` and ``queues``, and bind them, on a short-lived AMQP channel of
-    its own: a refusal (a queue re-created with other arguments: 406) closes that channel,
-    not one with deliveries or publishes in flight; and what aio-pika's robust channel
-    restores after a reconnect is left as :func:`declare` made it."""
+    them again while the service runs. On a short-lived AMQP channel of its own: a refusal
+    (the queue re-created with other arguments: 406) closes that channel, not the one with
+    deliveries in flight; and what aio-pika's robust channel restores after a reconnect is left
+    as :func:`declare` made it."""
     channel = await connection.channel(publisher_confirms=False)
     try:
         await channel.exchange_declare(
-            exchange.name, exchange_type=exchange.type.value, durable=True
+            DEAD_LETTER_EXCHANGE.name, exchange_type=DEAD_LETTER_EXCHANGE.type.value, durable=True
         )
-        for spec in queues:
-            await channel.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
-            for key in spec.routing_keys:
-                await channel.queue_bind(spec.name, spec.exchange.name, routing_key=key)
+        await channel.queue_declare(
+            DEAD_LETTERS.name, durable=True, arguments=dict(DEAD_LETTERS.arguments)
+        )
+        for key in DEAD_LETTERS.routing_keys:
+            await channel.queue_bind(DEAD_LETTERS.name, DEAD_LETTER_EXCHANGE.name, routing_key=key)
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+async def bind_route(connection: aiormq.abc.AbstractConnection, route: Route) -> tuple[str, ...]:
+    """Bind ``route``'s queues (:func:`queues_of`) to it once more, those that exist; returns
+    the names of those that do not. A message published to the route came back unroutable: an
+    operator deleted a binding, or a channel restoring the topology after the exchange was
+    deleted has not bound the queue yet. A queue that is gone is left so: the worker consuming
+    it declares it again (aio-pika does, for a consumer the broker cancelled), and one deleted
+    on purpose, or by an ``expires`` policy, stays deleted rather than take messages nobody
+    will read. Each queue on a short-lived AMQP channel of its own: a queue that is not there
+    closes it (404), not one with publishes or deliveries in flight."""
+    missing = []
+    for spec in queues_of(route):
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.queue_declare(spec.name, passive=True)
+            await channel.queue_bind(spec.name, route.exchange.name, routing_key=route.routing_key)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            missing.append(spec.name)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return tuple(missing)

@@ -1,11 +1,13 @@
-"""A route's queue or binding deleted while the services run.
+"""A route's binding deleted while the services run.
 
-Nothing declared a binding again while the services ran: with ``credit-check``'s binding
-deleted, every request came back unroutable and the API answered 503 until a restart; with
+Nothing bound a queue again while the services ran: with ``credit-check``'s binding deleted,
+every request came back unroutable and the API answered 503 until a restart; with
 ``fulfilment``'s, every confirmed reservation's event did, and after three failed attempts
 the worker parked the request, already charged, in the dead-letter queue. A publish returned
-unroutable now declares its route's queues and bindings again (``messaging/topology.py``),
-and goes once more. In a vhost of its own: the topology it breaks is no other test's.
+unroutable now binds its route's queues again (``messaging/topology.py``, ``bind_route``) and
+goes once more. A queue that is gone is not re-created: its consumer's worker does that, and
+one deleted on purpose stays deleted. In vhosts of their own: the topology these tests break
+is no other test's.
 """
 
 import asyncio
@@ -13,14 +15,16 @@ import uuid
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import PublishError
 
 from devtools.vhosts import private_vhost
-from messaging import delivery, topology
+from messaging import delivery, publisher, rpc, topology
 from messaging.connection import open_channel
 from messaging.envelope import encode
-from messaging.messages import ReservationRequested
+from messaging.messages import CreditChecked, ReservationRequested
 from messaging.publisher import Publisher
+from messaging.rpc import BrokerUnavailable, RpcClient
 from messaging.topology import ExchangeSpec, Route
 from store.settings import StoreSettings
 from tests import infra
@@ -29,28 +33,42 @@ from tests.system import configure_env, consumers_and_messages, get_within, unti
 from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
+BINDING_AGAIN = "a publish came back unroutable; binding its queues again"
+
 
 def _request() -> ReservationRequested:
     return ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="book-1")
 
 
-async def test_a_request_whose_binding_was_deleted_is_routed_once_it_is_declared_again(
-    amqp_url: str, broker: infra.Broker
-) -> None:
+async def _unbind(connection: AbstractRobustConnection, spec: topology.QueueSpec) -> None:
+    operator = await connection.channel()
+    queue = await operator.get_queue(spec.name, ensure=False)
+    await queue.unbind(spec.exchange.name, spec.routing_keys[0])
+    await operator.close()
+
+
+def _own_vhost(broker: infra.Broker) -> list[str]:
     if broker.ctl is None:
         pytest.skip("a vhost of its own needs rabbitmqctl")
-    with private_vhost(amqp_url, broker.ctl, "binding-deleted") as own_vhost:
+    return broker.ctl
+
+
+async def test_requests_whose_binding_was_deleted_are_routed_once_it_is_bound_again(
+    amqp_url: str, broker: infra.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = capture_logs_of(monkeypatch, publisher)
+    with private_vhost(amqp_url, _own_vhost(broker), "binding-deleted") as own_vhost:
         connection = await aio_pika.connect_robust(own_vhost)
         try:
-            publisher = Publisher.on(*await open_channel(connection))
-            operator = await connection.channel()
-            queue = await operator.get_queue(topology.CREDIT_CHECK.name, ensure=False)
-            await queue.unbind(topology.RESERVATIONS.name, topology.RESERVATION_REQUESTED)
-            request = _request()
-            await publisher.publish(request, topology.RESERVATION_REQUESTS)  # not returned
-            queued = await get_within(queue, 5)
-            assert str(request.reservation_id) in queued.body.decode()
-            # The binding is back for every publisher, not only for this one copy.
+            requests = Publisher.on(*await open_channel(connection))
+            await _unbind(connection, topology.CREDIT_CHECK)
+            sent = [_request() for _ in range(20)]
+            await asyncio.gather(
+                *(requests.publish(r, topology.RESERVATION_REQUESTS) for r in sent)
+            )
+            channel = await connection.channel()
+            assert await consumers_and_messages(channel, topology.CREDIT_CHECK) == (0, 20)
+            # The binding is back for every publisher, not only for these copies.
             plain = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await plain.get_exchange(topology.RESERVATIONS.name, ensure=False)
             await exchange.publish(
@@ -58,19 +76,79 @@ async def test_a_request_whose_binding_was_deleted_is_routed_once_it_is_declared
             )
         finally:
             await connection.close()
+    # The twenty returns waited for one binding.
+    assert [e["event"] for e in logs.entries].count(BINDING_AGAIN) == 1, logs.entries
 
 
-async def test_a_route_that_no_queue_is_bound_by_is_still_unroutable(amqp_url: str) -> None:
-    """Declaring again cannot route a key the topology binds no queue by: still an error
-    (a 503 for the API), after the one declaration."""
+async def test_a_route_that_no_queue_is_bound_by_stays_unroutable_at_once(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binding again cannot route a key the topology binds no queue by: the return stands
+    (a 503 for the API), and nothing is bound for it."""
+    logs = capture_logs_of(monkeypatch, publisher)
     connection = await aio_pika.connect_robust(amqp_url)
     try:
-        publisher = Publisher.on(*await open_channel(connection))
+        requests = Publisher.on(*await open_channel(connection))
         nowhere = Route(ExchangeSpec(topology.RESERVATIONS.name), "no.binding")
         with pytest.raises(PublishError):
-            await publisher.publish(_request(), nowhere)
+            await requests.publish(_request(), nowhere)
     finally:
         await connection.close()
+    assert logs.entries == []
+
+
+async def test_a_queue_that_is_gone_is_not_re_created(
+    amqp_url: str, broker: infra.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted on purpose, or by an ``expires`` policy while no worker consumes it: a queue
+    re-created by the API would take requests nobody reads, and could expire again with them.
+    The return stands (a 503: nothing queued, safe to retry), and the warning names it."""
+    logs = capture_logs_of(monkeypatch, publisher)
+    with private_vhost(amqp_url, _own_vhost(broker), "queue-deleted") as own_vhost:
+        connection = await aio_pika.connect_robust(own_vhost)
+        try:
+            requests = Publisher.on(*await open_channel(connection))
+            operator = await connection.channel()
+            await operator.queue_delete(topology.CREDIT_CHECK.name)
+            with pytest.raises(PublishError):
+                await requests.publish(_request(), topology.RESERVATION_REQUESTS)
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                checking = await connection.channel()
+                await checking.declare_queue(topology.CREDIT_CHECK.name, passive=True)
+        finally:
+            await connection.close()
+    gone = [e for e in logs.entries if e["event"].startswith("not re-creating a queue")]
+    assert [e["queues"] for e in gone] == [[topology.CREDIT_CHECK.name]], logs.entries
+
+
+async def test_a_return_not_bound_again_by_the_deadline_is_a_503_not_a_202(
+    amqp_url: str, broker: infra.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker returned the request: nothing is queued, whatever the binding does after the
+    call's deadline. Answering 202 there would tell the client it was queued, and set the
+    republisher publishing an unroutable request for two minutes."""
+    monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
+
+    async def binding_that_hangs(*_: object) -> tuple[str, ...]:
+        await asyncio.sleep(30)
+        return ()
+
+    monkeypatch.setattr(topology, "bind_route", binding_that_hangs)
+    with private_vhost(amqp_url, _own_vhost(broker), "binding-hangs") as own_vhost:
+        connection = await aio_pika.connect_robust(own_vhost)
+        try:
+            channel, declared = await open_channel(connection)
+            client = RpcClient(channel, Publisher.on(channel, declared), reply_timeout=1)
+            await client.start()
+            await _unbind(connection, topology.CREDIT_CHECK)
+            with pytest.raises(BrokerUnavailable, match="NO_ROUTE"):
+                await asyncio.wait_for(
+                    client.call(_request(), CreditChecked, to=topology.RESERVATION_REQUESTS), 5
+                )
+            assert client.republisher.in_progress == 0
+            await client.close()
+        finally:
+            await connection.close()
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
@@ -80,25 +158,22 @@ async def test_an_event_whose_binding_was_deleted_costs_no_attempt(
     store_settings: StoreSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if broker.ctl is None:
-        pytest.skip("a vhost of its own needs rabbitmqctl")
     failures = capture_logs_of(monkeypatch, delivery)
-    with private_vhost(amqp_url, broker.ctl, "event-binding-deleted") as own_vhost:
+    with private_vhost(amqp_url, _own_vhost(broker), "event-binding-deleted") as own_vhost:
         configure_env(monkeypatch, own_vhost, store_settings)
         stop = asyncio.Event()
         worker = asyncio.create_task(serve(WORKER, stop))
-        connection = await aio_pika.connect(own_vhost)
+        connection = await aio_pika.connect_robust(own_vhost)
         try:
             channel = await connection.channel(publisher_confirms=True)
             declared = await topology.declare(channel)
             await until_consuming(channel, topology.CREDIT_CHECK)
-            fulfilment = declared.queues[topology.FULFILMENT.name]
-            await fulfilment.unbind(topology.RESERVATIONS.name, topology.RESERVATION_CONFIRMED)
+            await _unbind(connection, topology.FULFILMENT)
             request = _request()
             await channel.default_exchange.publish(
                 encode(request, persistent=True), topology.CREDIT_CHECK.name
             )
-            event = await get_within(fulfilment, 10)
+            event = await get_within(declared.queues[topology.FULFILMENT.name], 10)
             assert str(request.reservation_id) in event.body.decode()
             assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
         finally:

@@ -193,7 +193,8 @@ class _ConfirmNeverComes(Publisher):
     async def publish(self, message: Message, to: Route, **options: Any) -> None:
         await super().publish(message, to, **options)
         self.sent += 1
-        await asyncio.Event().wait()
+        async with asyncio.timeout_at(options.get("deadline")):  # as a real confirm's wait
+            await asyncio.Event().wait()
 
 
 async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
