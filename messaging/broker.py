@@ -24,11 +24,16 @@ PublisherFactory = Callable[[AbstractChannel, topology.Declared], Publisher]
 
 class Broker:
     def __init__(
-        self, channel: AbstractChannel, declared: topology.Declared, publisher: Publisher
+        self,
+        channel: AbstractChannel,
+        declared: topology.Declared,
+        publisher: Publisher,
+        prefetch: int | None = None,
     ) -> None:
         self.channel = channel
         self.declared = declared
         self.publisher = publisher
+        self.prefetch = prefetch
 
     @classmethod
     async def open(
@@ -55,7 +60,7 @@ class Broker:
             created = publisher(channel, declared)
         if metrics is not None:
             created.meter = MessageMeter.on(metrics, connection)
-        return cls(channel, declared, created)
+        return cls(channel, declared, created, prefetch)
 
     async def publish(self, message: Message, to: topology.Route) -> None:
         """Persistent, mandatory, confirmed: returns once the broker has the message."""
@@ -71,6 +76,7 @@ class Broker:
             handler,
             publisher=self.publisher,
             dead_letter_exchange=self.publisher.exchange(topology.DEAD_LETTER_EXCHANGE.name),
+            prefetch=self.prefetch,
         )
 
     async def rpc(self, *, reply_timeout: float) -> RpcClient:

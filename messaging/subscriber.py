@@ -15,6 +15,11 @@ takes nothing. :meth:`Subscription.until_lost` notices a consumer missing for
 (:class:`ConsumerLost`); restarted, its start-up check names the conflict. (A queue replaced
 while the connection is down fails the channel's restore instead: the channel keeps closing,
 and the worker waits for it like for a broker that is down.)
+
+It also notices a consumer the broker keeps but sends nothing: after ``credit-check`` was
+deleted under load, RabbitMQ 3.10 sent no cancel in 4 of 14 tries and kept the worker's consumer, with 64
+deliveries unacked that never arrived and 596 messages ready (a fault campaign; the API
+answered 202 to every request from then on). A restarted worker consumed them all.
 """
 
 import asyncio
@@ -23,6 +28,7 @@ from typing import cast
 import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 
@@ -38,6 +44,8 @@ log = structlog.get_logger(__name__)
 HANDLER_GRACE = 1.0
 # Seconds a stop waits for the broker to confirm the consumer's cancel.
 CANCEL_WITHIN = 2.0
+# Seconds the watchdog's question to the broker (how many messages are ready) may take.
+ASK_WITHIN = 5.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
@@ -50,13 +58,22 @@ class Subscription:
     """A running consumer on one queue; counts the deliveries it is handling."""
 
     def __init__(
-        self, queue: AbstractQueue, on_message: OnMessage, meter: MessageMeter = NO_METER
+        self,
+        queue: AbstractQueue,
+        on_message: OnMessage,
+        meter: MessageMeter = NO_METER,
+        *,
+        prefetch: int | None = None,
     ) -> None:
         self._queue = queue
         self._on_message = on_message
         self._meter = meter
+        self._prefetch = prefetch  # the channel's, None for no limit
         self._tag: str | None = None
         self.in_flight = 0
+        # Deliveries that reached this consumer, and how many had at the watchdog's last check.
+        self.delivered = 0
+        self._delivered_at_check = 0
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -68,15 +85,37 @@ class Subscription:
 
     async def until_lost(self) -> ConsumerLost:
         """Returns (does not raise) once the consumer has been missing from its open channel
-        for :data:`~messaging.lasting.LOST_AFTER` seconds; runs until cancelled otherwise.
-        While the connection is down and being restored, nothing counts."""
-        await until_lasting(self._missing, lasting.LOST_AFTER, lasting.CHECK_EVERY)
-        return ConsumerLost(
-            f"not consuming from queue '{self._queue.name}' for {lasting.LOST_AFTER:g} s: "
-            "RabbitMQ cancelled the consumer and the queue could not be restored "
-            "(deleted and declared again with other arguments?); exiting, so that a "
-            "restart says why"
-        )
+        (:meth:`_missing`), or has been sent nothing while its queue held ready messages
+        (:meth:`_stalled`), for :data:`~messaging.lasting.LOST_AFTER` seconds; runs until
+        cancelled otherwise. While the connection is down and being restored, nothing
+        counts."""
+        name, lasting_for = self._queue.name, f"{lasting.LOST_AFTER:g} s"
+        checks = {
+            asyncio.ensure_future(
+                until_lasting(self._missing, lasting.LOST_AFTER, lasting.CHECK_EVERY)
+            ): (
+                f"not consuming from queue '{name}' for {lasting_for}: RabbitMQ cancelled the "
+                "consumer and the queue could not be restored (deleted and declared again "
+                "with other arguments?); exiting, so that a restart says why"
+            ),
+            asyncio.ensure_future(
+                until_lasting(self._stalled, lasting.LOST_AFTER, lasting.CHECK_EVERY)
+            ): (
+                f"queue '{name}' has held ready messages for {lasting_for}, and the broker "
+                "sent this consumer none of them, though it had room: the broker's consumer is "
+                "stuck (seen on RabbitMQ 3.10 after the queue was deleted under load); "
+                "exiting, so that a restart consumes again"
+            ),
+        }
+        try:
+            done, _ = await asyncio.wait(checks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for check in checks:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+        first = done.pop()
+        first.result()  # a check that failed raises here
+        return ConsumerLost(checks[first])
 
     async def _missing(self) -> bool:
         """The consumer is missing from its open channel (a closed one is being restored)."""
@@ -89,6 +128,38 @@ class Subscription:
         except ChannelInvalidStateError:  # closed meanwhile: being restored
             return False
         return self._tag not in underlay.consumers
+
+    async def _stalled(self) -> bool:
+        """Nothing delivered since the last check, though the consumer has room for more (fewer
+        deliveries in flight than the prefetch), while its queue holds ready messages: a
+        healthy broker sends them."""
+        moved = self.delivered != self._delivered_at_check
+        self._delivered_at_check = self.delivered
+        if moved or self._tag is None:
+            return False
+        if self._prefetch is not None and self.in_flight >= self._prefetch:
+            return False
+        return await self._ready_messages() > 0
+
+    async def _ready_messages(self) -> int:
+        """How many messages are ready in the queue (0 if the broker cannot say now), asked on
+        a short-lived AMQP channel of its own: a queue that is not there closes the channel it
+        is asked on (404), which must not be the one holding deliveries."""
+        channel = self._queue.channel
+        if channel.is_closed:  # being restored: nothing counts
+            return 0
+        try:
+            async with asyncio.timeout(ASK_WITHIN):
+                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+                asking = await underlay.connection.channel(publisher_confirms=False)
+                try:
+                    declared = await asking.queue_declare(self._queue.name, passive=True)
+                finally:
+                    if not asking.is_closed:
+                        await asking.close()
+        except (TimeoutError, *CONNECTION_EXCEPTIONS):
+            return 0
+        return declared.message_count or 0
 
     async def stop(self, within: float) -> bool:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.
@@ -117,6 +188,7 @@ class Subscription:
         await cancel_consumer(self._queue, tag, until=min(deadline, loop.time() + CANCEL_WITHIN))
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
+        self.delivered += 1
         if self._stopping:
             trace.get_current_span().add_event("messaging.delivery.returned", _RETURNED)
             return
@@ -153,9 +225,11 @@ async def subscribe(
     *,
     publisher: Publisher,
     dead_letter_exchange: AbstractExchange,
+    prefetch: int | None = None,
 ) -> Subscription:
     """Start consuming ``queue``: each delivery validated as ``model`` and given to
-    ``handler``; what it returns is published, then the delivery is acked."""
+    ``handler``; what it returns is published, then the delivery is acked. ``prefetch`` is
+    the channel's (None: no limit), for the watchdog (:meth:`Subscription.until_lost`)."""
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         await delivery.handle(
@@ -167,7 +241,7 @@ async def subscribe(
             queue=queue.name,
         )
 
-    subscription = Subscription(queue, on_message, publisher.meter)
+    subscription = Subscription(queue, on_message, publisher.meter, prefetch=prefetch)
     await subscription.start()
     return subscription
 
