@@ -17,9 +17,10 @@ while the connection is down fails the channel's restore instead: the channel ke
 and the worker waits for it like for a broker that is down.)
 
 It also notices a consumer the broker keeps but sends nothing: after ``credit-check`` was
-deleted under load, RabbitMQ 3.10 sent no cancel in 4 of 14 tries and kept the worker's consumer, with 64
-deliveries unacked that never arrived and 596 messages ready (a fault campaign; the API
-answered 202 to every request from then on). A restarted worker consumed them all.
+deleted under load, RabbitMQ 3.10 sent no cancel in 4 of 14 tries and kept the worker's
+consumer, with 64 deliveries unacked that never arrived and 596 messages ready (a fault
+campaign; the API answered 202 to every request from then on). A restarted worker consumed them
+all.
 """
 
 import asyncio

@@ -2,11 +2,11 @@
 
 A fault campaign deleted ``credit-check`` under load: in 4 of 14 tries RabbitMQ 3.10 sent no
 cancel and kept the worker's consumer, with 64 deliveries unacked that never arrived and some
-600 messages ready. The worker sat idle, and the API answered 202 to every request, until someone restarted
-it. Its watchdog now gives such a consumer up after ``lasting.LOST_AFTER`` seconds (the worker
-exits 1, as for a consumer lost: ``test_queue_replaced.py``). Here the wedge is made by hand:
-the consumer stays registered, and what the broker sends it no longer reaches the worker.
-A consumer with nothing to take, or with no room for more, is not stalled.
+600 messages ready. The worker sat idle, and the API answered 202 to every request, until
+someone restarted it. Its watchdog now gives such a consumer up after ``lasting.LOST_AFTER``
+seconds (the worker exits 1, as for a consumer lost: ``test_queue_replaced.py``). Here the
+wedge is made by hand: the consumer stays registered, and what the broker sends it no longer
+reaches the worker. A consumer with nothing to take, or with no room for more, is not stalled.
 """
 
 import asyncio
