@@ -5,7 +5,7 @@ does not know must dead-letter the message rather than guess, so every model pin
 """
 
 from email.message import Message as MimeHeaders
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -52,7 +52,15 @@ class Message(BaseModel):
 
 
 class ReservationMessage(Message):
-    """A message about one reservation: its id is the message id."""
+    """A message about one reservation: its message id is the reservation id, and the kind of
+    message it is (:attr:`KIND`), so that a request, its reply and its event each have one of
+    their own. The worker publishes the reply and the event together, and aiormq matches a
+    message the broker returns (unroutable) to its publish by message id: with one id for
+    both, a returned event was reported confirmed and its return given to the reply (a fault
+    campaign: an event lost, logged as a reply not sent)."""
+
+    # The message id's suffix after the reservation id; the request's is the id alone.
+    KIND: ClassVar[str] = ""
 
     version: Literal[1] = 1
     reservation_id: UUID
@@ -67,7 +75,7 @@ class ReservationMessage(Message):
 
     @property
     def message_id(self) -> str:
-        return str(self.reservation_id)
+        return f"{self.reservation_id}{self.KIND}"
 
 
 class ReservationRequested(ReservationMessage):
@@ -81,6 +89,8 @@ class ReservationRequested(ReservationMessage):
 class CreditChecked(ReservationMessage):
     """The credit-check worker's reply. A rejection is an answer, not an error."""
 
+    KIND = ".credit-checked"
+
     version: Literal[1] = 1
     outcome: Outcome
     credits_left: int | None = None
@@ -89,6 +99,8 @@ class CreditChecked(ReservationMessage):
 
 class ReservationConfirmed(ReservationMessage):
     """Published after a confirmed reservation commits; the fulfilment worker prepares it."""
+
+    KIND = ".confirmed"
 
     version: Literal[1] = 1
     username: Identifier

@@ -9,7 +9,7 @@ because an asker that has gone away is not an error (its outcome is recorded in 
 import asyncio
 import contextlib
 from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -100,6 +100,8 @@ class Publisher:
         self._released = asyncio.Event()
         # Per destination, the last binding of its queues after a return (it gives its end).
         self._binding: dict[str, asyncio.Future[float]] = {}
+        # Per message id, the publish of it in flight (see _alone).
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     @property
     def default_exchange(self) -> AbstractExchange:
@@ -149,13 +151,37 @@ class Publisher:
                     destination,
                 )
 
-        sent_at = asyncio.get_running_loop().time()
+        async with self._alone(amqp_message.message_id, deadline):
+            sent_at = asyncio.get_running_loop().time()
+            try:
+                await publish_once()
+            except PublishError as exc:
+                if not await self._bound_again(to, destination, exc, sent_at, deadline):
+                    raise
+                await publish_once()
+
+    @contextlib.asynccontextmanager
+    async def _alone(self, message_id: str | None, deadline: float | None) -> AsyncIterator[None]:
+        """No other publish of ``message_id`` in flight meanwhile: aiormq matches a message the
+        broker returns to its publish by message id, so of two in flight at once (the same
+        request, from concurrent POSTs with one ``Idempotency-Key``) one could be told
+        confirmed for the other's return, and answered 202 for a request never queued (a
+        fault campaign). The second waits for the first, until ``deadline`` (TimeoutError)."""
+        if message_id is None:  # aiormq gives the message a random one
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        while (earlier := self._in_flight.get(message_id)) is not None:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait((earlier,), timeout=timeout)
+            if not earlier.done():
+                raise TimeoutError(f"another publish of {message_id} is still in flight")
+        done = self._in_flight[message_id] = loop.create_future()
         try:
-            await publish_once()
-        except PublishError as exc:
-            if not await self._bound_again(to, destination, exc, sent_at, deadline):
-                raise
-            await publish_once()
+            yield
+        finally:
+            del self._in_flight[message_id]
+            done.set_result(None)
 
     async def _bound_again(
         self,
