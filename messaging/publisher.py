@@ -1,7 +1,8 @@
 """Publishing message models: work and events to a route, replies to whoever asked.
 
 Work and events are persistent and ``mandatory`` on a channel with publisher confirms: an
-unroutable message raises, and ``publish`` returns only once the broker has taken it. A reply
+unroutable message raises (once its route's queues were bound again: :mod:`messaging.returns`),
+and ``publish`` returns only once the broker has taken it. A reply
 goes through the default exchange to the asker's direct reply-to address; it is not mandatory,
 because an asker that has gone away is not an error (its outcome is recorded in the store).
 """
@@ -9,7 +10,7 @@ because an asker that has gone away is not an error (its outcome is recorded in 
 import asyncio
 import contextlib
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,13 +27,14 @@ from aio_pika.exceptions import (
 )
 from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
-from messaging import instrumentation, lasting, topology
+from messaging import instrumentation, lasting
 from messaging.envelope import encode
 from messaging.handlers import Handled
 from messaging.lasting import until_lasting
 from messaging.messages import Message
 from messaging.metered import NO_METER, MessageMeter
 from messaging.refusals import Refusals
+from messaging.returns import Returns
 from messaging.topology import Declared, Route
 
 log = structlog.get_logger(__name__)
@@ -50,9 +52,6 @@ HOLD_PAUSE, HOLD_PAUSE_AT_MOST = 0.25, 5.0
 # Seconds, at most, a reply is held so: past the asker's reply timeout (5 s) nobody waits for
 # it. A reply not taken by then is dropped (replies are at-most-once; the outcome is stored).
 REPLY_HOLD = 3.0
-# Seconds after a route's queues were bound again (a publish came back unroutable) before a
-# publish sent since and returned binds them again: until then it is unroutable after all.
-DECLARE_AGAIN_AFTER = 1.0
 # Seconds a restore of the publishing channel, tried again by its watchdog, may take.
 RESTORE_WITHIN = 5.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
@@ -98,10 +97,7 @@ class Publisher:
         self.refusals = Refusals(channel)
         self.hold = PUBLISH_HOLD
         self._released = asyncio.Event()
-        # Per destination, the last binding of its queues after a return (it gives its end).
-        self._binding: dict[str, asyncio.Future[float]] = {}
-        # Per message id, the publish of it in flight (see _alone).
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self.returns = Returns(channel)
 
     @property
     def default_exchange(self) -> AbstractExchange:
@@ -128,8 +124,8 @@ class Publisher:
     ) -> None:
         """Publish persistent and mandatory; returns once the broker confirmed it, raises
         TimeoutError at ``deadline`` (loop time) if it has not. Returned unroutable, it goes
-        once more after the route's queues are bound again (:meth:`_bound_again`); returned
-        again, or not bound again by ``deadline``, :class:`PublishError`."""
+        once more after the route's queues are bound again (:mod:`messaging.returns`);
+        returned again, or not bound again by ``deadline``, :class:`PublishError`."""
         amqp_message = encode(
             message,
             persistent=True,
@@ -151,101 +147,14 @@ class Publisher:
                     destination,
                 )
 
-        async with self._alone(amqp_message.message_id, deadline):
+        async with self.returns.alone(amqp_message.message_id, deadline):
             sent_at = asyncio.get_running_loop().time()
             try:
                 await publish_once()
             except PublishError as exc:
-                if not await self._bound_again(to, destination, exc, sent_at, deadline):
+                if not await self.returns.bound_again(to, exc, sent_at, deadline):
                     raise
                 await publish_once()
-
-    @contextlib.asynccontextmanager
-    async def _alone(self, message_id: str | None, deadline: float | None) -> AsyncIterator[None]:
-        """No other publish of ``message_id`` in flight meanwhile: aiormq matches a message the
-        broker returns to its publish by message id, so of two in flight at once (the same
-        request, from concurrent POSTs with one ``Idempotency-Key``) one could be told
-        confirmed for the other's return, and answered 202 for a request never queued (a
-        fault campaign). The second waits for the first, until ``deadline`` (TimeoutError)."""
-        if message_id is None:  # aiormq gives the message a random one
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        while (earlier := self._in_flight.get(message_id)) is not None:
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            await asyncio.wait((earlier,), timeout=timeout)
-            if not earlier.done():
-                raise TimeoutError(f"another publish of {message_id} is still in flight")
-        done = self._in_flight[message_id] = loop.create_future()
-        try:
-            yield
-        finally:
-            del self._in_flight[message_id]
-            done.set_result(None)
-
-    async def _bound_again(
-        self,
-        to: Route,
-        destination: str,
-        returned: PublishError,
-        sent_at: float,
-        deadline: float | None,
-    ) -> bool:
-        """After a return: True once ``to``'s queues are bound to it again
-        (:func:`messaging.topology.bind_route`), when the publish should go once more. Nothing
-        else binds them while the services run: with a binding an operator deleted, the API
-        answered 503 to every request, and a worker parked every confirmed reservation,
-        charged, in the dead-letter queue, until a restart; and a channel that restores the
-        topology after the exchange was deleted binds each queue a moment after the exchange
-        is back. One binding at a time per route, which the publishes returned meanwhile
-        wait for (until ``deadline``: then False, and the return stands: nothing was queued).
-        A publish sent before the last binding ended goes again; one sent after it and
-        returned anyway finds the route unroutable (False), unless that binding is
-        :data:`DECLARE_AGAIN_AFTER` old, when it binds again. False at once for a route the
-        topology binds no queue by, or without a channel to bind on."""
-        if self._channel is None or not topology.queues_of(to):
-            return False
-        loop = asyncio.get_running_loop()
-        binding = self._binding.get(destination)
-        if binding is not None and binding.cancelled():
-            binding = None
-        if binding is not None and binding.done():
-            ended_at = binding.result()
-            if sent_at < ended_at:
-                return True
-            if loop.time() - ended_at < DECLARE_AGAIN_AFTER:
-                return False
-            binding = None
-        if binding is None:
-            log.warning(
-                "a publish came back unroutable; binding its queues again",
-                destination=destination,
-                error=str(returned),
-            )
-            binding = asyncio.ensure_future(self._bind(self._channel, to, destination))
-            self._binding[destination] = binding
-        timeout = None if deadline is None else max(0.0, deadline - loop.time())
-        await asyncio.wait((binding,), timeout=timeout)  # a cancelled waiter leaves it running
-        return binding.done()
-
-    @staticmethod
-    async def _bind(channel: AbstractChannel, to: Route, destination: str) -> float:
-        """Bind ``to``'s queues again, on the connection under ``channel``; never raises (the
-        publish then meets the same return). Returns when it ended, in loop time."""
-        try:
-            async with asyncio.timeout(topology.DECLARE_WITHIN):
-                underlay = await channel.get_underlay_channel()
-                if missing := await topology.bind_route(underlay.connection, to):
-                    log.warning(
-                        "not re-creating a queue that is gone: the worker consuming it does",
-                        destination=destination,
-                        queues=list(missing),
-                    )
-        except Exception as exc:  # noqa: BLE001 - the return stands; said here
-            log.warning(
-                "could not bind the route's queues again", destination=destination, error=repr(exc)
-            )
-        return asyncio.get_running_loop().time()
 
     async def reply(self, message: Message, to: ReplyAddress) -> None:
         """Answer a request on its direct reply-to address (at-most-once, by design)."""

@@ -9,13 +9,21 @@ from dataclasses import dataclass, field
 import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from fastapi import FastAPI
 
 from api.app import create_app
+from devtools.vhosts import private_vhost
 from messaging import topology
+from messaging.connection import open_channel
 from messaging.publisher import Publisher
 from store.settings import StoreSettings
+from tests import infra
 from tests.waiting import eventually_async
 from workers.credit_check.__main__ import main as credit_check_main
 
@@ -41,6 +49,27 @@ async def publishing_with_empty_dead_letters(amqp_url: str) -> AsyncIterator[top
         yield declared
     finally:
         await connection.close()
+
+
+def vhost_tool(broker: infra.Broker) -> list[str]:
+    """``rabbitmqctl``, for a vhost of a test's own; the test is skipped without it."""
+    if broker.ctl is None:
+        pytest.skip("a vhost of its own needs rabbitmqctl")
+    return broker.ctl
+
+
+@contextlib.asynccontextmanager
+async def publishing_in_own_vhost(
+    amqp_url: str, broker: infra.Broker, name: str
+) -> AsyncIterator[tuple[AbstractRobustConnection, Publisher]]:
+    """A robust connection to a new vhost with the topology declared, and a publisher on it
+    as the services have: for a test that breaks the topology."""
+    with private_vhost(amqp_url, vhost_tool(broker), name) as own_vhost:
+        connection = await aio_pika.connect_robust(own_vhost)
+        try:
+            yield connection, Publisher.on(*await open_channel(connection))
+        finally:
+            await connection.close()
 
 
 async def purge_work_queues(amqp_url: str) -> None:

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import PublishError
 
 from devtools.vhosts import private_vhost
-from messaging import delivery, publisher, rpc, topology
+from messaging import delivery, returns, rpc, topology
 from messaging.connection import open_channel
 from messaging.envelope import encode
 from messaging.messages import CreditChecked, ReservationRequested
@@ -29,7 +29,14 @@ from messaging.topology import ExchangeSpec, Route
 from store.settings import StoreSettings
 from tests import infra
 from tests.logs import capture_logs_of
-from tests.system import configure_env, consumers_and_messages, get_within, until_consuming
+from tests.system import (
+    configure_env,
+    consumers_and_messages,
+    get_within,
+    publishing_in_own_vhost,
+    until_consuming,
+    vhost_tool,
+)
 from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
@@ -47,35 +54,25 @@ async def _unbind(connection: AbstractRobustConnection, spec: topology.QueueSpec
     await operator.close()
 
 
-def _own_vhost(broker: infra.Broker) -> list[str]:
-    if broker.ctl is None:
-        pytest.skip("a vhost of its own needs rabbitmqctl")
-    return broker.ctl
-
-
 async def test_requests_whose_binding_was_deleted_are_routed_once_it_is_bound_again(
     amqp_url: str, broker: infra.Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    logs = capture_logs_of(monkeypatch, publisher)
-    with private_vhost(amqp_url, _own_vhost(broker), "binding-deleted") as own_vhost:
-        connection = await aio_pika.connect_robust(own_vhost)
-        try:
-            requests = Publisher.on(*await open_channel(connection))
-            await _unbind(connection, topology.CREDIT_CHECK)
-            sent = [_request() for _ in range(20)]
-            await asyncio.gather(
-                *(requests.publish(r, topology.RESERVATION_REQUESTS) for r in sent)
-            )
-            channel = await connection.channel()
-            assert await consumers_and_messages(channel, topology.CREDIT_CHECK) == (0, 20)
-            # The binding is back for every publisher, not only for these copies.
-            plain = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await plain.get_exchange(topology.RESERVATIONS.name, ensure=False)
-            await exchange.publish(
-                aio_pika.Message(b"{}"), topology.RESERVATION_REQUESTED, mandatory=True
-            )
-        finally:
-            await connection.close()
+    logs = capture_logs_of(monkeypatch, returns)
+    async with publishing_in_own_vhost(amqp_url, broker, "binding-deleted") as (
+        connection,
+        requests,
+    ):
+        await _unbind(connection, topology.CREDIT_CHECK)
+        sent = [_request() for _ in range(20)]
+        await asyncio.gather(*(requests.publish(r, topology.RESERVATION_REQUESTS) for r in sent))
+        channel = await connection.channel()
+        assert await consumers_and_messages(channel, topology.CREDIT_CHECK) == (0, 20)
+        # The binding is back for every publisher, not only for these copies.
+        plain = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await plain.get_exchange(topology.RESERVATIONS.name, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(b"{}"), topology.RESERVATION_REQUESTED, mandatory=True
+        )
     # The twenty returns waited for one binding.
     assert [e["event"] for e in logs.entries].count(BINDING_AGAIN) == 1, logs.entries
 
@@ -85,7 +82,7 @@ async def test_a_route_that_no_queue_is_bound_by_stays_unroutable_at_once(
 ) -> None:
     """Binding again cannot route a key the topology binds no queue by: the return stands
     (a 503 for the API), and nothing is bound for it."""
-    logs = capture_logs_of(monkeypatch, publisher)
+    logs = capture_logs_of(monkeypatch, returns)
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         requests = Publisher.on(*await open_channel(connection))
@@ -103,20 +100,17 @@ async def test_a_queue_that_is_gone_is_not_re_created(
     """Deleted on purpose, or by an ``expires`` policy while no worker consumes it: a queue
     re-created by the API would take requests nobody reads, and could expire again with them.
     The return stands (a 503: nothing queued, safe to retry), and the warning names it."""
-    logs = capture_logs_of(monkeypatch, publisher)
-    with private_vhost(amqp_url, _own_vhost(broker), "queue-deleted") as own_vhost:
-        connection = await aio_pika.connect_robust(own_vhost)
-        try:
-            requests = Publisher.on(*await open_channel(connection))
-            operator = await connection.channel()
-            await operator.queue_delete(topology.CREDIT_CHECK.name)
-            with pytest.raises(PublishError):
-                await requests.publish(_request(), topology.RESERVATION_REQUESTS)
-            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
-                checking = await connection.channel()
-                await checking.declare_queue(topology.CREDIT_CHECK.name, passive=True)
-        finally:
-            await connection.close()
+    logs = capture_logs_of(monkeypatch, returns)
+    async with publishing_in_own_vhost(amqp_url, broker, "queue-deleted") as (
+        connection,
+        requests,
+    ):
+        await (await connection.channel()).queue_delete(topology.CREDIT_CHECK.name)
+        with pytest.raises(PublishError):
+            await requests.publish(_request(), topology.RESERVATION_REQUESTS)
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            checking = await connection.channel()
+            await checking.declare_queue(topology.CREDIT_CHECK.name, passive=True)
     gone = [e for e in logs.entries if e["event"].startswith("not re-creating a queue")]
     assert [e["queues"] for e in gone] == [[topology.CREDIT_CHECK.name]], logs.entries
 
@@ -134,7 +128,7 @@ async def test_a_return_not_bound_again_by_the_deadline_is_a_503_not_a_202(
         return ()
 
     monkeypatch.setattr(topology, "bind_route", binding_that_hangs)
-    with private_vhost(amqp_url, _own_vhost(broker), "binding-hangs") as own_vhost:
+    with private_vhost(amqp_url, vhost_tool(broker), "binding-hangs") as own_vhost:
         connection = await aio_pika.connect_robust(own_vhost)
         try:
             channel, declared = await open_channel(connection)
@@ -159,7 +153,7 @@ async def test_an_event_whose_binding_was_deleted_costs_no_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     failures = capture_logs_of(monkeypatch, delivery)
-    with private_vhost(amqp_url, _own_vhost(broker), "event-binding-deleted") as own_vhost:
+    with private_vhost(amqp_url, vhost_tool(broker), "event-binding-deleted") as own_vhost:
         configure_env(monkeypatch, own_vhost, store_settings)
         stop = asyncio.Event()
         worker = asyncio.create_task(serve(WORKER, stop))
