@@ -221,6 +221,23 @@ def test_sigterm_api_answers_503_for_what_outlasts_its_shutdown_timeout(
     assert "Traceback" not in api.log(), api.log()
 
 
+def _one_response(connection: socket.socket) -> bytes:
+    """One whole response: its head, then as many bytes as its ``Content-Length`` says (the
+    body may come in a segment of its own)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def _refused(url: str) -> bool:
     """True once the API takes no new request.
 
@@ -269,7 +286,7 @@ def test_a_request_sent_on_an_idle_connection_as_the_shutdown_begins_is_answered
     request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{api_port}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", api_port), timeout=5) as idle:
         idle.sendall(request)
-        assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # kept alive, now idle
+        assert _one_response(idle).startswith(b"HTTP/1.1 200")  # kept alive, now idle
         api.popen.send_signal(signal.SIGTERM)
         for attempt in eventually(10, every=0.01):
             with attempt:  # the shutdown has begun: it takes no new connection
