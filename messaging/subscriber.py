@@ -39,6 +39,7 @@ from messaging.instrumentation import OnMessage
 from messaging.lasting import until_lasting
 from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
+from messaging.topology import channel_apart
 
 log = structlog.get_logger(__name__)
 # Seconds a delivery cut off by a connection drop waits for its handler (see _tracked).
@@ -144,20 +145,16 @@ class Subscription:
 
     async def _ready_messages(self) -> int:
         """How many messages are ready in the queue (0 if the broker cannot say now), asked on
-        a short-lived AMQP channel of its own: a queue that is not there closes the channel it
-        is asked on (404), which must not be the one holding deliveries."""
+        a channel apart (:func:`~messaging.topology.channel_apart`): a queue that is not there
+        closes the channel it is asked on (404), which must not be the one holding deliveries."""
         channel = self._queue.channel
         if channel.is_closed:  # being restored: nothing counts
             return 0
         try:
             async with asyncio.timeout(ASK_WITHIN):
                 underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-                asking = await underlay.connection.channel(publisher_confirms=False)
-                try:
+                async with channel_apart(underlay.connection) as asking:
                     declared = await asking.queue_declare(self._queue.name, passive=True)
-                finally:
-                    if not asking.is_closed:
-                        await asking.close()
         except (TimeoutError, *CONNECTION_EXCEPTIONS):
             return 0
         return declared.message_count or 0

@@ -14,7 +14,8 @@ service declares everything it touches at start-up, in any order, as often as it
 Changing a queue's arguments here needs the old queue deleted first (RabbitMQ answers 406).
 """
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,23 @@ async def declare(channel: AbstractChannel) -> Declared:
     return Declared(exchanges, queues)
 
 
+@contextlib.asynccontextmanager
+async def channel_apart(
+    connection: aiormq.abc.AbstractConnection,
+) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+    """A short-lived AMQP channel of its own on ``connection``, closed after use unless the
+    broker closed it: what the broker refuses there (a 404 for a queue that is not there, a
+    406 for one declared with other arguments) closes it, not a channel with publishes or
+    deliveries in flight; and what aio-pika's robust channels restore after a reconnect is
+    left as :func:`declare` made it."""
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        yield channel
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
 def queues_of(route: Route) -> tuple[QueueSpec, ...]:
     """The queues the topology binds to ``route``'s exchange by its routing key (work queues
     are bound by exact keys)."""
@@ -121,12 +139,8 @@ def queues_of(route: Route) -> tuple[QueueSpec, ...]:
 async def declare_dead_letters(connection: aiormq.abc.AbstractConnection) -> None:
     """Declare the dead-letter exchange and queue, and bind them, once more: an operator may
     have deleted one, RabbitMQ drops a dead letter it cannot route, and nothing else declares
-    them again while the service runs. On a short-lived AMQP channel of its own: a refusal
-    (the queue re-created with other arguments: 406) closes that channel, not the one with
-    deliveries in flight; and what aio-pika's robust channel restores after a reconnect is left
-    as :func:`declare` made it."""
-    channel = await connection.channel(publisher_confirms=False)
-    try:
+    them again while the service runs. On a channel apart (:func:`channel_apart`)."""
+    async with channel_apart(connection) as channel:
         await channel.exchange_declare(
             DEAD_LETTER_EXCHANGE.name, exchange_type=DEAD_LETTER_EXCHANGE.type.value, durable=True
         )
@@ -135,9 +149,6 @@ async def declare_dead_letters(connection: aiormq.abc.AbstractConnection) -> Non
         )
         for key in DEAD_LETTERS.routing_keys:
             await channel.queue_bind(DEAD_LETTERS.name, DEAD_LETTER_EXCHANGE.name, routing_key=key)
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 async def bind_route(connection: aiormq.abc.AbstractConnection, route: Route) -> tuple[str, ...]:
@@ -147,17 +158,16 @@ async def bind_route(connection: aiormq.abc.AbstractConnection, route: Route) ->
     deleted has not bound the queue yet. A queue that is gone is left so: the worker consuming
     it declares it again (aio-pika does, for a consumer the broker cancelled), and one deleted
     on purpose, or by an ``expires`` policy, stays deleted rather than take messages nobody
-    will read. Each queue on a short-lived AMQP channel of its own: a queue that is not there
-    closes it (404), not one with publishes or deliveries in flight."""
+    will read. Each queue on a channel apart (:func:`channel_apart`): a queue that is not there
+    closes it."""
     missing = []
     for spec in queues_of(route):
-        channel = await connection.channel(publisher_confirms=False)
         try:
-            await channel.queue_declare(spec.name, passive=True)
-            await channel.queue_bind(spec.name, route.exchange.name, routing_key=route.routing_key)
+            async with channel_apart(connection) as channel:
+                await channel.queue_declare(spec.name, passive=True)
+                await channel.queue_bind(
+                    spec.name, route.exchange.name, routing_key=route.routing_key
+                )
         except aiormq.exceptions.ChannelNotFoundEntity:
             missing.append(spec.name)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
     return tuple(missing)

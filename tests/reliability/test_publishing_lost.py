@@ -39,6 +39,7 @@ from tests.system import (
     purge_work_queues,
     start_worker,
     until_consuming,
+    vhost_tool,
 )
 from tests.waiting import eventually_async
 from workers.credit_check.__main__ import WORKER
@@ -170,10 +171,8 @@ async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits
     closed: every POST answered 503 until a restart, while /readyz said ready. Now /readyz
     says why it is not, and after 30 s the API stops, saying so, and exits 1. In a vhost of
     its own: the topology it breaks is no other test's, whatever happens to this one."""
-    if broker.ctl is None:
-        pytest.skip("a vhost of its own needs rabbitmqctl")
     system = make_system()
-    with private_vhost(amqp_url, broker.ctl, "api-lost") as own_vhost:
+    with private_vhost(amqp_url, vhost_tool(broker), "api-lost") as own_vhost:
         api = await asyncio.to_thread(system.start_api, api_port, AMQP_URL=own_vhost)
         await _with_a_conflicting_dead_letter_queue(own_vhost)
         async with httpx.AsyncClient(base_url=system.api_url, timeout=15) as client:
@@ -248,11 +247,9 @@ async def test_a_publishing_channel_whose_restore_failed_is_restored_again(
     30 s later, and the credit-check stage stopped until someone restarted it. The watchdog
     now tries the restore again at each check; once it goes through, the held event goes
     out, and the worker stays. Here the restore fails on a conflicting queue, for a while."""
-    if broker.ctl is None:
-        pytest.skip("a vhost of its own needs rabbitmqctl")
     monkeypatch.setattr(lasting, "LOST_AFTER", 3.0)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
-    with private_vhost(amqp_url, broker.ctl, "restore-again") as own_vhost:
+    with private_vhost(amqp_url, vhost_tool(broker), "restore-again") as own_vhost:
         configure_env(monkeypatch, own_vhost, store_settings)
         recording, stop = RecordingPublishers(), asyncio.Event()
         worker = asyncio.create_task(serve(WORKER, stop, publisher=recording))
