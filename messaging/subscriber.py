@@ -20,7 +20,11 @@ It also notices a consumer the broker keeps but sends nothing: after ``credit-ch
 deleted under load, RabbitMQ 3.10 sent no cancel in 4 of 14 tries and kept the worker's
 consumer, with 64 deliveries unacked that never arrived and 596 messages ready (a fault
 campaign; the API answered 202 to every request from then on). A restarted worker consumed them
-all.
+all. With fewer messages behind it than the prefetch, such a consumer holds them all unacked
+and none is ready: nothing tells it from an idle one. So a consumer sent nothing for
+:data:`~messaging.lasting.LOST_AFTER` seconds with nothing in flight gets a fresh channel
+(:meth:`Subscription._renew`): closing the old one gives back whatever it held, and the
+consumer starts again, with its tag, on the new one.
 """
 
 import asyncio
@@ -28,7 +32,12 @@ from typing import cast
 
 import aiormq
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+)
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
@@ -48,6 +57,8 @@ HANDLER_GRACE = 1.0
 CANCEL_WITHIN = 2.0
 # Seconds the watchdog's question to the broker (how many messages are ready) may take.
 ASK_WITHIN = 5.0
+# Seconds closing an idle consumer's channel and opening it again may take.
+RENEW_WITHIN = 10.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
@@ -73,9 +84,11 @@ class Subscription:
         self._prefetch = prefetch  # the channel's, None for no limit
         self._tag: str | None = None
         self.in_flight = 0
-        # Deliveries that reached this consumer, and how many had at the watchdog's last check.
+        # Deliveries that reached this consumer, and how many each watchdog check last saw.
         self.delivered = 0
-        self._delivered_at_check = 0
+        self._delivered_at_check = {"stalled": 0, "quiet": 0}
+        # Times its channel was closed and opened again after it had been sent nothing.
+        self.renewals = 0
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -88,9 +101,9 @@ class Subscription:
     async def until_lost(self) -> ConsumerLost:
         """Returns (does not raise) once the consumer has been missing from its open channel
         (:meth:`_missing`), or has been sent nothing while its queue held ready messages
-        (:meth:`_stalled`), for :data:`~messaging.lasting.LOST_AFTER` seconds; runs until
-        cancelled otherwise. While the connection is down and being restored, nothing
-        counts."""
+        (:meth:`_stalled`), for :data:`~messaging.lasting.LOST_AFTER` seconds, or once its
+        channel could not be renewed (:meth:`_renewing`); runs until cancelled otherwise.
+        While the connection is down and being restored, nothing counts."""
         name, lasting_for = self._queue.name, f"{lasting.LOST_AFTER:g} s"
         checks = {
             asyncio.ensure_future(
@@ -108,6 +121,10 @@ class Subscription:
                 "stuck (seen on RabbitMQ 3.10 after the queue was deleted under load); "
                 "exiting, so that a restart consumes again"
             ),
+            asyncio.ensure_future(self._renewing()): (
+                f"the channel consuming queue '{name}', idle for {lasting_for}, could not be "
+                "closed and opened again; exiting, so that a restart consumes again"
+            ),
         }
         try:
             done, _ = await asyncio.wait(checks, return_when=asyncio.FIRST_COMPLETED)
@@ -118,6 +135,12 @@ class Subscription:
         first = done.pop()
         first.result()  # a check that failed raises here
         return ConsumerLost(checks[first])
+
+    def _moved(self, check: str) -> bool:
+        """Whether anything was delivered since ``check`` last asked."""
+        moved = self.delivered != self._delivered_at_check[check]
+        self._delivered_at_check[check] = self.delivered
+        return moved
 
     async def _missing(self) -> bool:
         """The consumer is missing from its open channel (a closed one is being restored)."""
@@ -135,9 +158,7 @@ class Subscription:
         """Nothing delivered since the last check, though the consumer has room for more (fewer
         deliveries in flight than the prefetch), while its queue holds ready messages: a
         healthy broker sends them."""
-        moved = self.delivered != self._delivered_at_check
-        self._delivered_at_check = self.delivered
-        if moved or self._tag is None:
+        if self._moved("stalled") or self._tag is None:
             return False
         if self._prefetch is not None and self.in_flight >= self._prefetch:
             return False
@@ -158,6 +179,44 @@ class Subscription:
         except (TimeoutError, *CONNECTION_EXCEPTIONS):
             return 0
         return declared.message_count or 0
+
+    async def _renewing(self) -> None:
+        """Renews the channel (:meth:`_renew`) each time the consumer has been sent nothing,
+        with nothing in flight, for :data:`~messaging.lasting.LOST_AFTER` seconds; returns
+        only if a renewal failed (the channel may be left closed: the worker must exit)."""
+        while True:
+            # Returns right after a check found it quiet, before anything else can run.
+            await until_lasting(self._quiet, lasting.LOST_AFTER, lasting.CHECK_EVERY)
+            try:
+                async with asyncio.timeout(RENEW_WITHIN):
+                    await self._renew()
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the channel unsure
+                log.error("consuming channel not renewed", queue=self._queue.name, error=repr(exc))
+                return
+
+    async def _quiet(self) -> bool:
+        """Nothing delivered since the last check and nothing in flight, on an open channel
+        with the consumer on it (a missing one is :meth:`_missing`'s to report)."""
+        if await self._missing():
+            return False
+        # Read after the await: a delivery may have come in meanwhile.
+        moved = self._moved("quiet")
+        idle = not (moved or self.in_flight or self._stopping or self._tag is None)
+        return idle and not self._queue.channel.is_closed
+
+    async def _renew(self) -> None:
+        """Close the consuming channel and open it again. The broker takes back what the old
+        one held unacked (a wedged consumer's deliveries, which never reached this process);
+        aio-pika's robust channel re-applies the prefetch, declares the queue and consumes
+        again with the same tag. Only with nothing in flight: a delivery that arrives during
+        the renewal is cut off and redelivered, as on a dropped connection."""
+        channel = self._queue.channel
+        if not isinstance(channel, AbstractRobustChannel):
+            return  # a plain channel cannot be reopened with its consumer
+        await channel.close()
+        await channel.reopen()
+        self.renewals += 1
+        log.debug("consuming channel renewed after a quiet spell", queue=self._queue.name)
 
     async def stop(self, within: float) -> bool:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.

@@ -7,16 +7,23 @@ someone restarted it. Its watchdog now gives such a consumer up after ``lasting.
 seconds (the worker exits 1, as for a consumer lost: ``test_queue_replaced.py``). Here the
 wedge is made by hand: the consumer stays registered, and what the broker sends it no longer
 reaches the worker. A consumer with nothing to take, or with no room for more, is not stalled.
+
+With fewer messages behind the wedge than the prefetch, the consumer holds them all unacked,
+none is ready, and nothing tells it from an idle one (the re-verification of the fix above
+wedged two consumers so, 27 requests behind each). A consumer sent nothing, with nothing in
+flight, for ``lasting.LOST_AFTER`` seconds therefore gets its channel closed and opened again:
+the broker takes back what the old channel held, and the consumer gets it on the new one.
 """
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import aiormq
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from messaging import lasting
 from messaging.subscriber import Subscription
@@ -33,11 +40,26 @@ def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def queue(amqp_url: str) -> AsyncIterator[AbstractQueue]:
+    """Not auto-deleted: renewing the channel cancels the consumer, which would delete it."""
     connection = await aio_pika.connect_robust(amqp_url)  # as the workers connect
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
-        yield await channel.declare_queue(f"stalled-{uuid.uuid4().hex[:8]}", auto_delete=True)
+        declared = await channel.declare_queue(f"stalled-{uuid.uuid4().hex[:8]}")
+        try:
+            yield declared
+        finally:
+            async with _other_channel(amqp_url) as other:
+                await other.queue_delete(declared.name)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def _other_channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield await connection.channel()
     finally:
         await connection.close()
 
@@ -63,32 +85,109 @@ async def _ack(message: AbstractIncomingMessage) -> None:
 async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
     queue: AbstractQueue,
 ) -> None:
-    subscription = await _consuming(queue, _ack)
-    await _publish(queue, 3)
-    await _until_delivered(subscription, 3)
-    # The wedge: the broker still counts the consumer, and delivers to it, but nothing it
-    # sends reaches the worker any more.
-    underlay = await queue.channel.get_underlay_channel()
-    assert isinstance(underlay, aiormq.Channel)
-    [tag] = underlay.consumers
+    """With a delivery in flight, which no renewal may cut off (a slow handler, here)."""
+    release = asyncio.Event()
 
-    async def lost_on_the_way(_: object) -> None:
-        return None
+    async def slow(message: AbstractIncomingMessage) -> None:
+        await release.wait()
+        await message.ack()
 
-    underlay.consumers[tag] = lost_on_the_way
+    subscription = await _consuming(queue, slow)
+    await _publish(queue, 1)
+    await _until_delivered(subscription, 1)
+    await _wedge(queue)
     await _publish(queue, PREFETCH + 3)
-    lost = await asyncio.wait_for(subscription.until_lost(), 10)
+    try:
+        lost = await asyncio.wait_for(subscription.until_lost(), 10)
+    finally:
+        release.set()
     assert f"queue '{queue.name}' has held ready messages" in str(lost)
-    assert subscription.delivered == 3
+    assert (subscription.delivered, subscription.renewals) == (1, 0)
 
 
 @pytest.mark.usefixtures("quick_watchdog")
-async def test_an_idle_consumer_is_not_stalled(queue: AbstractQueue) -> None:
+async def test_a_wedged_consumer_holding_fewer_than_its_prefetch_gets_them_on_a_new_channel(
+    queue: AbstractQueue,
+) -> None:
+    bodies: list[bytes] = []
+
+    async def ack(message: AbstractIncomingMessage) -> None:
+        bodies.append(message.body)
+        await message.ack()
+
+    subscription = await _consuming(queue, ack)
+    await _publish(queue, 1)
+    await _until_delivered(subscription, 1)
+    await _wedge(queue)
+    await _publish(queue, PREFETCH - 1)  # held by the wedged consumer: none of it is ready
+    watchdog = asyncio.ensure_future(subscription.until_lost())
+    try:
+        await _until_delivered(subscription, 1 + PREFETCH - 1)
+        assert not watchdog.done(), "a renewed consumer is not lost"
+    finally:
+        watchdog.cancel()
+    assert subscription.renewals >= 1
+    assert sorted(bodies) == [b"0", b"0"]  # each published once, each handled once
+    assert (await queue.declare()).message_count == 0
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_an_idle_consumer_is_not_stalled_and_still_consumes_after_renewals(
+    queue: AbstractQueue,
+) -> None:
     subscription = await _consuming(queue, _ack)
     await _publish(queue, 2)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 4)
+        await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 6)
     assert subscription.delivered == 2
+    assert subscription.renewals >= 1
+    await _publish(queue, 2)
+    await _until_delivered(subscription, 4)
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_a_delivery_in_flight_is_never_cut_off_by_a_renewal(queue: AbstractQueue) -> None:
+    """A slow handler with room for more and nothing else to take: its channel stays open,
+    and its delivery is neither redelivered nor handled twice."""
+    release = asyncio.Event()
+
+    async def slow(message: AbstractIncomingMessage) -> None:
+        await release.wait()
+        await message.ack()
+
+    subscription = await _consuming(queue, slow)
+    await _publish(queue, 1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 6)
+    assert (subscription.in_flight, subscription.renewals) == (1, 0)
+    release.set()
+    async for attempt in eventually_async(10, every=0.02):
+        with attempt:
+            assert subscription.in_flight == 0
+    assert subscription.delivered == 1
+    assert (await queue.declare()).message_count == 0
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_a_channel_that_cannot_be_opened_again_gives_the_consumer_up(
+    queue: AbstractQueue, amqp_url: str
+) -> None:
+    """The channel declared an exchange that someone then declared again with another type:
+    opening the channel again re-declares it, the broker refuses, and the channel stays
+    closed. The worker exits, so that a restart says why, rather than take nothing."""
+    name = f"renewal-conflict-{uuid.uuid4().hex[:8]}"
+    await queue.channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT)
+    subscription = await _consuming(queue, _ack)
+    async with _other_channel(amqp_url) as other:
+        await other.exchange_delete(name)
+        await other.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
+        try:
+            lost = await asyncio.wait_for(subscription.until_lost(), 10)
+        finally:
+            await other.exchange_delete(name)
+    assert f"the channel consuming queue '{queue.name}'" in str(lost)
+    assert "could not be closed and opened again" in str(lost)
+    assert subscription.renewals == 0
 
 
 @pytest.mark.usefixtures("quick_watchdog")
@@ -110,6 +209,19 @@ async def test_a_consumer_with_no_room_for_more_is_not_stalled(queue: AbstractQu
     finally:
         release.set()
     await _until_delivered(subscription, PREFETCH + 3)
+
+
+async def _wedge(queue: AbstractQueue) -> None:
+    """The broker still counts the consumer, and delivers to it, but nothing it sends reaches
+    the worker any more."""
+    underlay = await queue.channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    [tag] = underlay.consumers
+
+    async def lost_on_the_way(_: object) -> None:
+        return None
+
+    underlay.consumers[tag] = lost_on_the_way
 
 
 async def _until_delivered(subscription: Subscription, count: int) -> None:
