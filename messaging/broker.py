@@ -43,21 +43,26 @@ class Broker:
         prefetch: int | None = None,
         publisher: PublisherFactory = Publisher.on,
         metrics: MessagingMetrics | None = None,
-        publish_apart: bool = False,
+        consumes: topology.QueueSpec | None = None,
     ) -> "Broker":
         """A new channel on ``connection``, with the topology declared on it; with
         ``metrics``, every message published and every delivery processed is recorded.
 
-        ``publish_apart`` (a worker): publish on a channel of its own, not the one that
-        consumes. A publishing channel the broker refuses for good is replaced
-        (:mod:`messaging.refusals`), and a consuming channel closed would give back every
-        delivery it holds, those whose events are held through the refusal first. The API
-        publishes on the one channel: direct reply-to answers the channel that asked."""
-        channel, declared = await open_channel(connection, prefetch)
-        if publish_apart:
-            created = publisher(*await open_channel(connection))
-        else:
+        ``consumes`` (a worker): the queue it will consume, on a channel of its own that
+        declares that queue alone; it publishes on another, with the whole topology. A
+        publishing channel the broker refuses for good is replaced (:mod:`messaging.refusals`),
+        and a consuming channel closed would give back every delivery it holds, those whose
+        events are held through the refusal first. A consuming channel is closed and opened
+        again after a quiet spell (:mod:`messaging.subscriber`), and aio-pika's robust channel
+        then declares again what was declared on it: its own queue, not what an operator
+        deleted on purpose elsewhere. The API publishes on the one channel: direct reply-to
+        answers the channel that asked."""
+        if consumes is None:
+            channel, declared = await open_channel(connection, prefetch)
             created = publisher(channel, declared)
+        else:
+            channel, declared = await open_channel(connection, prefetch, (consumes,))
+            created = publisher(*await open_channel(connection))
         if metrics is not None:
             created.meter = MessageMeter.on(metrics, connection)
         return cls(channel, declared, created, prefetch)

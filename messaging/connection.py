@@ -7,7 +7,7 @@ retries for ``AMQP_CONNECT_TIMEOUT`` seconds. The password never appears in what
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import aio_pika
@@ -181,15 +181,17 @@ def quiet(names: tuple[str, ...]) -> Iterator[None]:
 
 
 async def open_channel(
-    connection: AbstractConnection, prefetch: int | None = None
+    connection: AbstractConnection,
+    prefetch: int | None = None,
+    queues: Sequence[topology.QueueSpec] = topology.QUEUES,
 ) -> tuple[AbstractChannel, topology.Declared]:
     """A channel with publisher confirms (a returned, unroutable message raises), with the
-    topology declared on it."""
+    topology declared on it (:func:`messaging.topology.declare`: all of it, or ``queues``)."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     if prefetch is not None:
         await channel.set_qos(prefetch_count=prefetch)
     try:
-        return channel, await topology.declare(channel)
+        return channel, await topology.declare(channel, queues)
     except ChannelPreconditionFailed as exc:
         raise TopologyConflict(
             _precondition_failed(str(exc.args[0] if exc.args else exc))

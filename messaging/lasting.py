@@ -8,10 +8,17 @@ A consumer the broker cancelled, or a publishing channel closed, is normal for a
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel
+
+log = structlog.get_logger(__name__)
+
 # Seconds a consumer or a publishing channel may be gone (while the connection is up) before
 # the process gives it up for lost and exits, and how often that is checked: it exits 30 to
 # 35 s after the loss. aio-pika restores either within a second or two.
 LOST_AFTER, CHECK_EVERY = 30.0, 5.0
+# Seconds one more try at restoring a closed channel may take.
+RESTORE_WITHIN = 5.0
 
 
 async def until_lasting(wrong: Callable[[], Awaitable[bool]], seconds: float, every: float) -> None:
@@ -27,3 +34,25 @@ async def until_lasting(wrong: Callable[[], Awaitable[bool]], seconds: float, ev
             since = loop.time()
         elif loop.time() - since >= seconds:
             return
+
+
+def closed_while_connected(
+    channel: AbstractChannel | None, connected: Callable[[], bool], what: str
+) -> Callable[[], Awaitable[bool]]:
+    """A check for :func:`until_lasting`: ``channel`` is closed while ``connected()`` (the
+    connection is up, so it is not one being restored). aio-pika restores a robust channel
+    once; one whose restore failed (a declaration refused, a deletion racing it) stays closed
+    for good, so each check tries the restore once more, and logs why it failed."""
+
+    async def closed() -> bool:
+        if channel is None or not channel.is_closed or not connected():
+            return False
+        if isinstance(channel, AbstractRobustChannel):
+            try:
+                async with asyncio.timeout(RESTORE_WITHIN):
+                    await channel.restore()
+            except Exception as exc:  # noqa: BLE001 - tried again at the next check
+                log.warning(f"the {what} channel could not be restored", error=repr(exc))
+        return channel.is_closed
+
+    return closed

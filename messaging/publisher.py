@@ -52,8 +52,6 @@ HOLD_PAUSE, HOLD_PAUSE_AT_MOST = 0.25, 5.0
 # Seconds, at most, a reply is held so: past the asker's reply timeout (5 s) nobody waits for
 # it. A reply not taken by then is dropped (replies are at-most-once; the outcome is stored).
 REPLY_HOLD = 3.0
-# Seconds a restore of the publishing channel, tried again by its watchdog, may take.
-RESTORE_WITHIN = 5.0
 # Seconds a worker waits for its publishing channel to be back before it publishes a retry
 # copy or a dead letter, or gives back a delivery whose publish found the channel gone.
 READY_WITHIN = 10.0
@@ -302,22 +300,8 @@ class Publisher:
         stays closed for good (fault campaigns): a worker went on consuming, and held each
         delivery in turn while it waited for the channel; the API answered 503 to every
         request."""
-        channel = self._channel
-
-        async def closed_while_connected() -> bool:
-            if channel is None or not channel.is_closed or not connected():
-                return False
-            # aio-pika restores a channel once; one whose restore failed (a deletion racing
-            # it) stays closed. Try again: a fault campaign's worker exited for want of it.
-            if isinstance(channel, AbstractRobustChannel):
-                try:
-                    async with asyncio.timeout(RESTORE_WITHIN):
-                        await channel.restore()
-                except Exception as exc:  # noqa: BLE001 - tried again at the next check
-                    log.warning("the publishing channel could not be restored", error=repr(exc))
-            return channel.is_closed
-
-        await until_lasting(closed_while_connected, lasting.LOST_AFTER, lasting.CHECK_EVERY)
+        closed = lasting.closed_while_connected(self._channel, connected, "publishing")
+        await until_lasting(closed, lasting.LOST_AFTER, lasting.CHECK_EVERY)
         return PublishingLost(
             f"the publishing channel has been closed for {lasting.LOST_AFTER:g} s while the broker "
             "connection is up, and was not restored; exiting, so that a restart opens a new one"

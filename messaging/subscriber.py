@@ -21,13 +21,19 @@ deleted under load, RabbitMQ 3.10 sent no cancel in 4 of 14 tries and kept the w
 consumer, with 64 deliveries unacked that never arrived and 596 messages ready (a fault
 campaign; the API answered 202 to every request from then on). A restarted worker consumed them
 all. With fewer messages behind it than the prefetch, such a consumer holds them all unacked
-and none is ready: nothing tells it from an idle one. So a consumer sent nothing for
-:data:`~messaging.lasting.LOST_AFTER` seconds with nothing in flight gets a fresh channel
-(:meth:`Subscription._renew`): closing the old one gives back whatever it held, and the
-consumer starts again, with its tag, on the new one.
+and none is ready: nothing tells it from an idle one (a re-check of that campaign, 2 of 3
+deletions at light traffic). So a consumer sent nothing for
+:data:`~messaging.lasting.LOST_AFTER` seconds with nothing in flight gets its channel closed
+and opened again (:meth:`Subscription._renew`): the broker takes back what the old one held,
+and aio-pika's robust channel declares its queue and consumes again, with its tag. A worker's
+consuming channel declares its own queue alone (:meth:`messaging.broker.Broker.open`), so that
+is all a renewal declares again. A consuming channel that stays closed while the connection
+is up (its declaration refused) is tried again at each check, and given up after
+:data:`~messaging.lasting.LOST_AFTER` seconds.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 import aiormq
@@ -48,6 +54,7 @@ from messaging.instrumentation import OnMessage
 from messaging.lasting import until_lasting
 from messaging.metered import NO_METER, MessageMeter
 from messaging.publisher import Publisher
+from messaging.refusals import ChannelReplaced
 from messaging.topology import channel_apart
 
 log = structlog.get_logger(__name__)
@@ -57,14 +64,18 @@ HANDLER_GRACE = 1.0
 CANCEL_WITHIN = 2.0
 # Seconds the watchdog's question to the broker (how many messages are ready) may take.
 ASK_WITHIN = 5.0
-# Seconds closing an idle consumer's channel and opening it again may take.
+# Seconds a renewal waits for the channel to be open again; past that, it is left to aio-pika
+# (a connection down) or to the watchdog's check for a channel closed for good.
 RENEW_WITHIN = 10.0
+# Seconds after a renewal during which a redelivered delivery counts as given back by it.
+GIVEN_BACK_WITHIN = 5.0
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
 
 class ConsumerLost(RuntimeError):
-    """The broker cancelled our consumer and it could not be restored."""
+    """The consumer is gone for good, or the broker sends it nothing: the worker must exit
+    (:meth:`Subscription.until_lost` says which)."""
 
 
 class Subscription:
@@ -87,8 +98,11 @@ class Subscription:
         # Deliveries that reached this consumer, and how many each watchdog check last saw.
         self.delivered = 0
         self._delivered_at_check = {"stalled": 0, "quiet": 0}
-        # Times its channel was closed and opened again after it had been sent nothing.
+        # Times its channel was closed and opened again after it had been sent nothing, when
+        # the last was, and how many deliveries came back redelivered right after one.
         self.renewals = 0
+        self._renewed_at: float | None = None
+        self.given_back = 0
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -98,13 +112,15 @@ class Subscription:
         self._tag = await self._queue.consume(callback, no_ack=False)
         log.info("consuming", queue=self._queue.name)
 
-    async def until_lost(self) -> ConsumerLost:
+    async def until_lost(self, connected: Callable[[], bool]) -> ConsumerLost:
         """Returns (does not raise) once the consumer has been missing from its open channel
         (:meth:`_missing`), or has been sent nothing while its queue held ready messages
-        (:meth:`_stalled`), for :data:`~messaging.lasting.LOST_AFTER` seconds, or once its
-        channel could not be renewed (:meth:`_renewing`); runs until cancelled otherwise.
-        While the connection is down and being restored, nothing counts."""
+        (:meth:`_stalled`), or its channel has been closed while ``connected()`` (the
+        connection is up), for :data:`~messaging.lasting.LOST_AFTER` seconds; runs until
+        cancelled otherwise, renewing a quiet consumer's channel (:meth:`_renewing`). While
+        the connection is down and being restored, nothing counts."""
         name, lasting_for = self._queue.name, f"{lasting.LOST_AFTER:g} s"
+        closed = lasting.closed_while_connected(self._queue.channel, connected, "consuming")
         checks = {
             asyncio.ensure_future(
                 until_lasting(self._missing, lasting.LOST_AFTER, lasting.CHECK_EVERY)
@@ -121,17 +137,19 @@ class Subscription:
                 "stuck (seen on RabbitMQ 3.10 after the queue was deleted under load); "
                 "exiting, so that a restart consumes again"
             ),
-            asyncio.ensure_future(self._renewing()): (
-                f"the channel consuming queue '{name}', idle for {lasting_for}, could not be "
-                "closed and opened again; exiting, so that a restart consumes again"
+            asyncio.ensure_future(until_lasting(closed, lasting.LOST_AFTER, lasting.CHECK_EVERY)): (
+                f"the channel consuming queue '{name}' has been closed for {lasting_for} while "
+                "the broker connection is up, and could not be opened again (its queue "
+                "declared again with other arguments?); exiting, so that a restart says why"
             ),
         }
+        renewing = asyncio.ensure_future(self._renewing())
         try:
-            done, _ = await asyncio.wait(checks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*checks, renewing], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for check in checks:
-                check.cancel()
-            await asyncio.gather(*checks, return_exceptions=True)
+            for task in [*checks, renewing]:
+                task.cancel()
+            await asyncio.gather(*checks, renewing, return_exceptions=True)
         first = done.pop()
         first.result()  # a check that failed raises here
         return ConsumerLost(checks[first])
@@ -162,37 +180,47 @@ class Subscription:
             return False
         if self._prefetch is not None and self.in_flight >= self._prefetch:
             return False
-        return await self._ready_messages() > 0
+        return (await self._ready_messages() or 0) > 0
 
-    async def _ready_messages(self) -> int:
-        """How many messages are ready in the queue (0 if the broker cannot say now), asked on
-        a channel apart (:func:`~messaging.topology.channel_apart`): a queue that is not there
-        closes the channel it is asked on (404), which must not be the one holding deliveries."""
+    async def _ready_messages(self) -> int | None:
+        """How many messages are ready in the queue (None if the broker does not say within
+        :data:`ASK_WITHIN`), asked on a channel apart (:func:`~messaging.topology.channel_apart`):
+        a queue that is not there closes the channel it is asked on (404), which must not be
+        the one holding deliveries."""
         channel = self._queue.channel
         if channel.is_closed:  # being restored: nothing counts
-            return 0
+            return None
         try:
             async with asyncio.timeout(ASK_WITHIN):
                 underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
                 async with channel_apart(underlay.connection) as asking:
                     declared = await asking.queue_declare(self._queue.name, passive=True)
         except (TimeoutError, *CONNECTION_EXCEPTIONS):
-            return 0
+            return None
         return declared.message_count or 0
 
     async def _renewing(self) -> None:
         """Renews the channel (:meth:`_renew`) each time the consumer has been sent nothing,
-        with nothing in flight, for :data:`~messaging.lasting.LOST_AFTER` seconds; returns
-        only if a renewal failed (the channel may be left closed: the worker must exit)."""
+        with nothing in flight, for :data:`~messaging.lasting.LOST_AFTER` seconds. Runs until
+        cancelled."""
         while True:
-            # Returns right after a check found it quiet, before anything else can run.
             await until_lasting(self._quiet, lasting.LOST_AFTER, lasting.CHECK_EVERY)
-            try:
-                async with asyncio.timeout(RENEW_WITHIN):
-                    await self._renew()
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the channel unsure
-                log.error("consuming channel not renewed", queue=self._queue.name, error=repr(exc))
-                return
+            # The broker must answer first, on a channel apart: one blocking the connection (a
+            # memory or disk alarm) would not read the close, nor let the channel open again.
+            # Nothing may have come in meanwhile.
+            if await self._ready_messages() is None or self.in_flight or self._moved("quiet"):
+                continue
+            given_back = self.given_back
+            if not await self._renew():
+                continue
+            await asyncio.sleep(GIVEN_BACK_WITHIN)
+            if self.given_back > given_back:
+                log.warning(
+                    "the consumer's channel, renewed after a quiet spell, gave back deliveries "
+                    "it held and never passed on: the broker's consumer was stuck",
+                    queue=self._queue.name,
+                    given_back=self.given_back - given_back,
+                )
 
     async def _quiet(self) -> bool:
         """Nothing delivered since the last check and nothing in flight, on an open channel
@@ -204,19 +232,48 @@ class Subscription:
         idle = not (moved or self.in_flight or self._stopping or self._tag is None)
         return idle and not self._queue.channel.is_closed
 
-    async def _renew(self) -> None:
-        """Close the consuming channel and open it again. The broker takes back what the old
-        one held unacked (a wedged consumer's deliveries, which never reached this process);
-        aio-pika's robust channel re-applies the prefetch, declares the queue and consumes
-        again with the same tag. Only with nothing in flight: a delivery that arrives during
-        the renewal is cut off and redelivered, as on a dropped connection."""
+    async def _renew(self) -> bool:
+        """Close the consuming channel, as the broker closes one on a channel error, and wait
+        for aio-pika's robust channel to open it again, within :data:`RENEW_WITHIN`: it
+        applies the prefetch, declares what was declared on it (this queue alone, on a
+        worker) and consumes again with the same tag. The broker takes back what the old
+        channel held unacked (a stuck consumer's deliveries, which never reached this
+        process). Only with nothing in flight; a delivery that comes in as the channel closes
+        is cut off and redelivered, as after a dropped connection. Past the bound (a
+        connection that dropped meanwhile, a declaration refused), aio-pika's reconnection or
+        the check for a channel closed for good takes over. True once open again."""
         channel = self._queue.channel
-        if not isinstance(channel, AbstractRobustChannel):
-            return  # a plain channel cannot be reopened with its consumer
-        await channel.close()
-        await channel.reopen()
+        if not isinstance(channel, AbstractRobustChannel) or channel.is_closed:
+            return False
+        reopened = asyncio.Event()
+
+        def on_reopen(*_: object) -> None:
+            reopened.set()
+
+        channel.reopen_callbacks.add(on_reopen)
+        self._renewed_at = asyncio.get_running_loop().time()  # what comes back counts from now
+        try:
+            async with asyncio.timeout(RENEW_WITHIN):
+                underlay = await channel.get_underlay_channel()
+                # Not cancelled should it outlast the wait: a close cut short leaves the
+                # channel neither open nor closed.
+                closing = asyncio.ensure_future(
+                    underlay.close(ChannelReplaced(None, "renewed after a quiet spell"))
+                )
+                closing.add_done_callback(_close_failed)
+                await reopened.wait()
+        except TimeoutError:
+            log.warning(
+                "the consumer's channel was closed to be renewed and is not open again yet",
+                queue=self._queue.name,
+                within_s=RENEW_WITHIN,
+            )
+            return False
+        finally:
+            channel.reopen_callbacks.discard(on_reopen)
         self.renewals += 1
         log.debug("consuming channel renewed after a quiet spell", queue=self._queue.name)
+        return True
 
     async def stop(self, within: float) -> bool:
         """Take no new deliveries; wait at most ``within`` seconds for those in flight.
@@ -246,6 +303,9 @@ class Subscription:
 
     async def _tracked(self, message: AbstractIncomingMessage) -> None:
         self.delivered += 1
+        if message.redelivered and self._renewed_at is not None:
+            if asyncio.get_running_loop().time() - self._renewed_at < GIVEN_BACK_WITHIN:
+                self.given_back += 1
         if self._stopping:
             trace.get_current_span().add_event("messaging.delivery.returned", _RETURNED)
             return
@@ -273,6 +333,13 @@ class Subscription:
             self._idle.set()
         if not handling.cancelled() and handling.exception() is not None:
             log.error("delivery handling failed", error=repr(handling.exception()))
+
+
+def _close_failed(closing: "asyncio.Future[None]") -> None:
+    """A renewal's close that failed (the connection dropped meanwhile: aio-pika's
+    reconnection restores the channel), retrieved so that asyncio does not report it."""
+    if not closing.cancelled() and closing.exception() is not None:
+        log.debug("consuming channel's close for a renewal failed", error=repr(closing.exception()))
 
 
 async def subscribe(

@@ -15,7 +15,7 @@ Changing a queue's arguments here needs the old queue deleted first (RabbitMQ an
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,19 +94,22 @@ class Declared:
     queues: Mapping[str, AbstractQueue]
 
 
-async def declare(channel: AbstractChannel) -> Declared:
-    """Declare every exchange, queue and binding. Safe to call repeatedly and concurrently."""
+async def declare(channel: AbstractChannel, queues: Sequence[QueueSpec] = QUEUES) -> Declared:
+    """Declare every exchange, queue and binding (or only ``queues``, with the exchanges they
+    are bound to). Safe to call repeatedly and concurrently. aio-pika's robust channel declares
+    again what was declared on it, whenever it opens again: a worker's consuming channel
+    declares only its own queue (:meth:`messaging.broker.Broker.open`)."""
     exchanges = {
         spec.name: await channel.declare_exchange(spec.name, spec.type, durable=True)
-        for spec in EXCHANGES
+        for spec in dict.fromkeys(queue.exchange for queue in queues)
     }
-    queues: dict[str, AbstractQueue] = {}
-    for spec in QUEUES:
+    declared: dict[str, AbstractQueue] = {}
+    for spec in queues:
         queue = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
         for key in spec.routing_keys:
             await queue.bind(exchanges[spec.exchange.name], routing_key=key)
-        queues[spec.name] = queue
-    return Declared(exchanges, queues)
+        declared[spec.name] = queue
+    return Declared(exchanges, declared)
 
 
 @contextlib.asynccontextmanager

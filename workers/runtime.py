@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic
 
 import structlog
@@ -22,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.broker import Broker, PublisherFactory
-from messaging.connection import connect
+from messaging.connection import connect, is_up
 from messaging.handlers import Handler, M
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import PUBLISH_HOLD, Publisher, PublishingLost
@@ -97,7 +98,7 @@ async def serve(
             prefetch=settings.amqp_prefetch,
             publisher=publisher,
             metrics=metrics,
-            publish_apart=True,
+            consumes=worker.queue,
         )
         broker.publisher.hold = tuning.publish_hold
         # A database outage holds the failed message until it is over: see database_outage.
@@ -110,7 +111,7 @@ async def serve(
         stop = stop or _stop_on_signals()
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
-        lost = await _until_stopped_or_lost(stop, subscription, broker)
+        lost = await _until_stopped_or_lost(stop, subscription, broker, partial(is_up, connection))
         # What it holds (through a database outage, or an event the broker refuses) goes
         # back to the broker, rather than wait out the shutdown.
         outage.close()
@@ -141,15 +142,13 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _until_stopped_or_lost(
-    stop: asyncio.Event, subscription: Subscription, broker: Broker
+    stop: asyncio.Event, subscription: Subscription, broker: Broker, connected: Callable[[], bool]
 ) -> ConsumerLost | PublishingLost | None:
     """None once asked to stop; the reason if the consumer, or the channel the worker
-    publishes on, was lost first (with the consuming channel open: the connection is up)."""
+    publishes on, was lost first (while ``connected()``: the connection is up)."""
     stopped = asyncio.ensure_future(stop.wait())
-    consumer_lost = asyncio.ensure_future(subscription.until_lost())
-    publishing_lost = asyncio.ensure_future(
-        broker.publisher.until_lost(lambda: not broker.channel.is_closed)
-    )
+    consumer_lost = asyncio.ensure_future(subscription.until_lost(connected))
+    publishing_lost = asyncio.ensure_future(broker.publisher.until_lost(connected))
     watched = (stopped, consumer_lost, publishing_lost)
     try:
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)

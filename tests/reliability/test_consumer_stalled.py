@@ -1,32 +1,42 @@
-"""A consumer the broker keeps but sends nothing, while its queue holds ready messages.
+"""A consumer the broker keeps but sends nothing.
 
 A fault campaign deleted ``credit-check`` under load: in 4 of 14 tries RabbitMQ 3.10 sent no
 cancel and kept the worker's consumer, with 64 deliveries unacked that never arrived and some
 600 messages ready. The worker sat idle, and the API answered 202 to every request, until
-someone restarted it. Its watchdog now gives such a consumer up after ``lasting.LOST_AFTER``
-seconds (the worker exits 1, as for a consumer lost: ``test_queue_replaced.py``). Here the
-wedge is made by hand: the consumer stays registered, and what the broker sends it no longer
-reaches the worker. A consumer with nothing to take, or with no room for more, is not stalled.
+someone restarted it. With fewer messages behind such a wedge than the prefetch, the consumer
+holds them all unacked, none is ready, and nothing tells it from an idle one (a re-check wedged
+two consumers so, 27 requests behind each).
 
-With fewer messages behind the wedge than the prefetch, the consumer holds them all unacked,
-none is ready, and nothing tells it from an idle one (the re-verification of the fix above
-wedged two consumers so, 27 requests behind each). A consumer sent nothing, with nothing in
-flight, for ``lasting.LOST_AFTER`` seconds therefore gets its channel closed and opened again:
-the broker takes back what the old channel held, and the consumer gets it on the new one.
+So a consumer sent nothing, with nothing in flight, for ``lasting.LOST_AFTER`` seconds gets its
+channel closed and opened again: the broker takes back what the old channel held, and the
+consumer gets it on the new one. With a delivery in flight, which no renewal may cut off, the
+older check stays: ready messages and nothing delivered for ``lasting.LOST_AFTER`` seconds,
+and the worker exits 1 (as for a consumer lost: ``test_queue_replaced.py``). Here the wedge is
+made by hand: the consumer stays registered, and what the broker sends it no longer reaches the
+worker. The queues are quorum queues with a delivery limit, as the workers'.
 """
 
 import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import aio_pika
 import aiormq
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
-from messaging import lasting
-from messaging.subscriber import Subscription
+from messaging import lasting, subscriber
+from messaging.connection import is_up
+from messaging.subscriber import ConsumerLost, Subscription
+from tests.logs import capture_logs_of
 from tests.waiting import eventually_async
 
 PREFETCH = 2
@@ -36,23 +46,34 @@ PREFETCH = 2
 def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lasting, "LOST_AFTER", 0.6)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.1)
+    monkeypatch.setattr(subscriber, "GIVEN_BACK_WITHIN", 0.5)
 
 
 @pytest.fixture
-async def queue(amqp_url: str) -> AsyncIterator[AbstractQueue]:
-    """Not auto-deleted: renewing the channel cancels the consumer, which would delete it."""
+async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(amqp_url)  # as the workers connect
     try:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=PREFETCH)
-        declared = await channel.declare_queue(f"stalled-{uuid.uuid4().hex[:8]}")
-        try:
-            yield declared
-        finally:
-            async with _other_channel(amqp_url) as other:
-                await other.queue_delete(declared.name)
+        yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def queue(
+    connection: AbstractRobustConnection, amqp_url: str
+) -> AsyncIterator[AbstractQueue]:
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=PREFETCH)
+    declared = await channel.declare_queue(
+        f"stalled-{uuid.uuid4().hex[:8]}",
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-delivery-limit": 5},
+    )
+    try:
+        yield declared
+    finally:
+        async with _other_channel(amqp_url) as other:
+            await other.queue_delete(declared.name)
 
 
 @contextlib.asynccontextmanager
@@ -72,6 +93,12 @@ async def _consuming(
     return subscription
 
 
+def _watching(
+    subscription: Subscription, connection: AbstractRobustConnection
+) -> "asyncio.Future[ConsumerLost]":
+    return asyncio.ensure_future(subscription.until_lost(lambda: is_up(connection)))
+
+
 async def _publish(queue: AbstractQueue, count: int) -> None:
     for n in range(count):
         await queue.channel.default_exchange.publish(aio_pika.Message(b"%d" % n), queue.name)
@@ -82,8 +109,90 @@ async def _ack(message: AbstractIncomingMessage) -> None:
 
 
 @pytest.mark.usefixtures("quick_watchdog")
+async def test_a_wedged_consumer_holding_fewer_than_its_prefetch_gets_them_on_a_new_channel(
+    queue: AbstractQueue, connection: AbstractRobustConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = capture_logs_of(monkeypatch, subscriber)
+    handled: list[tuple[bytes, object]] = []
+
+    async def ack(message: AbstractIncomingMessage) -> None:
+        handled.append((message.body, message.headers.get("x-delivery-count")))
+        await message.ack()
+
+    subscription = await _consuming(queue, ack)
+    await _publish(queue, 1)
+    await _until_delivered(subscription, 1)
+    await _wedge(queue)
+    await _publish(queue, PREFETCH - 1)  # held by the wedged consumer: none of it is ready
+    watchdog = _watching(subscription, connection)
+    try:
+        await _until_delivered(subscription, PREFETCH)
+        async for attempt in eventually_async(10, every=0.02):
+            with attempt:  # reported once the renewal's window is over
+                assert [
+                    entry["given_back"] for entry in logs.entries if "gave back" in entry["event"]
+                ] == [1]
+        assert not watchdog.done(), "a renewed consumer is not lost"
+    finally:
+        watchdog.cancel()
+    assert subscription.renewals >= 1
+    assert subscription.given_back == 1
+    # Each published once, handled once; the one given back came back once, and the quorum
+    # queue counted that return (its delivery limit is 5).
+    assert handled == [(b"0", None), (b"0", 1)]
+    assert subscription.delivered == PREFETCH
+    assert (await queue.declare()).message_count == 0
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_an_idle_consumer_is_renewed_and_still_consumes(
+    queue: AbstractQueue, connection: AbstractRobustConnection
+) -> None:
+    subscription = await _consuming(queue, _ack)
+    await _publish(queue, 2)
+    watchdog = _watching(subscription, connection)
+    try:
+        async for attempt in eventually_async(20, every=0.05):
+            with attempt:
+                assert subscription.renewals >= 2
+        assert not watchdog.done(), "an idle consumer is not lost"
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+    await cast(AbstractRobustChannel, queue.channel).ready()
+    assert (subscription.delivered, subscription.given_back) == (2, 0)
+    await _publish(queue, 2)
+    await _until_delivered(subscription, 4)
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_a_delivery_in_flight_is_never_cut_off_by_a_renewal(
+    queue: AbstractQueue, connection: AbstractRobustConnection
+) -> None:
+    """A slow handler with room for more and nothing else to take: its channel stays open,
+    and its delivery is neither redelivered nor handled twice."""
+    release = asyncio.Event()
+
+    async def slow(message: AbstractIncomingMessage) -> None:
+        await release.wait()
+        await message.ack()
+
+    subscription = await _consuming(queue, slow)
+    await _publish(queue, 1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(_watching(subscription, connection), lasting.LOST_AFTER * 6)
+    assert (subscription.in_flight, subscription.renewals) == (1, 0)
+    release.set()
+    async for attempt in eventually_async(10, every=0.02):
+        with attempt:
+            assert subscription.in_flight == 0
+    assert subscription.delivered == 1
+    assert (await queue.declare()).message_count == 0
+
+
+@pytest.mark.usefixtures("quick_watchdog")
 async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
-    queue: AbstractQueue,
+    queue: AbstractQueue, connection: AbstractRobustConnection
 ) -> None:
     """With a delivery in flight, which no renewal may cut off (a slow handler, here)."""
     release = asyncio.Event()
@@ -98,7 +207,7 @@ async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
     await _wedge(queue)
     await _publish(queue, PREFETCH + 3)
     try:
-        lost = await asyncio.wait_for(subscription.until_lost(), 10)
+        lost = await asyncio.wait_for(_watching(subscription, connection), 10)
     finally:
         release.set()
     assert f"queue '{queue.name}' has held ready messages" in str(lost)
@@ -106,92 +215,9 @@ async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
 
 
 @pytest.mark.usefixtures("quick_watchdog")
-async def test_a_wedged_consumer_holding_fewer_than_its_prefetch_gets_them_on_a_new_channel(
-    queue: AbstractQueue,
+async def test_a_consumer_with_no_room_for_more_is_not_stalled(
+    queue: AbstractQueue, connection: AbstractRobustConnection
 ) -> None:
-    bodies: list[bytes] = []
-
-    async def ack(message: AbstractIncomingMessage) -> None:
-        bodies.append(message.body)
-        await message.ack()
-
-    subscription = await _consuming(queue, ack)
-    await _publish(queue, 1)
-    await _until_delivered(subscription, 1)
-    await _wedge(queue)
-    await _publish(queue, PREFETCH - 1)  # held by the wedged consumer: none of it is ready
-    watchdog = asyncio.ensure_future(subscription.until_lost())
-    try:
-        await _until_delivered(subscription, 1 + PREFETCH - 1)
-        assert not watchdog.done(), "a renewed consumer is not lost"
-    finally:
-        watchdog.cancel()
-    assert subscription.renewals >= 1
-    assert sorted(bodies) == [b"0", b"0"]  # each published once, each handled once
-    assert (await queue.declare()).message_count == 0
-
-
-@pytest.mark.usefixtures("quick_watchdog")
-async def test_an_idle_consumer_is_not_stalled_and_still_consumes_after_renewals(
-    queue: AbstractQueue,
-) -> None:
-    subscription = await _consuming(queue, _ack)
-    await _publish(queue, 2)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 6)
-    assert subscription.delivered == 2
-    assert subscription.renewals >= 1
-    await _publish(queue, 2)
-    await _until_delivered(subscription, 4)
-
-
-@pytest.mark.usefixtures("quick_watchdog")
-async def test_a_delivery_in_flight_is_never_cut_off_by_a_renewal(queue: AbstractQueue) -> None:
-    """A slow handler with room for more and nothing else to take: its channel stays open,
-    and its delivery is neither redelivered nor handled twice."""
-    release = asyncio.Event()
-
-    async def slow(message: AbstractIncomingMessage) -> None:
-        await release.wait()
-        await message.ack()
-
-    subscription = await _consuming(queue, slow)
-    await _publish(queue, 1)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 6)
-    assert (subscription.in_flight, subscription.renewals) == (1, 0)
-    release.set()
-    async for attempt in eventually_async(10, every=0.02):
-        with attempt:
-            assert subscription.in_flight == 0
-    assert subscription.delivered == 1
-    assert (await queue.declare()).message_count == 0
-
-
-@pytest.mark.usefixtures("quick_watchdog")
-async def test_a_channel_that_cannot_be_opened_again_gives_the_consumer_up(
-    queue: AbstractQueue, amqp_url: str
-) -> None:
-    """The channel declared an exchange that someone then declared again with another type:
-    opening the channel again re-declares it, the broker refuses, and the channel stays
-    closed. The worker exits, so that a restart says why, rather than take nothing."""
-    name = f"renewal-conflict-{uuid.uuid4().hex[:8]}"
-    await queue.channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT)
-    subscription = await _consuming(queue, _ack)
-    async with _other_channel(amqp_url) as other:
-        await other.exchange_delete(name)
-        await other.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
-        try:
-            lost = await asyncio.wait_for(subscription.until_lost(), 10)
-        finally:
-            await other.exchange_delete(name)
-    assert f"the channel consuming queue '{queue.name}'" in str(lost)
-    assert "could not be closed and opened again" in str(lost)
-    assert subscription.renewals == 0
-
-
-@pytest.mark.usefixtures("quick_watchdog")
-async def test_a_consumer_with_no_room_for_more_is_not_stalled(queue: AbstractQueue) -> None:
     """Its deliveries all held (a slow handler, a database outage): the broker rightly sends
     nothing more, and messages wait."""
     release = asyncio.Event()
@@ -204,11 +230,34 @@ async def test_a_consumer_with_no_room_for_more_is_not_stalled(queue: AbstractQu
     await _publish(queue, PREFETCH + 3)
     try:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(subscription.until_lost(), lasting.LOST_AFTER * 4)
+            await asyncio.wait_for(_watching(subscription, connection), lasting.LOST_AFTER * 4)
         assert subscription.in_flight == PREFETCH
     finally:
         release.set()
     await _until_delivered(subscription, PREFETCH + 3)
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_a_channel_that_cannot_be_opened_again_gives_the_consumer_up(
+    queue: AbstractQueue, connection: AbstractRobustConnection, amqp_url: str
+) -> None:
+    """The channel declared an exchange that someone then declared again with another type:
+    opening the channel again declares it again, the broker refuses, and the channel stays
+    closed, though each check tries once more. The worker exits, so that a restart says why,
+    rather than take nothing."""
+    name = f"renewal-conflict-{uuid.uuid4().hex[:8]}"
+    await queue.channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT)
+    subscription = await _consuming(queue, _ack)
+    async with _other_channel(amqp_url) as other:
+        await other.exchange_delete(name)
+        await other.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
+        try:
+            lost = await asyncio.wait_for(_watching(subscription, connection), 10)
+        finally:
+            await other.exchange_delete(name)
+    assert f"the channel consuming queue '{queue.name}' has been closed for" in str(lost)
+    assert queue.channel.is_closed
+    assert subscription.renewals == 0
 
 
 async def _wedge(queue: AbstractQueue) -> None:
