@@ -33,11 +33,26 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from messaging import lasting, subscriber
+from devtools.vhosts import private_vhost
+from messaging import lasting, subscriber, topology
 from messaging.connection import is_up
+from messaging.envelope import encode
+from messaging.messages import ReservationRequested
 from messaging.subscriber import ConsumerLost, Subscription
+from store.engine import dispose, open_engine
+from store.repository import SqlStore
+from store.settings import StoreSettings
+from tests import infra
 from tests.logs import capture_logs_of
+from tests.system import (
+    configure_env,
+    publishing_with_empty_dead_letters,
+    until_consuming,
+    vhost_tool,
+)
 from tests.waiting import eventually_async
+from workers.credit_check.__main__ import WORKER
+from workers.runtime import serve
 
 PREFETCH = 2
 
@@ -277,3 +292,59 @@ async def _until_delivered(subscription: Subscription, count: int) -> None:
     async for attempt in eventually_async(10, every=0.02):
         with attempt:
             assert subscription.delivered == count
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_an_idle_worker_renews_its_channel_declaring_its_own_queue_alone(
+    amqp_url: str,
+    broker: infra.Broker,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The credit-check worker, idle: its consuming channel is renewed again and again, and a
+    renewal declares the worker's own queue, nothing else. An operator deleted the dead-letter
+    queue meanwhile; it stays deleted (it came back within a renewal when the consuming
+    channel declared the whole topology). Then a request is still handled, once."""
+    monkeypatch.setattr(lasting, "LOST_AFTER", 0.6)
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.1)
+    logs = capture_logs_of(monkeypatch, subscriber)
+    with private_vhost(amqp_url, vhost_tool(broker), "renewed") as own_vhost:
+        configure_env(monkeypatch, own_vhost, store_settings)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(serve(WORKER, stop))
+        try:
+            async with publishing_with_empty_dead_letters(own_vhost) as declared:
+                channel = declared.queues[topology.CREDIT_CHECK.name].channel
+                await until_consuming(channel, topology.CREDIT_CHECK)
+                await channel.queue_delete(topology.DEAD_LETTERS.name)
+                async for attempt in eventually_async(20, every=0.1):
+                    with attempt:
+                        renewed = [
+                            e for e in logs.entries if e["event"].startswith("consuming chan")
+                        ]
+                        assert len(renewed) >= 3
+                async with _other_channel(own_vhost) as asking:
+                    with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                        await asking.declare_queue(topology.DEAD_LETTERS.name, passive=True)
+                request = ReservationRequested(
+                    reservation_id=uuid.uuid4(), username="alice", item_id="book-1"
+                )
+                await channel.default_exchange.publish(
+                    encode(request, persistent=True), topology.CREDIT_CHECK.name
+                )
+                async for attempt in eventually_async(15, every=0.1):
+                    with attempt:
+                        assert await _credits(store_settings) == 90
+                assert not worker.done(), "an idle worker is not lost"
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 15)
+    assert [e for e in logs.entries if e["log_level"] in ("warning", "error")] == []
+
+
+async def _credits(store_settings: StoreSettings) -> int | None:
+    engine = await open_engine(store_settings)
+    try:
+        return await SqlStore(engine).get_credits("alice")
+    finally:
+        await dispose(engine)
