@@ -119,6 +119,12 @@ async def _handle(
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.set_attribute("error.type", type(exc).__qualname__)
         metered.failed(type(exc).__qualname__)
+        if not _open(message):
+            # Its channel closed under the handler (a dropped connection): the broker has it
+            # back and redelivers it, so there is nothing to retry, and no handler failure to
+            # report (a fault campaign's drop under load logged one per delivery in flight).
+            await _give_back(message)
+            return
         tries = attempt_of(message)
         if tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)

@@ -2,6 +2,7 @@
 dead-lettered with its reason, in the same trace. Real broker, fake ledger (our own port)."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -24,10 +25,12 @@ from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
 from messaging.envelope import envelope
-from messaging.messages import ReservationRequested
+from messaging.handlers import Handled, Publication
+from messaging.messages import ReservationConfirmed, ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
+from messaging.refusals import ChannelReplaced
 from tests.hop import Hop
 from tests.logs import capture_logs_of
 from tests.spans import aio_pika_traced_by, in_memory_provider
@@ -455,3 +458,48 @@ async def test_a_consumer_stopped_while_its_connection_is_down_is_not_restored(
     finally:
         await connection.close()
         await direct.close()
+
+
+async def test_a_delivery_whose_channel_closes_under_its_handler_is_no_handler_failure(
+    channel: AbstractChannel, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection dropped under a handler: its event finds the channel gone, and the
+    delivery cannot be settled. The broker redelivers it; it is not retried as a handler
+    failure (no back-off, no WARNING saying the handler failed), and the redelivery is
+    handled."""
+    capture = capture_logs_of(monkeypatch, delivery)
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    broker.publisher.hold = 0.2  # how long an event waits for its channel to come back
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    confirmed = ReservationConfirmed(
+        reservation_id=request.reservation_id, username="alice", item_id="b", price=10
+    )
+    attempts: list[tuple[int, bool]] = []
+
+    async def channel_closes_under_it(message: ReservationRequested) -> Handled:
+        current = delivery.current_delivery()
+        attempts.append((current.attempt, current.redelivered))
+        if len(attempts) == 1:
+            underlay = await channel.get_underlay_channel()
+            with contextlib.suppress(aiormq.exceptions.ChannelClosed):  # how a close ends
+                await underlay.close(ChannelReplaced(None, "test: closed under the handler"))
+        return Handled(events=(Publication(confirmed, topology.RESERVATION_CONFIRMATIONS),))
+
+    subscription = await broker.subscribe(
+        topology.CREDIT_CHECK, ReservationRequested, channel_closes_under_it
+    )
+    await broker.publish(request, topology.RESERVATION_REQUESTS)
+    reading = await aio_pika.connect(amqp_url)  # the test's channel closes meanwhile
+    try:
+        fulfilment = await (await reading.channel()).get_queue(topology.FULFILMENT.name)
+        event = await get_within(fulfilment, 15)
+        await event.ack()
+    finally:
+        await reading.close()
+    assert await subscription.stop(5)
+    assert attempts == [(1, False), (1, True)]  # redelivered, not a retry copy
+    assert [e["event"] for e in capture.entries] == [
+        "channel lost before the message was settled; it will be redelivered"
+    ]
+    assert await declared.queues[topology.DEAD_LETTERS.name].get(fail=False) is None
