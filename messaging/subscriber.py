@@ -152,6 +152,8 @@ class Subscription:
             await asyncio.gather(*checks, renewing, return_exceptions=True)
         first = done.pop()
         first.result()  # a check that failed raises here
+        if first is renewing:  # it runs until cancelled
+            raise RuntimeError("the renewal of the consuming channel stopped")
         return ConsumerLost(checks[first])
 
     def _moved(self, check: str) -> bool:
@@ -217,7 +219,8 @@ class Subscription:
             if self.given_back > given_back:
                 log.warning(
                     "the consumer's channel, renewed after a quiet spell, gave back deliveries "
-                    "it held and never passed on: the broker's consumer was stuck",
+                    "it held and never passed on (redelivered right after): the broker's "
+                    "consumer was likely stuck",
                     queue=self._queue.name,
                     given_back=self.given_back - given_back,
                 )
@@ -262,11 +265,12 @@ class Subscription:
                 )
                 closing.add_done_callback(_close_failed)
                 await reopened.wait()
-        except TimeoutError:
+        except Exception as exc:  # noqa: BLE001 - a timeout, or the connection gone meanwhile
             log.warning(
                 "the consumer's channel was closed to be renewed and is not open again yet",
                 queue=self._queue.name,
                 within_s=RENEW_WITHIN,
+                error=repr(exc),
             )
             return False
         finally:
@@ -386,4 +390,7 @@ async def cancel_consumer(queue: AbstractQueue, tag: str, *, until: float) -> No
         if isinstance(exc, TimeoutError) and not queue.channel.is_closed:
             log.warning("consumer not cancelled: the broker did not answer in time")
         else:
-            log.warning("consumer not cancelled: the broker connection is down", error=repr(exc))
+            log.warning(
+                "consumer not cancelled: the broker connection is down, or its channel closed",
+                error=repr(exc),
+            )
