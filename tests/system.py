@@ -22,6 +22,8 @@ from devtools.vhosts import private_vhost
 from messaging import topology
 from messaging.connection import open_channel
 from messaging.publisher import Publisher
+from store.engine import dispose, open_engine
+from store.repository import SqlStore
 from store.settings import StoreSettings
 from tests import infra
 from tests.waiting import eventually_async
@@ -150,3 +152,12 @@ async def running_api(
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
+
+
+async def credits_of(store_settings: StoreSettings, username: str = "alice") -> int | None:
+    """A user's credits, read on an engine of its own (a worker in the test holds another)."""
+    engine = await open_engine(store_settings)
+    try:
+        return await SqlStore(engine).get_credits(username)
+    finally:
+        await dispose(engine)

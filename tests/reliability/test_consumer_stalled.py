@@ -39,13 +39,12 @@ from messaging.connection import is_up
 from messaging.envelope import encode
 from messaging.messages import ReservationRequested
 from messaging.subscriber import ConsumerLost, Subscription
-from store.engine import dispose, open_engine
-from store.repository import SqlStore
 from store.settings import StoreSettings
 from tests import infra
 from tests.logs import capture_logs_of
 from tests.system import (
     configure_env,
+    credits_of,
     publishing_with_empty_dead_letters,
     until_consuming,
     vhost_tool,
@@ -186,18 +185,13 @@ async def test_a_delivery_in_flight_is_never_cut_off_by_a_renewal(
 ) -> None:
     """A slow handler with room for more and nothing else to take: its channel stays open,
     and its delivery is neither redelivered nor handled twice."""
-    release = asyncio.Event()
-
-    async def slow(message: AbstractIncomingMessage) -> None:
-        await release.wait()
-        await message.ack()
-
+    slow = _Slow()
     subscription = await _consuming(queue, slow)
     await _publish(queue, 1)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(_watching(subscription, connection), lasting.LOST_AFTER * 6)
     assert (subscription.in_flight, subscription.renewals) == (1, 0)
-    release.set()
+    slow.release.set()
     async for attempt in eventually_async(10, every=0.02):
         with attempt:
             assert subscription.in_flight == 0
@@ -210,12 +204,7 @@ async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
     queue: AbstractQueue, connection: AbstractRobustConnection
 ) -> None:
     """With a delivery in flight, which no renewal may cut off (a slow handler, here)."""
-    release = asyncio.Event()
-
-    async def slow(message: AbstractIncomingMessage) -> None:
-        await release.wait()
-        await message.ack()
-
+    slow = _Slow()
     subscription = await _consuming(queue, slow)
     await _publish(queue, 1)
     await _until_delivered(subscription, 1)
@@ -224,7 +213,7 @@ async def test_a_consumer_sent_nothing_while_messages_wait_is_given_up(
     try:
         lost = await asyncio.wait_for(_watching(subscription, connection), 10)
     finally:
-        release.set()
+        slow.release.set()
     assert f"queue '{queue.name}' has held ready messages" in str(lost)
     assert (subscription.delivered, subscription.renewals) == (1, 0)
 
@@ -235,12 +224,7 @@ async def test_a_consumer_with_no_room_for_more_is_not_stalled(
 ) -> None:
     """Its deliveries all held (a slow handler, a database outage): the broker rightly sends
     nothing more, and messages wait."""
-    release = asyncio.Event()
-
-    async def slow(message: AbstractIncomingMessage) -> None:
-        await release.wait()
-        await message.ack()
-
+    slow = _Slow()
     subscription = await _consuming(queue, slow)
     await _publish(queue, PREFETCH + 3)
     try:
@@ -248,7 +232,7 @@ async def test_a_consumer_with_no_room_for_more_is_not_stalled(
             await asyncio.wait_for(_watching(subscription, connection), lasting.LOST_AFTER * 4)
         assert subscription.in_flight == PREFETCH
     finally:
-        release.set()
+        slow.release.set()
     await _until_delivered(subscription, PREFETCH + 3)
 
 
@@ -273,6 +257,17 @@ async def test_a_channel_that_cannot_be_opened_again_gives_the_consumer_up(
     assert f"the channel consuming queue '{queue.name}' has been closed for" in str(lost)
     assert queue.channel.is_closed
     assert subscription.renewals == 0
+
+
+class _Slow:
+    """A handler that acks each delivery once released (a slow handler, a database outage)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        await self.release.wait()
+        await message.ack()
 
 
 async def _wedge(queue: AbstractQueue) -> None:
@@ -334,17 +329,9 @@ async def test_an_idle_worker_renews_its_channel_declaring_its_own_queue_alone(
                 )
                 async for attempt in eventually_async(15, every=0.1):
                     with attempt:
-                        assert await _credits(store_settings) == 90
+                        assert await credits_of(store_settings) == 90
                 assert not worker.done(), "an idle worker is not lost"
         finally:
             stop.set()
             await asyncio.wait_for(worker, 15)
     assert [e for e in logs.entries if e["log_level"] in ("warning", "error")] == []
-
-
-async def _credits(store_settings: StoreSettings) -> int | None:
-    engine = await open_engine(store_settings)
-    try:
-        return await SqlStore(engine).get_credits("alice")
-    finally:
-        await dispose(engine)

@@ -25,8 +25,6 @@ from messaging.envelope import encode
 from messaging.handlers import Handled, Publication
 from messaging.messages import ReservationConfirmed, ReservationRequested
 from messaging.publisher import Publisher, PublishingLost
-from store.engine import dispose, open_engine
-from store.repository import SqlStore
 from store.settings import StoreSettings
 from tests import infra
 from tests.logs import capture_logs_of
@@ -35,6 +33,7 @@ from tests.system import (
     RecordingPublishers,
     configure_env,
     consumers_and_messages,
+    credits_of,
     publishing_with_empty_dead_letters,
     purge_work_queues,
     start_worker,
@@ -46,14 +45,6 @@ from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
 PRICE, CREDITS = 10, 100  # book-1 and alice in store/seed.json
-
-
-async def _credits(store_settings: StoreSettings) -> int | None:
-    engine = await open_engine(store_settings)
-    try:
-        return await SqlStore(engine).get_credits("alice")
-    finally:
-        await dispose(engine)
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
@@ -80,7 +71,7 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
         with pytest.raises(PublishingLost, match="publishing channel has been closed"):
             await asyncio.wait_for(worker, 15)
         # Charged once, its event not published: the delivery went back to the queue.
-        assert await _credits(store_settings) == CREDITS - PRICE
+        assert await credits_of(store_settings) == CREDITS - PRICE
         async for attempt in eventually_async(10, every=0.1):
             with attempt:
                 assert await consumers_and_messages(channel, topology.CREDIT_CHECK) == (0, 1)
@@ -98,7 +89,7 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
         event = await fulfilment.get(timeout=5)
         assert str(request.reservation_id) in event.body.decode()
         await event.ack()
-    assert await _credits(store_settings) == CREDITS - PRICE
+    assert await credits_of(store_settings) == CREDITS - PRICE
 
 
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
@@ -137,7 +128,7 @@ async def test_an_event_whose_channel_closes_under_it_is_held_and_costs_no_attem
         stop.set()
         await asyncio.wait_for(worker, 15)
     assert [e for e in failures.entries if e["event"].startswith("handler failed")] == []
-    assert await _credits(store_settings) == CREDITS - PRICE
+    assert await credits_of(store_settings) == CREDITS - PRICE
 
 
 async def _with_a_conflicting_dead_letter_queue(amqp_url: str) -> None:
