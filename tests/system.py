@@ -61,6 +61,17 @@ def vhost_tool(broker: infra.Broker) -> list[str]:
 
 
 @contextlib.asynccontextmanager
+async def channel_of_its_own(amqp_url: str) -> AsyncIterator[AbstractChannel]:
+    """A channel on a connection of its own, closed after: to look at or change the broker
+    (as an operator would) apart from the channels under test."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield await connection.channel()
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
 async def publishing_in_own_vhost(
     amqp_url: str, broker: infra.Broker, name: str
 ) -> AsyncIterator[tuple[AbstractRobustConnection, Publisher]]:

@@ -34,7 +34,7 @@ from messaging.refusals import ChannelReplaced
 from tests.hop import Hop
 from tests.logs import capture_logs_of
 from tests.spans import aio_pika_traced_by, in_memory_provider
-from tests.system import get_within
+from tests.system import channel_of_its_own, get_within
 from tests.waiting import eventually_async
 from workers.credit_check.handler import credit_check
 
@@ -490,13 +490,9 @@ async def test_a_delivery_whose_channel_closes_under_its_handler_is_no_handler_f
         topology.CREDIT_CHECK, ReservationRequested, channel_closes_under_it
     )
     await broker.publish(request, topology.RESERVATION_REQUESTS)
-    reading = await aio_pika.connect(amqp_url)  # the test's channel closes meanwhile
-    try:
-        fulfilment = await (await reading.channel()).get_queue(topology.FULFILMENT.name)
-        event = await get_within(fulfilment, 15)
+    async with channel_of_its_own(amqp_url) as reading:  # the test's channel closes meanwhile
+        event = await get_within(await reading.get_queue(topology.FULFILMENT.name), 15)
         await event.ack()
-    finally:
-        await reading.close()
     assert await subscription.stop(5)
     assert attempts == [(1, False), (1, True)]  # redelivered, not a retry copy
     assert [e["event"] for e in capture.entries] == [

@@ -17,7 +17,6 @@ worker. The queues are quorum queues with a delivery limit, as the workers'.
 """
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
@@ -26,7 +25,6 @@ import aio_pika
 import aiormq
 import pytest
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
@@ -43,6 +41,7 @@ from store.settings import StoreSettings
 from tests import infra
 from tests.logs import capture_logs_of
 from tests.system import (
+    channel_of_its_own,
     configure_env,
     credits_of,
     publishing_with_empty_dead_letters,
@@ -86,17 +85,8 @@ async def queue(
     try:
         yield declared
     finally:
-        async with _other_channel(amqp_url) as other:
+        async with channel_of_its_own(amqp_url) as other:
             await other.queue_delete(declared.name)
-
-
-@contextlib.asynccontextmanager
-async def _other_channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
 
 
 async def _consuming(
@@ -247,7 +237,7 @@ async def test_a_channel_that_cannot_be_opened_again_gives_the_consumer_up(
     name = f"renewal-conflict-{uuid.uuid4().hex[:8]}"
     await queue.channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT)
     subscription = await _consuming(queue, _ack)
-    async with _other_channel(amqp_url) as other:
+    async with channel_of_its_own(amqp_url) as other:
         await other.exchange_delete(name)
         await other.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
         try:
@@ -318,7 +308,7 @@ async def test_an_idle_worker_renews_its_channel_declaring_its_own_queue_alone(
                             e for e in logs.entries if e["event"].startswith("consuming chan")
                         ]
                         assert len(renewed) >= 3
-                async with _other_channel(own_vhost) as asking:
+                async with channel_of_its_own(own_vhost) as asking:
                     with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
                         await asking.declare_queue(topology.DEAD_LETTERS.name, passive=True)
                 request = ReservationRequested(
