@@ -34,7 +34,7 @@ is up (its declaration refused) is tried again at each check, and given up after
 
 import asyncio
 from collections.abc import Callable
-from typing import cast
+from typing import Literal, cast
 
 import aiormq
 import structlog
@@ -97,7 +97,10 @@ class Subscription:
         self.in_flight = 0
         # Deliveries that reached this consumer, and how many each watchdog check last saw.
         self.delivered = 0
-        self._delivered_at_check = {"stalled": 0, "quiet": 0}
+        self._delivered_at_check: dict[Literal["stalled", "quiet"], int] = {
+            "stalled": 0,
+            "quiet": 0,
+        }
         # Times its channel was closed and opened again after it had been sent nothing, when
         # the last was, and how many deliveries came back redelivered right after one.
         self.renewals = 0
@@ -156,7 +159,7 @@ class Subscription:
             raise RuntimeError("the renewal of the consuming channel stopped")
         return ConsumerLost(checks[first])
 
-    def _moved(self, check: str) -> bool:
+    def _moved(self, check: Literal["stalled", "quiet"]) -> bool:
         """Whether anything was delivered since ``check`` last asked."""
         moved = self.delivered != self._delivered_at_check[check]
         self._delivered_at_check[check] = self.delivered
