@@ -48,7 +48,7 @@ async def test_unroutable_publish_raises(amqp_url: str) -> None:
 async def test_a_message_returned_past_the_delivery_limit_is_dead_lettered_by_the_broker(
     broker: Broker,
 ) -> None:
-    """The broker-side backstop (README, Guarantees): a work queue dead-letters a message
+    """The broker-side backstop (docs/guarantees.md): a work queue dead-letters a message
     that came back more than ``DELIVERY_LIMIT`` times, with the broker's own reason, whether
     or not a worker lived to count. ``basic.reject`` with requeue counts as a failed delivery
     on every RabbitMQ version (from 4.3 a ``basic.nack`` return does not)."""
