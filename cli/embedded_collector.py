@@ -12,6 +12,7 @@ from types import FrameType
 from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
+from cli.invocation import command
 from cli.log_store import LogStore, compact_logs_file
 from cli.preflight import require_free_port
 from cli.settings import COLLECTOR_HOST, CliSettings
@@ -61,7 +62,7 @@ def serve(settings: CliSettings, console: Console) -> None:
         console.print(
             f"collector on [bold]{receiver.endpoint}[/] (OTLP/gRPC), traces kept in "
             f"[bold]{settings.data_dir / TRACES_FILE}[/]; services run by hand export here by "
-            f"default. Then: reservations trace --last  [dim](Ctrl-C stops it)[/]",
+            f"default. Then: {command()} trace --last  [dim](Ctrl-C stops it)[/]",
             highlight=False,
         )
         while not stop.wait(0.5):

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from cli.client import ApiClient, body_of, describe_error
 from cli.errors import CliError
+from cli.invocation import command
 from cli.settings import CliSettings
 from cli.tempo import grafana_explore_url
 
@@ -86,7 +87,7 @@ def print_trace_links(settings: CliSettings, trace_id: str, console: Console) ->
     if not trace_id:
         return
     console.print(f"  trace id      [bold]{trace_id}[/]")
-    console.print(f"  waterfall     reservations trace {trace_id}")
+    console.print(f"  waterfall     {command()} trace {trace_id}")
     if settings.grafana_url:
         url = grafana_explore_url(settings.grafana_url, trace_id)
         console.print(f"  grafana       [link={url}]{url}[/link]", soft_wrap=True)

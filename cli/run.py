@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from cli.errors import CliError
+from cli.invocation import command
 from cli.settings import CliSettings
 from cli.system import Interrupted, LocalSystem, local_system
 
@@ -31,16 +32,17 @@ def run(
 
 
 def announce_ready(system: LocalSystem, console: Console) -> None:
+    cli = command()
     traces = (
-        "reservations trace --last  [dim](the newest reservation's trace)[/]"
+        f"{cli} trace --last  [dim](the newest reservation's trace)[/]"
         if system.receiver is not None
         else f"traces go to {system.otlp_endpoint}"
     )
     console.print(
         Panel.fit(
             f"API      [bold]{system.api_url}[/]\n"
-            f"try      reservations reserve alice book-1\n"
-            f"         reservations users\n"
+            f"try      {cli} reserve alice book-1\n"
+            f"         {cli} users\n"
             f"         {traces}\n"
             f"[dim]Ctrl-C stops everything[/]",
             title="[green]ready[/]",
