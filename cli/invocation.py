@@ -17,7 +17,7 @@ def command() -> str:
     """``reservations`` when the shell would find this very script; else its path, relative
     to the working directory when it lies under it (``.venv/bin/reservations``)."""
     script = Path(sys.argv[0])
-    if script.name != NAME:  # python -m cli, or a test
+    if script.name != NAME:  # not the installed script: a test, say
         return NAME
     found = shutil.which(NAME)
     here = script.resolve()

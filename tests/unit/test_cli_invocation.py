@@ -63,6 +63,6 @@ def test_another_reservations_on_the_path_is_not_taken_for_this_one(
     assert invocation.command() == ".venv/bin/reservations"
 
 
-def test_run_as_a_module_it_is_named_bare(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_other_than_by_its_script_it_is_named_bare(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["/some/where/cli/__main__.py", "run"])
     assert invocation.command() == "reservations"
