@@ -9,6 +9,7 @@ from urllib.parse import quote
 import httpx
 
 from cli.errors import CliError
+from cli.invocation import command
 from domain.identifiers import IDENTIFIER_PATTERN
 
 # A reservation the CLI sends is retried (same Idempotency-Key) after a timeout, a lost
@@ -38,7 +39,7 @@ class ApiClient:
         except httpx.HTTPError as error:
             raise CliError(
                 f"the API is not reachable at {self.base_url} ({error or type(error).__name__}).",
-                hint="start everything with `reservations run` (or `make demo`), or set API_URL.",
+                hint=f"start everything with `{command()} run` (or `make demo`), or set API_URL.",
             ) from None
 
     def reserve(

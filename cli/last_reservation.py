@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.errors import CliError
+from cli.invocation import command
 from cli.trace_files import TRACES_FILE, latest_reservation, running_collector
 from cli.trace_lookup import LATE_SPANS
 
@@ -25,8 +26,8 @@ def last_reservation(data_dir: Path, now_ns: int | None = None) -> LastReservati
     if found is None:
         raise CliError(
             f"no reservation's trace in {path} yet.",
-            hint="start `reservations run` (or `reservations collector` beside services run by "
-            f"hand) and send `reservations reserve alice book-1`; {LATE_SPANS}.",
+            hint=f"start `{command()} run` (or `{command()} collector` beside services run by "
+            f"hand) and send `{command()} reserve alice book-1`; {LATE_SPANS}.",
         )
     trace_id, started_ns = found
     age_s = ((now_ns or time.time_ns()) - started_ns) / 1e9
@@ -36,7 +37,7 @@ def last_reservation(data_dir: Path, now_ns: int | None = None) -> LastReservati
         return LastReservation(
             trace_id,
             f"the last reservation recorded in {path}, {age}; no collector is recording there "
-            "now (`reservations run` or `reservations collector` starts one).",
+            f"now (`{command()} run` or `{command()} collector` starts one).",
             stale=True,
         )
     if started_ns < run["started_ns"]:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli.client import body_of
 from cli.errors import CliError
+from cli.invocation import command
 from cli.settings import is_loopback_url
 from devtools.load_stats import LoadResult, summarize
 
@@ -24,7 +25,7 @@ def check_limits(api_url: str, requests: int, concurrency: int) -> None:
     if not is_loopback_url(api_url):
         raise CliError(
             f"load refuses {api_url}: only a loopback API (127.0.0.1, localhost, ::1).",
-            hint="run the system locally (`reservations run`) and leave API_URL at its default.",
+            hint=f"run the system locally (`{command()} run`) and leave API_URL at its default.",
         )
     if not 1 <= requests <= MAX_REQUESTS or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise CliError(f"-n must be 1..{MAX_REQUESTS} and -c 1..{MAX_CONCURRENCY}.")

@@ -16,6 +16,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from cli.errors import CliError
+from cli.invocation import command
 from cli.log_store import read_trace_logs
 from cli.preflight import open_connection
 from cli.reservations import NotConfirmed, reserve
@@ -67,7 +68,7 @@ async def _capture(
     settings: CliSettings, user: str, item: str, console: Console
 ) -> tuple[AbstractIncomingMessage, str]:
     """Bind a private copy queue, make one reservation, return the copy and the trace id."""
-    hint = "start the system first: `reservations run`; and check AMQP_URL."
+    hint = f"start the system first: `{command()} run`; and check AMQP_URL."
     async with await open_connection(settings.amqp_url, hint) as connection:
         channel = await connection.channel()
         exchange = await channel.get_exchange(RESERVATIONS.name, ensure=True)
