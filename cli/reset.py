@@ -5,7 +5,6 @@ everything else."""
 from rich.console import Console
 
 from cli.errors import CliError
-from cli.invocation import command
 from cli.log_store import LOGS_FILE
 from cli.settings import CliSettings
 from cli.trace_files import RUN_FILE, TRACES_FILE, running_collector
@@ -40,4 +39,4 @@ def reset(settings: CliSettings, console: Console) -> None:
             highlight=False,
         )
     else:
-        console.print(f"next `{command()} run` starts from the seed data (store/seed.json)")
+        console.print("next `reservations run` starts from the seed data (store/seed.json)")
