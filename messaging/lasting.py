@@ -14,11 +14,13 @@ from aio_pika.abc import AbstractChannel, AbstractRobustChannel
 log = structlog.get_logger(__name__)
 
 # Seconds a consumer or a publishing channel may be gone (while the connection is up) before
-# the process gives it up for lost and exits, and how often that is checked: it exits 30 to
-# 35 s after the loss. aio-pika restores either within a second or two.
+# the process gives it up for lost and exits, and how often the broker is asked about a
+# consumer: it exits 30 to 35 s after the loss. aio-pika restores either within a second or two.
 LOST_AFTER, CHECK_EVERY = 30.0, 5.0
-# Seconds one more try at restoring a closed channel may take.
-RESTORE_WITHIN = 5.0
+# Seconds between two tries at restoring a channel closed while the connection is up (one
+# closed until a restart goes through: the API answers 503 meanwhile, a worker holds what it
+# publishes), and how long one try may take. Its WARNING is said at most every CHECK_EVERY.
+RESTORE_EVERY, RESTORE_WITHIN = 1.0, 5.0
 
 
 async def until_lasting(wrong: Callable[[], Awaitable[bool]], seconds: float, every: float) -> None:
@@ -36,23 +38,39 @@ async def until_lasting(wrong: Callable[[], Awaitable[bool]], seconds: float, ev
             return
 
 
+async def until_closed_for_good(
+    channel: AbstractChannel | None, connected: Callable[[], bool], what: str
+) -> None:
+    """Returns once ``channel`` has been closed while ``connected()`` for :data:`LOST_AFTER`
+    seconds, trying its restore every :data:`RESTORE_EVERY` seconds meanwhile
+    (:func:`closed_while_connected`); runs until cancelled otherwise."""
+    await until_lasting(closed_while_connected(channel, connected, what), LOST_AFTER, RESTORE_EVERY)
+
+
 def closed_while_connected(
     channel: AbstractChannel | None, connected: Callable[[], bool], what: str
 ) -> Callable[[], Awaitable[bool]]:
     """A check for :func:`until_lasting`: ``channel`` is closed while ``connected()`` (the
     connection is up, so it is not one being restored). aio-pika restores a robust channel
     once; one whose restore failed (a declaration refused, a deletion racing it) stays closed
-    for good, so each check tries the restore once more, and logs why it failed."""
+    for good, so each check tries the restore once more, and logs why it failed (at most every
+    :data:`CHECK_EVERY` seconds: a check comes every :data:`RESTORE_EVERY`)."""
+    said_at: float | None = None
 
     async def closed() -> bool:
+        nonlocal said_at
         if channel is None or not channel.is_closed or not connected():
+            said_at = None
             return False
         if isinstance(channel, AbstractRobustChannel):
             try:
                 async with asyncio.timeout(RESTORE_WITHIN):
                     await channel.restore()
             except Exception as exc:  # noqa: BLE001 - tried again at the next check
-                log.warning(f"the {what} channel could not be restored", error=repr(exc))
+                now = asyncio.get_running_loop().time()
+                if said_at is None or now - said_at >= CHECK_EVERY:
+                    said_at = now
+                    log.warning(f"the {what} channel could not be restored", error=repr(exc))
         return channel.is_closed
 
     return closed

@@ -30,7 +30,6 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 from messaging import instrumentation, lasting
 from messaging.envelope import encode
 from messaging.handlers import Handled
-from messaging.lasting import until_lasting
 from messaging.messages import Message
 from messaging.metered import NO_METER, MessageMeter
 from messaging.refusals import Refusals
@@ -300,8 +299,7 @@ class Publisher:
         stays closed for good (fault campaigns): a worker went on consuming, and held each
         delivery in turn while it waited for the channel; the API answered 503 to every
         request."""
-        closed = lasting.closed_while_connected(self._channel, connected, "publishing")
-        await until_lasting(closed, lasting.LOST_AFTER, lasting.CHECK_EVERY)
+        await lasting.until_closed_for_good(self._channel, connected, "publishing")
         return PublishingLost(
             f"the publishing channel has been closed for {lasting.LOST_AFTER:g} s while the broker "
             "connection is up, and was not restored; exiting, so that a restart opens a new one"

@@ -28,7 +28,8 @@ and opened again (:meth:`Subscription._renew`): the broker takes back what the o
 and aio-pika's robust channel declares its queue and consumes again, with its tag. A worker's
 consuming channel declares its own queue alone (:meth:`messaging.broker.Broker.open`), so that
 is all a renewal declares again. A consuming channel that stays closed while the connection
-is up (its declaration refused) is tried again at each check, and given up after
+is up (its declaration refused) is tried again every
+:data:`~messaging.lasting.RESTORE_EVERY` seconds, and given up after
 :data:`~messaging.lasting.LOST_AFTER` seconds.
 """
 
@@ -123,7 +124,6 @@ class Subscription:
         cancelled otherwise, renewing a quiet consumer's channel (:meth:`_renewing`). While
         the connection is down and being restored, nothing counts."""
         name, lasting_for = self._queue.name, f"{lasting.LOST_AFTER:g} s"
-        closed = lasting.closed_while_connected(self._queue.channel, connected, "consuming")
         checks = {
             asyncio.ensure_future(
                 until_lasting(self._missing, lasting.LOST_AFTER, lasting.CHECK_EVERY)
@@ -140,7 +140,9 @@ class Subscription:
                 "stuck (seen on RabbitMQ 3.10 after the queue was deleted under load); "
                 "exiting, so that a restart consumes again"
             ),
-            asyncio.ensure_future(until_lasting(closed, lasting.LOST_AFTER, lasting.CHECK_EVERY)): (
+            asyncio.ensure_future(
+                lasting.until_closed_for_good(self._queue.channel, connected, "consuming")
+            ): (
                 f"the channel consuming queue '{name}' has been closed for {lasting_for} while "
                 "the broker connection is up, and could not be opened again (its queue "
                 "declared again with other arguments?); exiting, so that a restart says why"

@@ -59,6 +59,7 @@ PREFETCH = 2
 def quick_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lasting, "LOST_AFTER", 0.6)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.1)
+    monkeypatch.setattr(lasting, "RESTORE_EVERY", 0.1)
     monkeypatch.setattr(subscriber, "GIVEN_BACK_WITHIN", 0.5)
 
 
@@ -292,6 +293,7 @@ async def test_an_idle_worker_renews_its_channel_declaring_its_own_queue_alone(
     channel declared the whole topology). Then a request is still handled, once."""
     monkeypatch.setattr(lasting, "LOST_AFTER", 0.6)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.1)
+    monkeypatch.setattr(lasting, "RESTORE_EVERY", 0.1)
     logs = capture_logs_of(monkeypatch, subscriber)
     with private_vhost(amqp_url, vhost_tool(broker), "renewed") as own_vhost:
         configure_env(monkeypatch, own_vhost, store_settings)

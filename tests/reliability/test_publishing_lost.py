@@ -53,6 +53,7 @@ async def test_a_worker_whose_publishing_channel_stays_closed_exits_and_loses_no
 ) -> None:
     monkeypatch.setattr(lasting, "LOST_AFTER", 1.0)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
+    monkeypatch.setattr(lasting, "RESTORE_EVERY", 0.2)
     configure_env(monkeypatch, amqp_url, store_settings)
     await purge_work_queues(amqp_url)
     recording = RecordingPublishers()
@@ -178,6 +179,9 @@ async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits
         assert await asyncio.to_thread(api.wait_exit, lasting.LOST_AFTER + 20) == 1
         system.running.remove(api)
         assert "the publishing channel has been closed for 30 s" in api.log(), api.log()
+        # Tried again every RESTORE_EVERY (1 s), said at most every CHECK_EVERY (5 s).
+        said = api.log().count("the publishing channel could not be restored")
+        assert 1 <= said <= lasting.LOST_AFTER / lasting.CHECK_EVERY + 2, api.log()
 
 
 async def test_ready_ends_at_once_when_the_worker_stops(amqp_url: str) -> None:
@@ -236,10 +240,13 @@ async def test_a_publishing_channel_whose_restore_failed_is_restored_again(
     """aio-pika restores a channel once. A fault campaign's exchange deletions raced the
     restore of the worker's publishing channel, which then stayed closed: the worker exited
     30 s later, and the credit-check stage stopped until someone restarted it. The watchdog
-    now tries the restore again at each check; once it goes through, the held event goes
-    out, and the worker stays. Here the restore fails on a conflicting queue, for a while."""
+    now tries the restore again every RESTORE_EVERY seconds (not at the pace of the checks
+    that ask the broker, CHECK_EVERY: a restore once every 5 s left the API answering 503 for
+    up to 5 s after the cause was gone); once it goes through, the held event goes out, and
+    the worker stays. Here the restore fails on a conflicting queue, for a while."""
     monkeypatch.setattr(lasting, "LOST_AFTER", 3.0)
-    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 60.0)  # the restore must not wait for these
+    monkeypatch.setattr(lasting, "RESTORE_EVERY", 0.2)
     with private_vhost(amqp_url, vhost_tool(broker), "restore-again") as own_vhost:
         configure_env(monkeypatch, own_vhost, store_settings)
         recording, stop = RecordingPublishers(), asyncio.Event()

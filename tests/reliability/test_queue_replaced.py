@@ -25,6 +25,7 @@ async def test_a_worker_whose_queue_is_replaced_exits_saying_so(
 ) -> None:
     monkeypatch.setattr(lasting, "LOST_AFTER", 1.0)
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.2)
+    monkeypatch.setattr(lasting, "RESTORE_EVERY", 0.2)
     configure_env(monkeypatch, amqp_url, store_settings)
     worker = start_worker()
     async with await aio_pika.connect(amqp_url) as connection:
