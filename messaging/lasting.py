@@ -13,9 +13,10 @@ from aio_pika.abc import AbstractChannel, AbstractRobustChannel
 
 log = structlog.get_logger(__name__)
 
-# Seconds a consumer or a publishing channel may be gone (while the connection is up) before
-# the process gives it up for lost and exits, and how often the broker is asked about a
-# consumer: it exits 30 to 35 s after the loss. aio-pika restores either within a second or two.
+# Seconds a consumer or a channel may be gone (while the connection is up) before the process
+# gives it up for lost and exits; and how often the consumer checks (missing, stalled, quiet)
+# run, so a lost consumer ends the process 30 to 35 s after the loss (a closed channel is
+# checked every RESTORE_EVERY, below: about 31 s). aio-pika restores either within a second or two.
 LOST_AFTER, CHECK_EVERY = 30.0, 5.0
 # Seconds between two tries at restoring a channel closed while the connection is up (one
 # closed until a restart goes through: the API answers 503 meanwhile, a worker holds what it
@@ -51,9 +52,11 @@ def closed_while_connected(
     channel: AbstractChannel | None, connected: Callable[[], bool], what: str
 ) -> Callable[[], Awaitable[bool]]:
     """A check for :func:`until_lasting`: ``channel`` is closed while ``connected()`` (the
-    connection is up, so it is not one being restored). aio-pika restores a robust channel
-    once; one whose restore failed (a declaration refused, a deletion racing it) stays closed
-    for good, so each check tries the restore once more, and logs why it failed (at most every
+    connection is up; a reconnection still reopening its channels counts as up too, and a
+    restore tried then waits for aio-pika's, or does nothing: ``RobustChannel.restore`` holds a
+    lock and returns once restored). aio-pika restores a robust channel once; one whose
+    restore failed (a declaration refused, a deletion racing it) stays closed for good, so
+    each check tries the restore once more, and logs why it failed (at most every
     :data:`CHECK_EVERY` seconds: a check comes every :data:`RESTORE_EVERY`)."""
     said_at: float | None = None
 

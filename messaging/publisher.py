@@ -294,11 +294,11 @@ class Publisher:
     async def until_lost(self, connected: Callable[[], bool]) -> PublishingLost:
         """Returns (does not raise) once this publisher's channel has been closed for
         :data:`~messaging.lasting.LOST_AFTER` seconds while ``connected()`` (the connection
-        is up: a closed channel is then not one being restored); runs until cancelled
-        otherwise. A robust channel closed mid-restore, or whose restore the broker refused,
-        stays closed for good (fault campaigns): a worker went on consuming, and held each
-        delivery in turn while it waited for the channel; the API answered 503 to every
-        request."""
+        is up), its restore tried again every :data:`~messaging.lasting.RESTORE_EVERY`
+        seconds meanwhile; runs until cancelled otherwise. A robust channel closed
+        mid-restore, or whose restore the broker refused, stays closed for good (fault
+        campaigns): a worker went on consuming, and held each delivery in turn while it
+        waited for the channel; the API answered 503 to every request."""
         await lasting.until_closed_for_good(self._channel, connected, "publishing")
         return PublishingLost(
             f"the publishing channel has been closed for {lasting.LOST_AFTER:g} s while the broker "
