@@ -23,12 +23,26 @@ class ChannelReadiness:
     def __init__(self, channel: AbstractChannel) -> None:
         self._channel = channel
         self._down_since: float | None = None
+        # Restored since it last closed (it starts open); see ``restored``.
+        self._restored = True
 
     def watch(self) -> None:
         self._channel.close_callbacks.add(self._went_down)
+        if isinstance(self._channel, AbstractRobustChannel):
+            self._channel.reopen_callbacks.add(self._came_back)
 
     def unwatch(self) -> None:
         self._channel.close_callbacks.discard(self._went_down)
+        if isinstance(self._channel, AbstractRobustChannel):
+            self._channel.reopen_callbacks.discard(self._came_back)
+
+    @property
+    def restored(self) -> bool:
+        """Open, and restored since it last closed (while watched). A restore the broker
+        refuses (a queue declared again with other arguments) opens the channel for the few
+        milliseconds its declarations take before the broker closes it again; the watchdogs
+        try one every second (:mod:`messaging.lasting`), and open is not ready then."""
+        return self._restored and not self._channel.is_closed
 
     async def wait(self, deadline: float) -> bool:
         """True once the channel is open with its consumers restored; False if that did not
@@ -52,6 +66,10 @@ class ChannelReadiness:
         self._down_since = None
         return True
 
+    def _came_back(self, *_: Any) -> None:
+        self._restored = True
+
     def _went_down(self, *_: Any) -> None:
+        self._restored = False
         if self._down_since is None:
             self._down_since = asyncio.get_running_loop().time()

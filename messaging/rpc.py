@@ -92,9 +92,10 @@ class RpcClient:
 
     @property
     def channel_open(self) -> bool:
-        """The channel requests go out and replies come back on is open (a robust channel
-        closed for good stays closed while the connection is up)."""
-        return not self._channel.is_closed
+        """The channel requests go out and replies come back on is open, and restored since it
+        last closed (a robust channel closed for good stays closed while the connection is
+        up, but for the moments of each restore tried and refused)."""
+        return self._readiness.restored
 
     async def start(self) -> None:
         """Consume the direct reply-to pseudo-queue; it must happen before the first publish."""

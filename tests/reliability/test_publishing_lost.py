@@ -176,12 +176,30 @@ async def test_an_api_whose_channel_cannot_be_restored_says_not_ready_then_exits
                     ready = await client.get("/readyz")
                     assert ready.json() == {"status": "not ready", "broker": "channel closed"}
             assert (await client.post("/reservations", json=body)).status_code == 503
+            # Its restore is tried (and refused) every second: the channel is open for the
+            # moment each try's declarations take, and /readyz must go on naming the channel,
+            # not judge it as an open one (it said "not confirming" then, for the 202 above;
+            # "ready" without one).
+            answers = await _readyz_for(client, seconds=3.5)
+            assert answers == {"channel closed"}, answers
         assert await asyncio.to_thread(api.wait_exit, lasting.LOST_AFTER + 20) == 1
         system.running.remove(api)
         assert "the publishing channel has been closed for 30 s" in api.log(), api.log()
         # Tried again every RESTORE_EVERY (1 s), said at most every CHECK_EVERY (5 s).
         said = api.log().count("the publishing channel could not be restored")
         assert 1 <= said <= lasting.LOST_AFTER / lasting.CHECK_EVERY + 2, api.log()
+
+
+async def _readyz_for(client: httpx.AsyncClient, *, seconds: float) -> set[str]:
+    """What /readyz said about the broker, asked back to back for ``seconds`` (at most 5,000
+    times)."""
+    said: set[str] = set()
+    until = asyncio.get_running_loop().time() + seconds
+    for _ in range(5_000):
+        if asyncio.get_running_loop().time() >= until:
+            break
+        said.add((await client.get("/readyz")).json()["broker"])
+    return said
 
 
 async def test_ready_ends_at_once_when_the_worker_stops(amqp_url: str) -> None:
