@@ -27,6 +27,7 @@ import httpx
 import pytest
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from cli.collector import OtlpReceiver
 from messaging import republisher, rpc
@@ -36,6 +37,7 @@ from messaging.readiness import ChannelReadiness
 from messaging.rpc import ReplyTimeout, RequestUnconfirmed, RpcClient
 from messaging.topology import ExchangeSpec, Route
 from tests import infra
+from tests.hop import Hop
 from tests.logs import capture_logs_of
 from tests.stack import System
 from tests.traces import REPLY_PROCESS, one, wait_for_trace
@@ -238,6 +240,41 @@ async def test_a_deadline_already_past_finds_an_open_channel_not_ready(amqp_url:
         # RobustChannel.ready() never suspends on an open channel, so a timeout alone never fired.
         assert not await readiness.wait(loop.time() - 0.001)
     finally:
+        await connection.close()
+
+
+async def test_a_channel_is_restored_again_after_a_cut_and_after_a_channel_error(
+    broker_behind_a_hop: tuple[Hop, str],
+) -> None:
+    """``/readyz`` reads :attr:`ChannelReadiness.restored`: not restored from a channel's close
+    until aio-pika has reopened it, so that a refused restore's moment open is not ready. Both
+    ways a channel comes back must count, or the API would stay not ready for good: a cut
+    connection restored, and a channel error (the broker closes the channel) reopened."""
+    hop, through_hop = broker_behind_a_hop
+    connection = await aio_pika.connect_robust(through_hop)
+    channel = await connection.channel()
+    readiness = ChannelReadiness(channel)
+    readiness.watch()
+    try:
+        assert readiness.restored
+        await hop.down()
+        async for attempt in eventually_async(5, every=0.05):
+            with attempt:
+                assert not readiness.restored
+        await hop.up()
+        async for attempt in eventually_async(15, every=0.1):
+            with attempt:
+                assert readiness.restored
+
+        underlay = await channel.get_underlay_channel()
+        with pytest.raises(ChannelNotFoundEntity):  # 404: the broker closes the channel
+            await underlay.exchange_declare(f"missing-{uuid.uuid4()}", passive=True)
+        async for attempt in eventually_async(10, every=0.05):
+            with attempt:
+                assert await channel.get_underlay_channel() is not underlay
+                assert readiness.restored
+    finally:
+        readiness.unwatch()
         await connection.close()
 
 
