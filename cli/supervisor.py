@@ -5,19 +5,28 @@ then stops them in order (the API first, so in-flight requests still get their r
 with SIGTERM and a bounded wait before SIGKILL. A second Ctrl-C kills at once. SIGTERM and
 SIGHUP (the terminal closed) stop them the same way; if this process is killed outright, the
 kernel kills them (:mod:`devtools.parent_death`), so no child outlives it.
+
+A child started with ``notifies=True`` is ready when it says so by systemd's notification
+protocol (:mod:`service.notify`): it gets ``NOTIFY_SOCKET``, a Unix datagram socket of its own
+that this process reads, not a log line that ``LOG_LEVEL`` may hide.
 """
 
 import re
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
 
 from devtools.processes import Process
+from service.notify import NOTIFY_SOCKET, READY
 from service.startup import PREFIX, TROUBLESHOOTING
 
 # A service's own one-line start-up failure (service/startup.py), without the log decoration.
@@ -28,7 +37,7 @@ FAILURE = re.compile(rf"{re.escape(PREFIX)}(.*?)\s*\(see {re.escape(TROUBLESHOOT
 class Child:
     process: Process
     color: str
-    ready_marker: str | None
+    notifies: bool  # ready once it sends READY=1; else no readiness of its own to wait for
     ready: threading.Event = field(default_factory=threading.Event)
     pump: threading.Thread | None = None
     failure: str | None = None  # the line in which it said why it cannot start
@@ -56,6 +65,7 @@ class Supervisor:
         self._stopping = False
         self._print_lock = threading.Lock()
         self._width = 0
+        self._sockets: Path | None = None  # the children's notification sockets live here
 
     def install_signal_handlers(self) -> None:
         """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second one asks to hurry."""
@@ -74,23 +84,48 @@ class Supervisor:
         args: Sequence[str],
         env: Mapping[str, str],
         color: str,
-        ready_marker: str | None = None,
+        *,
+        notifies: bool = False,
     ) -> Child:
-        """Start ``args``; its child counts as ready once a log line contains ``ready_marker``."""
+        """Start ``args``; with ``notifies``, its child counts as ready once it sends
+        ``READY=1`` to the ``NOTIFY_SOCKET`` it is given."""
+        listening = None
+        if notifies:
+            if self._sockets is None:
+                self._sockets = Path(tempfile.mkdtemp(prefix="reservations-"))
+            address = self._sockets / f"{len(self.children)}.sock"
+            listening = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            listening.bind(str(address))
+            env = {**env, NOTIFY_SOCKET: str(address)}
         process = Process.start(name, args, env, own_session=True)
-        child = Child(process, color, ready_marker)
+        child = Child(process, color, notifies)
         self._width = max(self._width, len(name))
         child.pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
         child.pump.start()
+        if listening is not None:
+            threading.Thread(target=self._listen, args=(child, listening), daemon=True).start()
         self.children.append(child)
         return child
+
+    def _listen(self, child: Child, listening: socket.socket) -> None:
+        """Until ``child`` says it is ready, exits, or everything stops."""
+        with listening:
+            listening.settimeout(0.2)
+            while not self._stopping and child.process.running:
+                try:
+                    said = listening.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if READY in said.split(b"\n"):
+                    child.ready.set()
+                    return
 
     def _pump(self, child: Child) -> None:
         assert child.process.popen.stdout is not None
         for raw in child.process.popen.stdout:
             line = raw.decode(errors="replace").rstrip()
-            if child.ready_marker and child.ready_marker in line:
-                child.ready.set()
             if child.failure is None and (failed := FAILURE.search(line)):
                 child.failure = failed[1]
             self.say(Text.assemble((f"{child.name:<{self._width}} │ ", child.color), line))
@@ -122,4 +157,6 @@ class Supervisor:
             codes[child.name] = child.process.kill()
             if child.pump is not None:
                 child.pump.join(timeout=2)
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
         return codes

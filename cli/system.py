@@ -19,11 +19,12 @@ from cli.supervisor import Supervisor
 from devtools.processes import CLEAN_EXIT_CODES, python_module
 from devtools.waiting import eventually
 
-# (name, module, colour, log line that says it is consuming); the API is ready on /readyz.
+# (name, module, colour, whether it says it is ready: a worker once it consumes, by systemd's
+# notification protocol, service/notify.py); the API is ready on /readyz.
 CHILDREN = (
-    ("credit-check", "workers.credit_check", "magenta", "consuming"),
-    ("fulfilment", "workers.fulfilment", "green", "consuming"),
-    ("api", "api", "cyan", None),
+    ("credit-check", "workers.credit_check", "magenta", True),
+    ("fulfilment", "workers.fulfilment", "green", True),
+    ("api", "api", "cyan", False),
 )
 READY_WITHIN = 60.0
 
@@ -92,8 +93,8 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
         system = LocalSystem(supervisor, settings.api_url, endpoint, receiver)
         try:
             env = children_env(settings, endpoint)
-            for name, module, color, marker in CHILDREN:
-                supervisor.start(name, python_module(module), env, color, marker)
+            for name, module, color, notifies in CHILDREN:
+                supervisor.start(name, python_module(module), env, color, notifies=notifies)
             wait_ready(system)
             yield system
         finally:
@@ -140,7 +141,7 @@ def _check_ready(system: LocalSystem) -> None:
             dead.why_it_died(),
             hint="README.md, Troubleshooting" if dead.failure else "its last log lines are above.",
         )
-    waiting = [c.name for c in supervisor.children if c.ready_marker and not c.ready.is_set()]
+    waiting = [c.name for c in supervisor.children if c.notifies and not c.ready.is_set()]
     assert not waiting, f"waiting for {waiting}"
     response = httpx.get(f"{system.api_url}/readyz", timeout=1)
     assert response.status_code == 200, "API not ready"

@@ -34,6 +34,7 @@ from messaging.telemetry.logs import configure_logging
 from messaging.telemetry.providers import service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
+from service.notify import notify_ready
 from service.startup import STARTUP_FAILURES, report_startup_failure
 from store.driver import StatementSpans
 from store.engine import dispose, open_engine
@@ -111,6 +112,7 @@ async def serve(
         stop = stop or _stop_on_signals()
         subscription = await broker.subscribe(worker.queue, worker.model, handler)
         started = True
+        notify_ready()  # to a supervisor that asked (NOTIFY_SOCKET): systemd, `reservations run`
         lost = await _until_stopped_or_lost(stop, subscription, broker, partial(is_up, connection))
         # What it holds (through a database outage, or an event the broker refuses) goes
         # back to the broker, rather than wait out the shutdown.

@@ -45,8 +45,10 @@ class RunningCli:
         return self.popen.wait(within)
 
 
-def start_cli(amqp_url: str, tmp: Path) -> RunningCli:
-    env = cli_env(amqp_url, tmp / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/cli.db")
+def start_cli(amqp_url: str, tmp: Path, **extra: str) -> RunningCli:
+    env = cli_env(
+        amqp_url, tmp / ".data", DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/cli.db", **extra
+    )
     process = Process.start(
         "reservations run", [str(RESERVATIONS), "run"], env, log_path=tmp / "run.log", cwd=tmp
     )

@@ -36,6 +36,20 @@ def test_ctrl_c_stops_every_process_and_exits_0(amqp_url: str, tmp_path: Path) -
     assert "killing" not in running.log()  # each stopped on SIGTERM, within the bound
 
 
+def test_a_quiet_log_level_does_not_hide_that_the_workers_are_ready(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """With LOG_LEVEL=WARNING a worker writes no line when it starts consuming; it says so
+    over NOTIFY_SOCKET instead (failed before: "not ready within 60 s"), and the system
+    serves."""
+    running = start_cli(amqp_url, tmp_path, LOG_LEVEL="WARNING")
+    reserved = running.cli("reserve", "alice", "book-1")
+    assert reserved.returncode == 0, reserved.stderr
+    assert reserved.stdout.startswith("confirmed HTTP 201"), reserved.stdout
+    assert "consuming" not in running.log()  # the workers wrote no line when they started
+    assert running.interrupt(within=20) == 0, running.log()
+
+
 def test_no_child_outlives_a_killed_cli(amqp_url: str, tmp_path: Path) -> None:
     running = start_cli(amqp_url, tmp_path)
     children = psutil.Process(running.popen.pid).children(recursive=True)
