@@ -1,6 +1,8 @@
 """``reservations demo`` (``make demo``): start everything, send a confirmed and a rejected
 reservation, and show the confirmed one's whole trace, fulfilment tail included."""
 
+import os
+
 from rich.console import Console
 from rich.rule import Rule
 
@@ -10,7 +12,7 @@ from cli.reservations import reserve
 from cli.run import run
 from cli.settings import CliSettings
 from cli.spans import SpanRecord
-from cli.system import Interrupted, LocalSystem
+from cli.system import Interrupted, LocalSystem, tracing_caveat
 from cli.tempo import TempoClient
 from cli.trace_lookup import wait_until_stable
 from cli.waterfall import Waterfall
@@ -24,13 +26,21 @@ TRACE_WITHIN = 30.0
 def demo(settings: CliSettings, console: Console, exit_after: bool) -> None:
     def show_a_trace(system: LocalSystem) -> None:
         trace_id = send_reservations(settings, console)
+        if not trace_id:  # the API traces nothing: no trace id to wait for
+            raise CliError(
+                "the API answered without a trace id: its tracing is off.",
+                hint=tracing_caveat(os.environ) or "",
+            )
         spans = complete_trace(system, settings, trace_id)
         logs = system.receiver.logs.trace(trace_id) if system.receiver is not None else []
         console.print(Rule("the confirmed reservation's trace"))
         console.print(Waterfall(spans, logs=logs))
         missing = SERVICES - {s.service for s in spans}
         if missing:
-            raise CliError(f"the trace is incomplete: no spans from {sorted(missing)}.")
+            raise CliError(
+                f"the trace is incomplete: no spans from {sorted(missing)}.",
+                hint=tracing_caveat(os.environ) or "",
+            )
 
     run(settings, console, first=show_a_trace, exit_after=exit_after)
 

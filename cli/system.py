@@ -2,7 +2,7 @@
 traces going to an embedded collector (the default) or to an OTLP endpoint the user named."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -88,6 +88,8 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
                 f"traces → embedded collector on [bold]{endpoint}[/], "
                 f"kept in [bold]{settings.data_dir / 'traces.jsonl'}[/]"
             )
+        if caveat := tracing_caveat(os.environ):
+            console.print(f"[yellow]{caveat}[/]", highlight=False, soft_wrap=True)
         supervisor = Supervisor(console)
         supervisor.install_signal_handlers()
         system = LocalSystem(supervisor, settings.api_url, endpoint, receiver)
@@ -118,6 +120,31 @@ def external_endpoint_line(settings: CliSettings) -> str:
         f"traces → [bold]{endpoint}[/] (--otlp-endpoint): no embedded collector starts, and "
         f"traces are read back from Tempo at {settings.tempo_url} (TEMPO_URL)."
     )
+
+
+# Samplers that export every trace the API starts; any other drops some or all of them.
+SAMPLING_ALL = {"always_on", "parentbased_always_on"}
+
+
+def tracing_caveat(environ: Mapping[str, str]) -> str | None:
+    """Why the children, which inherit the user's environment, would export fewer traces than
+    a request makes, or none: the line to say so before anything starts."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return (
+            "tracing is off: OTEL_SDK_DISABLED=true is set in your environment, so the "
+            "services export no traces, log records or metrics. `unset OTEL_SDK_DISABLED` to "
+            "see them."
+        )
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in SAMPLING_ALL:
+        named = f"OTEL_TRACES_SAMPLER={sampler}"
+        if argument := environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+            named += f" (OTEL_TRACES_SAMPLER_ARG={argument})"
+        return (
+            f"{named} is set in your environment: only the traces it samples are exported. "
+            "`unset OTEL_TRACES_SAMPLER` to see every one."
+        )
+    return None
 
 
 def wait_ready(system: LocalSystem) -> None:

@@ -70,6 +70,25 @@ def test_demo_prints_the_whole_trace_and_exits(amqp_url: str, tmp_path: Path) ->
         assert ("INFO  credit checked" in under) is shown, shown_trace.stdout
 
 
+def test_a_demo_with_tracing_turned_off_says_why_instead_of_waiting(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """OTEL_SDK_DISABLED=true in the user's shell reaches the services: the API answers with
+    no trace id, and the demo says why, rather than wait out TRACE_WITHIN for spans."""
+    asyncio.run(purge_work_queues(amqp_url))
+    env = cli_env(amqp_url, tmp_path / ".data", DEMO_EXIT="1", OTEL_SDK_DISABLED="true")
+    done = subprocess.run(
+        [str(RESERVATIONS), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr
+    assert "tracing is off: OTEL_SDK_DISABLED=true is set" in done.stdout, done.stdout
+    assert "confirmed HTTP 201  alice → book-1" in done.stdout  # the system itself works
+    assert "error: the API answered without a trace id: its tracing is off." in done.stderr
+    assert "`unset OTEL_SDK_DISABLED`" in done.stderr.split("error:")[1], done.stderr
+    assert "(no spans)" not in done.stdout  # it did not wait for the trace
+
+
 def test_the_demo_tells_the_same_story_every_time(amqp_url: str, tmp_path: Path) -> None:
     asyncio.run(purge_work_queues(amqp_url))
     env = cli_env(amqp_url, tmp_path / ".data", DEMO_EXIT="1")

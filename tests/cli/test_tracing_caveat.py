@@ -1,0 +1,37 @@
+"""`reservations run` and `demo` say so before anything starts when the user's environment,
+which the services inherit, turns their tracing off or samples it: else the demo would wait
+for a trace that never comes."""
+
+import pytest
+
+from cli.system import tracing_caveat
+
+
+def test_the_sdk_turned_off_is_named_with_how_to_undo_it() -> None:
+    caveat = tracing_caveat({"OTEL_SDK_DISABLED": "True"})
+    assert caveat is not None and caveat.startswith("tracing is off: OTEL_SDK_DISABLED=true")
+    assert "`unset OTEL_SDK_DISABLED`" in caveat
+
+
+def test_a_sampler_that_drops_traces_is_named_with_its_argument() -> None:
+    caveat = tracing_caveat(
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    )
+    assert caveat is not None
+    assert caveat.startswith(
+        "OTEL_TRACES_SAMPLER=parentbased_traceidratio (OTEL_TRACES_SAMPLER_ARG=0.1) is set"
+    )
+    assert "`unset OTEL_TRACES_SAMPLER`" in caveat
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"OTEL_SDK_DISABLED": "false"},
+        {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+        {"OTEL_TRACES_SAMPLER": "always_on"},
+    ],
+)
+def test_nothing_is_said_when_every_trace_is_exported(environ: dict[str, str]) -> None:
+    assert tracing_caveat(environ) is None
