@@ -97,7 +97,12 @@ class Supervisor:
             listening = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             listening.bind(str(address))
             env = {**env, NOTIFY_SOCKET: str(address)}
-        process = Process.start(name, args, env, own_session=True)
+        try:
+            process = Process.start(name, args, env, own_session=True)
+        except BaseException:
+            if listening is not None:
+                listening.close()
+            raise
         child = Child(process, color, notifies)
         self._width = max(self._width, len(name))
         child.pump = threading.Thread(target=self._pump, args=(child,), daemon=True)
