@@ -5,6 +5,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.credits import MAX_TOP_UP
 from domain.identifiers import Identifier
 
 
@@ -66,7 +67,7 @@ class UserView(BaseModel):
 class TopUp(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amount: int = Field(gt=0, le=1_000_000, strict=True)  # JSON true or "5" is not an amount
+    amount: int = Field(gt=0, le=MAX_TOP_UP, strict=True)  # JSON true or "5" is not an amount
 
 
 class Catalogue(BaseModel):

@@ -17,6 +17,7 @@ from cli.settings import CliSettings
 from cli.tempo import TempoClient, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
+from domain.credits import MAX_TOP_UP
 
 app = typer.Typer(
     help="Run the reservation system locally and see one request's trace across RabbitMQ.",
@@ -172,7 +173,7 @@ def users() -> None:
 
 
 @app.command("top-up")
-def top_up(user: str, amount: Annotated[int, typer.Argument(min=1)]) -> None:
+def top_up(user: str, amount: Annotated[int, typer.Argument(min=1, max=MAX_TOP_UP)]) -> None:
     """Add AMOUNT credits to USER."""
     with reporting_errors(err):
         reservations.top_up(settings(), user, amount, console)

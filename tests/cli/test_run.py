@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from domain.credits import MAX_TOP_UP
 from tests.cli.running import RunningCli, start_cli
 from tests.system import purge_work_queues
 
@@ -65,6 +66,10 @@ def test_users_and_top_up(running: RunningCli) -> None:
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"carol\s+│\s+47", listed.stdout)
     assert re.search(r"course-1\s+│\s+60", listed.stdout)
+    # Past the API's bound per top-up: refused by the command itself, before any request.
+    too_much = running.cli("top-up", "carol", str(MAX_TOP_UP + 1))
+    assert too_much.returncode == 2, too_much.stdout
+    assert f"less than or equal to {MAX_TOP_UP}" in too_much.stderr, too_much.stderr
     unknown = running.cli("top-up", "nobody", "7")
     assert unknown.returncode == 1 and "unknown user 'nobody'" in unknown.stderr
     # A path in a username never reaches another user's credits.
