@@ -14,7 +14,7 @@ service would make each export fail (UNIMPLEMENTED). Log records are kept with t
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from cli.log_records import from_proto_logs
 from cli.log_store import LogStore
 from cli.metric_store import MetricStore
 from cli.spans import SpanRecord, from_proto_request
-from cli.trace_files import TRACES_FILE
+from cli.trace_files import TRACES_FILE, KeptFile
 
 __all__ = ["OtlpReceiver", "SpanStore"]
 
@@ -39,11 +39,9 @@ class SpanStore:
     def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
         self._max_traces = max_traces
         self._traces: OrderedDict[str, list[SpanRecord]] = OrderedDict()
+        self._held = 0  # spans in _traces
         self._lock = threading.Condition()
-        self._file = None
-        if store_dir is not None:
-            store_dir.mkdir(parents=True, exist_ok=True)
-            self._file = (store_dir / TRACES_FILE).open("a", encoding="utf-8")
+        self._file = KeptFile(store_dir / TRACES_FILE) if store_dir is not None else None
         self.received = 0
 
     def add(self, spans: list[SpanRecord]) -> None:
@@ -51,14 +49,16 @@ class SpanStore:
             for span in spans:
                 self._traces.setdefault(span.trace_id, []).append(span)
                 self._traces.move_to_end(span.trace_id)
+            self._held += len(spans)
             while len(self._traces) > self._max_traces:
-                self._traces.popitem(last=False)
+                self._held -= len(self._traces.popitem(last=False)[1])
             self.received += len(spans)
             if self._file is not None:
-                for span in spans:
-                    self._file.write(json.dumps(span.to_dict()) + "\n")
-                self._file.flush()
+                self._file.append([_line(span) for span in spans], self._held, self._lines)
             self._lock.notify_all()
+
+    def _lines(self) -> Iterator[str]:
+        return (_line(span) for spans in self._traces.values() for span in spans)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:
@@ -81,6 +81,10 @@ class SpanStore:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _line(span: SpanRecord) -> str:
+    return json.dumps(span.to_dict()) + "\n"
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

@@ -2,7 +2,7 @@
 that wrote it (ids, time, level, text, service), read from OTLP protobuf and kept as JSON."""
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.logs.v1 import logs_pb2
@@ -21,7 +21,7 @@ class LogLine:
     attributes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # asdict's deep copy of the attributes, left out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LogLine":

@@ -8,10 +8,11 @@ appended to ``store_dir/logs.jsonl`` so ``reservations trace`` can read it from 
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from cli.log_records import LogLine
-from cli.trace_files import read_records_of_trace
+from cli.trace_files import KeptFile, read_records_of_trace
 
 LOGS_FILE = "logs.jsonl"
 # A runaway loop logging inside one span must not fill the memory (or the file).
@@ -24,11 +25,9 @@ class LogStore:
     def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
         self._max_traces = max_traces
         self._traces: OrderedDict[str, list[LogLine]] = OrderedDict()
+        self._held = 0  # lines in _traces
         self._lock = threading.Lock()
-        self._file = None
-        if store_dir is not None:
-            store_dir.mkdir(parents=True, exist_ok=True)
-            self._file = (store_dir / LOGS_FILE).open("a", encoding="utf-8")
+        self._file = KeptFile(store_dir / LOGS_FILE) if store_dir is not None else None
         self.received = 0
 
     def add(self, lines: list[LogLine]) -> None:
@@ -43,11 +42,14 @@ class LogStore:
                     trace.append(line)
                     kept.append(line)
                 self._traces.move_to_end(line.trace_id)
+            self._held += len(kept)
             while len(self._traces) > self._max_traces:
-                self._traces.popitem(last=False)
+                self._held -= len(self._traces.popitem(last=False)[1])
             if self._file is not None and kept:
-                self._file.writelines(json.dumps(line.to_dict()) + "\n" for line in kept)
-                self._file.flush()
+                self._file.append([_line(line) for line in kept], self._held, self._lines)
+
+    def _lines(self) -> Iterator[str]:
+        return (_line(line) for lines in self._traces.values() for line in lines)
 
     def trace(self, trace_id: str) -> list[LogLine]:
         with self._lock:
@@ -56,6 +58,10 @@ class LogStore:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _line(line: LogLine) -> str:
+    return json.dumps(line.to_dict()) + "\n"
 
 
 def read_trace_logs(store_dir: Path, trace_id: str) -> list[LogLine]:

@@ -4,7 +4,7 @@
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,44 @@ def read_records_of_trace(
     needle = f'"trace_id": "{trace_id}"'
     with path.open(encoding="utf-8") as lines:
         return [parse(json.loads(line)) for line in lines if needle in line]
+
+
+# A kept file is rewritten from its store's memory once this many times more records were
+# appended to it than the store holds.
+REWRITE_AFTER = 4
+
+
+class KeptFile:
+    """A collector store's JSON-lines file (one record per line), appended to as records
+    arrive, and rewritten from what the store holds (its newest traces) once it has grown by
+    :data:`REWRITE_AFTER` times that: a long run, a `reservations load` of 100,000 requests
+    say, keeps it bounded, not only the next start (:func:`compact_traces_file`). A reader in
+    another process sees the old file or the new one, never half of one (a rename)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._file = path.open("a", encoding="utf-8")
+        self._appended = 0
+
+    def append(self, lines: list[str], held: int, everything: Callable[[], Iterable[str]]) -> None:
+        """Append ``lines`` (each ending in a newline); ``held`` is how many records the store
+        holds now, ``everything`` gives them, as lines, if the file is to be rewritten."""
+        self._file.writelines(lines)
+        self._appended += len(lines)
+        if self._appended <= REWRITE_AFTER * max(held, 1):
+            self._file.flush()
+            return
+        self._file.close()
+        tmp = self._path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(everything())
+        tmp.replace(self._path)
+        self._file = self._path.open("a", encoding="utf-8")
+        self._appended = held
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def compact_traces_file(store_dir: Path, max_traces: int) -> None:

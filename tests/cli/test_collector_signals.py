@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from cli.collector import OtlpReceiver, SpanStore
 from cli.log_records import LogLine
 from cli.log_store import LOGS_FILE, LogStore, compact_logs_file, read_trace_logs
+from cli.trace_files import REWRITE_AFTER
 from tests.waiting import eventually
 
 RESOURCE = Resource.create({"service.name": "credit-check-worker"})
@@ -87,3 +88,13 @@ def test_the_logs_file_keeps_the_newest_traces(tmp_path: Path) -> None:
     assert len((tmp_path / LOGS_FILE).read_text().splitlines()) == 2
     assert [line.body for line in read_trace_logs(tmp_path, "3" * 32)] == ["line 3"]
     assert read_trace_logs(tmp_path, "1" * 32) == []
+
+
+def test_the_logs_file_stays_bounded_during_a_run(tmp_path: Path) -> None:
+    store = LogStore(max_traces=2, store_dir=tmp_path)
+    for i in range(30):
+        store.add([LogLine(f"{i:032x}", "a" * 16, i, "INFO", f"line {i}", "api")])
+        assert len((tmp_path / LOGS_FILE).read_text().splitlines()) <= (REWRITE_AFTER + 1) * 2
+        assert [line.body for line in read_trace_logs(tmp_path, f"{i:032x}")] == [f"line {i}"]
+    store.close()
+    assert read_trace_logs(tmp_path, f"{0:032x}") == []

@@ -1,11 +1,13 @@
 """The embedded collector's file: how `trace` reads it from another process."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 from cli.collector import SpanStore
 from cli.spans import SpanRecord
 from cli.trace_files import (
+    REWRITE_AFTER,
     TRACES_FILE,
     compact_traces_file,
     read_trace,
@@ -44,3 +46,33 @@ def test_compaction_keeps_the_newest_traces_on_disk(
     compact_traces_file(tmp_path, max_traces=2)
     assert list(read_traces_file(tmp_path)) == ["3" * 32, "4" * 32]
     assert len((tmp_path / TRACES_FILE).read_text().splitlines()) == 2 * len(confirmed_trace)
+
+
+def test_a_long_run_keeps_the_file_bounded_and_readable(
+    confirmed_trace: list[SpanRecord], tmp_path: Path
+) -> None:
+    """The file is rewritten from the store's memory as it grows, not only at the next start:
+    a `reservations load` of 100,000 requests wrote about 1 GB before. Whatever the moment,
+    it holds every trace the store holds, whole, and at most REWRITE_AFTER + 1 times them."""
+    store = SpanStore(max_traces=3, store_dir=tmp_path)
+    held = 3 * len(confirmed_trace)
+    for i in range(40):
+        store.add(copy_of(confirmed_trace, f"{i:032x}", i))
+        on_disk = read_traces_file(tmp_path)
+        assert len((tmp_path / TRACES_FILE).read_text().splitlines()) <= (REWRITE_AFTER + 1) * held
+        newest = [f"{j:032x}" for j in range(max(0, i - 2), i + 1)]
+        for trace_id in newest:
+            assert on_disk[trace_id] == store.trace(trace_id), i
+    store.add(confirmed_trace[:1])  # appending goes on after the rewrites
+    assert read_trace(tmp_path, confirmed_trace[0].trace_id) == confirmed_trace[:1]
+    store.close()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_span_is_written_as_dataclasses_asdict_wrote_it(
+    confirmed_trace: list[SpanRecord],
+) -> None:
+    """to_dict skips asdict's deep copies: the same JSON, so files of earlier runs still read."""
+    for span in confirmed_trace:
+        assert json.dumps(span.to_dict()) == json.dumps(dataclasses.asdict(span))
+        assert SpanRecord.from_dict(json.loads(json.dumps(span.to_dict()))) == span
