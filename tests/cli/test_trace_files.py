@@ -52,8 +52,9 @@ def test_a_long_run_keeps_the_file_bounded_and_readable(
     confirmed_trace: list[SpanRecord], tmp_path: Path
 ) -> None:
     """The file is rewritten from the store's memory as it grows, not only at the next start:
-    a `reservations load` of 100,000 requests wrote about 1 GB before. Whatever the moment,
-    it holds every trace the store holds, whole, and at most REWRITE_AFTER + 1 times them."""
+    3,000 reservations wrote 29 MB of it before (so some 1 GB for a load of 100,000). Whatever
+    the moment, it holds every trace the store holds, whole, and at most REWRITE_AFTER + 1
+    times them."""
     store = SpanStore(max_traces=3, store_dir=tmp_path)
     held = 3 * len(confirmed_trace)
     for i in range(40):
