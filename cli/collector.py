@@ -28,7 +28,7 @@ from cli.log_records import from_proto_logs
 from cli.log_store import LogStore
 from cli.metric_store import MetricStore
 from cli.spans import SpanRecord, from_proto_request
-from cli.trace_files import TRACES_FILE, KeptFile
+from cli.trace_files import TRACES_FILE, BoundedJsonLines
 
 __all__ = ["OtlpReceiver", "SpanStore"]
 
@@ -41,7 +41,7 @@ class SpanStore:
         self._traces: OrderedDict[str, list[SpanRecord]] = OrderedDict()
         self._held = 0  # spans in _traces
         self._lock = threading.Condition()
-        self._file = KeptFile(store_dir / TRACES_FILE) if store_dir is not None else None
+        self._file = BoundedJsonLines(store_dir / TRACES_FILE) if store_dir is not None else None
         self.received = 0
 
     def add(self, spans: list[SpanRecord]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cli.log_records import LogLine
-from cli.trace_files import KeptFile, read_records_of_trace
+from cli.trace_files import BoundedJsonLines, read_records_of_trace
 
 LOGS_FILE = "logs.jsonl"
 # A runaway loop logging inside one span must not fill the memory (or the file).
@@ -27,7 +27,7 @@ class LogStore:
         self._traces: OrderedDict[str, list[LogLine]] = OrderedDict()
         self._held = 0  # lines in _traces
         self._lock = threading.Lock()
-        self._file = KeptFile(store_dir / LOGS_FILE) if store_dir is not None else None
+        self._file = BoundedJsonLines(store_dir / LOGS_FILE) if store_dir is not None else None
         self.received = 0
 
     def add(self, lines: list[LogLine]) -> None:

@@ -25,6 +25,7 @@ from types import FrameType
 from rich.console import Console
 from rich.text import Text
 
+from cli.errors import CliError
 from devtools.processes import Process
 from service.notify import NOTIFY_SOCKET, READY
 from service.startup import PREFIX, TROUBLESHOOTING
@@ -65,7 +66,7 @@ class Supervisor:
         self._stopping = False
         self._print_lock = threading.Lock()
         self._width = 0
-        self._sockets: Path | None = None  # the children's notification sockets live here
+        self._socket_dir: Path | None = None  # the children's notification sockets
 
     def install_signal_handlers(self) -> None:
         """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second one asks to hurry."""
@@ -89,14 +90,9 @@ class Supervisor:
     ) -> Child:
         """Start ``args``; with ``notifies``, its child counts as ready once it sends
         ``READY=1`` to the ``NOTIFY_SOCKET`` it is given."""
-        listening = None
-        if notifies:
-            if self._sockets is None:
-                self._sockets = Path(tempfile.mkdtemp(prefix="reservations-"))
-            address = self._sockets / f"{len(self.children)}.sock"
-            listening = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            listening.bind(str(address))
-            env = {**env, NOTIFY_SOCKET: str(address)}
+        listening = self._notification_socket(name) if notifies else None
+        if listening is not None:
+            env = {**env, NOTIFY_SOCKET: listening.getsockname()}
         try:
             process = Process.start(name, args, env, own_session=True)
         except BaseException:
@@ -111,6 +107,23 @@ class Supervisor:
             threading.Thread(target=self._listen, args=(child, listening), daemon=True).start()
         self.children.append(child)
         return child
+
+    def _notification_socket(self, name: str) -> socket.socket:
+        """A Unix datagram socket for ``name`` to say it is ready on, in a directory of this
+        process's own (mode 0700: no other user can send to it), removed by :meth:`stop`."""
+        if self._socket_dir is None:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="reservations-"))
+        address = self._socket_dir / f"{name}.sock"
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            listening.bind(str(address))
+        except OSError as error:  # a TMPDIR too long for a socket's address, say
+            listening.close()
+            raise CliError(
+                f"cannot make a socket for {name} to say it is ready at {address} ({error})",
+                hint="set TMPDIR to a short directory, such as /tmp",
+            ) from None
+        return listening
 
     def _listen(self, child: Child, listening: socket.socket) -> None:
         """Until ``child`` says it is ready, exits, or everything stops."""
@@ -162,6 +175,6 @@ class Supervisor:
             codes[child.name] = child.process.kill()
             if child.pump is not None:
                 child.pump.join(timeout=2)
-        if self._sockets is not None:
-            shutil.rmtree(self._sockets, ignore_errors=True)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
         return codes

@@ -18,6 +18,8 @@ from cli.settings import CliSettings
 from cli.supervisor import Supervisor
 from devtools.processes import CLEAN_EXIT_CODES, python_module
 from devtools.waiting import eventually
+from messaging.telemetry.providers import sdk_disabled
+from service.notify import NOTIFY_SOCKET
 
 # (name, module, colour, whether it says it is ready: a worker once it consumes, by systemd's
 # notification protocol, service/notify.py); the API is ready on /readyz.
@@ -46,7 +48,13 @@ class LocalSystem:
 
 
 def children_env(settings: CliSettings, otlp_endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    # A supervisor's NOTIFY_SOCKET (systemd's, when `run` is a unit) is not the children's: the
+    # workers get one of this process's own (cli.supervisor), the API none.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OTEL_EXPORTER_OTLP") and k != NOTIFY_SOCKET
+    }
     env.update(
         {
             "AMQP_URL": settings.amqp_url,
@@ -122,29 +130,42 @@ def external_endpoint_line(settings: CliSettings) -> str:
     )
 
 
-# Samplers that export every trace the API starts; any other drops some or all of them.
-SAMPLING_ALL = {"always_on", "parentbased_always_on"}
+# The SDK's samplers that drop traces by themselves (OTEL_TRACES_SAMPLER); it reads any name
+# it does not know as parentbased_always_on, and a ratio it cannot read as 1.
+SAMPLING_NONE = {"always_off", "parentbased_always_off"}
+SAMPLING_RATIO = {"traceidratio", "parentbased_traceidratio"}
 
 
 def tracing_caveat(environ: Mapping[str, str]) -> str | None:
     """Why the children, which inherit the user's environment, would export fewer traces than
     a request makes, or none: the line to say so before anything starts."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if sdk_disabled(environ):
         return (
             "tracing is off: OTEL_SDK_DISABLED=true is set in your environment, so the "
             "services export no traces, log records or metrics. `unset OTEL_SDK_DISABLED` to "
             "see them."
         )
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler and sampler not in SAMPLING_ALL:
-        named = f"OTEL_TRACES_SAMPLER={sampler}"
-        if argument := environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
-            named += f" (OTEL_TRACES_SAMPLER_ARG={argument})"
-        return (
-            f"{named} is set in your environment: only the traces it samples are exported. "
-            "`unset OTEL_TRACES_SAMPLER` to see every one."
-        )
-    return None
+    if sampler in SAMPLING_NONE:
+        exported = "no trace is exported"
+    elif sampler in SAMPLING_RATIO and (ratio := _ratio(environ)) < 1:
+        exported = f"about {ratio:.0%} of the traces are exported"
+    else:
+        return None
+    named = f"OTEL_TRACES_SAMPLER={sampler}"
+    if argument := environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+        named += f" (OTEL_TRACES_SAMPLER_ARG={argument})"
+    return (
+        f"{named} is set in your environment: {exported}. `unset OTEL_TRACES_SAMPLER` to see "
+        "every one."
+    )
+
+
+def _ratio(environ: Mapping[str, str]) -> float:
+    try:
+        return float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+    except ValueError:
+        return 1.0
 
 
 def wait_ready(system: LocalSystem) -> None:
@@ -169,6 +190,6 @@ def _check_ready(system: LocalSystem) -> None:
             hint="README.md, Troubleshooting" if dead.failure else "its last log lines are above.",
         )
     waiting = [c.name for c in supervisor.children if c.notifies and not c.ready.is_set()]
-    assert not waiting, f"waiting for {waiting}"
+    assert not waiting, f"waiting for {waiting} to say they consume (READY=1 on NOTIFY_SOCKET)"
     response = httpx.get(f"{system.api_url}/readyz", timeout=1)
     assert response.status_code == 200, "API not ready"

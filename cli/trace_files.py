@@ -1,8 +1,11 @@
-"""The embedded collector's traces on disk (``traces.jsonl``, one span per line), read by
-``reservations trace`` from another process while ``reservations run`` appends to it."""
+"""The embedded collector's files: its traces (``traces.jsonl``, one span per line) and, through
+:class:`BoundedJsonLines`, its log lines too (:mod:`cli.log_store`), read by ``reservations
+trace`` from another process while ``reservations run`` appends to them."""
 
 import json
+import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,39 +47,49 @@ def read_records_of_trace(
         return [parse(json.loads(line)) for line in lines if needle in line]
 
 
-# A kept file is rewritten from its store's memory once this many times more records were
-# appended to it than the store holds.
+# A collector's file is rewritten from the store's memory once the records appended to it
+# since it was last written whole outnumber those the store holds this many times over.
 REWRITE_AFTER = 4
+log = logging.getLogger(__name__)
 
 
-class KeptFile:
+class BoundedJsonLines:
     """A collector store's JSON-lines file (one record per line), appended to as records
-    arrive, and rewritten from what the store holds (its newest traces) once it has grown by
-    :data:`REWRITE_AFTER` times that: a long run, a `reservations load` of 100,000 requests
-    say, keeps it bounded, not only the next start (:func:`compact_traces_file`). A reader in
-    another process sees the old file or the new one, never half of one (a rename)."""
+    arrive. Once the records appended since it was last written whole outnumber those the
+    store holds :data:`REWRITE_AFTER` times over, it is written again from what the store
+    holds, its newest traces: a long run, a `reservations load` of 100,000 requests say, keeps
+    it bounded, not only the next start (:func:`compact_traces_file`). A reader in another
+    process sees the old file or the new one, never half of one (a rename). A rewrite that
+    fails (a full disk) is a warning, and appending goes on."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._file = path.open("a", encoding="utf-8")
+        # An earlier run's traces, compacted at the start, are not counted: `trace` still finds
+        # them until the first rewrite, after this run's have outgrown memory four times over.
         self._appended = 0
 
     def append(self, lines: list[str], held: int, everything: Callable[[], Iterable[str]]) -> None:
         """Append ``lines`` (each ending in a newline); ``held`` is how many records the store
         holds now, ``everything`` gives them, as lines, if the file is to be rewritten."""
         self._file.writelines(lines)
+        self._file.flush()
         self._appended += len(lines)
         if self._appended <= REWRITE_AFTER * max(held, 1):
-            self._file.flush()
+            return
+        self._appended = held
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.writelines(everything())
+            os.replace(tmp, self._path)
+        except OSError as error:
+            Path(tmp).unlink(missing_ok=True)
+            log.warning("could not rewrite %s, appending to it as it is: %s", self._path, error)
             return
         self._file.close()
-        tmp = self._path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            out.writelines(everything())
-        tmp.replace(self._path)
         self._file = self._path.open("a", encoding="utf-8")
-        self._appended = held
 
     def close(self) -> None:
         self._file.close()

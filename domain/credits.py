@@ -9,7 +9,7 @@ from domain.reservations import Outcome
 
 # Balances stay well inside the 32-bit credits column.
 MAX_CREDITS = 1_000_000_000
-# The most one top-up adds (the API's bound, which the CLI checks before asking).
+# The most credits one top-up adds.
 MAX_TOP_UP = 1_000_000
 
 

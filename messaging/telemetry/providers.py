@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
@@ -131,6 +131,11 @@ def service_version() -> str:
         return "0.0.0"
 
 
+def sdk_disabled(environ: Mapping[str, str]) -> bool:
+    """``OTEL_SDK_DISABLED=true`` (any case), the standard switch for all three signals."""
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Telemetry:
     """Build the three providers, instrument aio-pika and send log records over OTLP.
 
@@ -144,7 +149,7 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", SEMCONV_OPT_IN)
     service_name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
     propagation.install()  # garbage trace headers must never break a consumer
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if sdk_disabled(os.environ):
         return Telemetry(service_name, NoOpTracerProvider())
 
     resource = Resource.create(

@@ -94,7 +94,7 @@ def test_the_logs_file_stays_bounded_during_a_run(tmp_path: Path) -> None:
     store = LogStore(max_traces=2, store_dir=tmp_path)
     for i in range(30):
         store.add([LogLine(f"{i:032x}", "a" * 16, i, "INFO", f"line {i}", "api")])
-        assert len((tmp_path / LOGS_FILE).read_text().splitlines()) <= (REWRITE_AFTER + 1) * 2
+        assert len((tmp_path / LOGS_FILE).read_text().splitlines()) <= REWRITE_AFTER * 2 + 1
         assert [line.body for line in read_trace_logs(tmp_path, f"{i:032x}")] == [f"line {i}"]
     store.close()
     assert read_trace_logs(tmp_path, f"{0:032x}") == []

@@ -4,8 +4,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from cli.collector import SpanStore
-from cli.spans import SpanRecord
+from cli.log_records import LogLine
+from cli.spans import SpanEvent, SpanRecord
 from cli.trace_files import (
     REWRITE_AFTER,
     TRACES_FILE,
@@ -53,14 +56,15 @@ def test_a_long_run_keeps_the_file_bounded_and_readable(
 ) -> None:
     """The file is rewritten from the store's memory as it grows, not only at the next start:
     3,000 reservations wrote 29 MB of it before (so some 1 GB for a load of 100,000). Whatever
-    the moment, it holds every trace the store holds, whole, and at most REWRITE_AFTER + 1
-    times them."""
+    the moment, it holds every trace the store holds, whole, and past REWRITE_AFTER times them
+    by one batch at most."""
     store = SpanStore(max_traces=3, store_dir=tmp_path)
     held = 3 * len(confirmed_trace)
     for i in range(40):
         store.add(copy_of(confirmed_trace, f"{i:032x}", i))
         on_disk = read_traces_file(tmp_path)
-        assert len((tmp_path / TRACES_FILE).read_text().splitlines()) <= (REWRITE_AFTER + 1) * held
+        lines = len((tmp_path / TRACES_FILE).read_text().splitlines())
+        assert lines <= REWRITE_AFTER * held + len(confirmed_trace), i
         newest = [f"{j:032x}" for j in range(max(0, i - 2), i + 1)]
         for trace_id in newest:
             assert on_disk[trace_id] == store.trace(trace_id), i
@@ -70,10 +74,41 @@ def test_a_long_run_keeps_the_file_bounded_and_readable(
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_rewrite_that_fails_is_a_warning_and_spans_keep_coming(
+    confirmed_trace: list[SpanRecord], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rename cannot happen (a directory took the file's name): the collector warns and
+    goes on taking spans, rather than raise in every export from then on."""
+    store = SpanStore(max_traces=1, store_dir=tmp_path)
+    (tmp_path / TRACES_FILE).unlink()
+    (tmp_path / TRACES_FILE).mkdir()
+    for i in range(REWRITE_AFTER + 2):
+        store.add(copy_of(confirmed_trace, f"{i:032x}", i))
+    assert store.trace(f"{REWRITE_AFTER + 1:032x}") == copy_of(
+        confirmed_trace, f"{REWRITE_AFTER + 1:032x}", REWRITE_AFTER + 1
+    )
+    assert any("could not rewrite" in r.getMessage() for r in caplog.records), caplog.text
+    assert not list(tmp_path.glob("*.tmp"))
+    store.close()
+
+
 def test_a_span_is_written_as_dataclasses_asdict_wrote_it(
     confirmed_trace: list[SpanRecord],
 ) -> None:
-    """to_dict skips asdict's deep copies: the same JSON, so files of earlier runs still read."""
-    for span in confirmed_trace:
+    """to_dict skips asdict's deep copies: the same JSON, so files of earlier runs still read.
+    One span with an event and a link besides the trace's (which have neither)."""
+    failed = dataclasses.replace(
+        confirmed_trace[0],
+        status="ERROR",
+        events=(SpanEvent("exception", 7, {"exception.type": "ValueError", "n": [1, 2]}),),
+        links=(f"{'a' * 32}:{'b' * 16}",),
+    )
+    for span in [*confirmed_trace, failed]:
         assert json.dumps(span.to_dict()) == json.dumps(dataclasses.asdict(span))
         assert SpanRecord.from_dict(json.loads(json.dumps(span.to_dict()))) == span
+
+
+def test_a_log_line_is_written_as_dataclasses_asdict_wrote_it() -> None:
+    line = LogLine("a" * 32, "b" * 16, 5, "WARN", "slow", "api", {"attempt": 2, "ids": ["x"]})
+    assert json.dumps(line.to_dict()) == json.dumps(dataclasses.asdict(line))
+    assert LogLine.from_dict(json.loads(json.dumps(line.to_dict()))) == line

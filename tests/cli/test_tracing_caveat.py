@@ -17,11 +17,16 @@ def test_a_sampler_that_drops_traces_is_named_with_its_argument() -> None:
     caveat = tracing_caveat(
         {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     )
-    assert caveat is not None
-    assert caveat.startswith(
-        "OTEL_TRACES_SAMPLER=parentbased_traceidratio (OTEL_TRACES_SAMPLER_ARG=0.1) is set"
+    assert caveat == (
+        "OTEL_TRACES_SAMPLER=parentbased_traceidratio (OTEL_TRACES_SAMPLER_ARG=0.1) is set in "
+        "your environment: about 10% of the traces are exported. `unset OTEL_TRACES_SAMPLER` "
+        "to see every one."
     )
-    assert "`unset OTEL_TRACES_SAMPLER`" in caveat
+
+
+def test_a_sampler_that_drops_every_trace_says_none() -> None:
+    caveat = tracing_caveat({"OTEL_TRACES_SAMPLER": "always_off"})
+    assert caveat is not None and "no trace is exported" in caveat
 
 
 @pytest.mark.parametrize(
@@ -31,6 +36,9 @@ def test_a_sampler_that_drops_traces_is_named_with_its_argument() -> None:
         {"OTEL_SDK_DISABLED": "false"},
         {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
         {"OTEL_TRACES_SAMPLER": "always_on"},
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"},
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},  # SDK: 1
+        {"OTEL_TRACES_SAMPLER": "no_such_sampler"},  # the SDK: parentbased_always_on
     ],
 )
 def test_nothing_is_said_when_every_trace_is_exported(environ: dict[str, str]) -> None:
