@@ -12,6 +12,7 @@ from types import FrameType
 from rich.console import Console
 
 from cli.collector import OtlpReceiver, SpanStore
+from cli.errors import CliError
 from cli.invocation import command
 from cli.log_store import LogStore, compact_logs_file
 from cli.preflight import require_free_port
@@ -21,6 +22,7 @@ from cli.trace_files import (
     compact_traces_file,
     mark_collector_started,
     mark_collector_stopped,
+    running_collector,
 )
 
 
@@ -35,6 +37,12 @@ def embedded_collector(settings: CliSettings) -> Iterator[OtlpReceiver]:
             "another `reservations run` or `reservations collector` may be running, or Tempo "
             "(docker compose): choose another `--collector-port`, or have `reservations run` "
             f"export there with `--otlp-endpoint http://localhost:{port}`.",
+        )
+    if (other := running_collector(settings.data_dir)) is not None:
+        # Its files are rewritten as they grow: two writers would lose each other's spans.
+        raise CliError(
+            f"another collector (pid {other['pid']}) records into {settings.data_dir}.",
+            hint="stop it (Ctrl-C), or give this one a data directory of its own (--data-dir).",
         )
     compact_traces_file(settings.data_dir, settings.collector_max_traces)
     compact_logs_file(settings.data_dir, settings.collector_max_traces)

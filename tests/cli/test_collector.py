@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
+from devtools.addresses import free_port
 from devtools.processes import Process
 from tests.cli.conftest import RESERVATIONS, cli_env
 
@@ -60,6 +61,13 @@ def test_the_collector_alone_records_what_trace_last_shows(tmp_path: Path) -> No
         refused = reservations(env, tmp_path, "reset")
         assert refused.returncode == 1
         assert "the system is running" in refused.stderr
+
+        # A second collector on another port but the same data directory would rewrite the
+        # files the first appends to: refused, saying which process records there.
+        other_port = {**env, "RESERVATIONS_COLLECTOR_PORT": str(free_port())}
+        second = reservations(other_port, tmp_path, "collector")
+        assert second.returncode == 1, second.stdout
+        assert f"another collector (pid {collector.popen.pid}) records into" in second.stderr
     finally:
         assert collector.stop(within=10) == 0, collector.log()
     assert "spans received" in collector.log()
