@@ -129,10 +129,12 @@ class Supervisor:
         """Until ``child`` says it is ready, exits, or everything stops."""
         with listening:
             listening.settimeout(0.2)
-            while not self._stopping and child.process.running:
+            while not self._stopping:
                 try:
                     said = listening.recv(4096)
                 except TimeoutError:
+                    if not child.process.running:  # what it sent before it died was read
+                        return
                     continue
                 except OSError:
                     return
