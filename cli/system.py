@@ -149,7 +149,7 @@ def tracing_caveat(environ: Mapping[str, str]) -> str | None:
     if sampler in SAMPLING_NONE:
         exported = "no trace is exported"
     elif sampler in SAMPLING_RATIO and (ratio := _ratio(environ)) < 1:
-        exported = f"about {ratio:.0%} of the traces are exported"
+        exported = f"about {ratio * 100:g} % of the traces are exported"
     else:
         return None
     named = f"OTEL_TRACES_SAMPLER={sampler}"
@@ -162,10 +162,12 @@ def tracing_caveat(environ: Mapping[str, str]) -> str | None:
 
 
 def _ratio(environ: Mapping[str, str]) -> float:
+    """The sampling ratio as the SDK takes it: one it cannot read, or outside 0..1, is 1."""
     try:
-        return float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+        ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1"))
     except ValueError:
         return 1.0
+    return ratio if 0 <= ratio <= 1 else 1.0
 
 
 def wait_ready(system: LocalSystem) -> None:

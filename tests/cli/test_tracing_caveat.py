@@ -19,9 +19,16 @@ def test_a_sampler_that_drops_traces_is_named_with_its_argument() -> None:
     )
     assert caveat == (
         "OTEL_TRACES_SAMPLER=parentbased_traceidratio (OTEL_TRACES_SAMPLER_ARG=0.1) is set in "
-        "your environment: about 10% of the traces are exported. `unset OTEL_TRACES_SAMPLER` "
+        "your environment: about 10 % of the traces are exported. `unset OTEL_TRACES_SAMPLER` "
         "to see every one."
     )
+
+
+def test_a_small_ratio_is_not_rounded_to_nothing() -> None:
+    caveat = tracing_caveat(
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.001"}
+    )
+    assert caveat is not None and "about 0.1 % of the traces" in caveat
 
 
 def test_a_sampler_that_drops_every_trace_says_none() -> None:
@@ -38,6 +45,7 @@ def test_a_sampler_that_drops_every_trace_says_none() -> None:
         {"OTEL_TRACES_SAMPLER": "always_on"},
         {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"},
         {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},  # SDK: 1
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "-0.5"},  # SDK: 1
         {"OTEL_TRACES_SAMPLER": "no_such_sampler"},  # the SDK: parentbased_always_on
     ],
 )
