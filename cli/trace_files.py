@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from cli.spans import SpanRecord
+from devtools.addresses import port_is_free
 
 R = TypeVar("R")
 
@@ -128,10 +130,14 @@ def mark_collector_stopped(store_dir: Path) -> None:
 
 def running_collector(store_dir: Path) -> dict[str, Any] | None:
     """The collector recording into ``store_dir`` now (``pid``, ``started_ns``, ``endpoint``),
-    or None when none is (a mark left by a killed process does not count)."""
+    or None when none is: a mark left by a killed process does not count, nor one whose pid
+    another process took since, with nothing listening on the endpoint."""
     try:
         run: dict[str, Any] = json.loads((store_dir / RUN_FILE).read_text(encoding="utf-8"))
         os.kill(int(run["pid"]), 0)
+        endpoint = urlsplit(str(run["endpoint"]))
+        if endpoint.port is None or port_is_free(endpoint.hostname or "127.0.0.1", endpoint.port):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return run

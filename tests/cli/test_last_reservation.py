@@ -3,7 +3,9 @@
 import dataclasses
 import json
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,15 @@ def users_read(trace_id: str, start_ns: int) -> list[SpanRecord]:
                                       name="SELECT users", kind="CLIENT")]  # fmt: skip
 
 
+@pytest.fixture
+def collector() -> Iterator[str]:
+    """The endpoint of something listening, as a running collector's mark names one."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
+
+
 def record(tmp_path: Path, confirmed: list[SpanRecord], reservation_at: int) -> str:
     """A reservation at ``reservation_at`` and, after it, a `GET /users`."""
     first = min(s.start_ns for s in confirmed)
@@ -38,20 +49,24 @@ def record(tmp_path: Path, confirmed: list[SpanRecord], reservation_at: int) -> 
 
 
 def test_the_last_reservation_is_not_the_last_trace(
-    confirmed_trace: list[SpanRecord], tmp_path: Path
+    confirmed_trace: list[SpanRecord], tmp_path: Path, collector: str
 ) -> None:
     reservation = record(tmp_path, confirmed_trace, NOW - 5 * 10**9)
     assert latest_reservation(tmp_path) == (reservation, NOW - 5 * 10**9)
-    (tmp_path / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "started_ns": NOW - MINUTE}))
+    (tmp_path / RUN_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "started_ns": NOW - MINUTE, "endpoint": collector})
+    )
 
     last = last_reservation(tmp_path, now_ns=NOW)
     assert last.trace_id == reservation
     assert last.note == "the last reservation, 5 s ago." and not last.stale
 
 
-def test_one_from_an_earlier_run_says_so(confirmed_trace: list[SpanRecord], tmp_path: Path) -> None:
+def test_one_from_an_earlier_run_says_so(
+    confirmed_trace: list[SpanRecord], tmp_path: Path, collector: str
+) -> None:
     reservation = record(tmp_path, confirmed_trace, NOW - 3 * 3600 * 10**9)
-    mark_collector_started(tmp_path, "http://127.0.0.1:4317")  # this process: it is running
+    mark_collector_started(tmp_path, collector)  # this process, listening: it is running
 
     last = last_reservation(tmp_path)
     assert last.trace_id == reservation and last.stale
@@ -73,10 +88,12 @@ def test_with_no_collector_running_it_says_so(
 
 
 def test_an_old_reservation_of_this_run_is_called_old(
-    confirmed_trace: list[SpanRecord], tmp_path: Path
+    confirmed_trace: list[SpanRecord], tmp_path: Path, collector: str
 ) -> None:
     record(tmp_path, confirmed_trace, NOW - 30 * MINUTE)
-    (tmp_path / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "started_ns": 0}))
+    (tmp_path / RUN_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "started_ns": 0, "endpoint": collector})
+    )
     last = last_reservation(tmp_path, now_ns=NOW)
     assert last.note == "the last reservation, 30 min ago." and last.stale
 

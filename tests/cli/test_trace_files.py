@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,12 @@ from cli.trace_files import (
     REWRITE_AFTER,
     TRACES_FILE,
     compact_traces_file,
+    mark_collector_started,
     read_trace,
     read_traces_file,
+    running_collector,
 )
+from devtools.addresses import free_port
 
 
 def copy_of(trace: list[SpanRecord], trace_id: str, shift_ns: int) -> list[SpanRecord]:
@@ -112,3 +117,17 @@ def test_a_log_line_is_written_as_dataclasses_asdict_wrote_it() -> None:
     line = LogLine("a" * 32, "b" * 16, 5, "WARN", "slow", "api", {"attempt": 2, "ids": ["x"]})
     assert json.dumps(line.to_dict()) == json.dumps(dataclasses.asdict(line))
     assert LogLine.from_dict(json.loads(json.dumps(line.to_dict()))) == line
+
+
+def test_a_mark_whose_pid_lives_on_in_another_process_is_no_collector(tmp_path: Path) -> None:
+    """collector.json names this test's own pid, alive, but nothing listens on its endpoint:
+    a pid taken again after the collector died, not a collector to refuse a new one for."""
+    mark_collector_started(tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert running_collector(tmp_path) is None
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        mark_collector_started(tmp_path, f"http://127.0.0.1:{port}")
+        run = running_collector(tmp_path)
+        assert run is not None and run["pid"] == os.getpid()
