@@ -11,7 +11,6 @@ service would make each export fail (UNIMPLEMENTED). Log records are kept with t
 (:mod:`cli.log_store`), metrics as the latest value of each series (:mod:`cli.metric_store`).
 """
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +27,7 @@ from cli.log_records import from_proto_logs
 from cli.log_store import LogStore
 from cli.metric_store import MetricStore
 from cli.spans import SpanRecord, from_proto_request
-from cli.trace_files import TRACES_FILE, BoundedJsonLines
+from cli.trace_files import TRACES_FILE, BoundedJsonLines, span_line
 
 __all__ = ["OtlpReceiver", "SpanStore"]
 
@@ -39,7 +38,6 @@ class SpanStore:
     def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
         self._max_traces = max_traces
         self._traces: OrderedDict[str, list[SpanRecord]] = OrderedDict()
-        self._held = 0  # spans in _traces
         self._lock = threading.Condition()
         self._file = BoundedJsonLines(store_dir / TRACES_FILE) if store_dir is not None else None
         self.received = 0
@@ -49,16 +47,16 @@ class SpanStore:
             for span in spans:
                 self._traces.setdefault(span.trace_id, []).append(span)
                 self._traces.move_to_end(span.trace_id)
-            self._held += len(spans)
             while len(self._traces) > self._max_traces:
-                self._held -= len(self._traces.popitem(last=False)[1])
+                self._traces.popitem(last=False)
             self.received += len(spans)
             if self._file is not None:
-                self._file.append([_line(span) for span in spans], self._held, self._lines)
+                held = sum(map(len, self._traces.values()))
+                self._file.append([span_line(span) for span in spans], held, self._lines)
             self._lock.notify_all()
 
     def _lines(self) -> Iterator[str]:
-        return (_line(span) for spans in self._traces.values() for span in spans)
+        return (span_line(span) for spans in self._traces.values() for span in spans)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self._lock:
@@ -81,10 +79,6 @@ class SpanStore:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-
-def _line(span: SpanRecord) -> str:
-    return json.dumps(span.to_dict()) + "\n"
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

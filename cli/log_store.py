@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cli.log_records import LogLine
-from cli.trace_files import BoundedJsonLines, read_records_of_trace
+from cli.trace_files import BoundedJsonLines, read_records_of_trace, replace_with_lines
 
 LOGS_FILE = "logs.jsonl"
 # A runaway loop logging inside one span must not fill the memory (or the file).
@@ -25,7 +25,6 @@ class LogStore:
     def __init__(self, max_traces: int = 500, store_dir: Path | None = None) -> None:
         self._max_traces = max_traces
         self._traces: OrderedDict[str, list[LogLine]] = OrderedDict()
-        self._held = 0  # lines in _traces
         self._lock = threading.Lock()
         self._file = BoundedJsonLines(store_dir / LOGS_FILE) if store_dir is not None else None
         self.received = 0
@@ -42,11 +41,11 @@ class LogStore:
                     trace.append(line)
                     kept.append(line)
                 self._traces.move_to_end(line.trace_id)
-            self._held += len(kept)
             while len(self._traces) > self._max_traces:
-                self._held -= len(self._traces.popitem(last=False)[1])
+                self._traces.popitem(last=False)
             if self._file is not None and kept:
-                self._file.append([_line(line) for line in kept], self._held, self._lines)
+                held = sum(map(len, self._traces.values()))
+                self._file.append([_line(line) for line in kept], held, self._lines)
 
     def _lines(self) -> Iterator[str]:
         return (_line(line) for lines in self._traces.values() for line in lines)
@@ -81,8 +80,6 @@ def compact_logs_file(store_dir: Path, max_traces: int) -> None:
                 traces.setdefault(json.loads(line)["trace_id"], []).append(line)
     if len(traces) <= max_traces:
         return
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for kept in list(traces.values())[-max_traces:]:
-            out.writelines(kept)
-    tmp.replace(path)
+    replace_with_lines(
+        path, (line for kept in list(traces.values())[-max_traces:] for line in kept)
+    )

@@ -81,13 +81,9 @@ class BoundedJsonLines:
         if self._appended <= REWRITE_AFTER * max(held, 1):
             return
         self._appended = held
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name, suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.writelines(everything())
-            os.replace(tmp, self._path)
+            replace_with_lines(self._path, everything())
         except OSError as error:
-            Path(tmp).unlink(missing_ok=True)
             log.warning("could not rewrite %s, appending to it as it is: %s", self._path, error)
             return
         self._file.close()
@@ -97,19 +93,31 @@ class BoundedJsonLines:
         self._file.close()
 
 
+def replace_with_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write ``lines`` to a new file beside ``path`` and rename it over ``path``: a reader sees
+    the old file or the new one, never half of one; nothing is left behind if it fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def span_line(span: SpanRecord) -> str:
+    """A span as the traces file holds it: one JSON object and a newline."""
+    return json.dumps(span.to_dict()) + "\n"
+
+
 def compact_traces_file(store_dir: Path, max_traces: int) -> None:
     """Keep only the newest ``max_traces`` traces on disk, so the file does not grow forever."""
-    path = store_dir / TRACES_FILE
     traces = read_traces_file(store_dir)
     if len(traces) <= max_traces:
         return
     kept = list(traces.values())[-max_traces:]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for spans in kept:
-            for span in spans:
-                out.write(json.dumps(span.to_dict()) + "\n")
-    tmp.replace(path)
+    replace_with_lines(store_dir / TRACES_FILE, (span_line(s) for spans in kept for s in spans))
 
 
 RUN_FILE = "collector.json"
