@@ -44,9 +44,11 @@ class ChannelReadiness:
         try one every second (:mod:`messaging.lasting`), and open is not ready then."""
         return self._restored and not self._channel.is_closed
 
-    async def wait(self, deadline: float) -> bool:
+    async def wait(self, deadline: float, *, grace: bool = True) -> bool:
         """True once the channel is open with its consumers restored; False if that did not
         happen by ``deadline`` (loop time) or within the grace after it went down.
+        ``grace=False`` waits for ``deadline`` alone: for a background task that waits out a
+        long outage (:mod:`messaging.republisher`), woken as soon as the channel is restored.
 
         A caller's deadline already past is False at once: ``asyncio.timeout_at`` fires only
         when the wait suspends, and ``RobustChannel.ready()`` on an open channel never does.
@@ -56,7 +58,7 @@ class ChannelReadiness:
             return False
         if not isinstance(self._channel, AbstractRobustChannel):
             return not self._channel.is_closed
-        if self._down_since is not None:
+        if grace and self._down_since is not None:
             deadline = min(deadline, self._down_since + RECONNECT_GRACE)
         try:
             async with asyncio.timeout_at(deadline):

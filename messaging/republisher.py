@@ -6,9 +6,17 @@ call's deadline; if that deadline passes, the caller answers 202 and hands the r
 A copy is harmless, because the worker is idempotent by reservation id: a second copy of a
 request the broker did take only replays the stored answer.
 
-This is in memory and bounded: for ``KEEP_TRYING_FOR`` seconds, or until the process stops
-(:meth:`Republisher.close`). Either way an ERROR line names each request given up on, so an
-operator can see which 202s may never resolve.
+This is in memory. It keeps trying for as long as the broker stays away or blocks publishers
+(a 202 is a promise; a memory or disk alarm can last longer than any fixed window), until the
+process stops (:meth:`Republisher.close`: an ERROR line names each request given up on, so an
+operator can see which 202s may never resolve). It is bounded in size instead: at
+``HOLD_AT_MOST`` requests it is :attr:`~Republisher.full`, and the client answers new requests
+503 before publishing them (nothing queued, safe to retry) until it has room again.
+
+Copies are few: an attempt waits for the channel to be restored (woken by the restore, not by
+polling) and then for its confirm, for ``ATTEMPT_WITHIN`` or as long as the request has been
+held, whichever is longer; a blocked broker, which takes no copy, gets one more copy each time
+the wait doubles, not one every few seconds.
 """
 
 import asyncio
@@ -23,10 +31,14 @@ from messaging.topology import Route
 
 log = structlog.get_logger(__name__)
 
-# How long a request whose confirm never came is republished before it is given up on.
-KEEP_TRYING_FOR = 120.0
-# Seconds between attempts: from FIRST_PAUSE, doubled each time, at most MAX_PAUSE.
-FIRST_PAUSE, MAX_PAUSE = 0.2, 2.0
+# Seconds an attempt waits for the channel and then for its confirm, at least: later attempts
+# wait as long as the request has been held, so the copies of one request double their spacing.
+ATTEMPT_WITHIN = 120.0
+# Seconds between a failed attempt and the next: from FIRST_PAUSE, doubled each time, at most
+# MAX_PAUSE (a broken channel is waited for, not polled: this paces refusals).
+FIRST_PAUSE, MAX_PAUSE = 0.2, 5.0
+# Requests held at most; a full republisher makes the client answer 503 before publishing.
+HOLD_AT_MOST = 10_000
 # Seconds close() lets the republishing in progress finish.
 CLOSE_WITHIN = 2.0
 
@@ -35,17 +47,19 @@ ReadyWait = Callable[[float], Awaitable[bool]]
 
 
 class Republisher:
-    def __init__(
-        self, publisher: Publisher, ready: ReadyWait, keep_trying_for: float = KEEP_TRYING_FOR
-    ) -> None:
+    def __init__(self, publisher: Publisher, ready: ReadyWait) -> None:
         self._publisher = publisher
         self._ready = ready
-        self._keep_trying_for = keep_trying_for
         self._tasks: dict[asyncio.Task[None], Message] = {}
 
     @property
     def in_progress(self) -> int:
         return len(self._tasks)
+
+    @property
+    def full(self) -> bool:
+        """Holding ``HOLD_AT_MOST`` requests: take no more until one is confirmed."""
+        return len(self._tasks) >= HOLD_AT_MOST
 
     def keep_trying(self, request: Message, to: Route) -> None:
         """Republish ``request`` in the background until the broker confirms a copy."""
@@ -78,30 +92,35 @@ class Republisher:
 
     async def _until_confirmed(self, request: Message, to: Route) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._keep_trying_for
+        since = loop.time()
         pause, attempts = FIRST_PAUSE, 0
-        while loop.time() < deadline:
+        while True:
+            now = loop.time()
+            deadline = now + max(ATTEMPT_WITHIN, now - since)
             if await self._ready(deadline):
                 attempts += 1
                 try:
                     # No reply_to: the asker has answered 202 already; the outcome is stored.
                     await self._publisher.publish(request, to, deadline=deadline)
                 except DeliveryError as exc:  # returned (unroutable) or nacked
-                    log.warning("republish refused; trying again", error=repr(exc))
+                    log.warning(
+                        "republish refused; trying again",
+                        message_id=request.message_id,
+                        error=repr(exc),
+                    )
                 except CONNECTION_EXCEPTIONS as exc:  # unknown again (lost, no confirm in time)
-                    log.warning("republish unconfirmed; trying again", error=repr(exc))
+                    log.warning(
+                        "republish unconfirmed; trying again",
+                        message_id=request.message_id,
+                        error=repr(exc),
+                    )
                 else:
                     log.info(
                         "unconfirmed request republished and confirmed",
                         message_id=request.message_id,
                         attempts=attempts,
+                        held_s=round(loop.time() - since, 1),
                     )
                     return
-            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
-        log.error(
-            "gave up republishing an unconfirmed request; it may never be processed",
-            message_id=request.message_id,
-            attempts=attempts,
-            after_s=self._keep_trying_for,
-        )

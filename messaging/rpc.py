@@ -21,13 +21,15 @@ After a reconnect (see also :mod:`messaging.readiness` and :mod:`messaging.repub
   back. No copy confirmed within ``PUBLISH_TIMEOUT``: :class:`RequestUnconfirmed` (a 202), and
   the background republisher keeps trying;
 - :class:`BrokerUnavailable` (a 503) only when no copy can have been sent, or the broker
-  returned or refused it: a retry then cannot reserve twice.
+  returned or refused it: a retry then cannot reserve twice. A republisher holding its most
+  (:attr:`Republisher.full`) makes every new call one, before it publishes anything.
 
 Callers pass and get message models: ``await rpc.call(request, CreditChecked, to=route)``.
 """
 
 import asyncio
 import uuid
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -84,7 +86,8 @@ class RpcClient:
         self._reply_queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._readiness = ChannelReadiness(channel)
-        self.republisher = Republisher(publisher, self._readiness.wait)
+        # The republisher waits out an outage of any length: no grace, only its own deadline.
+        self.republisher = Republisher(publisher, partial(self._readiness.wait, grace=False))
 
     @property
     def pending(self) -> int:
@@ -132,6 +135,10 @@ class RpcClient:
         return reply_model.from_body(reply.body)
 
     async def _request(self, request: Message, to: Route) -> AbstractIncomingMessage:
+        if self.republisher.full:  # the broker has not confirmed thousands: take no more
+            raise BrokerUnavailable(
+                f"{self.republisher.in_progress} requests still wait for the broker's confirm"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT
         maybe_sent = False  # a copy went out and its confirm never came

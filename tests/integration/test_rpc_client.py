@@ -49,8 +49,8 @@ async def test_a_closed_channel_ends_waiting_calls_at_once_as_reply_lost(amqp_ur
 
 async def test_a_bug_while_publishing_is_raised_at_once_not_republished(amqp_url: str) -> None:
     """A failure that is not the connection's (here, a route to an exchange the topology does
-    not declare) is a bug: raised to the caller (a 500), not an unknown outcome (a 202 and two
-    minutes of republishing)."""
+    not declare) is a bug: raised to the caller (a 500), not an unknown outcome (a 202, and
+    republishing until the process stops)."""
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         broker = await Broker.open(connection)

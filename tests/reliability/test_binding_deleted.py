@@ -120,7 +120,7 @@ async def test_a_return_not_bound_again_by_the_deadline_is_a_503_not_a_202(
 ) -> None:
     """The broker returned the request: nothing is queued, whatever the binding does after the
     call's deadline. Answering 202 there would tell the client it was queued, and set the
-    republisher publishing an unroutable request for two minutes."""
+    republisher publishing an unroutable request until the process stops."""
     monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
 
     async def binding_that_hangs(*_: object) -> tuple[str, ...]:

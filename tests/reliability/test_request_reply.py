@@ -4,7 +4,8 @@
   waiting for (or none, or a duplicate), is logged and dropped: no exception, nothing left
   pending, and the client goes on matching the next replies correctly.
 - A request whose confirm never comes (a broker that blocks publishers, or is frozen) is
-  answered by the publish deadline, as unconfirmed, with one copy sent, not a copy per turn.
+  answered by the publish deadline, as unconfirmed, with one copy sent, not a copy per turn;
+  once the republisher holds its most, the next request is refused before it is published.
 - With two API processes and two workers, every reply reaches the API that asked (its
   answer is a 201, and the trace shows its own reply CONSUMER span).
 - When the asking API is gone before the reply, the outcome is still recorded and any other
@@ -34,7 +35,7 @@ from messaging import republisher, rpc
 from messaging.messages import Message
 from messaging.publisher import Publisher
 from messaging.readiness import ChannelReadiness
-from messaging.rpc import ReplyTimeout, RequestUnconfirmed, RpcClient
+from messaging.rpc import BrokerUnavailable, ReplyTimeout, RequestUnconfirmed, RpcClient
 from messaging.topology import ExchangeSpec, Route
 from tests import infra
 from tests.hop import Hop
@@ -203,6 +204,7 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
     amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
+    monkeypatch.setattr(republisher, "HOLD_AT_MOST", 1)
     capture = capture_logs_of(monkeypatch, rpc, republisher)
     connection = await aio_pika.connect_robust(amqp_url)  # as the services connect
     try:
@@ -223,6 +225,12 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
         copy = await queue.get(timeout=5)
         assert copy.message_id == "stalled-1"
         assert client.republisher.in_progress == 1
+        # Full (HOLD_AT_MOST, 1 here): the next call is refused before it publishes anything.
+        sent = publisher.sent  # the republisher's own copy (waiting for its confirm) included
+        with pytest.raises(BrokerUnavailable, match="1 requests still wait"):
+            async with asyncio.timeout(0.2):
+                await client.call(Ask(ask_id="stalled-2"), Answer, to=route)
+        assert publisher.sent == sent
         await client.close()  # gives up on the republishing, bounded
         assert client.republisher.in_progress == 0
         gave_up = [e for e in capture.entries if e["log_level"] == "error"]
