@@ -9,7 +9,9 @@ handler produced, then ack, or give up.
   retried: published again as its next attempt
   (:mod:`messaging.retry`, which says why the worker counts, not RabbitMQ). On the
   ``MAX_ATTEMPTS``-th failure the worker dead-letters it itself, with the error as the reason,
-  so the dead-letter publish is a span in the same trace. The queue's ``x-delivery-limit``
+  so the dead-letter publish is a span in the same trace. A
+  :class:`~messaging.handlers.NotAnAttempt` (the handler could not run: its database stayed
+  unreachable) is retried as the same attempt, however often. The queue's ``x-delivery-limit``
   stays as a backstop for a message that kills the worker before it can count.
 - Otherwise the message is acked, after everything it caused is committed and published
   (the reply and the events, with publisher confirms).
@@ -29,7 +31,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from messaging import metered
 from messaging.dead_letter import dead_letter
-from messaging.handlers import Handler, M
+from messaging.handlers import Handler, M, NotAnAttempt
 from messaging.messages import CONTENT_TYPE, InvalidMessage, is_json
 from messaging.publisher import CHANNEL_GONE, Publisher, ReplyAddress
 from messaging.retry import attempt_of, retry
@@ -126,7 +128,8 @@ async def _handle(
             await _give_back(message)
             return
         tries = attempt_of(message)
-        if tries >= MAX_ATTEMPTS:
+        counted = not isinstance(exc, NotAnAttempt)
+        if counted and tries >= MAX_ATTEMPTS:
             log.exception("handler failed for the last time; dead-lettering", attempt=tries)
             reason = f"handler failed {tries} times: {error_summary(exc)}"
             await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
@@ -134,14 +137,27 @@ async def _handle(
             # One line: the CONSUMER span holds the exception with its stack trace, and the last
             # attempt logs it in full. A database outage would otherwise log a traceback for
             # every held message, twice.
-            log.warning(
-                "handler failed; the message will be retried", attempt=tries, error=repr(exc)
-            )
+            if counted:
+                log.warning(
+                    "handler failed; the message will be retried", attempt=tries, error=repr(exc)
+                )
+            else:
+                log.warning(
+                    "handler could not run; the message will be retried as the same attempt",
+                    attempt=tries,
+                    error=repr(exc.__cause__ or exc),
+                )
             # Back off a little: a database blip should not use up every attempt at once.
             await asyncio.sleep(RETRY_BACKOFF * 2 ** (tries - 1))
             if not await _publishing_ready(publisher, message):
                 return
-            again = retry(publisher.default_exchange, message, queue=queue, meter=publisher.meter)
+            again = retry(
+                publisher.default_exchange,
+                message,
+                queue=queue,
+                meter=publisher.meter,
+                counted=counted,
+            )
             watched = publisher.refusals.watch(again, f"/{queue}")
             await _settle(watched, message, retrying=True, publisher=publisher)
         return

@@ -32,5 +32,12 @@ class Handled:
     events: tuple[Publication, ...] = ()
 
 
+class NotAnAttempt(Exception):
+    """The handler could not run for a reason outside the message, which lasted (its database
+    unreachable all the while it was waited for: :mod:`workers.database_outage`): the message
+    is retried as the same attempt, since a message nothing was wrong with must not use up its
+    attempts and be dead-lettered for an outage, however long."""
+
+
 # A handler: the validated message in, what it produced out (None: nothing to publish).
 Handler = Callable[[M], Awaitable[Handled | None]]

@@ -38,12 +38,15 @@ async def retry(
     *,
     queue: str,
     meter: MessageMeter = NO_METER,
+    counted: bool = True,
 ) -> None:
-    """Publish ``message`` again to ``queue`` as its next attempt, then ack it."""
+    """Publish ``message`` again to ``queue`` as its next attempt (as the same attempt, if not
+    ``counted``: :class:`messaging.handlers.NotAnAttempt`), then ack it."""
     # Raises if the delivery's channel is gone (a reconnect during the back-off): no copy is
     # made, and the broker redelivers the original. A copy published on the new channel
     # could not be followed by the ack, and there would be two.
     _ = message.channel
-    copy = copy_of(message, {ATTEMPT_HEADER: attempt_of(message) + 1}, reply_to=True)
+    attempt = attempt_of(message) + (1 if counted else 0)
+    copy = copy_of(message, {ATTEMPT_HEADER: attempt}, reply_to=True)
     await instrumentation.publish(default_exchange, copy, queue, mandatory=True, meter=meter)
     await message.ack()

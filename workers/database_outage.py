@@ -5,8 +5,11 @@ fraction of a second apart: a database restart would use them all up and park re
 dead-letter queue that nothing was wrong with. So when a handler fails because the database,
 not the statement, failed (:func:`store.availability.database_gone`), the failure is held
 until the database answers again, for at most :data:`HOLD_AT_MOST` seconds, and only then
-handed on: the retry that follows finds the database back. The last attempt is not held: it
-is dead-lettered either way. The held messages of a worker wait on one shared probe, which
+handed on: the retry that follows finds the database back. A database that did not answer
+within the bound makes the failure a :class:`~messaging.handlers.NotAnAttempt`: the message
+goes back to its queue as the same attempt, to be held again, for as long as the outage lasts
+(until round twenty-three it counted, and an outage past about a minute dead-lettered every
+message in flight). The held messages of a worker wait on one shared probe, which
 :meth:`DatabaseOutage.close` ends when the worker stops: they are then left unsettled, and
 the broker gives them to another consumer. So is a message whose handler finds the database
 gone after that, while the stopping worker finishes what it had in flight: on any attempt,
@@ -39,8 +42,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messaging.delivery import MAX_ATTEMPTS, current_delivery
-from messaging.handlers import Handled, Handler, M
+from messaging.delivery import current_delivery
+from messaging.handlers import Handled, Handler, M, NotAnAttempt
 from store.availability import database_busy, database_gone, until_reachable
 
 log = structlog.get_logger(__name__)
@@ -70,11 +73,15 @@ class DatabaseOutage:
         self._probe: asyncio.Task[bool] | None = None
         self._closed = asyncio.Event()
 
-    async def back(self) -> bool:
-        """True once the database answers; False after the bound, if the probe failed, or at
-        once after :meth:`close`."""
+    @property
+    def within(self) -> float:
+        return self._within
+
+    async def back(self) -> bool | None:
+        """True once the database answers; False if it did not within the bound; None if the
+        probe itself failed, or at once after :meth:`close`."""
         if self._closed.is_set():
-            return False
+            return None
         if self._probe is None or self._probe.done():
             # A context of its own: the probe belongs to no request's trace.
             self._probe = asyncio.get_running_loop().create_task(
@@ -84,7 +91,7 @@ class DatabaseOutage:
             return await asyncio.shield(self._probe)
         except Exception as exc:  # the handler's own failure is what counts, not the probe's
             log.warning("database probe failed", error=repr(exc))
-            return False
+            return None
 
     @property
     def closed(self) -> bool:
@@ -111,8 +118,8 @@ class DatabaseOutage:
 
 
 def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
-    """``handler``, whose failures for an unreachable database wait for ``outage`` to end
-    (but on the last attempt), or are :class:`Released` once it is closed."""
+    """``handler``, whose failures for an unreachable database wait for ``outage`` to end, are
+    not an attempt if it did not, or are :class:`Released` once it is closed."""
 
     async def handle(message: M) -> Handled | None:
         try:
@@ -125,19 +132,20 @@ def held_through(outage: DatabaseOutage, handler: Handler[M]) -> Handler[M]:
                     "database unavailable while stopping; releasing the message", error=repr(exc)
                 )
                 raise Released from exc
-            attempt = current_delivery().attempt
-            if attempt >= MAX_ATTEMPTS:
-                raise
             started = time.monotonic()
             log.warning("database unavailable; holding the message until it answers")
             back = await outage.back()
-            if back and attempt > 1 and database_busy(exc):
+            if back and current_delivery().attempt > 1 and database_busy(exc):
                 left = started + outage.busy_pause - time.monotonic()
                 if left > 0:
                     await outage.pause(left)
             trace.get_current_span().add_event(
-                EVENT, {"back": back, "waited_s": round(time.monotonic() - started, 3)}
+                EVENT, {"back": back is True, "waited_s": round(time.monotonic() - started, 3)}
             )
+            if back is False:  # unreachable all along: the outage's failure, not the message's
+                raise NotAnAttempt(
+                    f"the database did not answer within {outage.within:g} s"
+                ) from exc
             raise
 
     return handle

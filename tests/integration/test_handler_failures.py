@@ -25,7 +25,7 @@ from messaging.broker import Broker
 from messaging.connection import open_channel
 from messaging.delivery import MAX_ATTEMPTS
 from messaging.envelope import envelope
-from messaging.handlers import Handled, Publication
+from messaging.handlers import Handled, NotAnAttempt, Publication
 from messaging.messages import ReservationConfirmed, ReservationRequested
 from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
@@ -199,6 +199,49 @@ async def test_returns_of_a_message_use_up_none_of_its_attempts(
     assert handled == [1, 2]
     dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
     assert dead is None, dead.headers
+
+
+async def test_a_handler_that_could_not_run_is_retried_as_the_same_attempt(
+    channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NotAnAttempt (workers.database_outage: the database did not answer all the while the
+    message was held) sends the message back as the same attempt, on the last attempt too,
+    however often: an outage of any length parks nothing. Before, it counted, and an outage
+    past about a minute dead-lettered every message in flight."""
+    monkeypatch.setattr(delivery, "RETRY_BACKOFF", 0.01)
+    capture = capture_logs_of(monkeypatch, delivery)
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    # On its last attempt already: a counted failure would dead-letter it.
+    route = topology.RESERVATION_REQUESTS
+    await declared.exchanges[route.exchange.name].publish(
+        envelope(
+            request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: MAX_ATTEMPTS}
+        ),
+        route.routing_key,
+    )
+    handled: list[int] = []
+    outage_lasts = 2 * MAX_ATTEMPTS
+
+    async def database_down_for_a_while(message: ReservationRequested) -> None:
+        handled.append(delivery.current_delivery().attempt)
+        if len(handled) <= outage_lasts:
+            raise NotAnAttempt("the database did not answer within 30 s") from OSError("refused")
+
+    subscription = await broker.subscribe(
+        topology.CREDIT_CHECK, ReservationRequested, database_down_for_a_while
+    )
+    async for attempt in eventually_async(15, every=0.05):
+        with attempt:
+            assert len(handled) == outage_lasts + 1
+    assert await subscription.stop(5)
+    assert handled == [MAX_ATTEMPTS] * (outage_lasts + 1)
+    dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
+    assert dead is None, dead.headers
+    retries = [e for e in capture.entries if "same attempt" in e["event"]]
+    assert len(retries) == outage_lasts, capture.entries
+    assert retries[0]["error"] == "OSError('refused')"  # the cause, not the wrapper
 
 
 @pytest.mark.parametrize("deleted", ["queue", "binding"])

@@ -1,7 +1,7 @@
 """A handler failure is held for the database only when the database, not the statement,
-failed, and not on the last attempt; the held messages share one bounded probe, which closing
-ends. A stand-in outage at the project's own port counts the waits; the probe itself runs
-against a port where nothing listens (a real refusal)."""
+failed, and is no attempt if the database never answered; the held messages share one bounded
+probe, which closing ends. A stand-in outage at the project's own port counts the waits; the
+probe itself runs against a port where nothing listens (a real refusal)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -15,21 +15,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from devtools.addresses import free_port
 from messaging import delivery
 from messaging.delivery import MAX_ATTEMPTS, Delivery
+from messaging.handlers import NotAnAttempt
 from store.engine import DatabaseUnavailable
 from workers.database_outage import BUSY_PAUSE, DatabaseOutage, Released, held_through
 
 
 class CountingOutage(DatabaseOutage):
-    def __init__(self, probe_takes: float = 0) -> None:
+    def __init__(self, probe_takes: float = 0, answer: bool | None = True) -> None:
         super().__init__(cast(AsyncEngine, None))  # never probes: back() is replaced
         self.waits = 0
         self.pauses: list[float] = []
         self.probe_takes = probe_takes
+        self.answer = answer
 
-    async def back(self) -> bool:
+    async def back(self) -> bool | None:
         self.waits += 1
         await asyncio.sleep(self.probe_takes)
-        return True
+        return self.answer
 
     async def pause(self, seconds: float) -> None:
         self.pauses.append(seconds)
@@ -113,16 +115,37 @@ async def test_a_pause_ends_when_the_worker_stops() -> None:
         await asyncio.wait_for(pausing, 5)
 
 
-async def test_the_last_attempt_is_not_held() -> None:
-    outage = CountingOutage()
-    handler = held_through(outage, failing(DatabaseUnavailable("refused")))
-    token = delivery._current.set(Delivery(redelivered=True, attempt=MAX_ATTEMPTS))
+@pytest.mark.parametrize("attempt", [1, MAX_ATTEMPTS], ids=["first", "last"])
+async def test_a_database_that_never_answered_makes_the_failure_no_attempt(attempt: int) -> None:
+    """Unreachable all the while it was held: the message goes back as the same attempt (the
+    last included: it used to be dead-lettered at once), to be held again, however long the
+    outage lasts."""
+    outage = CountingOutage(answer=False)
+    token = delivery._current.set(Delivery(redelivered=True, attempt=attempt))
     try:
-        with pytest.raises(DatabaseUnavailable):
-            await handler(object())
+        with pytest.raises(NotAnAttempt, match="did not answer within 30 s") as raised:
+            await held_through(outage, failing(DatabaseUnavailable("refused")))(object())
     finally:
         delivery._current.reset(token)
-    assert outage.waits == 0  # dead-lettered either way: no point waiting first
+    assert isinstance(raised.value.__cause__, DatabaseUnavailable)
+    assert outage.waits == 1
+
+
+@pytest.mark.parametrize("answer", [True, None], ids=["back", "probe-failed"])
+async def test_a_database_back_or_a_probe_that_failed_leaves_the_failure_counted(
+    answer: bool | None,
+) -> None:
+    """Back: the failure may be the message's (a statement that breaks the connection) and
+    counts, on the last attempt as on the others. A probe that failed (not a timeout) tells
+    nothing: counted too, never a retry loop at the probe's pace."""
+    outage = CountingOutage(answer=answer)
+    token = delivery._current.set(Delivery(redelivered=True, attempt=MAX_ATTEMPTS))
+    try:
+        with pytest.raises(DatabaseUnavailable):  # itself, not a NotAnAttempt
+            await held_through(outage, failing(DatabaseUnavailable("refused")))(object())
+    finally:
+        delivery._current.reset(token)
+    assert outage.waits == 1
 
 
 @pytest.fixture
@@ -148,7 +171,7 @@ async def test_held_messages_share_one_probe_and_closing_releases_them(
     for waiting in held:
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiting, 5)
-    assert await outage.back() is False  # closed: nothing is held any more
+    assert await outage.back() is None  # closed: nothing is held any more
 
 
 @pytest.mark.parametrize("attempt", [1, MAX_ATTEMPTS], ids=["first", "last"])
