@@ -143,7 +143,7 @@ async def _handle(
                 )
             else:
                 log.warning(
-                    "handler could not run; the message will be retried as the same attempt",
+                    "not the message's failure; it will be retried as the same attempt",
                     attempt=tries,
                     error=repr(exc.__cause__ or exc),
                 )

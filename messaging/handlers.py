@@ -33,10 +33,12 @@ class Handled:
 
 
 class NotAnAttempt(Exception):
-    """The handler could not run for a reason outside the message, which lasted (its database
-    unreachable all the while it was waited for: :mod:`workers.database_outage`): the message
-    is retried as the same attempt, since a message nothing was wrong with must not use up its
-    attempts and be dead-lettered for an outage, however long."""
+    """Handling failed for a reason outside the message, which lasted: its database
+    unreachable all the while it was waited for (:mod:`workers.database_outage`), or the
+    broker refusing what it produced for the whole hold (:mod:`messaging.publisher`). The
+    message is retried as the same attempt: one nothing was wrong with must not use up its
+    attempts and be dead-lettered for an outage, however long. The error it stands for is
+    its ``__cause__``."""
 
 
 # A handler: the validated message in, what it produced out (None: nothing to publish).

@@ -29,7 +29,7 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelLockedResource
 
 from messaging import instrumentation, lasting
 from messaging.envelope import encode
-from messaging.handlers import Handled
+from messaging.handlers import Handled, NotAnAttempt
 from messaging.messages import Message
 from messaging.metered import NO_METER, MessageMeter
 from messaging.refusals import Refusals
@@ -205,13 +205,14 @@ class Publisher:
         already decided, to send a reply nobody waited for."""
         try:
             await self._held(partial(self.reply, reply, to), reply, to.reply_to, wanted, REPLY_HOLD)
-        except (DeliveryError, *CHANNEL_GONE) as exc:
+        except (DeliveryError, NotAnAttempt, *CHANNEL_GONE) as exc:
             if not wanted():
                 raise  # the delivery is going back anyway: redelivered, it replies again
+            cause = exc.__cause__ if isinstance(exc, NotAnAttempt) else exc
             log.warning(
                 "reply not sent; the asker reads the outcome from the store",
                 message_id=reply.message_id,
-                error=type(exc).__name__,
+                error=type(cause).__name__,
             )
 
     async def _held(
@@ -233,9 +234,14 @@ class Publisher:
         prefetch, and the worker takes no more work than that meanwhile. A channel lost under
         it leaves its outcome unknown: it goes again (events are at-least-once, and the
         fulfilment is idempotent). What a reopened channel would meet again (a permission
-        refused, say) is not held."""
+        refused, say) is not held. Still not taken when the hold runs out: a
+        :class:`NotAnAttempt`, and the delivery goes back to its queue as the same attempt, to
+        be handled again (a replay of its stored outcome) and its event held again, for as long
+        as the broker refuses (until round twenty-three it counted: a refusal past about 90 s
+        parked the requests charged and never fulfilled)."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + (self.hold if hold is None else hold)
+        hold = self.hold if hold is None else hold
+        until = loop.time() + hold
         pause = HOLD_PAUSE
         held = False
         while True:
@@ -247,8 +253,10 @@ class Publisher:
             except (DeliveryError, *CHANNEL_GONE) as exc:
                 if self._released.is_set():
                     raise PublishReleased("the worker is stopping") from None
-                if loop.time() + pause > until or not wanted():
+                if not wanted():
                     raise
+                if loop.time() + pause > until:
+                    raise NotAnAttempt(f"the broker did not take it within {hold:g} s") from exc
                 if not held:
                     log.warning(
                         "holding a message the broker did not take",
@@ -268,7 +276,7 @@ class Publisher:
             # The channel reopened meanwhile (lost, or replaced by refusals), restored; never a
             # publish on a channel still being restored (see ready()).
             if not await self.ready(max(0.0, until - loop.time())):
-                raise last
+                raise NotAnAttempt(f"the broker did not take it within {hold:g} s") from last
 
     async def ready(self, within: float = READY_WITHIN) -> bool:
         """True once this publisher's channel is open with its exchanges declared again (a

@@ -50,15 +50,18 @@ class WorkerSettings(BaseSettings):
 
     # Seconds a worker waits for in-flight messages on SIGTERM before closing anyway.
     worker_shutdown_timeout: float = Field(default=10.0, gt=0)
-    # Seconds a failed message is held, at most, while the database does not answer, and at
-    # least, from its second attempt on, when it answered but could not do the work (locked,
-    # busy, full): workers/database_outage.py. Each is under RabbitMQ's 30 min ack timeout.
-    database_outage_hold: float = Field(default=HOLD_AT_MOST, gt=0, le=300)
+    # Seconds a failed message is held, at most, while the database does not answer (then it
+    # goes back to its queue as the same attempt: at least 1 s, so that an outage does not
+    # cycle the messages in flight through the queue several times a second), and at least,
+    # from its second attempt on, when it answered but could not do the work (locked, busy,
+    # full): workers/database_outage.py. Each is under RabbitMQ's 30 min ack timeout.
+    database_outage_hold: float = Field(default=HOLD_AT_MOST, ge=1, le=300)
     database_busy_pause: float = Field(default=BUSY_PAUSE, ge=0, le=300)
     # Seconds, at most, an event is held and published again while the broker refuses it (a
-    # full queue) or its channel is being reopened, before that fails its handler
-    # (messaging.publisher); its delivery stays unacked meanwhile.
-    publish_hold: float = Field(default=PUBLISH_HOLD, ge=0, le=300)
+    # full queue) or its channel is being reopened, before its delivery goes back to its queue
+    # as the same attempt (messaging.publisher; at least 1 s, as above); its delivery stays
+    # unacked meanwhile.
+    publish_hold: float = Field(default=PUBLISH_HOLD, ge=1, le=300)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,63 @@ async def test_a_handler_that_could_not_run_is_retried_as_the_same_attempt(
     assert retries[0]["error"] == "OSError('refused')"  # the cause, not the wrapper
 
 
+async def test_an_event_refused_past_its_hold_sends_its_delivery_back_as_the_same_attempt(
+    channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downstream queue that refuses (``reject-publish``, full) for longer than the
+    publisher's hold: the delivery goes back as the same attempt and its event is held again,
+    until the queue takes it. It used to fail the handler, and a refusal of a minute and a
+    half dead-lettered the requests, charged and never fulfilled."""
+    monkeypatch.setattr(delivery, "RETRY_BACKOFF", 0.01)
+    capture = capture_logs_of(monkeypatch, delivery)
+    declared = await topology.declare(channel)
+    name = f"refusing-{uuid.uuid4().hex[:8]}"
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, auto_delete=True)
+    full = await channel.declare_queue(
+        name, exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    await full.bind(exchange, routing_key="confirmed")
+    await exchange.publish(aio_pika.Message(b"filler"), routing_key="confirmed")
+    publisher = Publisher(
+        {**declared.exchanges, name: exchange}, channel.default_exchange, channel=channel
+    )
+    publisher.hold = 0.5
+    broker = Broker(channel, declared, publisher)
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    confirmed = ReservationConfirmed(
+        reservation_id=request.reservation_id, username="alice", item_id="b", price=10
+    )
+    downstream = topology.Route(
+        topology.ExchangeSpec(name, aio_pika.ExchangeType.DIRECT), "confirmed"
+    )
+    route = topology.RESERVATION_REQUESTS
+    await declared.exchanges[route.exchange.name].publish(  # on its last attempt already
+        envelope(
+            request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: MAX_ATTEMPTS}
+        ),
+        route.routing_key,
+    )
+    attempts: list[int] = []
+
+    async def decided(message: ReservationRequested) -> Handled:
+        attempts.append(delivery.current_delivery().attempt)
+        return Handled(events=(Publication(confirmed, downstream),))
+
+    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, decided)
+    async for attempt in eventually_async(20, every=0.05):
+        with attempt:
+            assert len(attempts) >= 3  # refused past the hold, three times over
+    await full.purge()  # room again: the event held now is taken
+    event = await get_within(full, 10)
+    assert ReservationConfirmed.from_body(event.body) == confirmed
+    assert await subscription.stop(5)
+    assert set(attempts) == {MAX_ATTEMPTS}
+    assert await declared.queues[topology.DEAD_LETTERS.name].get(fail=False) is None
+    retries = [e for e in capture.entries if "same attempt" in e["event"]]
+    assert len(retries) == len(attempts) - 1, retries  # the last one's event was taken
+    assert all("Basic.Nack" in e["error"] for e in retries), retries
+
+
 @pytest.mark.parametrize("deleted", ["queue", "binding"])
 async def test_a_dead_letter_is_kept_after_an_operator_deleted_its_queue(
     channel: AbstractChannel, amqp_url: str, deleted: str
