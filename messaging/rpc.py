@@ -21,8 +21,10 @@ After a reconnect (see also :mod:`messaging.readiness` and :mod:`messaging.repub
   back. No copy confirmed within ``PUBLISH_TIMEOUT``: :class:`RequestUnconfirmed` (a 202), and
   the background republisher keeps trying;
 - :class:`BrokerUnavailable` (a 503) only when no copy can have been sent, or the broker
-  returned or refused it: a retry then cannot reserve twice. A republisher holding its most
-  (:attr:`Republisher.full`) makes every new call one, before it publishes anything.
+  returned or refused it and no earlier copy's confirm was lost: a retry then cannot reserve
+  twice. A copy refused after one whose confirm was lost is a :class:`RequestUnconfirmed`.
+  A republisher holding its most (:attr:`Republisher.full`) makes every new call a
+  :class:`BrokerUnavailable`, before it publishes anything.
 
 Callers pass and get message models: ``await rpc.call(request, CreditChecked, to=route)``.
 """
@@ -154,6 +156,16 @@ class RpcClient:
                         return await future
                 maybe_sent = True
                 await asyncio.sleep(UNCONFIRMED_PAUSE)  # let the channel notice it is down
+            except BrokerUnavailable:
+                if not maybe_sent:
+                    raise
+                # This copy was refused, but an earlier one may be queued: not a 503, which
+                # says a retry cannot reserve twice (a fault campaign: charged twice).
+                self.republisher.keep_trying(request, to)
+                raise RequestUnconfirmed(
+                    "a copy whose confirm was lost may be queued, and the broker refused the "
+                    "next; republishing"
+                ) from None
             except ReplyTimeout:  # ReplyLost: confirmed (queued), then the channel closed
                 raise
             except TimeoutError:

@@ -28,7 +28,8 @@ import httpx
 import pytest
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError
+from pamqp.commands import Basic
 
 from cli.collector import OtlpReceiver
 from messaging import republisher, rpc
@@ -235,6 +236,54 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
         assert client.republisher.in_progress == 0
         gave_up = [e for e in capture.entries if e["log_level"] == "error"]
         assert [e["message_id"] for e in gave_up] == ["stalled-1"], capture.entries
+    finally:
+        await connection.close()
+
+
+class _ConfirmLostThenRefused(Publisher):
+    """The first copy is queued, but its confirm is lost with the connection; every copy after
+    it is refused (a nack: the queue went over a ``reject-publish`` limit meanwhile)."""
+
+    sent = 0
+
+    async def publish(self, message: Message, to: Route, **options: Any) -> None:
+        self.sent += 1
+        if self.sent == 1:
+            await super().publish(message, to, **options)
+            raise ConnectionResetError("the connection closed before the confirm came")
+        raise DeliveryError(None, Basic.Nack(delivery_tag=self.sent))
+
+
+async def test_a_copy_refused_after_one_whose_confirm_was_lost_is_no_503(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 says nothing was queued, so a client's retry cannot reserve twice. With a first
+    copy queued but unconfirmed, a refusal of the next one answered 503, and the retry was
+    charged again (a fault campaign). It is a 202, and the republisher keeps trying."""
+    capture = capture_logs_of(monkeypatch, rpc, republisher)
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.declare_exchange(
+            f"rpc-refused-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT, auto_delete=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange.name, routing_key="ask")
+        publisher = _ConfirmLostThenRefused({exchange.name: exchange}, channel.default_exchange)
+        client = RpcClient(channel, publisher, reply_timeout=3)
+        await client.start()
+        route = Route(ExchangeSpec(exchange.name), "ask")
+        with pytest.raises(RequestUnconfirmed):
+            async with asyncio.timeout(5):
+                await client.call(Ask(ask_id="refused-1"), Answer, to=route)
+        copy = await queue.get(timeout=5)  # the first copy: queued all along
+        assert copy.message_id == "refused-1"
+        assert publisher.sent >= 2
+        assert client.republisher.in_progress == 1
+        await client.close()
+        assert [e["message_id"] for e in capture.entries if e["log_level"] == "error"] == [
+            "refused-1"
+        ]
     finally:
         await connection.close()
 
