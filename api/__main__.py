@@ -11,9 +11,11 @@ from uvicorn.config import STARTUP_FAILURE
 from api.app import SERVICE_NAME, create_app
 from api.http_protocol import bounded_head, quiet_shutdown_cuts
 from api.settings import ApiSettings
-from messaging.telemetry.logs import configure_logging
+from messaging.settings import BrokerSettings
+from messaging.telemetry.logs import LogSettings, configure_logging
 from service.gc_tuning import tune_for_serving
 from service.open_files import raise_open_files_limit
+from service.settings_check import check, settings_checked
 from service.startup import report_startup_failure
 from store.engine import DatabaseUnreachable, SchemaNotReady, check_ready
 from store.settings import StoreSettings
@@ -43,6 +45,10 @@ def require_free_port(host: str, port: int) -> None:
 
 
 def main() -> None:
+    with settings_checked():
+        # All of them, read again by the lifespan: a bad value fails now, in one line, not as
+        # uvicorn's traceback of a failed start-up.
+        check(LogSettings, ApiSettings, BrokerSettings, StoreSettings)
     settings = ApiSettings()
     # A database that is down or not migrated, or the port taken: one line and exit 1, as the
     # workers do, instead of the lines and tracebacks uvicorn prints for a failed lifespan

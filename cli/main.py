@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from cli import reservations
-from cli.errors import reporting_errors
+from cli.errors import CliError, reporting_errors
 from cli.last_reservation import last_reservation
 from cli.log_store import read_trace_logs
 from cli.settings import CliSettings
@@ -18,6 +19,7 @@ from cli.tempo import TempoClient, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
 from domain.credits import MAX_TOP_UP
+from service.settings_check import CONFIGURATION, invalid_settings
 
 app = typer.Typer(
     help="Run the reservation system locally and see one request's trace across RabbitMQ.",
@@ -57,7 +59,13 @@ def settings(
         "otel_exporter_otlp_endpoint": otlp_endpoint,
         "collector_port": collector_port,
     }
-    return CliSettings().model_copy(update={k: v for k, v in update.items() if v is not None})
+    try:
+        from_environment = CliSettings()
+    except ValidationError as exc:
+        if (refused := invalid_settings(exc)) is None:
+            raise
+        raise CliError(refused, f"see {CONFIGURATION}") from None
+    return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
 @app.command()

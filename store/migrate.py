@@ -13,6 +13,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
+from service.settings_check import check, settings_checked
 from store.engine import CONNECT_ERRORS, create_engine, failure, for_writes
 from store.revisions import (
     alembic_config,
@@ -75,8 +76,11 @@ def _upgrade(connection: Connection) -> None:
 
 
 def main() -> None:
+    with settings_checked("migrate: "):
+        check(StoreSettings)
+    settings = StoreSettings()
     try:
-        summary = asyncio.run(migrate(StoreSettings()))
+        summary = asyncio.run(migrate(settings))
     except MigrationFailed as exc:
         sys.stderr.write(f"migrate: {exc}\n")
         sys.exit(1)

@@ -30,11 +30,12 @@ from messaging.publisher import PUBLISH_HOLD, Publisher, PublishingLost
 from messaging.settings import BrokerSettings
 from messaging.subscriber import ConsumerLost, Subscription
 from messaging.telemetry.db_spans import instrument_engine
-from messaging.telemetry.logs import configure_logging
+from messaging.telemetry.logs import LogSettings, configure_logging
 from messaging.telemetry.providers import service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
 from service.notify import notify_ready
+from service.settings_check import check, settings_checked
 from service.startup import STARTUP_FAILURES, report_startup_failure
 from store.driver import StatementSpans
 from store.engine import dispose, open_engine
@@ -181,6 +182,8 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner = uvloop.run
     tune_for_serving()
     try:
-        runner(main())
+        with settings_checked():
+            check(LogSettings, BrokerSettings, WorkerSettings, StoreSettings)
+            runner(main())
     except (*STARTUP_FAILURES, ConsumerLost, PublishingLost):  # reported by serve()
         sys.exit(1)

@@ -7,11 +7,12 @@ using ``logging``, goes through the same processors and gets ``trace_id``, ``spa
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import structlog
 from opentelemetry import trace
+from pydantic import BeforeValidator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -20,7 +21,11 @@ class LogSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     log_format: Literal["json", "console"] = "console"
-    log_level: str = "INFO"
+    # Any case (LOG_LEVEL=debug); a name logging does not know is refused as the service starts.
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+    ] = "INFO"
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -81,7 +86,7 @@ def configure_logging(service_name: str, settings: LogSettings | None = None) ->
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(settings.log_level)
     # uvicorn installs its own handlers; send its lines (access log included) through ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

@@ -224,3 +224,36 @@ def test_reservations_run_reports_the_child_s_own_line(
     assert "exited while starting" not in done.stderr
     assert "hint: README.md, Troubleshooting" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "migrate"])
+def test_a_setting_with_a_bad_value_is_one_line_naming_it(
+    service: str, amqp_url: str, migrated_sqlite: str, tmp_path: Path
+) -> None:
+    """It was pydantic's traceback (a fault campaign: `DATABASE_SCHEMA=` stopped every service
+    so). Each refused setting by the name the user set, no value quoted (a URL may hold a
+    password), whatever the log level asks."""
+    env = case_env("none", amqp_url, "", migrated_sqlite) | {
+        "AMQP_PREFETCH": "many",
+        "DATABASE_SCHEMA": "",
+        "LOG_LEVEL": "LOUD",
+    }
+    module = "store.migrate" if service == "migrate" else SERVICES[service]
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
+    process = Process.start(
+        service,
+        python_module(module),
+        {**keep, "PYTHONUNBUFFERED": "1", **env},
+        log_path=tmp_path / f"{service}.log",
+        cwd=ROOT,
+    )
+    code, log = process.wait_exit(within=45), process.log()
+    assert code == 1, log
+    [line] = log.strip().splitlines()
+    prefix = "migrate: " if service == "migrate" else PREFIX
+    assert line.startswith(f"{prefix}invalid setting"), line
+    assert line.endswith("(see README.md#configuration)"), line
+    refused = ["DATABASE_SCHEMA: String should match pattern"]
+    if service != "migrate":  # the tool reads the database's settings alone
+        refused += ["AMQP_PREFETCH: Input should be a valid integer", "LOG_LEVEL: Input should be"]
+    assert all(clause in line for clause in refused), line

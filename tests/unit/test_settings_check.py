@@ -1,0 +1,50 @@
+"""Settings refused as a process starts: one line naming each setting as the user set it, no
+value quoted; any other validation error is left alone (a bug, not a setting)."""
+
+import pytest
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings
+
+from service.settings_check import InvalidSettings, check, settings_checked
+
+
+class DemoSettings(BaseSettings):
+    demo_prefetch: int = 1
+    demo_url: SecretStr = SecretStr("amqp://u:p@h/")
+    demo_hold: float = Field(default=1.0, ge=1)
+
+
+class Payload(BaseModel):
+    count: int
+
+
+def test_every_refused_setting_is_named_and_no_value_is_quoted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEMO_PREFETCH", "many")
+    monkeypatch.setenv("DEMO_HOLD", "0.5")
+    with pytest.raises(InvalidSettings) as refused:
+        check(DemoSettings)
+    assert str(refused.value) == (
+        "invalid settings DEMO_PREFETCH: Input should be a valid integer, unable to parse "
+        "string as an integer; DEMO_HOLD: Input should be greater than or equal to 1"
+    )
+    assert "many" not in str(refused.value)
+
+
+def test_a_refused_setting_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEMO_PREFETCH", "many")
+    with pytest.raises(SystemExit) as stopped, settings_checked():
+        DemoSettings()  # a settings class read outside check() too
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        "cannot start: invalid setting DEMO_PREFETCH: Input should be a valid integer, unable "
+        "to parse string as an integer (see README.md#configuration)\n"
+    )
+
+
+def test_a_validation_error_that_is_no_setting_s_is_raised_as_it_is() -> None:
+    with pytest.raises(ValidationError), settings_checked():
+        Payload.model_validate({"count": "many"})
