@@ -10,8 +10,9 @@ handler produced, then ack, or give up.
   (:mod:`messaging.retry`, which says why the worker counts, not RabbitMQ). On the
   ``MAX_ATTEMPTS``-th failure the worker dead-letters it itself, with the error as the reason,
   so the dead-letter publish is a span in the same trace. A
-  :class:`~messaging.handlers.NotAnAttempt` (the handler could not run: its database stayed
-  unreachable) is retried as the same attempt, however often. The queue's ``x-delivery-limit``
+  :class:`~messaging.handlers.NotAnAttempt` (a failure that was not the message's: its
+  database stayed unreachable, or the broker kept refusing its event) is retried as the same
+  attempt, however often. The queue's ``x-delivery-limit``
   stays as a backstop for a message that kills the worker before it can count.
 - Otherwise the message is acked, after everything it caused is committed and published
   (the reply and the events, with publisher confirms).
