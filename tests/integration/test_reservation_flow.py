@@ -29,7 +29,6 @@ from tests.logs import capture_logs_of
 from tests.redelivery import ask_repeatedly
 from tests.system import configure_env, purge_work_queues, running_api, start_worker
 from tests.waiting import eventually_async
-from workers import database_outage
 
 pytestmark = pytest.mark.integration
 
@@ -429,8 +428,7 @@ async def test_a_worker_stopping_while_the_database_is_silent_gives_its_message_
     hop, settings = behind_a_hop
     configure_env(monkeypatch, amqp_url, settings)
     monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "1")
-    for module in (delivery, database_outage):
-        monkeypatch.setattr(module, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(delivery, "MAX_ATTEMPTS", 1)
     await purge_work_queues(amqp_url)
     worker = start_worker()
     async with running_api() as client:
