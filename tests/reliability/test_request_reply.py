@@ -20,14 +20,15 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import httpx
 import pytest
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError
 from pamqp.commands import Basic
 
@@ -188,6 +189,32 @@ async def test_unknown_missing_and_duplicate_correlation_ids_are_dropped(
     sys.stdout.write(f"\nreplies dropped and logged: {len(rig.dropped())}\n")
 
 
+P = TypeVar("P", bound=Publisher)
+ASK = Route(ExchangeSpec(f"rpc-ask-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT), "ask")
+
+
+@asynccontextmanager
+async def _client_publishing_with(
+    amqp_url: str, publisher: type[P]
+) -> AsyncIterator[tuple[RpcClient, P, AbstractQueue]]:
+    """An RpcClient on a robust connection (as the services connect) whose requests go
+    through ``publisher`` to :data:`ASK`: an exchange of the test's, bound to one queue."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.declare_exchange(
+            ASK.exchange.name, aio_pika.ExchangeType.DIRECT, auto_delete=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange.name, routing_key=ASK.routing_key)
+        made = publisher({exchange.name: exchange}, channel.default_exchange)
+        client = RpcClient(channel, made, reply_timeout=3)
+        await client.start()
+        yield client, made, queue
+    finally:
+        await connection.close()
+
+
 class _ConfirmNeverComes(Publisher):
     """Sends each request, then waits for a confirm that never comes: what the client sees
     of a broker that blocks publishers (a memory or disk alarm) or is frozen."""
@@ -207,21 +234,10 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
     monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.5)
     monkeypatch.setattr(republisher, "HOLD_AT_MOST", 1)
     capture = capture_logs_of(monkeypatch, rpc, republisher)
-    connection = await aio_pika.connect_robust(amqp_url)  # as the services connect
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.declare_exchange(
-            f"rpc-stalled-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT, auto_delete=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange.name, routing_key="ask")
-        publisher = _ConfirmNeverComes({exchange.name: exchange}, channel.default_exchange)
-        client = RpcClient(channel, publisher, reply_timeout=3)
-        await client.start()
-        route = Route(ExchangeSpec(exchange.name), "ask")
+    async with _client_publishing_with(amqp_url, _ConfirmNeverComes) as (client, publisher, queue):
         with pytest.raises(RequestUnconfirmed):
             async with asyncio.timeout(5):  # it used to send a copy every 50 ms, unanswered
-                await client.call(Ask(ask_id="stalled-1"), Answer, to=route)
+                await client.call(Ask(ask_id="stalled-1"), Answer, to=ASK)
         assert publisher.sent == 1  # the call's one copy; the republisher takes it from here
         copy = await queue.get(timeout=5)
         assert copy.message_id == "stalled-1"
@@ -230,14 +246,12 @@ async def test_a_confirm_that_never_comes_is_answered_by_the_deadline(
         sent = publisher.sent  # the republisher's own copy (waiting for its confirm) included
         with pytest.raises(BrokerUnavailable, match="1 requests still wait"):
             async with asyncio.timeout(0.2):
-                await client.call(Ask(ask_id="stalled-2"), Answer, to=route)
+                await client.call(Ask(ask_id="stalled-2"), Answer, to=ASK)
         assert publisher.sent == sent
         await client.close()  # gives up on the republishing, bounded
         assert client.republisher.in_progress == 0
         gave_up = [e for e in capture.entries if e["log_level"] == "error"]
         assert [e["message_id"] for e in gave_up] == ["stalled-1"], capture.entries
-    finally:
-        await connection.close()
 
 
 class _ConfirmLostThenRefused(Publisher):
@@ -261,31 +275,21 @@ async def test_a_copy_refused_after_one_whose_confirm_was_lost_is_no_503(
     copy queued but unconfirmed, a refusal of the next one answered 503, and the retry was
     charged again (a fault campaign). It is a 202, and the republisher keeps trying."""
     capture = capture_logs_of(monkeypatch, rpc, republisher)
-    connection = await aio_pika.connect_robust(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.declare_exchange(
-            f"rpc-refused-{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.DIRECT, auto_delete=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange.name, routing_key="ask")
-        publisher = _ConfirmLostThenRefused({exchange.name: exchange}, channel.default_exchange)
-        client = RpcClient(channel, publisher, reply_timeout=3)
-        await client.start()
-        route = Route(ExchangeSpec(exchange.name), "ask")
+    async with _client_publishing_with(amqp_url, _ConfirmLostThenRefused) as (
+        client,
+        publisher,
+        queue,
+    ):
         with pytest.raises(RequestUnconfirmed):
             async with asyncio.timeout(5):
-                await client.call(Ask(ask_id="refused-1"), Answer, to=route)
+                await client.call(Ask(ask_id="refused-1"), Answer, to=ASK)
         copy = await queue.get(timeout=5)  # the first copy: queued all along
         assert copy.message_id == "refused-1"
         assert publisher.sent >= 2
         assert client.republisher.in_progress == 1
         await client.close()
-        assert [e["message_id"] for e in capture.entries if e["log_level"] == "error"] == [
-            "refused-1"
-        ]
-    finally:
-        await connection.close()
+        gave_up = [e for e in capture.entries if e["log_level"] == "error"]
+        assert [e["message_id"] for e in gave_up] == ["refused-1"], capture.entries
 
 
 async def test_a_deadline_already_past_finds_an_open_channel_not_ready(amqp_url: str) -> None:
