@@ -19,7 +19,7 @@ from cli.tempo import TempoClient, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
 from domain.credits import MAX_TOP_UP
-from service.settings_check import CONFIGURATION, invalid_settings
+from service.settings_check import CONFIGURATION, describe
 
 app = typer.Typer(
     help="Run the reservation system locally and see one request's trace across RabbitMQ.",
@@ -62,9 +62,7 @@ def settings(
     try:
         from_environment = CliSettings()
     except ValidationError as exc:
-        if (refused := invalid_settings(exc)) is None:
-            raise
-        raise CliError(refused, f"see {CONFIGURATION}") from None
+        raise CliError(describe(exc), f"see {CONFIGURATION}") from None
     return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 

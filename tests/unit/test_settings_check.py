@@ -37,7 +37,7 @@ def test_a_refused_setting_exits_1_with_one_line(
 ) -> None:
     monkeypatch.setenv("DEMO_PREFETCH", "many")
     with pytest.raises(SystemExit) as stopped, settings_checked():
-        DemoSettings()  # a settings class read outside check() too
+        check(DemoSettings)
     assert stopped.value.code == 1
     assert capsys.readouterr().err == (
         "cannot start: invalid setting DEMO_PREFETCH: Input should be a valid integer, unable "
