@@ -1,7 +1,9 @@
-"""Fixtures for the CLI: a real recorded trace, a stand-in Tempo, and the CLI as a process."""
+"""Fixtures for the CLI: a real recorded trace, a running collector's endpoint, a stand-in
+Tempo, and the CLI as a process."""
 
 import json
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +41,15 @@ class FakeTempo:
 
     def serve(self, trace_id: str, status: int, body: Any) -> None:
         self.traces[trace_id] = lambda: (status, body)
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    """The endpoint of something listening, as a running collector's mark names one."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
 
 
 @pytest.fixture

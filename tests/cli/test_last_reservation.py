@@ -3,9 +3,7 @@
 import dataclasses
 import json
 import os
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +25,6 @@ def users_read(trace_id: str, start_ns: int) -> list[SpanRecord]:
                       start_ns, start_ns + 5_000_000)  # fmt: skip
     return [root, dataclasses.replace(root, span_id="b" * 16, parent_span_id="a" * 16,
                                       name="SELECT users", kind="CLIENT")]  # fmt: skip
-
-
-@pytest.fixture
-def collector() -> Iterator[str]:
-    """The endpoint of something listening, as a running collector's mark names one."""
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
 
 
 def record(tmp_path: Path, confirmed: list[SpanRecord], reservation_at: int) -> str:
