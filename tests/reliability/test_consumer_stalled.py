@@ -175,19 +175,27 @@ async def test_a_delivery_in_flight_is_never_cut_off_by_a_renewal(
     queue: AbstractQueue, connection: AbstractRobustConnection
 ) -> None:
     """A slow handler with room for more and nothing else to take: its channel stays open,
-    and its delivery is neither redelivered nor handled twice."""
-    slow = _Slow()
-    subscription = await _consuming(queue, slow)
-    await _publish(queue, 1)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(_watching(subscription, connection), lasting.LOST_AFTER * 6)
-    assert (subscription.in_flight, subscription.renewals) == (1, 0)
-    slow.release.set()
-    async for attempt in eventually_async(10, every=0.02):
-        with attempt:
-            assert subscription.in_flight == 0
-    assert subscription.delivered == 1
-    assert (await queue.declare()).message_count == 0
+    and its delivery is neither redelivered nor handled twice.
+
+    It hung once until pytest-timeout's 120 s, in a full run, and in none of 46 runs since
+    (alone, or its file under CPU load); the outer bound turns a hang into a TimeoutError
+    whose traceback names the step that hung."""
+    async with asyncio.timeout(60):
+        slow = _Slow()
+        subscription = await _consuming(queue, slow)
+        await _publish(queue, 1)
+        watchdog = _watching(subscription, connection)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(watchdog), lasting.LOST_AFTER * 6)
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+        assert (subscription.in_flight, subscription.renewals) == (1, 0)
+        slow.release.set()
+        async for attempt in eventually_async(10, every=0.02):
+            with attempt:
+                assert subscription.in_flight == 0
+        assert subscription.delivered == 1
+        assert (await queue.declare()).message_count == 0
 
 
 @pytest.mark.usefixtures("quick_watchdog")
