@@ -69,10 +69,14 @@ class Supervisor:
         self._socket_dir: Path | None = None  # the children's notification sockets
 
     def install_signal_handlers(self) -> None:
-        """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second one asks to hurry."""
+        """SIGINT, SIGTERM and SIGHUP ask for a clean stop; a second Ctrl-C (SIGINT) asks to
+        hurry, as uvicorn's does. A second SIGTERM or SIGHUP is the same stop delivered again,
+        not a hurry: ``make`` passes the SIGTERM it gets on to the CLI, while ``timeout`` or
+        a service manager signals the whole process group, so ``timeout 60 make demo`` sent
+        two, and the CLI killed every child mid-stop."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self.stop_requested.is_set():
+            if self.stop_requested.is_set() and signum == signal.SIGINT:
                 self._hurry.set()
             self.stop_requested.set()
 

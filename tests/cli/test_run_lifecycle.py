@@ -1,5 +1,5 @@
 """`reservations run` starting, stopping and refusing to start, as a real process: Ctrl-C,
-SIGKILL and SIGHUP stop every child; a missing broker, a vhost the broker does not have, or
+SIGKILL, SIGHUP and a SIGTERM sent twice stop every child; a missing broker, a vhost the broker does not have, or
 another system already consuming the work queues is one clear sentence before anything starts.
 
 Each test runs its own `reservations run` (so no other system may be running in the session's
@@ -8,6 +8,7 @@ vhost meanwhile: the module-scoped one of test_run.py is stopped before this mod
 import asyncio
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import aio_pika
@@ -70,6 +71,22 @@ def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: P
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, alive
     assert "stopped: every process exited" in running.log()
+
+
+def test_a_sigterm_delivered_twice_is_one_clean_stop(amqp_url: str, tmp_path: Path) -> None:
+    """``timeout 60 make demo``: make passes its SIGTERM on, and timeout signals the whole
+    process group, so the CLI gets two. Taken as "hurry" (as a second Ctrl-C is), it killed
+    every child mid-stop."""
+    running = start_cli(amqp_url, tmp_path)
+    children = psutil.Process(running.popen.pid).children(recursive=True)
+    running.popen.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the first one taken: Python runs a handler once for signals that coalesce
+    running.popen.send_signal(signal.SIGTERM)
+    assert running.popen.wait(20) == 0, running.log()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive
+    assert "stopped: every process exited" in running.log()
+    assert "killing" not in running.log(), running.log()
 
 
 def test_run_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
