@@ -1,6 +1,7 @@
 """`reservations run` starting, stopping and refusing to start, as a real process: Ctrl-C,
-SIGKILL, SIGHUP and a SIGTERM sent twice stop every child; a missing broker, a vhost the broker does not have, or
-another system already consuming the work queues is one clear sentence before anything starts.
+SIGKILL, SIGHUP and a SIGTERM sent twice stop every child; a missing broker, a vhost the
+broker does not have, or another system already consuming the work queues is one clear
+sentence before anything starts.
 
 Each test runs its own `reservations run` (so no other system may be running in the session's
 vhost meanwhile: the module-scoped one of test_run.py is stopped before this module starts)."""
