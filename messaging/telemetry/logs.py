@@ -87,9 +87,13 @@ def configure_logging(service_name: str, settings: LogSettings | None = None) ->
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
-    # uvicorn installs its own handlers; send its lines (access log included) through ours.
+    # uvicorn installs its own handlers; send its lines (access log included) through ours,
+    # unless uvicorn was told not to log access (`uvicorn --no-access-log`: no handler, and
+    # not propagated), which reopening it would overrule.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        if name == "uvicorn.access" and not (logger.handlers or logger.propagate):
+            continue
         logger.handlers = []
         logger.propagate = True
 

@@ -1,0 +1,61 @@
+"""uvicorn's lines go through the services' one formatter, unless uvicorn was told to keep its
+access log quiet (`uvicorn api.app:create_app --factory --no-access-log`)."""
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from messaging.telemetry.logs import LogSettings, configure_logging
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    saved = {
+        name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
+        for name in UVICORN_LOGGERS
+    }
+    yield
+    root.handlers, _ = saved_root
+    root.setLevel(saved_root[1])
+    for name, (handlers, propagate) in saved.items():
+        logging.getLogger(name).handlers = handlers
+        logging.getLogger(name).propagate = propagate
+    structlog.reset_defaults()
+
+
+def _access_line() -> None:
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "POST", "/reservations", "1.1", 201
+    )
+
+
+def test_uvicorns_access_log_goes_through_the_services_formatter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uvicorn.Config("api.app:create_app", log_config=LOGGING_CONFIG)  # installs uvicorn's own
+    configure_logging("unit-test", LogSettings(log_format="json"))
+    _access_line()
+    [line] = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert record["event"] == '127.0.0.1:1 - "POST /reservations HTTP/1.1" 201'
+    assert (record["logger"], record["service.name"]) == ("uvicorn.access", "unit-test")
+
+
+def test_an_access_log_turned_off_in_uvicorn_stays_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uvicorn.Config("api.app:create_app", log_config=LOGGING_CONFIG, access_log=False)
+    configure_logging("unit-test", LogSettings(log_format="json"))
+    _access_line()
+    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["event"] == "Application startup complete."
