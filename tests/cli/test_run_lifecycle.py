@@ -77,12 +77,21 @@ def test_a_closed_terminal_sighup_stops_every_process(amqp_url: str, tmp_path: P
 def test_a_sigterm_delivered_twice_is_one_clean_stop(amqp_url: str, tmp_path: Path) -> None:
     """``timeout 60 make demo``: make passes its SIGTERM on, and timeout signals the whole
     process group, so the CLI gets two. Taken as "hurry" (as a second Ctrl-C is), it killed
-    every child mid-stop."""
+    every child mid-stop. The API (stopped first) is held suspended meanwhile, so the second
+    signal surely arrives while the CLI waits for it."""
     running = start_cli(amqp_url, tmp_path)
     children = psutil.Process(running.popen.pid).children(recursive=True)
-    running.popen.send_signal(signal.SIGTERM)
-    time.sleep(0.3)  # the first one taken: Python runs a handler once for signals that coalesce
-    running.popen.send_signal(signal.SIGTERM)
+    [api] = [child for child in children if "api" in child.cmdline()]
+    api.suspend()
+    try:
+        running.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the first one taken: Python runs one handler for signals that coalesce
+        running.popen.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert running.popen.poll() is None, running.log()  # still waiting for the API
+        assert "killing" not in running.log(), running.log()
+    finally:
+        api.resume()
     assert running.popen.wait(20) == 0, running.log()
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, alive
