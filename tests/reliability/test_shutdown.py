@@ -242,11 +242,12 @@ def _refused(url: str) -> bool:
     """True once the API takes no new request.
 
     A connection the kernel accepted just before uvicorn closed its socket is closed unanswered
-    (RemoteProtocolError); after that, connecting is refused (ConnectError).
+    (RemoteProtocolError), or reset if the request was still unread (ReadError: seen once in a
+    clean-clone run); after that, connecting is refused (ConnectError).
     """
     try:
         httpx.get(url, timeout=2)
-    except (httpx.ConnectError, httpx.RemoteProtocolError):
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
         return True
     return False
 
