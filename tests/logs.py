@@ -1,5 +1,9 @@
-"""Capturing what a module logs with structlog, for a test's assertions."""
+"""Capturing what a module logs with structlog, for a test's assertions; logging as it was,
+after a test that configured it."""
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
@@ -18,3 +22,26 @@ def capture_logs_of(
     for module in modules:
         monkeypatch.setattr(module, "log", logger)
     return capture
+
+
+# The loggers messaging.telemetry.logs.configure_logging changes besides the root.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Around a test that calls ``configure_logging``: the root logger's handlers and level, the
+    uvicorn loggers' handlers and propagation, and structlog's defaults, as they were."""
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    uvicorn = [logging.getLogger(name) for name in UVICORN_LOGGERS]
+    saved = [(list(logger.handlers), logger.propagate) for logger in uvicorn]
+    try:
+        yield
+    finally:
+        root.handlers = saved_root[0]
+        root.setLevel(saved_root[1])
+        for logger, (handlers, propagate) in zip(uvicorn, saved, strict=True):
+            logger.handlers = handlers
+            logger.propagate = propagate
+        structlog.reset_defaults()

@@ -6,30 +6,17 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from messaging.telemetry.logs import LogSettings, configure_logging
-
-UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+from tests.logs import logging_restored
 
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved_root = (list(root.handlers), root.level)
-    saved = {
-        name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
-        for name in UVICORN_LOGGERS
-    }
-    yield
-    root.handlers, _ = saved_root
-    root.setLevel(saved_root[1])
-    for name, (handlers, propagate) in saved.items():
-        logging.getLogger(name).handlers = handlers
-        logging.getLogger(name).propagate = propagate
-    structlog.reset_defaults()
+    with logging_restored():
+        yield
 
 
 def _access_line() -> None:

@@ -11,25 +11,22 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 
 from messaging.telemetry.logs import configure_logging
 from messaging.telemetry.otel_logs import OtelLogHandler
+from tests.logs import logging_restored
 from tests.spans import in_memory_provider
 
 
 @pytest.fixture
 def exported() -> Iterator[InMemoryLogRecordExporter]:
     """The console logging of a service, plus the OTel handler on a per-test provider."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    configure_logging("unit-test")
-    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
-    provider = LoggerProvider(shutdown_on_exit=False)
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    handler = OtelLogHandler(provider)
-    logging.getLogger().addHandler(handler)
-    yield exporter
-    provider.shutdown()
-    root.handlers = saved[0]
-    root.setLevel(saved[1])
-    structlog.reset_defaults()
+    with logging_restored():
+        configure_logging("unit-test")
+        exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+        provider = LoggerProvider(shutdown_on_exit=False)
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+        handler = OtelLogHandler(provider)
+        logging.getLogger().addHandler(handler)
+        yield exporter
+        provider.shutdown()
 
 
 def test_a_structlog_line_keeps_its_span_ids_and_its_fields(
