@@ -2,7 +2,8 @@
 
 :func:`messaging.instrumentation.publish` and :func:`messaging.instrumentation.consumer` time
 every message and hand the duration to a :class:`MessageMeter`, whether or not its span is
-sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metrics`). The meter
+sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metrics`). With
+metrics off (a no-op meter provider) a meter does nothing at all, not even read the clock. The meter
 carries the broker's address (``server.address``/``server.port``); the destination is the
 span's low-cardinality one, with direct reply-to given as its template, never per request.
 
@@ -12,7 +13,7 @@ dead-letters), so the consumer wrapper cannot see it raise: :func:`failed` tells
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,6 +37,8 @@ class _Processing:
 
 
 _processing: ContextVar[_Processing | None] = ContextVar("messaging_processing", default=None)
+# What a meter whose metrics go nowhere (metrics off: a no-op provider) times a message with.
+_UNMETERED: AbstractContextManager[None] = nullcontext()
 
 
 def failed(error_type: str) -> None:
@@ -58,9 +61,22 @@ class MessageMeter:
             return cls(metrics)
         return cls(metrics, connection.url.host, connection.url.port)
 
+    def sending(self, exchange: str, routing_key: str) -> AbstractContextManager[None]:
+        """Time one publish (confirm included): sent messages and the operation duration.
+        With metrics off, nothing: not even the clock or the attributes."""
+        return self._timed_sending(exchange, routing_key) if self.metrics.recording else _UNMETERED
+
+    def processing(
+        self, queue: str, exchange: str, routing_key: str
+    ) -> AbstractContextManager[None]:
+        """Time one delivery's processing: consumed messages and the process duration. With
+        metrics off, nothing (and :func:`failed` has no delivery to mark)."""
+        if not self.metrics.recording:
+            return _UNMETERED
+        return self._timed_processing(queue, exchange, routing_key)
+
     @contextmanager
-    def sending(self, exchange: str, routing_key: str) -> Iterator[None]:
-        """Time one publish (confirm included): sent messages and the operation duration."""
+    def _timed_sending(self, exchange: str, routing_key: str) -> Iterator[None]:
         error_type = None
         start = time.perf_counter()
         try:
@@ -74,8 +90,7 @@ class MessageMeter:
             self.metrics.sent(time.perf_counter() - start, attrs)
 
     @contextmanager
-    def processing(self, queue: str, exchange: str, routing_key: str) -> Iterator[None]:
-        """Time one delivery's processing: consumed messages and the process duration."""
+    def _timed_processing(self, queue: str, exchange: str, routing_key: str) -> Iterator[None]:
         state = _Processing()
         token = _processing.set(state)
         start = time.perf_counter()

@@ -18,7 +18,7 @@ with :func:`attributes`.
 
 from collections.abc import Mapping
 
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.semconv._incubating.metrics.messaging_metrics import (
     MESSAGING_CLIENT_CONSUMED_MESSAGES,
     MESSAGING_CLIENT_OPERATION_DURATION,
@@ -69,6 +69,9 @@ class MessagingMetrics:
     """The four instruments, created once from a meter provider."""
 
     def __init__(self, meter_provider: MeterProvider, version: str = "") -> None:
+        # False with metrics off (OTEL_SDK_DISABLED, OTEL_METRICS_EXPORTER=none: the
+        # composition root's no-op provider): the publish and consume paths then skip timing.
+        self.recording = not isinstance(meter_provider, NoOpMeterProvider)
         meter = meter_provider.get_meter("messaging", version)
         self.operation_duration = meter.create_histogram(
             MESSAGING_CLIENT_OPERATION_DURATION,
