@@ -276,7 +276,9 @@ class Publisher:
             # The channel reopened meanwhile (lost, or replaced by refusals), restored; never a
             # publish on a channel still being restored (see ready()).
             if not await self.ready(max(0.0, until - loop.time())):
-                raise NotAnAttempt(f"the broker did not take it within {hold:g} s") from last
+                raise NotAnAttempt(
+                    f"the broker did not take it within {hold:g} s: its channel was not back"
+                ) from last
 
     async def ready(self, within: float = READY_WITHIN) -> bool:
         """True once this publisher's channel is open with its exchanges declared again (a
