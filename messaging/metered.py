@@ -2,10 +2,10 @@
 
 :func:`messaging.instrumentation.publish` and :func:`messaging.instrumentation.consumer` time
 every message and hand the duration to a :class:`MessageMeter`, whether or not its span is
-sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metrics`). With
-metrics off (a no-op meter provider) a meter does nothing at all, not even read the clock. The meter
+sampled: the counts stay exact at any sampling ratio (see :mod:`messaging.metrics`). The meter
 carries the broker's address (``server.address``/``server.port``); the destination is the
 span's low-cardinality one, with direct reply-to given as its template, never per request.
+With metrics off (a no-op meter provider) a meter does nothing at all, not even read the clock.
 
 A delivery's handler failure is caught by :mod:`messaging.delivery` (it retries or
 dead-letters), so the consumer wrapper cannot see it raise: :func:`failed` tells it instead.
