@@ -9,6 +9,8 @@ from types import ModuleType
 import pytest
 import structlog
 
+from messaging.telemetry.logs import UVICORN_LOGGERS
+
 
 def capture_logs_of(
     monkeypatch: pytest.MonkeyPatch, *modules: ModuleType
@@ -22,10 +24,6 @@ def capture_logs_of(
     for module in modules:
         monkeypatch.setattr(module, "log", logger)
     return capture
-
-
-# The loggers messaging.telemetry.logs.configure_logging changes besides the root.
-UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 @contextmanager

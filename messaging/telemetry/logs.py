@@ -28,6 +28,10 @@ class LogSettings(BaseSettings):
     ] = "INFO"
 
 
+# The loggers uvicorn configures itself; configure_logging routes them through its formatter.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add the ids of the span that is current where the line is logged."""
     ctx = trace.get_current_span().get_span_context()
@@ -90,7 +94,7 @@ def configure_logging(service_name: str, settings: LogSettings | None = None) ->
     # uvicorn installs its own handlers; send its lines (access log included) through ours,
     # unless uvicorn was told not to log access (`uvicorn --no-access-log`: no handler, and
     # not propagated), which reopening it would overrule.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         if name == "uvicorn.access" and not (logger.handlers or logger.propagate):
             continue
