@@ -64,7 +64,9 @@ class MessageMeter:
     def sending(self, exchange: str, routing_key: str) -> AbstractContextManager[None]:
         """Time one publish (confirm included): sent messages and the operation duration.
         With metrics off, nothing: not even the clock or the attributes."""
-        return self._timed_sending(exchange, routing_key) if self.metrics.recording else _UNMETERED
+        if not self.metrics.recording:
+            return _UNMETERED
+        return self._timed_sending(exchange, routing_key)
 
     def processing(
         self, queue: str, exchange: str, routing_key: str
