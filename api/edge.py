@@ -70,7 +70,11 @@ class EdgeTrustMiddleware:
                 if self.mode == "link" or len(value) > MAX_BAGGAGE_BYTES:
                     continue
             headers.append((name, value))
-        state = dict(scope.get("state") or {})
+        # The request's state is shared, not copied: the server reads what the route leaves
+        # there (api.http_protocol.answer_if_cut_short).
+        state = scope.get("state")
+        if state is None:
+            state = {}
         if incoming is not None and self.mode == "link":
             state[INCOMING_CONTEXT] = incoming
         return {**scope, "headers": headers, "state": state}

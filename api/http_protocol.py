@@ -25,6 +25,12 @@ the database (a lock another process holds, say): the timeout outlasts an unkeye
 publisher confirm and reply (5 s each). Its work may still finish after the answer, as with a
 database 503: a reservation retried with the same ``Idempotency-Key`` gets the same reservation,
 and a top-up, a plain increment, may have been applied.
+
+A reservation whose request had gone to the broker is queued, or may be: a 503 there ("retry")
+would have a client without an ``Idempotency-Key`` reserve twice (a review found it with a
+reply timeout longer than the shutdown's). Its route says so as the request goes out
+(:func:`answer_if_cut_short`), and such a request is answered what that gives instead: a 202
+with ``Location``, as when the reply does not come in time.
 """
 
 import asyncio
@@ -32,6 +38,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from starlette.requests import Request
+from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -224,16 +232,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 class _CutShortIsAnswered(logging.Filter):
     """uvicorn logs an ERROR with a traceback, "Exception in ASGI application", for each request
-    it cancels at the end of the graceful shutdown. Such a request was answered 503 here: one
-    WARNING line says so instead (the same test as the answer's: the task is being cancelled)."""
+    it cancels at the end of the graceful shutdown. Such a request is answered here, and
+    :func:`_answer_unfinished` logs one WARNING line saying what: this drops uvicorn's (the
+    same test as the answer's: the task is being cancelled)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, asyncio.CancelledError) and _cancelling():
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "request cut short by the shutdown: answered 503", ()
-            record.exc_info = record.exc_text = None
-        return True
+        return not (isinstance(exc, asyncio.CancelledError) and _cancelling())
 
 
 def _cancelling() -> bool:
@@ -256,22 +261,41 @@ _NOT_HTTP = b'{"detail":"the request is not valid HTTP/1.1","trace_id":null}'
 _SHUTTING_DOWN = b'{"detail":"the service is shutting down; retry shortly","trace_id":null}'
 
 
+# Where a route leaves what its request is answered if the shutdown cuts it short: in the
+# request's ASGI state, which every layer of the app shares with the server's scope.
+_CUT_SHORT_ANSWER = "cut_short_answer"
+
+
+def answer_if_cut_short(request: Request, answer: Callable[[], Response]) -> None:
+    """From now on, should the shutdown cut ``request`` short, answer it ``answer()`` (built
+    then) instead of the 503 that says "retry"."""
+    setattr(request.state, _CUT_SHORT_ANSWER, answer)
+
+
 async def _answer_unfinished(
     cycle: RequestResponseCycle, send_500: Callable[[], Awaitable[None]]
 ) -> None:
-    """What uvicorn sends for a request whose app raised before it answered: its 500, but a
-    503 for a request that the shutdown cancelled (uvicorn cancels nothing else)."""
+    """What uvicorn sends for a request whose app raised before it answered: its 500, but for a
+    request that the shutdown cancelled (uvicorn cancels nothing else) what its route said
+    (:func:`answer_if_cut_short`), or a 503."""
     if not _cancelling():
         await send_500()
         return
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(_SHUTTING_DOWN)).encode()),
-        (b"retry-after", b"1"),
-        (b"connection", b"close"),
-    ]
-    await cycle.send({"type": "http.response.start", "status": 503, "headers": headers})
-    await cycle.send({"type": "http.response.body", "body": _SHUTTING_DOWN, "more_body": False})
+    answer = (cycle.scope.get("state") or {}).get(_CUT_SHORT_ANSWER)
+    if answer is None:
+        status, body = 503, _SHUTTING_DOWN
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(_SHUTTING_DOWN)).encode()),
+            (b"retry-after", b"1"),
+        ]
+    else:
+        response = answer()
+        status, body, headers = response.status_code, bytes(response.body), response.raw_headers
+    log.warning("request cut short by the shutdown: answered %d", status)
+    headers = [*headers, (b"connection", b"close")]
+    await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+    await cycle.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def bounded_head(

@@ -31,6 +31,7 @@ Callers pass and get message models: ``await rpc.call(request, CreditChecked, to
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -124,7 +125,14 @@ class RpcClient:
             until = asyncio.get_running_loop().time() + CANCEL_WITHIN
             await cancel_consumer(self._reply_queue, self._consumer_tag, until=until)
 
-    async def call(self, request: Message, reply_model: type[R], *, to: Route) -> R:
+    async def call(
+        self,
+        request: Message,
+        reply_model: type[R],
+        *,
+        to: Route,
+        on_publish: Callable[[], object] | None = None,
+    ) -> R:
         """Publish ``request`` (persistent, JSON) and wait at most ``reply_timeout`` for its
         reply, validated as ``reply_model``.
 
@@ -132,11 +140,16 @@ class RpcClient:
         :class:`ReplyTimeout` if it took it (or will) but no reply came back in time, and
         :class:`~messaging.messages.InvalidMessage` if the reply came but is not a
         ``reply_model`` (the request was handled; its outcome is recorded).
+
+        ``on_publish`` is called once, as the first copy of the request goes out: from then
+        on it may be queued, whatever ends the call (a cancellation included).
         """
-        reply = await self._request(request, to)
+        reply = await self._request(request, to, on_publish)
         return reply_model.from_body(reply.body)
 
-    async def _request(self, request: Message, to: Route) -> AbstractIncomingMessage:
+    async def _request(
+        self, request: Message, to: Route, on_publish: Callable[[], object] | None = None
+    ) -> AbstractIncomingMessage:
         if self.republisher.full:  # the broker has not confirmed thousands: take no more
             raise BrokerUnavailable(
                 f"{self.republisher.in_progress} requests still wait for the broker's confirm"
@@ -151,6 +164,9 @@ class RpcClient:
             future: asyncio.Future[AbstractIncomingMessage] = loop.create_future()
             self._pending[correlation_id] = future
             try:
+                if on_publish is not None:
+                    on_publish()
+                    on_publish = None
                 if await self._publish(request, to, correlation_id, deadline):
                     async with asyncio.timeout(self._reply_timeout):
                         return await future

@@ -1,6 +1,7 @@
 """Reservations: publish the request, await the worker's reply, answer in HTTP terms."""
 
 import uuid
+from functools import partial
 from typing import Annotated
 
 import structlog
@@ -10,6 +11,7 @@ from opentelemetry import trace
 
 from api import idempotency
 from api.deps import StoreDep, rpc_of, settings_of, store_of
+from api.http_protocol import answer_if_cut_short
 from api.schemas import (
     ErrorBody,
     ReservationConfirmedBody,
@@ -20,7 +22,7 @@ from api.schemas import (
     ReservationView,
 )
 from api.strict_json import StrictJsonRoute
-from api.tracing import current_trace_id
+from api.tracing import TRACE_ID_HEADER, current_trace_id
 from domain.reservations import Outcome
 from messaging.messages import CreditChecked, InvalidMessage, ReservationRequested
 from messaging.rpc import ReplyTimeout
@@ -90,21 +92,29 @@ async def create_reservation(body: ReservationRequest, http_request: Request) ->
             price=stored.price,
         )
         return _answer(stored_reply, request)
+    # Once the request is out it may be queued: cut short by the shutdown, it is pending (202),
+    # not a 503 that a client without an Idempotency-Key would retry into a second reservation.
+    cut_short = partial(_pending, request, current_trace_id(), trace_id_header=True)
     try:
-        reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS)
+        reply = await rpc.call(
+            request,
+            CreditChecked,
+            to=RESERVATION_REQUESTS,
+            on_publish=partial(answer_if_cut_short, http_request, cut_short),
+        )
     except ReplyTimeout as exc:  # queued, or will be (RequestUnconfirmed: being republished)
         span.add_event(
             "reservation.reply_timeout",
             {"timeout_s": settings.reservation_reply_timeout, "reason": type(exc).__name__},
         )
         span.set_attribute("reservation.outcome", "pending")
-        return _pending(request)
+        return _pending(request, current_trace_id())
     except InvalidMessage as exc:
         # The worker answered, so the outcome is recorded; it is just unreadable here (a
         # version this API does not know yet, mid-deploy): the client polls Location.
         log.warning("unreadable reply; answering pending", reason=str(exc))
         span.set_attribute("reservation.outcome", "pending")
-        return _pending(request)
+        return _pending(request, current_trace_id())
     span.set_attribute("reservation.outcome", reply.outcome.value)
     return _answer(reply, request)
 
@@ -140,15 +150,16 @@ def _answer(reply: CreditChecked, request: ReservationRequested) -> Response:
     return JSONResponse(not_found.model_dump(mode="json"), status_code=404)
 
 
-def _pending(request: ReservationRequested) -> JSONResponse:
-    body = ReservationPendingBody(
-        reservation_id=request.reservation_id, trace_id=current_trace_id()
-    )
-    return JSONResponse(
-        body.model_dump(mode="json"),
-        status_code=202,
-        headers={"Location": f"/reservations/{request.reservation_id}"},
-    )
+def _pending(
+    request: ReservationRequested, trace_id: str, *, trace_id_header: bool = False
+) -> JSONResponse:
+    """202 and where to poll. ``trace_id_header`` for an answer sent outside the app's
+    middleware (a request the shutdown cut short), which otherwise adds ``X-Trace-Id``."""
+    headers = {"Location": f"/reservations/{request.reservation_id}"}
+    if trace_id_header and trace_id:
+        headers[TRACE_ID_HEADER.decode()] = trace_id
+    body = ReservationPendingBody(reservation_id=request.reservation_id, trace_id=trace_id)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
 @router.get("/reservations/{reservation_id}", responses={404: {"model": ErrorBody}})

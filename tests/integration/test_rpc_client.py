@@ -10,7 +10,7 @@ import pytest
 from messaging import topology
 from messaging.broker import Broker
 from messaging.messages import CreditChecked, ReservationRequested
-from messaging.rpc import ReplyLost
+from messaging.rpc import PUBLISH_TIMEOUT, BrokerUnavailable, ReplyLost, ReplyTimeout
 from tests.system import purge_work_queues
 from tests.waiting import eventually_async
 
@@ -64,3 +64,39 @@ async def test_a_bug_while_publishing_is_raised_at_once_not_republished(amqp_url
         assert rpc.republisher.in_progress == 0
     finally:
         await connection.close()
+
+
+async def test_on_publish_is_called_once_a_copy_goes_out_and_never_if_none_can(
+    amqp_url: str,
+) -> None:
+    """What the API answers a reservation the shutdown cuts short rests on it: a request that
+    may be queued is pending (202), one that never went out is a 503 to retry."""
+    await purge_work_queues(amqp_url)
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        broker = await Broker.open(connection)
+        rpc = await broker.rpc(reply_timeout=0.5)
+        published: list[str] = []
+        request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
+        with pytest.raises(ReplyTimeout):  # no worker: queued, no reply
+            await rpc.call(
+                request,
+                CreditChecked,
+                to=topology.RESERVATION_REQUESTS,
+                on_publish=lambda: published.append("first"),
+            )
+        assert published == ["first"]
+
+        await broker.channel.close()  # closed for good: no copy can go out
+        async with asyncio.timeout(PUBLISH_TIMEOUT + 5):
+            with pytest.raises(BrokerUnavailable):
+                await rpc.call(
+                    request,
+                    CreditChecked,
+                    to=topology.RESERVATION_REQUESTS,
+                    on_publish=lambda: published.append("second"),
+                )
+        assert published == ["first"]
+    finally:
+        await connection.close()
+        await purge_work_queues(amqp_url)

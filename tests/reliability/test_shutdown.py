@@ -221,6 +221,49 @@ def test_sigterm_api_answers_503_for_what_outlasts_its_shutdown_timeout(
     assert "Traceback" not in api.log(), api.log()
 
 
+def test_sigterm_api_answers_202_for_a_reservation_sent_before_it_was_cut_short(
+    make_system: Callable[[], System], api_port: int, amqp_url: str
+) -> None:
+    """A reservation whose request is on the broker when the shutdown timeout ends (its reply
+    timeout is the longer) is queued: answered 503 "retry", a client without an
+    Idempotency-Key reserved twice (a review found it). It is pending: 202 and where to poll,
+    and a worker that comes later charges it once."""
+    system = make_system()
+    system.seed({"carol": 30}, {"pen": 10})
+    api = system.start_api(api_port, RESERVATION_REPLY_TIMEOUT="30", API_SHUTDOWN_TIMEOUT="1")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(
+            httpx.post,
+            f"{system.api_url}/reservations",
+            json={"username": "carol", "item_id": "pen"},
+            timeout=30,
+        )
+        for attempt in eventually(10, every=0.1):  # no worker: published, waiting for a reply
+            with attempt:
+                assert asyncio.run(_queued(amqp_url)) == 1
+        api.popen.send_signal(signal.SIGTERM)
+        response = answer.result(timeout=20)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert response.headers["location"] == f"/reservations/{body['reservation_id']}"
+    assert len(body["trace_id"]) == 32 and response.headers["x-trace-id"] == body["trace_id"]
+    assert response.headers["connection"] == "close"
+    assert api.wait_exit(15) in (0, -signal.SIGTERM)
+    system.running.remove(api)
+    assert "request cut short by the shutdown: answered 202" in api.log(), api.log()
+    assert "Traceback" not in api.log(), api.log()
+
+    system.start_worker("workers.credit_check")
+    system.start_api(api_port, name="api-again")
+    for attempt in eventually(20, every=0.2):
+        with attempt:
+            polled = httpx.get(f"{system.api_url}{response.headers['location']}", timeout=5)
+            assert polled.status_code == 200, polled.text
+    assert polled.json()["status"] == "confirmed"
+    assert polled.json()["credits_left"] == 20
+    assert httpx.get(f"{system.api_url}/users/carol", timeout=5).json()["credits"] == 20
+
+
 def _one_response(connection: socket.socket) -> bytes:
     """One whole response: its head, then as many bytes as its ``Content-Length`` says (the
     body may come in a segment of its own)."""
