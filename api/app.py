@@ -146,6 +146,9 @@ def create_app(
         # the composition root's providers (FastAPIInstrumentor, behind the edge trust filter),
         # and FASTAPI_OTEL_AUTO_CONFIGURE must not add a second pipeline beside it.
         telemetry=NATIVE_TELEMETRY_OFF,
+        # A path with a slash too many is a 404, not Starlette's 307 to a URL built from the
+        # client's Host header (which a proxy in front may not be, and a POST is sent again).
+        redirect_slashes=False,
     )
     app.state.settings = settings = settings or ApiSettings()
     app.state.on_broker_lost, app.state.lost = on_broker_lost, None

@@ -36,9 +36,16 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        # A client that sent `Expect: 100-continue` holds its body back until it is asked for
+        # it, which a refusal before reading it never does: the server would wait for a body
+        # that does not come and read the client's next request as it. Such a connection is
+        # closed after the refusal (RFC 9110 10.1.1). Any other client sends its body at once,
+        # and uvicorn reads the rest of it past the refusal: the connection stays usable.
+        close = headers.get(b"expect", b"").strip().lower() == b"100-continue"
         length = headers.get(b"content-length", b"").strip(b" \t")  # httptools keeps trailing OWS
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await _reject(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+            too_large = f"request body larger than {self.max_body_bytes} bytes"
+            await _reject(send, 413, too_large, close=close)
             return
         has_body = int(length) > 0 if length else b"transfer-encoding" in headers
         if not has_body:
@@ -53,7 +60,7 @@ class RequestLimitsMiddleware:
             or media_type.strip().lower() != b"application/json"
             or not _utf8(parameters)
         ):
-            await _reject(send, 415, _NOT_JSON)
+            await _reject(send, 415, _NOT_JSON, close=close)
             return
         body = bytearray()
         more_body = True
@@ -101,16 +108,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reject(send: Send, status: int, detail: str) -> None:
+async def _reject(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    """Answer with an error; ``close``: and close the connection after it."""
     body = orjson.dumps({"detail": detail, "trace_id": current_trace_id()})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

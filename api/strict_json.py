@@ -5,7 +5,8 @@ may keep the first. ``{"username": "alice", "username": "bob"}`` would charge bo
 read by a proxy or a log pipeline in front of us, alice. The routes that take a body use
 :class:`StrictJsonRoute` (FastAPI's custom-route hook): the body is parsed once, as before,
 with a hook that refuses a repeated name; FastAPI answers that as it answers any body that is
-not JSON (``json_invalid``), and the error handler says which name.
+not JSON (``json_invalid``), and the error handler says which name. So are a body that is not
+valid UTF-8 and one nested deeper than the parser goes, which FastAPI answered 400.
 """
 
 import json
@@ -42,8 +43,17 @@ class StrictJsonRequest(Request):
             try:
                 self._json = json.loads(body, object_pairs_hook=_unique)
             except _DuplicateName as exc:
-                raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from None
+                raise _invalid(str(exc), body, 0) from None
+            except UnicodeDecodeError as exc:  # FastAPI answers anything but a JSONDecodeError 400
+                raise _invalid("not valid UTF-8", body, exc.start) from None
+            except RecursionError:
+                raise _invalid("nested too deeply", body, 0) from None
         return self._json
+
+
+def _invalid(reason: str, body: bytes, position: int) -> json.JSONDecodeError:
+    """What FastAPI answers as a body that is not JSON: 422, ``json_invalid``, with ``reason``."""
+    return json.JSONDecodeError(reason, body.decode("utf-8", "replace"), position)
 
 
 class StrictJsonRoute(APIRoute):

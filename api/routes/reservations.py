@@ -56,7 +56,10 @@ _NOT_FOUND = {
     "/reservations",
     status_code=201,
     responses={
-        201: {"model": ReservationConfirmedBody, "description": "Reserved: the price is deducted"},
+        201: {
+            "model": ReservationConfirmedBody,
+            "description": "Reserved: the price is deducted; Location is the reservation",
+        },
         202: {"model": ReservationPendingBody, "description": "No reply in time; poll Location"},
         400: {"model": ErrorBody, "description": "Malformed Idempotency-Key"},
         404: {"model": ReservationNotFoundBody, "description": "Unknown user or item"},
@@ -128,7 +131,12 @@ def _answer(reply: CreditChecked, request: ReservationRequested) -> Response:
             credits_left=reply.credits_left,
             trace_id=trace_id,
         )
-        return Response(confirmed.model_dump_json(), 201, media_type="application/json")
+        return Response(
+            confirmed.model_dump_json(),
+            201,
+            headers={"Location": f"/reservations/{reply.reservation_id}"},
+            media_type="application/json",
+        )
     if reply.outcome is Outcome.REJECTED_INSUFFICIENT_CREDITS:
         reason = f"not enough credits: the item costs {reply.price}, {reply.credits_left} left"
         body = ReservationRejectedBody(

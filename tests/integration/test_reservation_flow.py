@@ -59,7 +59,8 @@ async def test_confirmed(api: httpx.AsyncClient) -> None:
     assert body["credits_left"] == 90
     assert len(body["trace_id"]) == 32
     assert response.headers["x-trace-id"] == body["trace_id"]
-    stored = await api.get(f"/reservations/{body['reservation_id']}")
+    assert response.headers["location"] == f"/reservations/{body['reservation_id']}"
+    stored = await api.get(response.headers["location"])
     assert stored.status_code == 200
     assert stored.json()["status"] == "confirmed"
     assert (await api.get("/users/alice")).json()["credits"] == 90

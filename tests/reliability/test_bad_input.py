@@ -292,6 +292,10 @@ BAD_PATHS = [
     ("POST", "/users/alice", 405),
     ("POST", "/no/such/route", 404),
     ("GET", "/no/such/route", 404),
+    # A slash too many: 404, not Starlette's 307 to a URL built from the Host header.
+    ("GET", "/users/", 404),
+    ("GET", "/healthz/", 404),
+    ("POST", "/reservations/", 404),
 ]
 
 
@@ -327,6 +331,45 @@ def test_json_that_does_not_parse_says_what_the_parser_found(edge: Edge) -> None
     detail = _assert_clear_4xx(_post_raw(edge, b'{"username": "alice",}'), 422)
     assert [error["type"] for error in detail] == ["json_invalid"], detail
     assert detail[0]["msg"].startswith("JSON decode error: Expecting property name"), detail
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (b'{"username": "\xff\xfe", "item_id": "book-1"}', "not valid UTF-8"),
+        (b"[" * 2_000 + b"]" * 2_000, "nested too deeply"),
+    ],
+    ids=["invalid-utf8", "deeply-nested"],
+)
+def test_json_the_parser_cannot_read_is_422_saying_why(edge: Edge, body: bytes, found: str) -> None:
+    """FastAPI answered these 400 "There was an error parsing the body", the status this API
+    keeps for a request that is not HTTP."""
+    detail = _assert_clear_4xx(_post_raw(edge, body), 422)
+    assert [error["type"] for error in detail] == ["json_invalid"], detail
+    assert detail[0]["msg"] == f"JSON decode error: {found}", detail
+
+
+@pytest.mark.parametrize(
+    ("content_type", "length", "status"),
+    [("application/json", 1_000_000, 413), ("text/plain", 20, 415)],
+    ids=["413", "415"],
+)
+def test_a_refused_body_that_waits_for_100_continue_closes_its_connection(
+    edge: Edge, content_type: str, length: int, status: int
+) -> None:
+    """The client holds its body back until asked for it, and a refusal never asks: left
+    open, the connection waited for that body and read the client's next request as it."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes: the test's timeout else
+            answer += chunk
+    head, _, _ = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status}".encode()), answer[:300]
+    assert b"connection: close" in head.lower(), head
 
 
 @pytest.mark.parametrize(
