@@ -4,8 +4,9 @@ For a POST, the only method any route takes a body with: a body larger than ``MA
 gets 413 (checked on ``Content-Length``, and while reading a chunked body); a body that is not
 JSON gets 415, and so does one with two Content-Type headers (FastAPI would read the first) or
 a ``charset`` other than UTF-8, or a body in UTF-16 or UTF-32 (RFC 8259: JSON between
-systems is UTF-8). This runs before routing, so a POST with a body to a route that takes
-none gets them too; a POST without a body (no ``Content-Length``, or 0, and no
+systems is UTF-8), or one with a ``Content-Encoding`` (gzip, say: none is decompressed, RFC
+9110 15.5.16). This runs before routing, so a POST with a body to a route that takes none gets
+them too; a POST without a body (no ``Content-Length``, or 0, and no
 ``Transfer-Encoding``) goes on unchecked. Both are pure ASGI, so a hostile request never
 reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
 
@@ -22,6 +23,7 @@ from api.tracing import current_trace_id
 # for a body no route would read.
 _BODY_METHODS = {"POST"}
 _NOT_JSON = "send the request body as application/json, in UTF-8"
+_NOT_ENCODED = "send the request body without a Content-Encoding: it is not decompressed"
 
 
 class RequestLimitsMiddleware:
@@ -61,6 +63,10 @@ class RequestLimitsMiddleware:
             or not _utf8(parameters)
         ):
             await _reject(send, 415, _NOT_JSON, close=close)
+            return
+        if headers.get(b"content-encoding", b"identity").strip().lower() != b"identity":
+            # gzip, say: read as it is, the body was parsed as if it were not compressed.
+            await _reject(send, 415, _NOT_ENCODED, close=close)
             return
         body = bytearray()
         more_body = True

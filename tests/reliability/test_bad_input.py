@@ -349,6 +349,18 @@ def test_json_the_parser_cannot_read_is_422_saying_why(edge: Edge, body: bytes, 
     assert detail[0]["msg"] == f"JSON decode error: {found}", detail
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "GZIP"])
+def test_a_compressed_body_is_415_saying_so(edge: Edge, encoding: str) -> None:
+    """Read as it is, the body of a client that says it compressed it was parsed as JSON."""
+    response = httpx.post(
+        f"{edge.url}/reservations",
+        content=json.dumps(GOOD).encode(),
+        headers={"content-type": "application/json", "content-encoding": encoding},
+        timeout=10,
+    )
+    assert "Content-Encoding" in _assert_clear_4xx(response, 415)
+
+
 @pytest.mark.parametrize(
     ("content_type", "length", "status"),
     [("application/json", 1_000_000, 413), ("text/plain", 20, 415)],
