@@ -27,7 +27,10 @@ deletions at light traffic). So a consumer sent nothing for
 and opened again (:meth:`Subscription._renew`): the broker takes back what the old one held,
 and aio-pika's robust channel declares its queue and consumes again, with its tag. A worker's
 consuming channel declares its own queue alone (:meth:`messaging.broker.Broker.open`), so that
-is all a renewal declares again. A consuming channel that stays closed while the connection
+is all a renewal declares again. That is also how a queue deleted without a cancel to its
+consumer comes back (3.10 again, after a first deletion: a review deleted ``credit-check``
+five times under load, and its worker sat silent for minutes, the watchdog's question answered
+404, which it had counted as no answer). A consuming channel that stays closed while the connection
 is up (its declaration refused) is tried again every
 :data:`~messaging.lasting.RESTORE_EVERY` seconds, and given up after
 :data:`~messaging.lasting.LOST_AFTER` seconds.
@@ -70,6 +73,8 @@ ASK_WITHIN = 5.0
 RENEW_WITHIN = 10.0
 # Seconds after a renewal during which a redelivered delivery counts as given back by it.
 GIVEN_BACK_WITHIN = 5.0
+# What the watchdog's question answers for a queue the broker does not have (a 404).
+QUEUE_GONE = -1
 
 _RETURNED = {"reason": "the worker is stopping; the broker redelivers it untouched"}
 
@@ -191,9 +196,9 @@ class Subscription:
 
     async def _ready_messages(self) -> int | None:
         """How many messages are ready in the queue (None if the broker does not say within
-        :data:`ASK_WITHIN`), asked on a channel apart (:func:`~messaging.topology.channel_apart`):
-        a queue that is not there closes the channel it is asked on (404), which must not be
-        the one holding deliveries."""
+        :data:`ASK_WITHIN`; :data:`QUEUE_GONE` if it has no such queue), asked on a channel
+        apart (:func:`~messaging.topology.channel_apart`): a queue that is not there closes
+        the channel it is asked on (404), which must not be the one holding deliveries."""
         channel = self._queue.channel
         if channel.is_closed:  # being restored: nothing counts
             return None
@@ -202,6 +207,8 @@ class Subscription:
                 underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
                 async with channel_apart(underlay.connection) as asking:
                     declared = await asking.queue_declare(self._queue.name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return QUEUE_GONE
         except (TimeoutError, *CONNECTION_EXCEPTIONS):
             return None
         return declared.message_count or 0
@@ -215,8 +222,18 @@ class Subscription:
             # The broker must answer first, on a channel apart: one blocking the connection (a
             # memory or disk alarm) would not read the close, nor let the channel open again.
             # Nothing may have come in meanwhile.
-            if await self._ready_messages() is None or self.in_flight or self._moved("quiet"):
+            ready = await self._ready_messages()
+            if ready is None or self.in_flight or self._moved("quiet"):
                 continue
+            if ready == QUEUE_GONE:
+                # Deleted, and the broker sent no cancel (RabbitMQ 3.10, again and again after a
+                # first deletion under load: a review's worker sat silent for minutes, counting
+                # the 404 as no answer). The renewed channel declares the queue again.
+                log.warning(
+                    "the queue this worker consumes is gone, and its consumer was not cancelled: "
+                    "renewing the channel, which declares the queue again",
+                    queue=self._queue.name,
+                )
             given_back = self.given_back
             if not await self._renew():
                 continue

@@ -19,7 +19,7 @@ worker. The queues are quorum queues with a delivery limit, as the workers'.
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -267,6 +267,55 @@ class _Slow:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         await self.release.wait()
         await message.ack()
+
+
+@pytest.mark.usefixtures("quick_watchdog")
+async def test_a_queue_deleted_without_a_cancel_is_declared_again_by_a_renewal(
+    queue: AbstractQueue,
+    connection: AbstractRobustConnection,
+    amqp_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RabbitMQ 3.10 sometimes sends no cancel for a deleted queue: the consumer stays
+    registered on an open channel, so it is not missing, and the watchdog's question got a
+    404, which it counted as no answer: nothing fired, and the worker sat silent for minutes
+    (a review deleted ``credit-check`` five times under load). Here the cancel is lost on the
+    way."""
+    logs = capture_logs_of(monkeypatch, subscriber)
+    subscription = await _consuming(queue, _ack)
+    underlay = await queue.channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    handle_cancel = underlay._on_cancel_frame
+
+    async def no_cancel_arrives(frame: Any) -> None:
+        if not isinstance(frame, aiormq.spec.Basic.Cancel):
+            await handle_cancel(frame)
+
+    monkeypatch.setattr(underlay, "_on_cancel_frame", no_cancel_arrives)
+    async with channel_of_its_own(amqp_url) as other:
+        await other.queue_delete(queue.name)
+    watchdog = _watching(subscription, connection)
+    try:
+        async for attempt in eventually_async(10, every=0.05):
+            with attempt:
+                assert await _exists(amqp_url, queue.name)
+        await cast(AbstractRobustChannel, queue.channel).ready()
+        await _publish(queue, 1)
+        await _until_delivered(subscription, 1)
+        assert not watchdog.done(), "a consumer whose queue came back is not lost"
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+    assert any("is gone" in entry["event"] for entry in logs.entries), logs.entries
+
+
+async def _exists(amqp_url: str, name: str) -> bool:
+    async with channel_of_its_own(amqp_url) as asking:
+        try:
+            await asking.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+    return True
 
 
 async def _wedge(queue: AbstractQueue) -> None:
