@@ -13,7 +13,9 @@ handler produced, then ack, or give up.
   :class:`~messaging.handlers.NotAnAttempt` (a failure that was not the message's: its
   database stayed unreachable, or the broker kept refusing its event) is retried as the same
   attempt, however often. The queue's ``x-delivery-limit``
-  stays as a backstop for a message that kills the worker before it can count.
+  stays as a backstop for a message that kills the worker before it can count, but a copy
+  it would soon dead-letter for being given back (dropped connections, stopped workers) is
+  published afresh before it is handled (:mod:`messaging.retry`).
 - Otherwise the message is acked, after everything it caused is committed and published
   (the reply and the events, with publisher confirms).
 """
@@ -35,7 +37,7 @@ from messaging.dead_letter import dead_letter
 from messaging.handlers import Handler, M, NotAnAttempt
 from messaging.messages import CONTENT_TYPE, InvalidMessage, is_json
 from messaging.publisher import CHANNEL_GONE, Publisher, ReplyAddress
-from messaging.retry import attempt_of, retry
+from messaging.retry import RENEW_AFTER_RETURNS, RETURNS_LIMIT, attempt_of, retry, returns_of
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +112,10 @@ async def _handle(
         reason = f"invalid: {exc}"
         await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
         return
+    this_copy, returned = returns_of(message)
+    if this_copy >= RENEW_AFTER_RETURNS:
+        await _renew(message, returned, publisher=publisher, dlx=dlx, queue=queue)
+        return
     try:
         handled = await handler(payload)
         if handled is not None:
@@ -163,6 +169,40 @@ async def _handle(
             await _settle(watched, message, retrying=True, publisher=publisher)
         return
     await _settle(message.ack(), message)
+
+
+async def _renew(
+    message: AbstractIncomingMessage,
+    returned: int,
+    *,
+    publisher: Publisher,
+    dlx: AbstractExchange,
+    queue: str,
+) -> None:
+    """A copy the broker would soon dead-letter for coming back unsettled (a connection
+    dropped, a worker stopped or killed while it held the message): published again as the
+    same attempt, and acked, unless the message came back :data:`RETURNS_LIMIT` times in all,
+    when it is dead-lettered, saying so (:mod:`messaging.retry`)."""
+    if returned >= RETURNS_LIMIT:
+        log.error("message returned unsettled too often; dead-lettering", returned=returned)
+        reason = (
+            f"returned to its queue unsettled {returned} times: its workers were killed or cut "
+            "off while holding it"
+        )
+        await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
+        return
+    log.warning(
+        "message returned to its queue unsettled again and again; publishing it afresh, so "
+        "that the queue's delivery limit does not dead-letter it",
+        returned=returned,
+    )
+    if not await _publishing_ready(publisher, message):
+        return
+    renewing = retry(
+        publisher.default_exchange, message, queue=queue, meter=publisher.meter, counted=False
+    )
+    watched = publisher.refusals.watch(renewing, f"/{queue}")
+    await _settle(watched, message, retrying=True, publisher=publisher)
 
 
 def error_summary(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from messaging.topology import (
     DEAD_LETTER_REASON,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
+    RETURNED_HEADER,
 )
 
 # An AMQP short string (a property) holds at most this many bytes of UTF-8.
@@ -81,6 +82,7 @@ _BOOKKEEPING = frozenset(
     {
         ATTEMPT_HEADER,
         DEAD_LETTER_REASON,
+        RETURNED_HEADER,
         "x-delivery-count",
         "x-death",
         "x-first-death-exchange",

@@ -6,8 +6,17 @@ of the same queue; then the original is acked.
 worker killed or stopped while holding it, a connection dropped. A few of those and one
 database failure would dead-letter a request nothing was wrong with (a fault campaign did just
 that, on 3.10). So the worker counts what it means by an attempt, a failure of the handler,
-in the message's :data:`messaging.topology.ATTEMPT_HEADER`. The queue's ``x-delivery-limit``
-still counts the returns of each copy: the backstop for a message that kills its worker.
+in the message's :data:`messaging.topology.ATTEMPT_HEADER`.
+
+The queue's ``x-delivery-limit`` still counts the returns of each copy, and a copy returned
+often enough is dead-lettered by the broker (``delivery_limit``), with no reason a person can
+read: a review's database outage with eight connection drops, and six restarts of a worker
+holding an event the broker refused, had it park charged reservations. So a delivery that has
+come back :data:`RENEW_AFTER_RETURNS` times is renewed before it is handled: published again as
+the same attempt, and acked, and the copy starts its count afresh. Each copy carries the
+returns of the ones before it (:data:`messaging.topology.RETURNED_HEADER`), and a message
+returned :data:`RETURNS_LIMIT` times in all is dead-lettered by the worker, saying so: the
+backstop for a message that kills its worker, at four times the broker's.
 
 The copy keeps the message's id, correlation id and reply-to address (the API may still be
 waiting for the reply), and is published through the default exchange to this queue alone
@@ -17,12 +26,20 @@ confirmed before the original is acked: a failure in between leaves two copies, 
 and handlers are idempotent by the message's id.
 """
 
+from typing import Any
+
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from messaging import instrumentation
 from messaging.envelope import copy_of
 from messaging.metered import NO_METER, MessageMeter
-from messaging.topology import ATTEMPT_HEADER
+from messaging.topology import ATTEMPT_HEADER, DELIVERY_LIMIT, RETURNED_HEADER
+
+# Returns of one copy after which it is renewed: before the broker's limit, with room for a
+# few more while it is being renewed.
+RENEW_AFTER_RETURNS = DELIVERY_LIMIT - 2
+# Returns of all the copies of a message after which the worker dead-letters it.
+RETURNS_LIMIT = 4 * DELIVERY_LIMIT
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
@@ -30,6 +47,18 @@ def attempt_of(message: AbstractIncomingMessage) -> int:
     positive integer counts as the first)."""
     attempt = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return attempt if type(attempt) is int and attempt >= 1 else 1
+
+
+def returns_of(message: AbstractIncomingMessage) -> tuple[int, int]:
+    """How often this copy came back to its queue unsettled (the broker's count), and how
+    often the message did in all, its earlier copies' returns included."""
+    headers = message.headers or {}
+    this_copy = _count(headers.get("x-delivery-count"))
+    return this_copy, this_copy + _count(headers.get(RETURNED_HEADER))
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
 
 
 async def retry(
@@ -47,6 +76,8 @@ async def retry(
     # could not be followed by the ack, and there would be two.
     _ = message.channel
     attempt = attempt_of(message) + (1 if counted else 0)
-    copy = copy_of(message, {ATTEMPT_HEADER: attempt}, reply_to=True)
+    _, returned = returns_of(message)
+    headers = {ATTEMPT_HEADER: attempt, **({RETURNED_HEADER: returned} if returned else {})}
+    copy = copy_of(message, headers, reply_to=True)
     await instrumentation.publish(default_exchange, copy, queue, mandatory=True, meter=meter)
     await message.ack()

@@ -36,6 +36,9 @@ DEAD_LETTER_REASON = "x-dead-letter-reason"
 # Header of a message a worker publishes again after its handler failed: the attempt it is
 # (messaging.retry); absent, the first.
 ATTEMPT_HEADER = "x-attempt"
+# Header of a message a worker publishes again: how often its earlier copies went back to the
+# queue unsettled, which the broker counted against DELIVERY_LIMIT (messaging.retry).
+RETURNED_HEADER = "x-returned"
 # Seconds a declaration or binding may take, once a message came back unroutable.
 DECLARE_WITHIN = 5.0
 # Headers of a retried or dead-lettered message: where it was first published.
