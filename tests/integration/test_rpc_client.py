@@ -78,24 +78,23 @@ async def test_on_publish_is_called_once_a_copy_goes_out_and_never_if_none_can(
         rpc = await broker.rpc(reply_timeout=0.5)
         published: list[str] = []
         request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
-        with pytest.raises(ReplyTimeout):  # no worker: queued, no reply
+
+        async def call(name: str) -> None:
             await rpc.call(
                 request,
                 CreditChecked,
                 to=topology.RESERVATION_REQUESTS,
-                on_publish=lambda: published.append("first"),
+                on_publish=lambda: published.append(name),
             )
+
+        with pytest.raises(ReplyTimeout):  # no worker: queued, no reply
+            await call("first")
         assert published == ["first"]
 
         await broker.channel.close()  # closed for good: no copy can go out
         async with asyncio.timeout(PUBLISH_TIMEOUT + 5):
             with pytest.raises(BrokerUnavailable):
-                await rpc.call(
-                    request,
-                    CreditChecked,
-                    to=topology.RESERVATION_REQUESTS,
-                    on_publish=lambda: published.append("second"),
-                )
+                await call("second")
         assert published == ["first"]
     finally:
         await connection.close()
