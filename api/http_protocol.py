@@ -30,7 +30,11 @@ A reservation whose request had gone to the broker is queued, or may be: a 503 t
 would have a client without an ``Idempotency-Key`` reserve twice (a review found it with a
 reply timeout longer than the shutdown's). Its route says so as the request goes out
 (:func:`answer_if_cut_short`), and such a request is answered what that gives instead: a 202
-with ``Location``, as when the reply does not come in time.
+with ``Location``, as when the reply does not come in time; a 503 again once the broker
+returned or refused it. That is said as a copy starts out: cut short in the moment before its
+frame is written (waiting for the channel's lock), or while a returned copy's queue is bound
+again, a request is answered 202 though nothing was queued, and its ``Location`` answers 404
+for good (the same as a request whose confirm was lost when its API stopped).
 """
 
 import asyncio
@@ -266,10 +270,10 @@ _SHUTTING_DOWN = b'{"detail":"the service is shutting down; retry shortly","trac
 _CUT_SHORT_ANSWER = "cut_short_answer"
 
 
-def answer_if_cut_short(request: Request, answer: Callable[[], Response]) -> None:
+def answer_if_cut_short(request: Request, answer: Callable[[], Response], queued: bool) -> None:
     """From now on, should the shutdown cut ``request`` short, answer it ``answer()`` (built
-    then) instead of the 503 that says "retry"."""
-    setattr(request.state, _CUT_SHORT_ANSWER, answer)
+    then) instead of the 503 that says "retry"; unless not ``queued`` (the 503 again)."""
+    setattr(request.state, _CUT_SHORT_ANSWER, answer if queued else None)
 
 
 async def _answer_unfinished(

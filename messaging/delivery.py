@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError, PublishError
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -114,8 +115,16 @@ async def _handle(
         return
     this_copy, returned = returns_of(message)
     if this_copy >= RENEW_AFTER_RETURNS:
-        await _renew(message, returned, publisher=publisher, dlx=dlx, queue=queue)
-        return
+        if returned >= RETURNS_LIMIT:
+            log.error("message returned unsettled too often; dead-lettering", returned=returned)
+            reason = (
+                f"returned to its queue unsettled {returned} times: its workers were cut off, "
+                "stopped or killed while holding it"
+            )
+            await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
+            return
+        if await _renewed(message, returned, publisher=publisher, queue=queue):
+            return
     try:
         handled = await handler(payload)
         if handled is not None:
@@ -171,38 +180,37 @@ async def _handle(
     await _settle(message.ack(), message)
 
 
-async def _renew(
-    message: AbstractIncomingMessage,
-    returned: int,
-    *,
-    publisher: Publisher,
-    dlx: AbstractExchange,
-    queue: str,
-) -> None:
-    """A copy the broker would soon dead-letter for coming back unsettled (a connection
-    dropped, a worker stopped or killed while it held the message): published again as the
-    same attempt, and acked, unless the message came back :data:`RETURNS_LIMIT` times in all,
-    when it is dead-lettered, saying so (:mod:`messaging.retry`)."""
-    if returned >= RETURNS_LIMIT:
-        log.error("message returned unsettled too often; dead-lettering", returned=returned)
-        reason = (
-            f"returned to its queue unsettled {returned} times: its workers were killed or cut "
-            "off while holding it"
-        )
-        await _dead_letter(message, reason, publisher=publisher, dlx=dlx, queue=queue)
-        return
+async def _renewed(
+    message: AbstractIncomingMessage, returned: int, *, publisher: Publisher, queue: str
+) -> bool:
+    """Publish afresh, as the same attempt, a copy the broker would soon dead-letter for coming
+    back unsettled (a connection dropped, a worker stopped while holding it), and ack it
+    (:mod:`messaging.retry`). True once done, or once the delivery is back with the broker
+    (its channel gone). False if it could not be done (the publishing channel not back, the
+    copy refused: a full queue, say): the delivery is handled as it is, as it was before
+    renewals, which the queue's limit still allows; given back at once, it came straight
+    back and was dead-lettered by the broker within milliseconds."""
     log.warning(
         "message returned to its queue unsettled again and again; publishing it afresh, so "
         "that the queue's delivery limit does not dead-letter it",
         returned=returned,
     )
-    if not await _publishing_ready(publisher, message):
-        return
-    renewing = retry(
-        publisher.default_exchange, message, queue=queue, meter=publisher.meter, counted=False
-    )
-    watched = publisher.refusals.watch(renewing, f"/{queue}")
-    await _settle(watched, message, retrying=True, publisher=publisher)
+    if not _open(message):
+        return True
+    if not await publisher.ready():
+        log.warning("publishing channel not back in time; handling the message as it is")
+        return False
+    try:
+        await retry(
+            publisher.default_exchange, message, queue=queue, meter=publisher.meter, counted=False
+        )
+    except (DeliveryError, PublishError, *CHANNEL_GONE) as exc:
+        if not _open(message):
+            log.warning("channel lost before the message was settled; it will be redelivered")
+            return True
+        log.warning("could not publish it afresh; handling the message as it is", error=repr(exc))
+        return False
+    return True
 
 
 def error_summary(exc: BaseException) -> str:

@@ -131,7 +131,7 @@ class RpcClient:
         reply_model: type[R],
         *,
         to: Route,
-        on_publish: Callable[[], object] | None = None,
+        may_be_queued: Callable[[bool], object] | None = None,
     ) -> R:
         """Publish ``request`` (persistent, JSON) and wait at most ``reply_timeout`` for its
         reply, validated as ``reply_model``.
@@ -141,14 +141,16 @@ class RpcClient:
         :class:`~messaging.messages.InvalidMessage` if the reply came but is not a
         ``reply_model`` (the request was handled; its outcome is recorded).
 
-        ``on_publish`` is called once, as the first copy of the request goes out: from then
-        on it may be queued, whatever ends the call (a cancellation included).
+        ``may_be_queued`` is told True as the first copy of the request goes out (from then on
+        it may be queued, whatever ends the call, a cancellation included), and False if the
+        broker then returned or refused it with no earlier copy in doubt (nothing is queued:
+        :class:`BrokerUnavailable`).
         """
-        reply = await self._request(request, to, on_publish)
+        reply = await self._request(request, to, may_be_queued)
         return reply_model.from_body(reply.body)
 
     async def _request(
-        self, request: Message, to: Route, on_publish: Callable[[], object] | None = None
+        self, request: Message, to: Route, may_be_queued: Callable[[bool], object] | None = None
     ) -> AbstractIncomingMessage:
         if self.republisher.full:  # the broker has not confirmed thousands: take no more
             raise BrokerUnavailable(
@@ -157,6 +159,7 @@ class RpcClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT
         maybe_sent = False  # a copy went out and its confirm never came
+        told = False  # may_be_queued was told a copy went out
         # Each turn waits for the channel; the wait is False once the deadline has passed,
         # whether the channel is open (a blocked connection: no confirm comes) or not.
         while await self._readiness.wait(deadline):
@@ -164,9 +167,9 @@ class RpcClient:
             future: asyncio.Future[AbstractIncomingMessage] = loop.create_future()
             self._pending[correlation_id] = future
             try:
-                if on_publish is not None:
-                    on_publish()
-                    on_publish = None
+                if may_be_queued is not None and not told:
+                    may_be_queued(True)
+                    told = True
                 if await self._publish(request, to, correlation_id, deadline):
                     async with asyncio.timeout(self._reply_timeout):
                         return await future
@@ -174,6 +177,8 @@ class RpcClient:
                 await asyncio.sleep(UNCONFIRMED_PAUSE)  # let the channel notice it is down
             except BrokerUnavailable:
                 if not maybe_sent:
+                    if told and may_be_queued is not None:
+                        may_be_queued(False)
                     raise
                 # This copy was refused, but an earlier one may be queued: not a 503, which
                 # says a retry cannot reserve twice (a fault campaign: charged twice).

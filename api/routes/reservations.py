@@ -98,13 +98,9 @@ async def create_reservation(body: ReservationRequest, http_request: Request) ->
     # Once the request is out it may be queued: cut short by the shutdown, it is pending (202),
     # not a 503 that a client without an Idempotency-Key would retry into a second reservation.
     cut_short = partial(_pending, request, current_trace_id(), trace_id_header=True)
+    sent = partial(answer_if_cut_short, http_request, cut_short)
     try:
-        reply = await rpc.call(
-            request,
-            CreditChecked,
-            to=RESERVATION_REQUESTS,
-            on_publish=partial(answer_if_cut_short, http_request, cut_short),
-        )
+        reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS, may_be_queued=sent)
     except ReplyTimeout as exc:  # queued, or will be (RequestUnconfirmed: being republished)
         span.add_event(
             "reservation.reply_timeout",

@@ -66,36 +66,39 @@ async def test_a_bug_while_publishing_is_raised_at_once_not_republished(amqp_url
         await connection.close()
 
 
-async def test_on_publish_is_called_once_a_copy_goes_out_and_never_if_none_can(
+async def test_may_be_queued_is_told_as_a_copy_goes_out_and_when_none_is_queued(
     amqp_url: str,
 ) -> None:
     """What the API answers a reservation the shutdown cuts short rests on it: a request that
-    may be queued is pending (202), one that never went out is a 503 to retry."""
+    may be queued is pending (202), one that never went out, or that the broker returned, is
+    a 503 to retry."""
     await purge_work_queues(amqp_url)
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         broker = await Broker.open(connection)
         rpc = await broker.rpc(reply_timeout=0.5)
-        published: list[str] = []
+        told: list[tuple[str, bool]] = []
         request = ReservationRequested(reservation_id=uuid.uuid4(), username="a", item_id="b")
 
-        async def call(name: str) -> None:
+        async def call(name: str, to: topology.Route = topology.RESERVATION_REQUESTS) -> None:
             await rpc.call(
-                request,
-                CreditChecked,
-                to=topology.RESERVATION_REQUESTS,
-                on_publish=lambda: published.append(name),
+                request, CreditChecked, to=to, may_be_queued=lambda q: told.append((name, q))
             )
 
         with pytest.raises(ReplyTimeout):  # no worker: queued, no reply
-            await call("first")
-        assert published == ["first"]
+            await call("queued")
+        assert told == [("queued", True)]
+
+        unbound = topology.Route(topology.RESERVATIONS, "no.queue.bound")
+        with pytest.raises(BrokerUnavailable):  # returned unroutable: nothing queued
+            await call("returned", unbound)
+        assert told[1:] == [("returned", True), ("returned", False)]
 
         await broker.channel.close()  # closed for good: no copy can go out
         async with asyncio.timeout(PUBLISH_TIMEOUT + 5):
             with pytest.raises(BrokerUnavailable):
-                await call("second")
-        assert published == ["first"]
+                await call("closed")
+        assert [name for name, _ in told].count("closed") == 0
     finally:
         await connection.close()
         await purge_work_queues(amqp_url)

@@ -8,10 +8,12 @@ an event the broker refused, had the broker dead-letter charged reservations
 before it is handled (``messaging.retry``)."""
 
 import asyncio
+import json
 import uuid
 
 import aio_pika
 import pytest
+from aio_pika.exceptions import DeliveryError
 
 from messaging import delivery, subscriber, topology
 from messaging.broker import Broker
@@ -20,6 +22,7 @@ from messaging.envelope import encode
 from messaging.messages import ReservationRequested
 from messaging.publisher import Publisher
 from messaging.retry import RENEW_AFTER_RETURNS, RETURNS_LIMIT, returns_of
+from tests import infra
 from tests.logs import capture_logs_of
 from tests.system import channel_of_its_own, get_within, purge_work_queues
 from tests.waiting import eventually_async
@@ -124,3 +127,81 @@ async def test_a_message_given_back_past_the_returns_limit_is_dead_lettered_sayi
     reason = str(letter.headers[topology.DEAD_LETTER_REASON])
     assert reason.startswith(f"returned to its queue unsettled {RETURNS_LIMIT} times"), reason
     await purge_work_queues(amqp_url)
+
+
+async def test_a_copy_that_cannot_be_published_afresh_is_handled_as_it_is(
+    amqp_url: str, broker: infra.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full queue (``max-length``, ``reject-publish``) refuses the fresh copy. Given back at
+    once, the delivery came straight back, was refused again, and the broker dead-lettered it
+    within milliseconds (a review). It is handled as it is instead."""
+    logs = capture_logs_of(monkeypatch, delivery)
+    await purge_work_queues(amqp_url)
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    async with channel_of_its_own(amqp_url) as channel:
+        await channel.default_exchange.publish(
+            encode(request, persistent=True), topology.CREDIT_CHECK.name
+        )
+        queue = await channel.declare_queue(
+            topology.CREDIT_CHECK.name,
+            durable=True,
+            arguments=dict(topology.CREDIT_CHECK.arguments),
+        )
+        for _ in range(RENEW_AFTER_RETURNS):  # given back unsettled, by hand
+            delivered = await get_within(queue, 5)
+            await delivered.reject(requeue=True)
+        # Behind it (a returned message keeps its place): one more, so that the queue is over
+        # its limit while the worker holds the first (a quorum queue counts the ready ones).
+        behind = ReservationRequested(reservation_id=uuid.uuid4(), username="bob", item_id="b")
+        await channel.default_exchange.publish(
+            encode(behind, persistent=True), topology.CREDIT_CHECK.name
+        )
+    full = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    pattern = f"^{topology.CREDIT_CHECK.name}$"
+    broker.rabbitmqctl(
+        "set_policy", "-p", broker.vhost, "--apply-to", "queues", "refusing", pattern, full
+    )
+    handled: list[ReservationRequested] = []
+
+    async def handle(payload: ReservationRequested) -> None:
+        handled.append(payload)
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        await _until_refused(amqp_url)
+        channel, declared = await open_channel(connection, prefetch=1)  # one at a time
+        broker_ = Broker(channel, declared, Publisher.on(channel, declared))
+        await broker_.subscribe(topology.CREDIT_CHECK, ReservationRequested, handle)
+        async for attempt in eventually_async(10, every=0.05):
+            with attempt:
+                assert request in handled and behind in handled
+    finally:
+        broker.rabbitmqctl("clear_policy", "-p", broker.vhost, "refusing")
+        await connection.close()
+    assert [p for p in handled if p == request] == [request]
+    assert any("as it is" in e["event"] for e in logs.entries), logs.entries
+    async with channel_of_its_own(amqp_url) as channel:
+        dead = await channel.declare_queue(
+            topology.DEAD_LETTERS.name,
+            durable=True,
+            arguments=dict(topology.DEAD_LETTERS.arguments),
+        )
+        while letter := await dead.get(fail=False):
+            assert letter.message_id != request.message_id, letter.headers
+            await letter.ack()
+    await purge_work_queues(amqp_url)
+
+
+async def _until_refused(amqp_url: str) -> None:
+    """Until the queue's new limit is in force: a publish to it is refused (a nack)."""
+    async with channel_of_its_own(amqp_url) as channel:
+        async for attempt in eventually_async(10, every=0.1):
+            with attempt:
+                probe = ReservationRequested(reservation_id=uuid.uuid4(), username="p", item_id="p")
+                try:
+                    await channel.default_exchange.publish(
+                        encode(probe, persistent=True), topology.CREDIT_CHECK.name
+                    )
+                except DeliveryError:
+                    return
+                raise AssertionError("the limit is not in force yet: the probe was queued")
