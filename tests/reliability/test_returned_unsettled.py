@@ -13,6 +13,7 @@ import uuid
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractChannel, AbstractQueue
 from aio_pika.exceptions import DeliveryError
 
 from messaging import delivery, subscriber, topology
@@ -63,17 +64,9 @@ async def test_a_message_given_back_again_and_again_is_published_afresh_not_park
         await asyncio.sleep(0.1)  # the held handlers end; their acks find the channels gone
     assert {payload.reservation_id for payload in held} == {request.reservation_id}
     async with channel_of_its_own(amqp_url) as channel:
-        dead = await channel.declare_queue(
-            topology.DEAD_LETTERS.name,
-            durable=True,
-            arguments=dict(topology.DEAD_LETTERS.arguments),
-        )
+        dead = await _declared(channel, topology.DEAD_LETTERS)
         assert dead.declaration_result.message_count == 0
-        queue = await channel.declare_queue(
-            topology.CREDIT_CHECK.name,
-            durable=True,
-            arguments=dict(topology.CREDIT_CHECK.arguments),
-        )
+        queue = await _declared(channel, topology.CREDIT_CHECK)
         message = await queue.get(timeout=5)
         this_copy, returned = returns_of(message)
         assert this_copy < RENEW_AFTER_RETURNS and returned >= DROPS - 1, message.headers
@@ -91,18 +84,10 @@ async def test_a_message_given_back_past_the_returns_limit_is_dead_lettered_sayi
     await purge_work_queues(amqp_url)
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
     earlier = RETURNS_LIMIT - RENEW_AFTER_RETURNS  # its earlier copies' returns
+    message = encode(request, persistent=True)
+    message.headers = {**message.headers, topology.RETURNED_HEADER: earlier}
     async with channel_of_its_own(amqp_url) as channel:
-        message = encode(request, persistent=True)
-        message.headers = {**message.headers, topology.RETURNED_HEADER: earlier}
-        await channel.default_exchange.publish(message, topology.CREDIT_CHECK.name)
-        queue = await channel.declare_queue(
-            topology.CREDIT_CHECK.name,
-            durable=True,
-            arguments=dict(topology.CREDIT_CHECK.arguments),
-        )
-        for _ in range(RENEW_AFTER_RETURNS):  # given back unsettled, by hand
-            delivered = await get_within(queue, 5)
-            await delivered.reject(requeue=True)
+        await _returned_by_hand(channel, message)
     handled: list[ReservationRequested] = []
 
     async def handle(payload: ReservationRequested) -> None:
@@ -114,11 +99,7 @@ async def test_a_message_given_back_past_the_returns_limit_is_dead_lettered_sayi
         broker = Broker(channel, declared, Publisher.on(channel, declared))
         await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, handle)
         async with channel_of_its_own(amqp_url) as asking:
-            dead = await asking.declare_queue(
-                topology.DEAD_LETTERS.name,
-                durable=True,
-                arguments=dict(topology.DEAD_LETTERS.arguments),
-            )
+            dead = await _declared(asking, topology.DEAD_LETTERS)
             letter = await get_within(dead, 10)
             await letter.ack()
     finally:
@@ -139,17 +120,7 @@ async def test_a_copy_that_cannot_be_published_afresh_is_handled_as_it_is(
     await purge_work_queues(amqp_url)
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
     async with channel_of_its_own(amqp_url) as channel:
-        await channel.default_exchange.publish(
-            encode(request, persistent=True), topology.CREDIT_CHECK.name
-        )
-        queue = await channel.declare_queue(
-            topology.CREDIT_CHECK.name,
-            durable=True,
-            arguments=dict(topology.CREDIT_CHECK.arguments),
-        )
-        for _ in range(RENEW_AFTER_RETURNS):  # given back unsettled, by hand
-            delivered = await get_within(queue, 5)
-            await delivered.reject(requeue=True)
+        await _returned_by_hand(channel, encode(request, persistent=True))
         # Behind it (a returned message keeps its place): one more, so that the queue is over
         # its limit while the worker holds the first (a quorum queue counts the ready ones).
         behind = ReservationRequested(reservation_id=uuid.uuid4(), username="bob", item_id="b")
@@ -181,15 +152,25 @@ async def test_a_copy_that_cannot_be_published_afresh_is_handled_as_it_is(
     assert [p for p in handled if p == request] == [request]
     assert any("as it is" in e["event"] for e in logs.entries), logs.entries
     async with channel_of_its_own(amqp_url) as channel:
-        dead = await channel.declare_queue(
-            topology.DEAD_LETTERS.name,
-            durable=True,
-            arguments=dict(topology.DEAD_LETTERS.arguments),
-        )
+        dead = await _declared(channel, topology.DEAD_LETTERS)
         while letter := await dead.get(fail=False):
             assert letter.message_id != request.message_id, letter.headers
             await letter.ack()
     await purge_work_queues(amqp_url)
+
+
+async def _returned_by_hand(channel: AbstractChannel, message: aio_pika.Message) -> None:
+    """Publish ``message`` to ``credit-check`` and give it back unsettled until the next
+    delivery is the one a worker publishes afresh."""
+    await channel.default_exchange.publish(message, topology.CREDIT_CHECK.name)
+    queue = await _declared(channel, topology.CREDIT_CHECK)
+    for _ in range(RENEW_AFTER_RETURNS):
+        delivered = await get_within(queue, 5)
+        await delivered.reject(requeue=True)
+
+
+async def _declared(channel: AbstractChannel, spec: topology.QueueSpec) -> AbstractQueue:
+    return await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
 
 
 async def _until_refused(amqp_url: str) -> None:
