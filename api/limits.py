@@ -10,6 +10,8 @@ them too; a POST without a body (no ``Content-Length``, or 0, and no
 ``Transfer-Encoding``) goes on unchecked. Both are pure ASGI, so a hostile request never
 reaches FastAPI's JSON parsing, and never costs more than the limit in memory.
 
+An HTTP/1.1 request without a ``Host`` header, or with two, is answered 400 (RFC 9112 3.2).
+
 A HEAD request is routed as the GET it stands for (RFC 9110 9.3.2; FastAPI's GET routes do not
 take HEAD). Uvicorn still sees HEAD and sends no body, and the request's span keeps its method.
 """
@@ -32,6 +34,11 @@ class RequestLimitsMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("http_version") == "1.1":
+            if sum(name == b"host" for name, _ in scope["headers"]) != 1:
+                # RFC 9112 3.2 (a server MUST answer 400); httptools lets it through.
+                await _reject(send, 400, "an HTTP/1.1 request carries one Host header")
+                return
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             if scope.get("method") == "HEAD":
                 scope = {**scope, "method": "GET"}

@@ -349,6 +349,19 @@ def test_json_the_parser_cannot_read_is_422_saying_why(edge: Edge, body: bytes, 
     assert detail[0]["msg"] == f"JSON decode error: {found}", detail
 
 
+@pytest.mark.parametrize("hosts", [b"", b"Host: a\r\nHost: b\r\n"], ids=["no-host", "two-hosts"])
+def test_an_http11_request_without_one_host_header_is_400(edge: Edge, hosts: bytes) -> None:
+    """RFC 9112 3.2: a server MUST answer 400; httptools let it through, and it was served."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n" + hosts + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert "Host" in json.loads(body)["detail"], body
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "br", "GZIP"])
 def test_a_compressed_body_is_415_saying_so(edge: Edge, encoding: str) -> None:
     """Read as it is, the body of a client that says it compressed it was parsed as JSON."""
