@@ -29,7 +29,6 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import DeliveryError, PublishError
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -204,7 +203,7 @@ async def _renewed(
         await retry(
             publisher.default_exchange, message, queue=queue, meter=publisher.meter, counted=False
         )
-    except (DeliveryError, PublishError, *CHANNEL_GONE) as exc:
+    except Exception as exc:  # noqa: BLE001 - optional: refused, channel gone, no confirm in time
         if not _open(message):
             log.warning("channel lost before the message was settled; it will be redelivered")
             return True
