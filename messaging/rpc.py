@@ -131,7 +131,7 @@ class RpcClient:
         reply_model: type[R],
         *,
         to: Route,
-        may_be_queued: Callable[[bool], object] | None = None,
+        may_be_queued: Callable[[bool], object] = lambda _: None,
     ) -> R:
         """Publish ``request`` (persistent, JSON) and wait at most ``reply_timeout`` for its
         reply, validated as ``reply_model``.
@@ -150,7 +150,7 @@ class RpcClient:
         return reply_model.from_body(reply.body)
 
     async def _request(
-        self, request: Message, to: Route, may_be_queued: Callable[[bool], object] | None = None
+        self, request: Message, to: Route, may_be_queued: Callable[[bool], object]
     ) -> AbstractIncomingMessage:
         if self.republisher.full:  # the broker has not confirmed thousands: take no more
             raise BrokerUnavailable(
@@ -167,7 +167,7 @@ class RpcClient:
             future: asyncio.Future[AbstractIncomingMessage] = loop.create_future()
             self._pending[correlation_id] = future
             try:
-                if may_be_queued is not None and not told:
+                if not told:
                     may_be_queued(True)
                     told = True
                 if await self._publish(request, to, correlation_id, deadline):
@@ -177,7 +177,7 @@ class RpcClient:
                 await asyncio.sleep(UNCONFIRMED_PAUSE)  # let the channel notice it is down
             except BrokerUnavailable:
                 if not maybe_sent:
-                    if told and may_be_queued is not None:
+                    if told:
                         may_be_queued(False)
                     raise
                 # This copy was refused, but an earlier one may be queued: not a 503, which

@@ -30,8 +30,8 @@ consuming channel declares its own queue alone (:meth:`messaging.broker.Broker.o
 is all a renewal declares again. That is also how a queue deleted without a cancel to its
 consumer comes back (3.10 again, after a first deletion: a review deleted ``credit-check``
 five times under load, and its worker sat silent for minutes, the watchdog's question answered
-404, which it had counted as no answer). A consuming channel that stays closed while the connection
-is up (its declaration refused) is tried again every
+404, which it had counted as no answer). A consuming channel that stays closed while the
+connection is up (its declaration refused) is tried again every
 :data:`~messaging.lasting.RESTORE_EVERY` seconds, and given up after
 :data:`~messaging.lasting.LOST_AFTER` seconds.
 """

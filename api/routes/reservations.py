@@ -97,7 +97,8 @@ async def create_reservation(body: ReservationRequest, http_request: Request) ->
         return _answer(stored_reply, request)
     # Once the request is out it may be queued: cut short by the shutdown, it is pending (202),
     # not a 503 that a client without an Idempotency-Key would retry into a second reservation.
-    cut_short = partial(_pending, request, current_trace_id(), trace_id_header=True)
+    trace_id = current_trace_id()
+    cut_short = partial(_pending, request, trace_id, trace_id_header=True)
     sent = partial(answer_if_cut_short, http_request, cut_short)
     try:
         reply = await rpc.call(request, CreditChecked, to=RESERVATION_REQUESTS, may_be_queued=sent)
@@ -107,13 +108,13 @@ async def create_reservation(body: ReservationRequest, http_request: Request) ->
             {"timeout_s": settings.reservation_reply_timeout, "reason": type(exc).__name__},
         )
         span.set_attribute("reservation.outcome", "pending")
-        return _pending(request, current_trace_id())
+        return _pending(request, trace_id)
     except InvalidMessage as exc:
         # The worker answered, so the outcome is recorded; it is just unreadable here (a
         # version this API does not know yet, mid-deploy): the client polls Location.
         log.warning("unreadable reply; answering pending", reason=str(exc))
         span.set_attribute("reservation.outcome", "pending")
-        return _pending(request, current_trace_id())
+        return _pending(request, trace_id)
     span.set_attribute("reservation.outcome", reply.outcome.value)
     return _answer(reply, request)
 

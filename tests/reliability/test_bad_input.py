@@ -247,9 +247,7 @@ def test_a_content_length_with_spaces_around_it_is_read(edge: Edge, length: str)
     )
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(head.encode() + body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = _until_closed(sock)
     assert answer.split(b" ", 2)[1] in (b"201", b"409"), answer[:200]
 
 
@@ -318,9 +316,7 @@ def test_a_post_without_a_body_is_422_naming_the_body(edge: Edge, length: str | 
         head += f"Content-Length: {length}\r\n"
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall((head + "\r\n").encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = _until_closed(sock)
     status, _, body = answer.partition(b"\r\n\r\n")
     assert status.split(b" ", 2)[1] == b"422", answer[:300]
     detail = json.loads(body)["detail"]
@@ -354,9 +350,7 @@ def test_an_http11_request_without_one_host_header_is_400(edge: Edge, hosts: byt
     """RFC 9112 3.2: a server MUST answer 400; httptools let it through, and it was served."""
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n" + hosts + b"Connection: close\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = _until_closed(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), answer[:300]
     assert "Host" in json.loads(body)["detail"], body
@@ -389,9 +383,7 @@ def test_a_refused_body_that_waits_for_100_continue_closes_its_connection(
             f"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
         )
-        answer = b""
-        while chunk := sock.recv(65536):  # until the server closes: the test's timeout else
-            answer += chunk
+        answer = _until_closed(sock)
     head, _, _ = answer.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status}".encode()), answer[:300]
     assert b"connection: close" in head.lower(), head
