@@ -20,14 +20,14 @@ class ReservationConfirmedBody(BaseModel):
     reservation_id: UUID
     status: str
     credits_left: int
-    trace_id: str
+    trace_id: str | None
 
 
 class ReservationRejectedBody(BaseModel):
     reservation_id: UUID
     status: str
     reason: str
-    trace_id: str
+    trace_id: str | None
 
 
 class ReservationNotFoundBody(BaseModel):
@@ -36,13 +36,13 @@ class ReservationNotFoundBody(BaseModel):
     detail: str
     reservation_id: UUID
     status: str
-    trace_id: str
+    trace_id: str | None
 
 
 class ReservationPendingBody(BaseModel):
     reservation_id: UUID
     status: str = "pending"
-    trace_id: str
+    trace_id: str | None
 
 
 class ReservationView(BaseModel):
@@ -52,16 +52,16 @@ class ReservationView(BaseModel):
     price: int | None
     credits_left: int | None
     download_url: str | None
-    # The trace of the request that created the reservation ("" if it was not traced) ...
-    trace_id: str
+    # The trace of the request that created the reservation (None if it was not traced) ...
+    trace_id: str | None
     # ... and the trace of this GET.
-    request_trace_id: str
+    request_trace_id: str | None
 
 
 class UserView(BaseModel):
     username: str
     credits: int
-    trace_id: str
+    trace_id: str | None
 
 
 class TopUp(BaseModel):
@@ -73,16 +73,16 @@ class TopUp(BaseModel):
 class Catalogue(BaseModel):
     users: dict[str, int]
     items: dict[str, int]
-    trace_id: str
+    trace_id: str | None
 
 
 class DownloadView(BaseModel):
     reservation_id: str
     item_id: str
     content: str
-    trace_id: str
+    trace_id: str | None
 
 
 class ErrorBody(BaseModel):
     detail: str
-    trace_id: str
+    trace_id: str | None

@@ -11,9 +11,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 TRACE_ID_HEADER = b"x-trace-id"
 
 
-def current_trace_id() -> str:
+def current_trace_id() -> str | None:
+    """The current trace's id, or None outside a trace (JSON ``null``, as in the server's own
+    400/408/431/503 bodies)."""
     ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 class TraceIdHeaderMiddleware:
@@ -24,7 +26,7 @@ class TraceIdHeaderMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace_id = current_trace_id().encode()
+        trace_id = (current_trace_id() or "").encode()
 
         async def send_with_trace_id(message: Message) -> None:
             if message["type"] == "http.response.start" and trace_id:

@@ -156,7 +156,7 @@ def _answer(reply: CreditChecked, request: ReservationRequested) -> Response:
 
 
 def _pending(
-    request: ReservationRequested, trace_id: str, *, trace_id_header: bool = False
+    request: ReservationRequested, trace_id: str | None, *, trace_id_header: bool = False
 ) -> JSONResponse:
     """202 and where to poll. ``trace_id_header`` for an answer sent outside the app's
     middleware (a request the shutdown cut short), which otherwise adds ``X-Trace-Id``."""
@@ -183,6 +183,6 @@ async def get_reservation(
         price=reservation.price,
         credits_left=reservation.credits_left,
         download_url=f"/downloads/{token}" if token and reservation.ready_at else None,
-        trace_id=reservation.trace_id or "",
+        trace_id=reservation.trace_id,
         request_trace_id=current_trace_id(),
     )

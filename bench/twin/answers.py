@@ -2,7 +2,7 @@
 
 201 confirmed, 409 not enough credits, 404 unknown user or item, 202 pending (no reply in
 time, or a reply this API cannot read), 503 broker unavailable, 422 invalid input. Every body
-carries ``trace_id`` ("" when untraced).
+carries ``trace_id`` (null when untraced).
 """
 
 from typing import Any
@@ -51,15 +51,15 @@ def parse_request(body: bytes) -> tuple[str, str] | list[dict[str, Any]]:
     return errors or (data["username"], data["item_id"])
 
 
-def invalid(errors: list[dict[str, Any]], trace_id: str) -> Answer:
+def invalid(errors: list[dict[str, Any]], trace_id: str | None) -> Answer:
     return 422, {"detail": errors, "trace_id": trace_id}, []
 
 
-def unavailable(trace_id: str) -> Answer:
+def unavailable(trace_id: str | None) -> Answer:
     return 503, {"detail": BROKER_DOWN, "trace_id": trace_id}, RETRY_AFTER
 
 
-def pending(reservation_id: str, trace_id: str) -> Answer:
+def pending(reservation_id: str, trace_id: str | None) -> Answer:
     body = {"reservation_id": reservation_id, "status": "pending", "trace_id": trace_id}
     return 202, body, [(b"location", f"/reservations/{reservation_id}".encode())]
 
@@ -67,7 +67,7 @@ def pending(reservation_id: str, trace_id: str) -> Answer:
 def from_reply(
     reservation_id: str,
     reply: bytes | None,
-    trace_id: str,
+    trace_id: str | None,
     request: tuple[str, str] = ("", ""),
 ) -> Answer:
     """The answer to ``reply``; ``request`` (username, item id) names what was not found."""

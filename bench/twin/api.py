@@ -55,7 +55,7 @@ class TwinApi:
             up = self.connection is not None and not self.connection.is_closed
             status, payload, headers = (200 if up else 503), {"broker": "up" if up else "down"}, []
         else:
-            status, payload, headers = 404, {"detail": "Not Found", "trace_id": ""}, []
+            status, payload, headers = 404, {"detail": "Not Found", "trace_id": None}, []
         trace_id = payload.get("trace_id")
         if trace_id:
             headers = [*headers, (b"x-trace-id", trace_id.encode())]

@@ -61,9 +61,9 @@ class Tracing:
         self.provider.shutdown()
 
 
-def current_trace_id() -> str:
+def current_trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 def set_up(service_name: str, enabled: bool) -> Tracing:

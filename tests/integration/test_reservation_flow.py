@@ -66,6 +66,32 @@ async def test_confirmed(api: httpx.AsyncClient) -> None:
     assert (await api.get("/users/alice")).json()["credits"] == 90
 
 
+async def test_untraced_answers_carry_a_null_trace_id_and_no_header(
+    amqp_url: str, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the SDK off there is no trace: every body says ``"trace_id": null``, as the
+    server's own 400/408/431/503 do, never an empty string, and no ``X-Trace-Id`` goes out."""
+    configure_env(monkeypatch, amqp_url, store_settings)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    await purge_work_queues(amqp_url)
+    worker = start_worker()
+    try:
+        async with running_api() as client:
+            answers = [
+                created := await _reserve(client, "alice", "book-1"),
+                await client.get(created.headers["location"]),
+                await client.get("/users/alice"),
+                await client.get("/users/nobody"),
+                await _reserve(client, "alice", "x" * 500),
+            ]
+    finally:
+        await worker.close()
+    assert [a.status_code for a in answers] == [201, 200, 200, 404, 422]
+    assert [a.json()["trace_id"] for a in answers] == [None] * 5
+    assert answers[1].json()["request_trace_id"] is None
+    assert [a.headers.get("x-trace-id") for a in answers] == [None] * 5
+
+
 async def test_insufficient_credits_is_409_with_reason(api: httpx.AsyncClient) -> None:
     response = await _reserve(api, "bob", "book-2")
     assert response.status_code == 409
