@@ -32,6 +32,33 @@ class LogSettings(BaseSettings):
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
+class _DemotedToDebug(logging.Filter):
+    """What any client could write into the log as a WARNING with every request or message,
+    demoted to DEBUG (dropped below ``LOG_LEVEL=DEBUG``): the OpenTelemetry API's notes on an
+    incoming ``tracestate`` it throws away (every line of ``opentelemetry.trace.span`` is
+    one: W3C Trace Context discards an invalid list and the trace goes on) and on an attribute
+    cut to ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (a long URL). Both are handled as the specs
+    say; the attributes logger's other lines (a bad key or type: our bug) stay as they are."""
+
+    def __init__(self, templates: frozenset[str] | None = None) -> None:
+        super().__init__()
+        self.templates = templates
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.templates is not None and record.msg not in self.templates:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+_CLIENT_NOISE = {
+    "opentelemetry.trace.span": _DemotedToDebug(),
+    "opentelemetry.attributes": _DemotedToDebug(
+        frozenset({"String attribute value exceeds max length of %d, truncating."})
+    ),
+}
+
+
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add the ids of the span that is current where the line is logged."""
     ctx = trace.get_current_span().get_span_context()
@@ -91,6 +118,8 @@ def configure_logging(service_name: str, settings: LogSettings | None = None) ->
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    for name, demoted in _CLIENT_NOISE.items():
+        logging.getLogger(name).addFilter(demoted)  # once: addFilter skips one already there
     # uvicorn installs its own handlers; send its lines (access log included) through ours,
     # unless uvicorn was told not to log access (`uvicorn --no-access-log`: no handler, and
     # not propagated), which reopening it would overrule.
