@@ -7,7 +7,9 @@ The broker:
   queue, open a request/reply client; callers never see an AMQP message.
 - :mod:`messaging.topology`: exchanges, queues, routes, bindings and dead-lettering, declared once.
 - :mod:`messaging.connection` and :mod:`messaging.settings`: connecting at start-up, with a
-  bounded wait and one clear sentence when the broker is not there or will not let us in.
+  bounded wait and one clear sentence when the broker is not there or will not let us in;
+  :mod:`messaging.connection_drops`: a dropped connection logged as one WARNING, then
+  ``reconnected to broker``, not as aiormq's and aio-pika's ERRORs and tracebacks.
 - :mod:`messaging.messages`: the frozen, versioned JSON message contracts.
 - :mod:`messaging.handlers`: what a handler is and returns (``Handler``, ``Handled``).
 - :mod:`messaging.rpc`: the request/reply client over RabbitMQ direct reply-to;

@@ -28,6 +28,7 @@ from tenacity import (
 from yarl import URL
 
 from messaging import closing_channel, lenient_decoding, topology
+from messaging.connection_drops import tell_drops
 from messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -113,6 +114,7 @@ async def connect(settings: BrokerSettings) -> AbstractRobustConnection:
             f"{unreachable(url, type(exc).__name__)} {START_A_BROKER}"
         ) from None
     _say_why_reconnects_are_refused()
+    tell_drops(connection, redacted(url))
     log.info("connected to broker", url=redacted(url))
     return connection
 

@@ -13,6 +13,9 @@ That hits both gaps of issue 11: publishes waiting for their confirm when the co
 - credits are conserved: each confirmed reservation charged once.
 """
 
+import asyncio
+import json
+import logging
 import sys
 import threading
 import time
@@ -22,10 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from messaging import connection_drops
+from messaging.connection import connect
+from messaging.settings import BrokerSettings
+from tests.hop import Hop
 from tests.infra import Broker
+from tests.logs import capture_logs_of
 from tests.stack import System
-from tests.waiting import eventually
+from tests.waiting import eventually, eventually_async
 
 CREDITS, PRICE = 1_000_000, 1
 CLIENTS = 16
@@ -105,3 +114,66 @@ def test_connection_drops_under_load_leave_nothing_unresolved(
         f"202s resolved {len(pending)}/{len(pending)}; "
         f"unconfirmed republished: {log.count('request unconfirmed')}\n"
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_dropped_connection_logs_one_warning_and_reconnected_not_errors(
+    make_system: Callable[[], System], broker: Broker, api_port: int
+) -> None:
+    """What an operator alerting on ERROR lines sees when the broker closes every connection:
+    per process one WARNING with the broker's reason, then ``reconnected to broker``; no ERROR
+    and no traceback (aiormq and aio-pika, left alone, log the drop as three ERRORs and a
+    WARNING with a traceback per process)."""
+    system = make_system()
+    system.seed({"dora": 100}, {"pen": 1})
+    processes = [system.start_worker("workers.credit_check"), system.start_api(api_port)]
+    with httpx.Client(base_url=system.api_url, timeout=10) as http:
+        reserve = {"username": "dora", "item_id": "pen"}
+        assert http.post("/reservations", json=reserve).status_code == 201
+        offsets = [process.log_offset() for process in processes]
+        broker.rabbitmqctl("close_all_connections", "-p", broker.vhost, "drop test")
+        for attempt in eventually(30, every=0.1):
+            with attempt:
+                for process, offset in zip(processes, offsets, strict=True):
+                    assert "reconnected to broker" in process.log_since(offset)
+        assert http.post("/reservations", json=reserve).status_code == 201
+
+    for process, offset in zip(processes, offsets, strict=True):
+        since = process.log_since(offset)
+        lines = [json.loads(line) for line in since.splitlines() if line.startswith("{")]
+        assert "Traceback" not in since, since
+        assert [line for line in lines if line["level"] in ("error", "critical")] == [], since
+        [warning] = [line["event"] for line in lines if line["level"] == "warning"]
+        assert "CONNECTION_FORCED - drop test" in warning, since
+        assert sum(line["event"] == "reconnected to broker" for line in lines) == 1, since
+
+
+async def test_a_broker_away_for_a_while_is_warnings_then_reconnected(
+    broker_behind_a_hop: tuple[Hop, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker's link cut and new connections refused for 2.5 s (a broker restart, as a
+    client sees it): a WARNING for the lost connection, one per failed reconnection attempt,
+    then ``reconnected to broker``; no ERROR, no traceback."""
+    hop, url = broker_behind_a_hop
+    said = capture_logs_of(monkeypatch, connection_drops)
+    connection = await connect(BrokerSettings(amqp_url=SecretStr(url)))
+    try:
+        channel = await connection.channel()
+        caplog.set_level(logging.INFO)
+        await hop.down()
+        await asyncio.sleep(2.5)  # two of aio-pika's reconnection attempts, a second apart
+        await hop.up()
+        async for attempt in eventually_async(15, every=0.1):
+            with attempt:
+                assert [line["event"] for line in said.entries] == ["reconnected to broker"]
+        await channel.declare_queue(exclusive=True)  # the channel is back too
+    finally:
+        await connection.close()
+    records = [r for r in caplog.records if r.name.startswith(("aio_pika", "aiormq"))]
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in records)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("broker connection lost: "), warnings
+    assert sum("Reconnecting after" in line for line in warnings[1:]) >= 2, warnings
