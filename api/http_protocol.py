@@ -38,6 +38,7 @@ for good (the same as a request whose confirm was lost when its API stopped).
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -59,6 +60,17 @@ log = logging.getLogger(__name__)
 # connection, no answer, and no way to tell what became of it (a fault campaign: up to 21 of
 # 50 POSTs in flight). Now such a request is served, and its connection then closed.
 SHUTDOWN_GRACE = 0.5
+# Seconds a connection answered with a refusal goes on reading (and dropping) what its client
+# sends, so that the client reads the answer before the connection closes (nginx's lingering
+# close does the same).
+LINGER = 2.0
+# The longest request target httptools parses (its offsets are 16-bit).
+MAX_TARGET_BYTES = 65535
+
+
+class _Refused(Exception):
+    """Raised from a parser callback for a request just refused: httptools stops parsing, and
+    uvicorn's 400 for a parser error is not sent (:meth:`BoundedHeadProtocol.send_400_response`)."""
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -93,8 +105,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return  # a closing TLS transport may still deliver data: none reaches the parser
         self._fed_body, self._ended = 0, False
         super().data_received(data)
-        if self.transport.is_closing():
-            return  # uvicorn refused the request itself (a 400), or the app closed it
+        if self._refused or self.transport.is_closing():
+            return  # refused as its head ended, uvicorn refused it (a 400), or the app closed it
         if self._read_timer is None and self.timeout_keep_alive_task is None and self._idle():
             # Bytes that begin no request (a bare CRLF between two: httptools skips it) cancel
             # uvicorn's keep-alive timeout: without this, nothing would time the connection out.
@@ -111,6 +123,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_headers_complete(self) -> None:
+        # A head that arrived whole in one read is counted only after the parser has read it,
+        # and uvicorn parses the request target here: httptools cannot parse one over 65535
+        # bytes, which uvicorn answered as "not valid HTTP" (a 400) before the count could.
+        if len(self.url) > self.max_head_bytes:
+            self._refuse()
+            raise _Refused
+        if len(self.url) > MAX_TARGET_BYTES:
+            self._refuse(target=True)
+            raise _Refused
         self._in_head = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -192,30 +213,36 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         body += f'{self.read_timeout:g} seconds","trace_id":null}}'.encode()
         self._answer_and_close(408, body)
 
-    def _refuse(self) -> None:
+    def _refuse(self, *, target: bool = False) -> None:
+        """431 for a head over ``max_head_bytes``; 414 for a request ``target`` longer than
+        httptools parses, within a ``max_head_bytes`` set above that. The connection closes."""
         self._refused = True
+        if target:
+            status, exceeds = 414, f"the request target exceeds {MAX_TARGET_BYTES} bytes"
+        else:
+            status = 431
+            exceeds = f"the request line, headers and trailers exceed {self.max_head_bytes} bytes"
         log.warning(
-            "request refused: its line, headers and trailers exceed %d bytes (MAX_HEAD_BYTES)",
-            self.max_head_bytes,
+            "request refused: its %s%s",
+            exceeds.removeprefix("the request "),
+            "" if target else " (MAX_HEAD_BYTES)",
         )
         if self._in_head and self.cycle is not None and not self.cycle.response_complete:
-            # An earlier request on this connection is still being answered: a 431 now would
-            # read as its answer. It is answered, then the connection closes, and the request
-            # over the bound gets no answer.
+            # An earlier request on this connection is still being answered: a refusal now
+            # would read as its answer. It is answered, then the connection closes, and the
+            # request over the bound gets no answer.
             self.cycle.keep_alive = False
             self.flow.pause_reading()
             return
-        body = (
-            b'{"detail":"the request line, headers and trailers exceed '
-            + str(self.max_head_bytes).encode()
-            + b' bytes","trace_id":null}'
-        )
-        self._answer_and_close(431, body)
+        body = json.dumps({"detail": exceeds, "trace_id": None}, separators=(",", ":"))
+        self._answer_and_close(status, body.encode())
 
     def send_400_response(self, msg: str) -> None:
         """What uvicorn answers a request httptools cannot parse ("Invalid HTTP request
         received.", logged as a WARNING): JSON, like every other error of the API, instead of
-        its plain-text 400."""
+        its plain-text 400; nothing for a request already refused (:class:`_Refused`)."""
+        if self._refused:
+            return
         self._answer_and_close(400, _NOT_HTTP)
 
     def _answer_and_close(self, status: int, body: bytes) -> None:
@@ -230,8 +257,17 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 body,
             ]
         )
+        self._refused = True  # what the client still sends is read and dropped
         self.transport.write(b"".join(content))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            # Closed at once with bytes of the request still unread, the socket sends a reset,
+            # which can reach the client before it has read the answer (a 200 KB URL sent whole
+            # met "connection reset by peer"): the answer and a FIN go first, and the
+            # connection closes when the client closes its end, or after LINGER seconds.
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
 
 
 class _CutShortIsAnswered(logging.Filter):

@@ -525,6 +525,48 @@ def test_a_request_head_over_the_bound_is_431_before_it_is_gathered(edge: Edge) 
     assert "request refused: its line, headers and trailers exceed" in edge.api.log()
 
 
+def test_a_whole_request_with_a_target_over_the_bound_is_431_not_400(edge: Edge) -> None:
+    """Sent whole, a request's head is counted only once the parser has read it, and uvicorn
+    parses its target as the head ends: httptools cannot parse one over 65535 bytes, and
+    the request was answered 400 "not valid HTTP/1.1" (a helper's 70,000-byte URL)."""
+    for length in (MAX_HEAD + 1, 70_000, 200_000):
+        request = b"GET /users/" + b"a" * length + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(request)
+            _refused_with_431(_until_closed(sock))
+    assert httpx.get(f"{edge.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_target_longer_than_httptools_parses_is_414(amqp_url: str, tmp_path: Path) -> None:
+    """With ``MAX_HEAD_BYTES`` above 65535, a request target between the two is within the
+    bound but past what httptools parses: 414, not uvicorn's 400 for a parser error."""
+    env = processes.base_env(
+        amqp_url,
+        {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/edge.db", "MAX_HEAD_BYTES": "131072"},
+    )
+    processes.migrate(env, tmp_path)
+    port = infra.free_port()
+    api = processes.start_api(port, env, tmp_path)
+    try:
+        request = b"GET /users/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = _until_closed(sock)
+        served = httpx.get(f"http://127.0.0.1:{port}/users/{'a' * 60_000}", timeout=10)
+    finally:
+        assert api.stop() in (0, -signal.SIGTERM), api.log()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 "), answer[:300]
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == {
+        "detail": "the request target exceeds 65535 bytes",
+        "trace_id": None,
+    }
+    assert served.status_code == 422  # within both: served (a username too long)
+    assert "request refused: its target exceeds 65535 bytes" in api.log()
+    assert "Traceback" not in api.log()
+
+
 def test_trailers_over_the_bound_are_431(edge: Edge) -> None:
     """A chunked body's trailers are header fields that come after the body, and httptools
     gathers them as it does headers: a fault campaign's 64 MiB trailer went unrefused (4.3 s of
