@@ -9,6 +9,8 @@ from domain.credits import decide
 from domain.reservations import Outcome, Reservation
 from messaging.messages import CreditChecked, ReservationConfirmed, ReservationRequested
 from messaging.topology import RESERVATION_CONFIRMATIONS
+from tests.logs import capture_logs_of
+from workers.credit_check import handler
 from workers.credit_check.handler import check_credit, credit_check
 
 
@@ -84,6 +86,31 @@ async def test_replay_returns_the_same_answer_and_still_announces() -> None:
     assert second.reply == first.reply
     assert second.event == first.event
     assert ledger.credits["alice"] == 20
+
+
+async def test_a_request_reusing_an_id_for_another_user_or_item_announces_the_recorded_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redelivered, a request names what it did the first time; a message that reuses a
+    reservation id for another user or item (a review published one) got the stored answer
+    but an event naming the new item, which the fulfilment worker then prepared."""
+    said = capture_logs_of(monkeypatch, handler)
+    ledger = FakeLedger({"alice": 30, "bob": 100}, {"book": 10, "course": 50})
+    first = await check_credit(_request(), ledger)
+    reused = ReservationRequested(
+        reservation_id=first.reply.reservation_id, username="bob", item_id="course"
+    )
+    again = await check_credit(reused, ledger)
+    assert again.reply == first.reply
+    assert again.event == first.event
+    assert again.event is not None and (again.event.username, again.event.item_id) == (
+        "alice",
+        "book",
+    )
+    assert ledger.credits == {"alice": 20, "bob": 100}
+    [warning] = [line for line in said.entries if line["log_level"] == "warning"]
+    assert (warning["item_id"], warning["requested_item_id"]) == ("book", "course")
+    assert "bob" not in str(warning)  # a username identifies a person: never logged
 
 
 async def test_the_worker_handler_returns_its_reply_and_the_event_to_publish() -> None:

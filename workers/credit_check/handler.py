@@ -51,12 +51,25 @@ async def check_credit(request: ReservationRequested, ledger: Ledger) -> Decisio
         credits_left=reservation.credits_left,
         price=reservation.price,
     )
+    if reservation.replayed and (reservation.username, reservation.item_id) != (
+        request.username,
+        request.item_id,
+    ):
+        log.warning(
+            "a request repeats a reservation id for another user or item: answered and "
+            "announced as the reservation it recorded",
+            reservation_id=str(request.reservation_id),
+            item_id=reservation.item_id,
+            requested_item_id=request.item_id,
+        )
     event = None
     if reservation.outcome is Outcome.CONFIRMED and reservation.price is not None:
+        # The recorded reservation's, never the request's: a redelivery names the same, but
+        # a request that reuses an id for something else must not announce that.
         event = ReservationConfirmed(
-            reservation_id=request.reservation_id,
-            username=request.username,
-            item_id=request.item_id,
+            reservation_id=reservation.reservation_id,
+            username=reservation.username,
+            item_id=reservation.item_id,
             price=reservation.price,
         )
     return Decision(reservation, reply, event)
