@@ -13,7 +13,7 @@ reply never fails to encode.
 """
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -62,6 +62,11 @@ def _short_string(text: str | None) -> str | None:
     if len(encoded) <= SHORT_STRING_BYTES:
         return text
     return encoded[:SHORT_STRING_BYTES].decode(errors="ignore")
+
+
+def _short(value: object) -> TypeGuard[str]:
+    """A string an AMQP short string holds (an exchange name, a routing key)."""
+    return isinstance(value, str) and _short_string(value) == value
 
 
 def _encodable(value: Any) -> Any:
@@ -118,9 +123,12 @@ def copy_of(
 
 
 def _first_route(message: AbstractIncomingMessage) -> dict[str, str]:
+    """Where the message was first published: its headers' say, when they name an exchange
+    and a routing key AMQP can hold (a dead letter is published with that routing key: one
+    over 255 bytes, from any publisher's headers, could not be), else its delivery's."""
     headers = message.headers or {}
     exchange, routing_key = headers.get(ORIGINAL_EXCHANGE), headers.get(ORIGINAL_ROUTING_KEY)
-    if isinstance(exchange, str) and isinstance(routing_key, str):
+    if _short(exchange) and _short(routing_key):
         return {ORIGINAL_EXCHANGE: exchange, ORIGINAL_ROUTING_KEY: routing_key}
     return {
         ORIGINAL_EXCHANGE: message.exchange or "",

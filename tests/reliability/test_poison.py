@@ -150,3 +150,31 @@ async def test_what_cannot_be_encoded_as_it_was_read_is_still_dead_lettered_with
     assert dead.content_type == "\ufffd" * 85  # cut to 255 bytes
     assert dead.headers["raw"] == b"x" + b"\xff" * 120
     assert dead.headers["nested"] == {"raw": b"\xff" * 120}
+
+
+async def test_a_first_route_header_no_routing_key_can_hold_is_not_trusted(
+    system: System, amqp_url: str
+) -> None:
+    """A dead letter is published with the routing key its ``x-original-routing-key`` header
+    names: one over 255 bytes, from a publisher's headers, failed the publish, and the message
+    went to the broker's dead-lettering without its reason (a review's)."""
+    async with publishing_with_empty_dead_letters(amqp_url) as declared:
+        await declared.exchanges[topology.RESERVATIONS.name].publish(
+            aio_pika.Message(
+                b"not json",
+                content_type="application/json",
+                message_id="long-route",
+                headers={
+                    topology.ORIGINAL_EXCHANGE: topology.RESERVATIONS.name,
+                    topology.ORIGINAL_ROUTING_KEY: "k" * 300,
+                },
+            ),
+            routing_key=topology.RESERVATION_REQUESTED,
+            mandatory=True,
+        )
+        dead = await get_within(declared.queues[topology.DEAD_LETTERS.name], 10)
+        await dead.ack()
+    assert dead.message_id == "long-route"
+    assert "Invalid JSON" in str(dead.headers[topology.DEAD_LETTER_REASON])
+    assert dead.routing_key == topology.RESERVATION_REQUESTED  # the delivery's own route
+    assert dead.headers[topology.ORIGINAL_ROUTING_KEY] == topology.RESERVATION_REQUESTED
