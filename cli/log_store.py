@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cli.log_records import LogLine
-from cli.trace_files import BoundedJsonLines, read_records_of_trace, replace_with_lines
+from cli.trace_files import (
+    BoundedJsonLines,
+    parsed_lines,
+    read_records_of_trace,
+    replace_with_lines,
+)
 
 LOGS_FILE = "logs.jsonl"
 # A runaway loop logging inside one span must not fill the memory (or the file).
@@ -59,6 +64,10 @@ class LogStore:
             self._file.close()
 
 
+def _trace_id_and_line(line: str) -> tuple[str, str]:
+    return str(json.loads(line)["trace_id"]), line
+
+
 def _line(line: LogLine) -> str:
     return json.dumps(line.to_dict()) + "\n"
 
@@ -71,13 +80,9 @@ def read_trace_logs(store_dir: Path, trace_id: str) -> list[LogLine]:
 def compact_logs_file(store_dir: Path, max_traces: int) -> None:
     """Keep only the lines of the newest ``max_traces`` traces on disk."""
     path = store_dir / LOGS_FILE
-    if not path.exists():
-        return
     traces: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                traces.setdefault(json.loads(line)["trace_id"], []).append(line)
+    for trace_id, line in parsed_lines(path, _trace_id_and_line):
+        traces.setdefault(trace_id, []).append(line)
     if len(traces) <= max_traces:
         return
     replace_with_lines(

@@ -23,13 +23,39 @@ TRACES_FILE = "traces.jsonl"
 def read_traces_file(store_dir: Path) -> dict[str, list[SpanRecord]]:
     """Traces a collector in another process wrote to ``store_dir``, oldest first."""
     traces: dict[str, list[SpanRecord]] = {}
-    path = store_dir / TRACES_FILE
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                span = SpanRecord.from_dict(json.loads(line))
-                traces.setdefault(span.trace_id, []).append(span)
+    for span in parsed_lines(store_dir / TRACES_FILE, _span):
+        traces.setdefault(span.trace_id, []).append(span)
     return traces
+
+
+def _span(line: str) -> SpanRecord:
+    return SpanRecord.from_dict(json.loads(line))
+
+
+def parsed_lines(
+    path: Path, parse: Callable[[str], R], wanted: Callable[[str], bool] = bool
+) -> list[R]:
+    """``parse`` of each ``wanted`` line of a JSON-lines file (none if there is no file). A
+    line that does not parse is skipped, with one warning for the file: a write cut short (a
+    full disk, a crash) leaves half a line, and a file of records, one of them damaged, is
+    still worth reading, where it stopped ``run``, ``collector`` and ``trace`` with a
+    traceback (a review truncated one)."""
+    if not path.exists():
+        return []
+    records, damaged = [], 0
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if not line.strip() or not wanted(line):
+                continue
+            try:
+                records.append(parse(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                damaged += 1
+    if damaged:
+        log.warning(
+            "%s: skipped %d damaged line(s) (`reservations reset` starts afresh)", path, damaged
+        )
+    return records
 
 
 def read_trace(store_dir: Path, trace_id: str) -> list[SpanRecord]:
@@ -42,11 +68,8 @@ def read_records_of_trace(
 ) -> list[R]:
     """The records of one trace in a JSON-lines file; parses only the lines that mention its
     id (the span and log files both hold one record per line with its ``trace_id``)."""
-    if not path.exists():
-        return []
     needle = f'"trace_id": "{trace_id}"'
-    with path.open(encoding="utf-8") as lines:
-        return [parse(json.loads(line)) for line in lines if needle in line]
+    return parsed_lines(path, lambda line: parse(json.loads(line)), lambda line: needle in line)
 
 
 # A collector's file is rewritten from the store's memory once the records appended to it
@@ -68,6 +91,8 @@ class BoundedJsonLines:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._file = path.open("a", encoding="utf-8")
+        if _ends_mid_line(path):
+            self._file.write("\n")  # half a line, left by a write cut short: end it there
         # An earlier run's traces, compacted at the start, are not counted: `trace` still finds
         # them until the first rewrite, after this run's have outgrown memory four times over.
         self._appended = 0
@@ -91,6 +116,14 @@ class BoundedJsonLines:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _ends_mid_line(path: Path) -> bool:
+    with path.open("rb") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return False
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
 
 
 def replace_with_lines(path: Path, lines: Iterable[str]) -> None:

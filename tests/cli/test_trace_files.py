@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from cli.collector import SpanStore
 from cli.log_records import LogLine
+from cli.log_store import LOGS_FILE, LogStore, compact_logs_file, read_trace_logs
 from cli.spans import SpanEvent, SpanRecord
 from cli.trace_files import (
     REWRITE_AFTER,
@@ -128,3 +130,36 @@ def test_a_mark_whose_pid_lives_on_in_another_process_is_no_collector(
     mark_collector_started(tmp_path, collector)  # something listens there
     run = running_collector(tmp_path)
     assert run is not None and run["pid"] == os.getpid()
+
+
+def test_damaged_lines_are_skipped_and_the_next_record_starts_a_line_of_its_own(
+    confirmed_trace: list[SpanRecord], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write cut short (a full disk, a crash) leaves half a line: `run`, `collector` and
+    `trace` stopped on it with a traceback (a review truncated the files). The intact
+    records are read, the damaged ones skipped with a warning, and what the next run
+    appends starts on a line of its own."""
+    traces = SpanStore(store_dir=tmp_path)
+    for i in range(3):
+        traces.add(copy_of(confirmed_trace, f"{i}" * 32, i))
+    traces.close()
+    logs = LogStore(store_dir=tmp_path)
+    logs.add([LogLine(f"{i}" * 32, "a" * 16, i, "INFO", f"line {i}", "api") for i in range(3)])
+    logs.close()
+    for name in (TRACES_FILE, LOGS_FILE):
+        whole = (tmp_path / name).read_bytes()
+        cut = whole[: whole.rindex(b"\n", 0, len(whole) - 1) + 20]  # the last line cut short
+        (tmp_path / name).write_bytes(cut + b"\n\xff\xfe not json\n[1, 2]\n{}\n" + cut[-20:])
+
+    assert list(read_traces_file(tmp_path)) == ["0" * 32, "1" * 32, "2" * 32]
+    assert len(read_trace(tmp_path, "2" * 32)) == len(confirmed_trace) - 1
+    assert [line.body for line in read_trace_logs(tmp_path, "1" * 32)] == ["line 1"]
+    compact_logs_file(tmp_path, max_traces=1)
+    assert [line.body for line in read_trace_logs(tmp_path, "1" * 32)] == ["line 1"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{tmp_path / TRACES_FILE}: skipped 5 damaged line(s)" in warned[0], warned
+
+    again = SpanStore(store_dir=tmp_path)
+    again.add(copy_of(confirmed_trace, "9" * 32, 9))
+    again.close()
+    assert read_trace(tmp_path, "9" * 32) == copy_of(confirmed_trace, "9" * 32, 9)
