@@ -10,7 +10,11 @@ import httpx
 
 from cli.errors import CliError
 from cli.invocation import command
-from domain.identifiers import IDENTIFIER_PATTERN
+from domain.identifiers import (
+    IDEMPOTENCY_KEY_PATTERN,
+    IDENTIFIER_PATTERN,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+)
 
 # A reservation the CLI sends is retried (same Idempotency-Key) after a timeout, a lost
 # connection or a 503, at most this many times in all, PAUSE seconds apart.
@@ -48,7 +52,16 @@ class ApiClient:
         """POST /reservations with an Idempotency-Key (a random one unless given), retried with
         that key after a timeout, a lost connection or a 503: a retry never reserves twice."""
         body = {"username": username, "item_id": item_id}
-        key = uuid.uuid4() if idempotency_key is None else idempotency_key  # "" is the API's 400
+        if idempotency_key is not None and not re.fullmatch(
+            IDEMPOTENCY_KEY_PATTERN, idempotency_key
+        ):
+            # The API's 400 for it, here before a request: a key that is not ASCII could not
+            # even be sent (a traceback), and one with a quote would be sent mangled.
+            raise CliError(
+                f"malformed Idempotency-Key {idempotency_key!r}: use 1-"
+                f'{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, without " or \\.'
+            )
+        key = uuid.uuid4() if idempotency_key is None else idempotency_key
         headers = {"Idempotency-Key": f'"{key}"'}
         for attempt in range(1, RESERVE_ATTEMPTS + 1):
             try:

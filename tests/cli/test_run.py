@@ -83,10 +83,17 @@ def test_users_and_top_up(running: RunningCli) -> None:
     assert before and after and before[0] == after[0]
 
 
-def test_an_empty_idempotency_key_is_refused_not_replaced(running: RunningCli) -> None:
-    done = running.cli("reserve", "carol", "book-1", "--idempotency-key", "")
-    assert done.returncode == 1
-    assert "malformed Idempotency-Key" in done.stdout + done.stderr, done.stdout + done.stderr
+def test_a_malformed_idempotency_key_is_refused_in_one_line_not_replaced(
+    running: RunningCli,
+) -> None:
+    """Empty, not ASCII (a traceback, where httpx could not encode the header), or with a
+    quote (sent mangled): refused before any request, as the API would."""
+    for key in ("", "   ", "caf\u00e9", 'a"b', "a\\b", "x" * 256):
+        done = running.cli("reserve", "carol", "book-1", "--idempotency-key", key)
+        assert done.returncode == 1, (key, done.stdout, done.stderr)
+        assert f"malformed Idempotency-Key {key!r}" in done.stderr, (key, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+    assert running.cli("reserve", "carol", "book-1", "--idempotency-key", "k-1").returncode == 0
 
 
 def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:
