@@ -3,6 +3,7 @@ code describes, and a service started before it fails with one line that names t
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,13 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from store.engine import SchemaNotReady, create_engine, open_engine
+from store.engine import (
+    DatabaseUnreachable,
+    SchemaNotReady,
+    check_ready,
+    create_engine,
+    open_engine,
+)
 from store.migrate import MigrationFailed, migrate
 from store.repository import SqlStore
 from store.revisions import head_revision
@@ -68,6 +75,32 @@ async def test_a_service_on_a_database_never_migrated_names_the_fix(
     message = str(raised.value)
     assert "tables have not been created" in message and FIX in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("empty_store_settings", ["postgres"], indirect=True)
+async def test_a_start_up_check_held_by_a_lock_gives_up_within_the_transaction_timeout(
+    store_settings: StoreSettings,
+) -> None:
+    """Another session holds a lock on ``alembic_version`` (a migration under way, an
+    operator's ``LOCK TABLE``): the check read it and waited, the service silent, for as long
+    as the lock lasted (a review's 40 s; for ever, a lock never released)."""
+    settings = store_settings.model_copy(update={"database_transaction_timeout": 1.0})
+    url, schema = settings.database_url.get_secret_value(), settings.database_schema
+    holder = create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        async with holder.begin() as conn:
+            await conn.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnreachable) as raised:
+                await check_ready(settings)
+            waited = time.monotonic() - started
+    finally:
+        await holder.dispose()
+    message = str(raised.value)
+    assert "did not answer the start-up check within 1 s" in message, message
+    assert "DATABASE_TRANSACTION_TIMEOUT" in message and "\n" not in message
+    assert waited < 10, waited  # the timeout and the engine's disposal, not the lock
+    await check_ready(settings)  # the lock released: ready
 
 
 @pytest.fixture
