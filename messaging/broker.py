@@ -82,6 +82,7 @@ class Broker:
             publisher=self.publisher,
             dead_letter_exchange=self.publisher.exchange(topology.DEAD_LETTER_EXCHANGE.name),
             prefetch=self.prefetch,
+            routes=topology.routes_into(queue),
         )
 
     async def rpc(self, *, reply_timeout: float) -> RpcClient:

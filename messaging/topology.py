@@ -131,6 +131,11 @@ async def channel_apart(
             await channel.close()
 
 
+def routes_into(spec: QueueSpec) -> tuple[Route, ...]:
+    """The routes the topology binds ``spec`` by."""
+    return tuple(Route(spec.exchange, key) for key in spec.routing_keys)
+
+
 def queues_of(route: Route) -> tuple[QueueSpec, ...]:
     """The queues the topology binds to ``route``'s exchange by its routing key (work queues
     are bound by exact keys)."""

@@ -11,6 +11,7 @@ is no other test's.
 """
 
 import asyncio
+import json
 import uuid
 
 import aio_pika
@@ -19,7 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import PublishError
 
 from devtools.vhosts import private_vhost
-from messaging import delivery, returns, rpc, topology
+from messaging import delivery, lasting, returns, rpc, topology
 from messaging.connection import open_channel
 from messaging.envelope import encode
 from messaging.messages import CreditChecked, ReservationRequested
@@ -37,6 +38,7 @@ from tests.system import (
     until_consuming,
     vhost_tool,
 )
+from tests.waiting import eventually_async
 from workers.credit_check.__main__ import WORKER
 from workers.runtime import serve
 
@@ -175,3 +177,51 @@ async def test_an_event_whose_binding_was_deleted_costs_no_attempt(
             stop.set()
             await asyncio.wait_for(worker, 15)
     assert [e for e in failures.entries if e["event"].startswith("handler failed")] == []
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_a_binding_deleted_while_another_queue_takes_the_key_is_bound_again_by_its_worker(
+    amqp_url: str,
+    broker: infra.Broker,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With an audit queue bound by ``#``, a request whose work queue lost its binding is
+    routed there and confirmed: no return, so no publisher binds again, and the worker's
+    queue got nothing until its quiet spell's renewal, 30 s on (a review's 98 of 200
+    requests answered 202 and never decided). The worker binds its queue again in its first
+    quiet check (each ``CHECK_EVERY``; half a second here). What was published in between
+    went to the audit queue alone: the window is shorter, not gone."""
+    monkeypatch.setattr(lasting, "CHECK_EVERY", 0.5)
+    with private_vhost(amqp_url, vhost_tool(broker), "binding-shadowed") as own_vhost:
+        configure_env(monkeypatch, own_vhost, store_settings)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(serve(WORKER, stop))
+        connection = await aio_pika.connect_robust(own_vhost)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            declared = await topology.declare(channel)
+            await until_consuming(channel, topology.CREDIT_CHECK)
+            audit = await channel.declare_queue("audit", durable=True)
+            await audit.bind(topology.RESERVATIONS.name, "#")
+            await _unbind(connection, topology.CREDIT_CHECK)
+            exchange = declared.exchanges[topology.RESERVATIONS.name]
+            requests = topology.RESERVATION_REQUESTED
+            shadowed = _request()
+            await exchange.publish(encode(shadowed, persistent=True), requests, mandatory=True)
+            events = declared.queues[topology.FULFILMENT.name]
+            sent: list[str] = []
+            async for attempt in eventually_async(10, every=0.2):
+                with attempt:
+                    request = _request()
+                    sent.append(str(request.reservation_id))
+                    await exchange.publish(encode(request, persistent=True), requests)
+                    event = await get_within(events, 1)
+                    await event.ack()
+            assert json.loads(event.body)["reservation_id"] in sent
+            assert str(shadowed.reservation_id) not in event.body.decode()
+            assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
+        finally:
+            await connection.close()
+            stop.set()
+            await asyncio.wait_for(worker, 15)
