@@ -11,12 +11,14 @@ is no other test's.
 """
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import PublishError
 
 from devtools.vhosts import private_vhost
@@ -147,6 +149,32 @@ async def test_a_return_not_bound_again_by_the_deadline_is_a_503_not_a_202(
             await connection.close()
 
 
+@contextlib.asynccontextmanager
+async def _worker_in_own_vhost(
+    amqp_url: str,
+    broker: infra.Broker,
+    store_settings: StoreSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> AsyncIterator[tuple[AbstractRobustConnection, AbstractChannel]]:
+    """A credit-check worker consuming in a vhost of its own; a connection there, and a
+    confirming channel on it with the topology declared, once the worker consumes."""
+    with private_vhost(amqp_url, vhost_tool(broker), name) as own_vhost:
+        configure_env(monkeypatch, own_vhost, store_settings)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(serve(WORKER, stop))
+        connection = await aio_pika.connect_robust(own_vhost)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await topology.declare(channel)
+            await until_consuming(channel, topology.CREDIT_CHECK)
+            yield connection, channel
+        finally:
+            await connection.close()
+            stop.set()
+            await asyncio.wait_for(worker, 15)
+
+
 @pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
 async def test_an_event_whose_binding_was_deleted_costs_no_attempt(
     amqp_url: str,
@@ -155,27 +183,17 @@ async def test_an_event_whose_binding_was_deleted_costs_no_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     failures = capture_logs_of(monkeypatch, delivery)
-    with private_vhost(amqp_url, vhost_tool(broker), "event-binding-deleted") as own_vhost:
-        configure_env(monkeypatch, own_vhost, store_settings)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(serve(WORKER, stop))
-        connection = await aio_pika.connect_robust(own_vhost)
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            declared = await topology.declare(channel)
-            await until_consuming(channel, topology.CREDIT_CHECK)
-            await _unbind(connection, topology.FULFILMENT)
-            request = _request()
-            await channel.default_exchange.publish(
-                encode(request, persistent=True), topology.CREDIT_CHECK.name
-            )
-            event = await get_within(declared.queues[topology.FULFILMENT.name], 10)
-            assert str(request.reservation_id) in event.body.decode()
-            assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
-        finally:
-            await connection.close()
-            stop.set()
-            await asyncio.wait_for(worker, 15)
+    own = _worker_in_own_vhost(amqp_url, broker, store_settings, monkeypatch, "event-binding")
+    async with own as (connection, channel):
+        declared = await topology.declare(channel)
+        await _unbind(connection, topology.FULFILMENT)
+        request = _request()
+        await channel.default_exchange.publish(
+            encode(request, persistent=True), topology.CREDIT_CHECK.name
+        )
+        event = await get_within(declared.queues[topology.FULFILMENT.name], 10)
+        assert str(request.reservation_id) in event.body.decode()
+        assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
     assert [e for e in failures.entries if e["event"].startswith("handler failed")] == []
 
 
@@ -193,35 +211,25 @@ async def test_a_binding_deleted_while_another_queue_takes_the_key_is_bound_agai
     quiet check (each ``CHECK_EVERY``; half a second here). What was published in between
     went to the audit queue alone: the window is shorter, not gone."""
     monkeypatch.setattr(lasting, "CHECK_EVERY", 0.5)
-    with private_vhost(amqp_url, vhost_tool(broker), "binding-shadowed") as own_vhost:
-        configure_env(monkeypatch, own_vhost, store_settings)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(serve(WORKER, stop))
-        connection = await aio_pika.connect_robust(own_vhost)
-        try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            declared = await topology.declare(channel)
-            await until_consuming(channel, topology.CREDIT_CHECK)
-            audit = await channel.declare_queue("audit", durable=True)
-            await audit.bind(topology.RESERVATIONS.name, "#")
-            await _unbind(connection, topology.CREDIT_CHECK)
-            exchange = declared.exchanges[topology.RESERVATIONS.name]
-            requests = topology.RESERVATION_REQUESTED
-            shadowed = _request()
-            await exchange.publish(encode(shadowed, persistent=True), requests, mandatory=True)
-            events = declared.queues[topology.FULFILMENT.name]
-            sent: list[str] = []
-            async for attempt in eventually_async(10, every=0.2):
-                with attempt:
-                    request = _request()
-                    sent.append(str(request.reservation_id))
-                    await exchange.publish(encode(request, persistent=True), requests)
-                    event = await get_within(events, 1)
-                    await event.ack()
-            assert json.loads(event.body)["reservation_id"] in sent
-            assert str(shadowed.reservation_id) not in event.body.decode()
-            assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
-        finally:
-            await connection.close()
-            stop.set()
-            await asyncio.wait_for(worker, 15)
+    own = _worker_in_own_vhost(amqp_url, broker, store_settings, monkeypatch, "shadowed")
+    async with own as (connection, channel):
+        declared = await topology.declare(channel)
+        audit = await channel.declare_queue("audit", durable=True)
+        await audit.bind(topology.RESERVATIONS.name, "#")
+        await _unbind(connection, topology.CREDIT_CHECK)
+        exchange = declared.exchanges[topology.RESERVATIONS.name]
+        requests = topology.RESERVATION_REQUESTED
+        shadowed = _request()
+        await exchange.publish(encode(shadowed, persistent=True), requests, mandatory=True)
+        events = declared.queues[topology.FULFILMENT.name]
+        sent: list[str] = []
+        async for attempt in eventually_async(10, every=0.2):
+            with attempt:
+                request = _request()
+                sent.append(str(request.reservation_id))
+                await exchange.publish(encode(request, persistent=True), requests)
+                event = await get_within(events, 1)
+                await event.ack()
+        assert json.loads(event.body)["reservation_id"] in sent
+        assert str(shadowed.reservation_id) not in event.body.decode()
+        assert (await consumers_and_messages(channel, topology.DEAD_LETTERS))[1] == 0
