@@ -68,11 +68,6 @@ LINGER = 2.0
 MAX_TARGET_BYTES = 65535
 
 
-class _Refused(Exception):
-    """Raised from a parser callback for a request just refused: httptools stops parsing, and
-    uvicorn's 400 for a parser error is not sent (:meth:`BoundedHeadProtocol.send_400_response`)."""
-
-
 class BoundedHeadProtocol(HttpToolsProtocol):
     """Counts what a request sends besides its body; refuses it past ``max_head_bytes``. Gives
     a request ``read_timeout`` seconds to arrive whole, from its first byte, and closes a new
@@ -119,19 +114,24 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._refuse()
 
     def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return  # the rest of a read the parser goes on with after a refusal: dropped
         self._fed_body += len(body)
         super().on_body(body)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         # A head that arrived whole in one read is counted only after the parser has read it,
         # and uvicorn parses the request target here: httptools cannot parse one over 65535
         # bytes, which uvicorn answered as "not valid HTTP" (a 400) before the count could.
+        # Refused, the request goes no further: the parser's other callbacks do nothing.
         if len(self.url) > self.max_head_bytes:
             self._refuse()
-            raise _Refused
+            return
         if len(self.url) > MAX_TARGET_BYTES:
             self._refuse(target=True)
-            raise _Refused
+            return
         self._in_head = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -161,12 +161,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                     cycle.keep_alive = False
 
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         self._begun = True
         if self._read_timer is None:
             self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
         super().on_message_begin()
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head, self._ended, self._begun = True, True, False
         self._stop_read_timer()
         super().on_message_complete()
@@ -190,7 +194,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         nothing is closed (as uvicorn closes an idle keep-alive one), a request cut short or
         trickling in (slowloris) is answered 408 and its connection closed."""
         self._read_timer = None
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
         if self.pipeline:
             # Pipelined behind a request still being answered: uvicorn reads no more of it
@@ -240,7 +244,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """What uvicorn answers a request httptools cannot parse ("Invalid HTTP request
         received.", logged as a WARNING): JSON, like every other error of the API, instead of
-        its plain-text 400; nothing for a request already refused (:class:`_Refused`)."""
+        its plain-text 400; nothing for a request already refused."""
         if self._refused:
             return
         self._answer_and_close(400, _NOT_HTTP)
@@ -258,6 +262,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             ]
         )
         self._refused = True  # what the client still sends is read and dropped
+        self._stop_read_timer()
+        self._unset_keepalive_if_required()
+        for cycle in [self.cycle, *(pipelined for pipelined, _ in self.pipeline)]:
+            if cycle is not None and not cycle.response_complete:
+                # An app already running (a head over the bound that arrived with its start)
+                # writes nothing more, and reads the end of the request.
+                cycle.disconnected, cycle.waiting_for_100_continue = True, False
+                cycle.message_event.set()
         self.transport.write(b"".join(content))
         if self.transport.can_write_eof():
             # Closed at once with bytes of the request still unread, the socket sends a reset,
