@@ -9,10 +9,11 @@ channel, the failed attempt to reopen it before the connection is back ("Callbac
 closed"), which the reconnection then does.
 An operator alerting on ERROR lines would be paged for every broker restart. Here:
 
-- the broker's close (its reply code and text) stays, at WARNING;
-- the reader's traceback of that same close goes; a network error's (a reset, an end of file)
-  becomes one WARNING line, ``broker connection lost: <error>``; any other error (a malformed
-  frame) keeps its traceback, as aiormq means it to;
+- the broker's close (its reply code and text) stays, at WARNING when it is CONNECTION_FORCED
+  (320: a restart, ``rabbitmqctl close_connection``), as an ERROR otherwise;
+- the reader's traceback of a forced close goes; that of any other close, or of a network
+  error (a reset, an end of file), becomes one WARNING line, ``broker connection lost:
+  <error>``; any other error (a malformed frame) keeps its traceback, as aiormq means it to;
 - a channel's reopen attempt refused for want of a connection is DEBUG;
 - while the broker is away, each reconnection attempt is one WARNING (aio-pika's ``Connection
   attempt … failed: <error>. Reconnecting after 1 seconds.``), not that and aiormq's ERROR
@@ -39,6 +40,10 @@ _BROKER_CLOSED = 'Unexpected connection close from remote "%s", '
 _READER_FAILED = "Cancelling cause reader exited abnormally"
 _CONNECT_FAILED = "error when creating transport: %r"
 _CALLBACK_FAILED = "Callback %r error: %s: %s"
+# The reply code of a close the broker was made to send (a restart, an operator's
+# `rabbitmqctl close_connection`): any other (530 vhost gone, 541 internal error, 50x a frame
+# it could not read) stays an ERROR with its traceback.
+CONNECTION_FORCED = 320
 
 
 class _ConnectionDropLines(logging.Filter):
@@ -52,10 +57,11 @@ class _ConnectionDropLines(logging.Filter):
     def _rewrite(record: logging.LogRecord) -> bool:
         message = str(record.msg)
         if record.name == AIORMQ_LOGGER and message.startswith(_BROKER_CLOSED):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if isinstance(record.args, tuple) and record.args[1:2] == (CONNECTION_FORCED,):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         elif record.name == AIORMQ_LOGGER and message == _READER_FAILED and record.exc_info:
             error = record.exc_info[1]
-            if isinstance(error, ConnectionClosed):
+            if isinstance(error, ConnectionClosed) and error.args[:1] == (CONNECTION_FORCED,):
                 return False  # the broker's close, logged just before with its reason
             if isinstance(error, (OSError, AMQPConnectionError)):
                 record.msg = "broker connection lost: %s: %s"

@@ -101,6 +101,7 @@ class Subscription:
         self._meter = meter
         self._prefetch = prefetch  # the channel's, None for no limit
         self._routes = routes  # bound again in quiet spells (_keeping_bound)
+        self._bind_refused_at: float | None = None
         self._tag: str | None = None
         self.in_flight = 0
         # Deliveries that reached this consumer, and how many each watchdog check last saw.
@@ -271,12 +272,19 @@ class Subscription:
                     underlay = await self._queue.channel.get_underlay_channel()
                     for route in self._routes:
                         await bind_route(underlay.connection, route)
+            except aiormq.exceptions.ChannelClosed as exc:  # refused: no permission, say
+                self._bind_refused(exc)
             except (TimeoutError, ChannelInvalidStateError, *CONNECTION_EXCEPTIONS) as exc:
                 log.debug("could not bind the queue again", queue=self._queue.name, error=repr(exc))
-            except aiormq.exceptions.AMQPError as exc:  # refused: no permission to bind, say
-                log.warning(
-                    "could not bind the queue again", queue=self._queue.name, error=repr(exc)
-                )
+            except Exception as exc:  # noqa: BLE001 - a check must never end the worker
+                self._bind_refused(exc)
+
+    def _bind_refused(self, exc: Exception) -> None:
+        """A WARNING, at most once every :data:`~messaging.lasting.LOST_AFTER` seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._bind_refused_at is None or now - self._bind_refused_at >= lasting.LOST_AFTER:
+            self._bind_refused_at = now
+            log.warning("could not bind the queue again", queue=self._queue.name, error=repr(exc))
 
     async def _quiet(self) -> bool:
         """Nothing delivered since the last check and nothing in flight, on an open channel

@@ -298,24 +298,28 @@ def failure(exc: BaseException) -> str:
 async def _require_ready(engine: AsyncEngine, settings: StoreSettings) -> None:
     where = make_url(settings.database_url.get_secret_value()).render_as_string(hide_password=True)
     within = transaction_timeout(engine)  # None on SQLite: its busy timeout bounds a lock
+    problem, held = None, False
     try:
         async with engine.connect() as conn:  # asyncpg's connect timeout bounds the connection
             # The check reads the schema and alembic_version: a session holding a lock on them
             # (a migration under way, an operator's LOCK TABLE) held the service silent for as
             # long (a review's 40 s lock; a lock never released, for ever).
-            async with asyncio.timeout(within):
-                problem = await conn.run_sync(schema_problem, settings.database_schema)
-    except TimeoutError:  # an OSError: first
+            try:
+                async with asyncio.timeout(within):
+                    problem = await conn.run_sync(schema_problem, settings.database_schema)
+            except TimeoutError:
+                held = True
+    except CONNECT_ERRORS as exc:  # a connect timeout among them: a TimeoutError is an OSError
+        raise DatabaseUnreachable(
+            f"The database at {where} could not be reached or set up ({failure(exc)}). "
+            "Check DATABASE_URL and that the server is up."
+        ) from None
+    if held:
         raise DatabaseUnreachable(
             f"The database at {where} did not answer the start-up check within {within or 0:g} "
             "s (DATABASE_TRANSACTION_TIMEOUT): another session may hold a lock on its tables "
             "(a migration under way?), or the server hangs. Start the service again once it "
             "answers."
-        ) from None
-    except CONNECT_ERRORS as exc:
-        raise DatabaseUnreachable(
-            f"The database at {where} could not be reached or set up ({failure(exc)}). "
-            "Check DATABASE_URL and that the server is up."
-        ) from None
+        )
     if problem is not None:
         raise SchemaNotReady(f"The database at {where} is not ready: {problem}.")
