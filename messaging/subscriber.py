@@ -34,6 +34,10 @@ five times under load, and its worker sat silent for minutes, the watchdog's que
 connection is up (its declaration refused) is tried again every
 :data:`~messaging.lasting.RESTORE_EVERY` seconds, and given up after
 :data:`~messaging.lasting.LOST_AFTER` seconds.
+
+And a consumer sent nothing for :data:`~messaging.lasting.CHECK_EVERY` seconds binds its queue
+again (:meth:`Subscription._keeping_bound`): a binding deleted while another queue matches the
+routing key sends no message back unroutable, so no publisher binds it again.
 """
 
 import asyncio

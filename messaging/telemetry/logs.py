@@ -35,8 +35,9 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 class _DemotedToDebug(logging.Filter):
     """What any client could write into the log as a WARNING with every request or message,
     demoted to DEBUG (dropped below ``LOG_LEVEL=DEBUG``): the OpenTelemetry API's notes on an
-    incoming ``tracestate`` it throws away (every line of ``opentelemetry.trace.span`` is
-    one: W3C Trace Context discards an invalid list and the trace goes on) and on an attribute
+    incoming ``tracestate`` it throws away (every line of ``opentelemetry.trace.span`` is about
+    a ``TraceState``, and this project builds none itself: W3C Trace Context discards an
+    invalid list and the trace goes on) and on an attribute
     cut to ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (a long URL). Both are handled as the specs
     say; the attributes logger's other lines (a bad key or type: our bug) stay as they are."""
 
