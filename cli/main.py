@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from cli import reservations
@@ -19,7 +19,9 @@ from cli.tempo import TempoClient, normalize_trace_id
 from cli.trace_lookup import Source, find_trace
 from cli.waterfall import Waterfall
 from domain.credits import MAX_TOP_UP
+from messaging.settings import BrokerSettings
 from service.settings_check import CONFIGURATION, describe
+from store.settings import StoreSettings
 
 app = typer.Typer(
     help="Run the reservation system locally and see one request's trace across RabbitMQ.",
@@ -61,6 +63,10 @@ def settings(
     }
     try:
         from_environment = CliSettings()
+        # The URLs as the services read them: one they cannot use is one line here, not a
+        # traceback from the connection (aio-pika retried a URL without a host for ever).
+        BrokerSettings(amqp_url=SecretStr(from_environment.amqp_url))
+        StoreSettings(database_url=SecretStr(from_environment.children_database_url()))
     except ValidationError as exc:
         raise CliError(describe(exc), f"see {CONFIGURATION}") from None
     return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})

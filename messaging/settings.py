@@ -4,8 +4,9 @@
 The URL holds a password, so it is a ``SecretStr``: it never shows up in a repr or a log line.
 """
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 
 class BrokerSettings(BaseSettings):
@@ -16,3 +17,21 @@ class BrokerSettings(BaseSettings):
     amqp_prefetch: int = Field(default=64, ge=1, le=10_000)
     # Seconds to wait for the broker at start-up before giving up with a clear error.
     amqp_connect_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _an_amqp_url(cls, url: SecretStr) -> SecretStr:
+        """One that aio-pika can connect to: without a host it retried for ever, at DEBUG, and
+        the service sat silent (a review's ``AMQP_URL=notaurl``). The message quotes nothing
+        of the URL: it may hold a password."""
+        try:
+            parsed: URL | None = URL(url.get_secret_value())
+            _ = parsed.port if parsed else None  # a port that is no number raises here
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("amqp", "amqps") or not parsed.host:
+            raise ValueError(
+                "not an AMQP URL with a host: amqp://USER:PASSWORD@HOST:PORT/VHOST "
+                "(amqps:// for TLS)"
+            )
+        return url

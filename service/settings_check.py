@@ -25,7 +25,8 @@ def describe(*errors: ValidationError) -> str:
     """What settings classes refused, in one sentence: each setting by the name the
     environment gives it, and why. No value is quoted: a URL's may hold a password."""
     refused = [
-        f"{'_'.join(str(part) for part in detail['loc']).upper()}: {detail['msg']}"
+        f"{'_'.join(str(part) for part in detail['loc']).upper()}: "
+        f"{detail['msg'].removeprefix('Value error, ')}"
         for error in errors
         for detail in error.errors(include_url=False, include_input=False)
     ]

@@ -36,13 +36,20 @@ async def migrate(settings: StoreSettings) -> str:
     where = url.render_as_string(hide_password=True)
     schema = settings.database_schema if url.get_backend_name() == "postgresql" else None
     try:
+        seed_data = load_seed(settings.seed_file)  # first: a wrong SEED_FILE is no database's
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise MigrationFailed(
+            f"could not read the seed file {settings.seed_file} (SEED_FILE): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        ) from None
+    try:
         if schema:
             await _create_schema(settings, schema)
         engine = create_engine(settings)
         try:
             async with for_writes(engine).begin() as conn:
                 await conn.run_sync(_upgrade)
-            await seed(engine, load_seed(settings.seed_file))
+            await seed(engine, seed_data)
         finally:
             await engine.dispose()
     except CONNECT_ERRORS as exc:

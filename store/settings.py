@@ -3,8 +3,13 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+
+# The async drivers this project installs, one per database it supports.
+DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 SEED_FILE = Path(__file__).with_name("seed.json")
 
@@ -24,3 +29,20 @@ class StoreSettings(BaseSettings):
     # its COMMIT, before it is abandoned and its connection closed (store.transactions). A
     # server that hangs, or a network that drops packets, raises no error by itself.
     database_transaction_timeout: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("database_url")
+    @classmethod
+    def _an_async_driver(cls, url: SecretStr) -> SecretStr:
+        """A URL SQLAlchemy reads, naming one of :data:`DRIVERS`: ``postgresql://…`` asked
+        for psycopg2, which is not installed, and ``bogus`` was a 40-line traceback (a
+        review's). The message quotes nothing of the URL: it may hold a password."""
+        try:
+            driver = make_url(url.get_secret_value()).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in DRIVERS:
+            raise ValueError(
+                "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB"
+                " (the async drivers installed)" + (f", not {driver}://" if driver else "")
+            )
+        return url

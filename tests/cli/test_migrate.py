@@ -46,3 +46,25 @@ def test_an_unreachable_database_is_one_line_without_a_traceback(
     assert "could not migrate the database at postgresql+asyncpg://someone:***@" in done.stderr
     assert "s3cret-pw" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"DATABASE_URL": "postgresql://someone:s3cret-pw@127.0.0.1/test"}, "DATABASE_URL: use"),
+        ({"AMQP_URL": "amqp://someone:s3cret-pw@:5672/"}, "AMQP_URL: not an AMQP URL"),
+        ({"SEED_FILE": "/nonexistent/seed.json"}, "could not read the seed file"),
+    ],
+    ids=["sync-driver", "no-broker-host", "no-seed-file"],
+)
+def test_a_setting_nothing_can_use_is_one_line_naming_it(
+    amqp_url: str, tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    """A 90-line traceback each (a new user's `DATABASE_URL` without `+asyncpg`), and a seed
+    file that is not there was blamed on the database."""
+    done = _migrate(cli_env(amqp_url, tmp_path / ".data", **env), tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and said in done.stderr, done.stderr
+    assert "Check DATABASE_URL" not in done.stderr, done.stderr
+    assert "s3cret-pw" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / ".data" / "reservations.db").exists()

@@ -5,7 +5,9 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
+from messaging.settings import BrokerSettings
 from service.settings_check import InvalidSettings, check, settings_checked
+from store.settings import StoreSettings
 
 
 class DemoSettings(BaseSettings):
@@ -48,3 +50,44 @@ def test_a_refused_setting_exits_1_with_one_line(
 def test_a_validation_error_that_is_no_setting_s_is_raised_as_it_is() -> None:
     with pytest.raises(ValidationError), settings_checked():
         Payload.model_validate({"count": "many"})
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://rabbitmq/", "amqp://guest:guest@127.0.0.1:5672/", "amqps://u:p@h:5671/vhost"]
+)
+def test_an_amqp_url_with_a_host_is_taken(url: str) -> None:
+    assert BrokerSettings(amqp_url=SecretStr(url)).amqp_url.get_secret_value() == url
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "amqp:///", "amqp://u:p@h:notaport/", "http://h/", "amqp://u:s3cret@:1/"]
+)
+def test_an_amqp_url_without_a_host_is_refused_naming_no_part_of_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMQP_URL", url)
+    with pytest.raises(InvalidSettings) as refused:
+        check(BrokerSettings)
+    assert str(refused.value).startswith("invalid setting AMQP_URL: not an AMQP URL with a host")
+    assert "s3cret" not in str(refused.value) and "notaport" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("bogus", ""),
+        ("postgresql://postgres@127.0.0.1/test", ", not postgresql://"),
+        ("sqlite:///.data/x.db", ", not sqlite://"),
+        ("postgresql+psycopg2://u:s3cret@h/db", ", not postgresql+psycopg2://"),
+    ],
+)
+def test_a_database_url_without_an_installed_async_driver_is_refused(
+    url: str, named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(InvalidSettings) as refused:
+        check(StoreSettings)
+    assert str(refused.value) == (
+        "invalid setting DATABASE_URL: use sqlite+aiosqlite:///PATH or "
+        f"postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (the async drivers installed){named}"
+    )
