@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -16,7 +17,7 @@ from cli.errors import CliError
 from cli.invocation import command
 from cli.log_store import LogStore, compact_logs_file
 from cli.preflight import require_free_port
-from cli.settings import COLLECTOR_HOST, CliSettings
+from cli.settings import COLLECTOR_HOST, DEFAULT_OTLP_PORT, CliSettings
 from cli.trace_files import (
     TRACES_FILE,
     compact_traces_file,
@@ -57,6 +58,14 @@ def embedded_collector(settings: CliSettings) -> Iterator[OtlpReceiver]:
         receiver.stop()
 
 
+def by_default(endpoint: str) -> str:
+    """How services run by hand reach ``endpoint``: by default on the OTLP port, else with
+    the variable set (it said "by default" on any port, a new user's)."""
+    if urlsplit(endpoint).port == DEFAULT_OTLP_PORT:
+        return "by default"
+    return f"with OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}"
+
+
 def serve(settings: CliSettings, console: Console) -> None:
     """``reservations collector``: only the collector, until Ctrl-C, SIGTERM or SIGHUP."""
     stop = threading.Event()
@@ -69,8 +78,9 @@ def serve(settings: CliSettings, console: Console) -> None:
     with embedded_collector(settings) as receiver:
         console.print(
             f"collector on [bold]{receiver.endpoint}[/] (OTLP/gRPC), traces kept in "
-            f"[bold]{settings.data_dir / TRACES_FILE}[/]; services run by hand export here by "
-            f"default. Then: {command()} trace --last  [dim](Ctrl-C stops it)[/]",
+            f"[bold]{settings.data_dir / TRACES_FILE}[/]; services run by hand export here "
+            f"{by_default(receiver.endpoint)}. Then: {command()} trace --last  "
+            "[dim](Ctrl-C stops it)[/]",
             highlight=False,
         )
         while not stop.wait(0.5):

@@ -28,6 +28,8 @@ from cli.waterfall import Waterfall
 from messaging.topology import RESERVATION_REQUESTED, RESERVATIONS
 
 WITHIN = 10.0
+# What the worker answers besides a confirmation: not enough credits, an unknown user or item.
+WORKER_ANSWERS = (404, 409)
 
 
 def peek(settings: CliSettings, user: str, item: str, console: Console) -> None:
@@ -55,7 +57,8 @@ def peek(settings: CliSettings, user: str, item: str, console: Console) -> None:
         raise CliError(f"span {span_id} of trace {parent_trace_id} is not a PRODUCER span.")
     console.print(
         f"traceparent [bold]{traceparent}[/]\n"
-        f"  trace id  {parent_trace_id}  (the reservation's trace: {trace_id == parent_trace_id})\n"
+        f"  trace id  {parent_trace_id}  "
+        f"({'the reservation' if trace_id == parent_trace_id else 'not the reservation'}'s trace)\n"
         f"  span id   {span_id}  = [bold]{producer.name}[/] ({producer.kind}, "
         f"{producer.service}), the parent of the worker's CONSUMER span below",
         highlight=False,
@@ -86,10 +89,14 @@ async def _capture(
 
 
 def _reserve(settings: CliSettings, user: str, item: str, console: Console) -> str:
-    """Any answer will do: a rejection is a reply from the worker too."""
+    """Any answer from the worker will do (a rejection is a reply too); one the API gives
+    without publishing (a 422 for a name that is not valid, say) ends the peek at once, where
+    it waited 10 s for a message that could not come."""
     try:
         return reserve(settings, user, item, console)
     except NotConfirmed as answer:
+        if answer.status not in WORKER_ANSWERS:
+            raise CliError(f"{answer.message}; nothing was published.") from None
         console.print(f"  [dim]{answer.message}[/]", highlight=False)
         return answer.trace_id
 

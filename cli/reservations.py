@@ -15,9 +15,10 @@ from cli.tempo import grafana_explore_url
 class NotConfirmed(CliError):
     """The API answered, but not with a confirmation (nor a pending one)."""
 
-    def __init__(self, message: str, trace_id: str) -> None:
+    def __init__(self, message: str, trace_id: str, status: int) -> None:
         super().__init__(message)
         self.trace_id = trace_id
+        self.status = status  # the HTTP status
 
 
 OUTCOME_STYLES = {
@@ -53,7 +54,9 @@ def reserve(
         console.print(f"  poll          {settings.api_url}{response.headers.get('location', '')}")
     print_trace_links(settings, trace_id, console)
     if response.status_code not in (201, 202):
-        raise NotConfirmed(f"reservation not confirmed: {describe_error(body)}", trace_id)
+        raise NotConfirmed(
+            f"reservation not confirmed: {describe_error(body)}", trace_id, response.status_code
+        )
     return trace_id
 
 

@@ -1,5 +1,6 @@
 """``reservations run``: everything up until Ctrl-C, and a clear word when something dies."""
 
+import signal
 from collections.abc import Callable
 
 from rich.console import Console
@@ -54,8 +55,13 @@ def keep_running(system: LocalSystem) -> None:
     """Until Ctrl-C/SIGTERM; a child that dies on its own ends the run with an error."""
     dead = system.supervisor.wait()
     if dead is not None:
+        code = dead.process.returncode
         raise CliError(
-            f"{dead.name} exited unexpectedly (exit code {dead.process.returncode}); "
-            "stopped everything else.",
-            hint=f"its last log lines above (prefixed '{dead.name}') say why.",
+            f"{dead.name} exited unexpectedly (exit code {code}); stopped everything else.",
+            hint=(
+                f"it was stopped by {signal.Signals(-code).name}, sent by another process (not "
+                "this one): its log says nothing of why."
+                if code is not None and code < 0
+                else f"its last log lines above (prefixed '{dead.name}') say why."
+            ),
         )

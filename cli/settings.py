@@ -15,6 +15,8 @@ from devtools.addresses import DEFAULT_AMQP_URL, LOCALHOST, is_loopback
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 DEFAULT_TEMPO_URL = "http://localhost:3200"
 COLLECTOR_HOST = LOCALHOST  # loopback only: the collector accepts spans from anyone
+# OTLP/gRPC's port: where the SDK exports without OTEL_EXPORTER_OTLP_ENDPOINT.
+DEFAULT_OTLP_PORT = 4317
 
 
 class CliSettings(BaseSettings):
@@ -32,7 +34,10 @@ class CliSettings(BaseSettings):
         default=Path(".data"), validation_alias=AliasChoices("RESERVATIONS_DATA_DIR")
     )
     collector_port: int = Field(
-        default=4317, ge=0, le=65535, validation_alias=AliasChoices("RESERVATIONS_COLLECTOR_PORT")
+        default=DEFAULT_OTLP_PORT,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("RESERVATIONS_COLLECTOR_PORT"),
     )
     # How many traces the embedded collector keeps (in memory, and on disk across runs).
     collector_max_traces: int = Field(

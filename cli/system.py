@@ -111,7 +111,8 @@ def local_system(settings: CliSettings, console: Console) -> Iterator[LocalSyste
             codes = supervisor.stop()
             unclean = {n: c for n, c in codes.items() if c not in CLEAN_EXIT_CODES}
             if unclean and not supervisor.stop_requested.is_set():
-                console.print(f"[yellow]exit codes:[/] {unclean}")
+                codes_said = ", ".join(f"{name} {code}" for name, code in unclean.items())
+                console.print(f"[yellow]exit codes:[/] {codes_said}", highlight=False)
 
 
 def external_endpoint_line(settings: CliSettings) -> str:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from cli.embedded_collector import by_default
 from cli.settings import CliSettings
 from cli.system import external_endpoint_line
 
@@ -25,3 +26,11 @@ def test_the_option_is_named_as_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     line = external_endpoint_line(settings)
     assert line.startswith("traces → [bold]http://127.0.0.1:4317[/] (--otlp-endpoint)")
     assert "unset" not in line
+
+
+def test_the_collector_says_how_services_run_by_hand_reach_it() -> None:
+    """On another port than OTLP's, "export here by default" was untrue (a new user's)."""
+    assert by_default("http://127.0.0.1:4317") == "by default"
+    assert by_default("http://127.0.0.1:4319") == (
+        "with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4319"
+    )

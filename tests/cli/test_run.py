@@ -3,6 +3,7 @@ it. Starting, stopping and refusing to start: test_run_lifecycle.py."""
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -106,6 +107,15 @@ def test_load_sends_n_reservations_and_summarises(running: RunningCli) -> None:
     assert "p50 latency" in loaded.stdout and "p99 latency" in loaded.stdout
 
 
+def test_peek_of_a_request_the_api_refuses_ends_at_once(running: RunningCli) -> None:
+    """Nothing is published for a 422: peek waited 10 s for a message that could not come."""
+    started = time.monotonic()
+    peeked = running.cli("peek", "x y", "book-1")
+    assert peeked.returncode == 1, peeked.stdout + peeked.stderr
+    assert "nothing was published" in peeked.stderr, peeked.stderr
+    assert time.monotonic() - started < 8
+
+
 def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
     running: RunningCli,
 ) -> None:
@@ -122,7 +132,7 @@ def test_peek_shows_the_message_whose_traceparent_is_the_producer_span(
     header = re.search(r"headers\.traceparent\s+\"00-([0-9a-f]{32})-([0-9a-f]{16})-0[13]\"", out)
     assert header, out
     trace_id, span_id = header[1], header[2]  # flags: sampled (W3C level 2 adds random, 02)
-    assert re.search(rf"trace id\s+{trace_id}\s+\(the reservation's trace: True\)", out), out
+    assert re.search(rf"trace id\s+{trace_id}\s+\(the reservation's trace\)", out), out
     assert re.search(
         rf"span id\s+{span_id}\s+= publish reservations:reservation.requested "
         r"\(PRODUCER, reservations-api\)",
