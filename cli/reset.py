@@ -7,11 +7,11 @@ from rich.console import Console
 from cli.errors import CliError
 from cli.log_store import LOGS_FILE
 from cli.settings import CliSettings
-from cli.trace_files import RUN_FILE, TRACES_FILE, running_collector
+from cli.trace_files import LOCK_FILE, RUN_FILE, TRACES_FILE, running_collector
 from devtools.addresses import LOCALHOST, port_is_free
 
 SQLITE_FILES = ("reservations.db", "reservations.db-wal", "reservations.db-shm")
-TRACE_FILES = (TRACES_FILE, "traces.tmp", LOGS_FILE, "logs.tmp", RUN_FILE)
+TRACE_FILES = (TRACES_FILE, "traces.tmp", LOGS_FILE, "logs.tmp", RUN_FILE, LOCK_FILE)
 
 
 def reset(settings: CliSettings, console: Console) -> None:

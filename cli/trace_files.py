@@ -154,6 +154,8 @@ def compact_traces_file(store_dir: Path, max_traces: int) -> None:
 
 
 RUN_FILE = "collector.json"
+# Held (flock) by the one collector recording into a data directory.
+LOCK_FILE = "collector.lock"
 RESERVATION_ROOT = "POST /reservations"
 
 

@@ -1,6 +1,7 @@
 """`reservations collector` (the embedded collector alone, for services run by hand) and
 `reservations reset` (start from scratch), as real processes."""
 
+import fcntl
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
+from cli.trace_files import LOCK_FILE
 from devtools.addresses import free_port
 from devtools.processes import Process
 from tests.cli.conftest import RESERVATIONS, cli_env
@@ -94,3 +96,16 @@ def test_reset_removes_the_data_and_keeps_the_rest(tmp_path: Path) -> None:
 
     again = reservations(env, tmp_path, "reset")
     assert again.returncode == 0 and f"{data} was clean" in again.stdout
+
+
+def test_a_collector_starting_beside_one_not_yet_marked_is_refused(tmp_path: Path) -> None:
+    """Two collectors started a few seconds apart both found no mark (the first writes it once
+    it listens) and both recorded into one directory (a new user's). The lock a collector
+    holds from its first step is what refuses the second: held here by the test itself."""
+    env = cli_env("amqp://unused/", tmp_path / ".data")
+    (tmp_path / ".data").mkdir()
+    with (tmp_path / ".data" / LOCK_FILE).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = reservations(env, tmp_path, "collector")
+    assert second.returncode == 1, second.stdout
+    assert f"another collector records into {tmp_path / '.data'}." in second.stderr
