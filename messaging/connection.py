@@ -169,17 +169,27 @@ async def _connect_with_retries(url: str, within: float) -> AbstractRobustConnec
 
 @contextmanager
 def quiet(names: tuple[str, ...]) -> Iterator[None]:
-    """These loggers say nothing below CRITICAL meanwhile, unless ``LOG_LEVEL=DEBUG``."""
+    """These loggers say nothing below CRITICAL meanwhile, unless ``LOG_LEVEL=DEBUG``. A filter
+    of this call's own, not the loggers' levels: two connections opened at once (an API and a
+    worker in one test process) saved each other's CRITICAL as the level to restore, and the
+    loggers stayed silent for good."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
     loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        for logger in loggers:
-            logger.setLevel(logging.CRITICAL)
+    hush = _OnlyCritical()
+    for logger in loggers:
+        logger.addFilter(hush)
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(hush)
+
+
+class _OnlyCritical(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
 
 
 async def open_channel(

@@ -4,8 +4,10 @@ tests/reliability/test_connection_drops.py)."""
 
 import logging
 
+import pytest
 from aiormq.exceptions import ConnectionClosed
 
+from messaging.connection import quiet
 from messaging.connection_drops import AIORMQ_LOGGER, _ConnectionDropLines
 
 BROKER_CLOSED = (
@@ -52,3 +54,22 @@ def test_a_network_error_is_one_line_without_a_traceback() -> None:
         == "broker connection lost: ConnectionResetError: [Errno 104] Connection reset"
     )
     assert reader.exc_info is None
+
+
+def test_two_connects_at_once_leave_their_loggers_heard_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Start-up quiets aiormq's lines about each failed attempt. By the loggers' levels, two
+    connects at once (an API and a worker in one test process) saved each other's CRITICAL
+    as the level to restore, and the loggers stayed silent for good: a later test saw no
+    WARNING of a dropped connection."""
+    caplog.set_level(logging.INFO)
+    logger = logging.getLogger(AIORMQ_LOGGER)
+    first, second = quiet((AIORMQ_LOGGER,)), quiet((AIORMQ_LOGGER,))
+    first.__enter__()
+    second.__enter__()
+    logger.warning("a failed attempt, quieted")
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    logger.warning("heard again")
+    assert [r.getMessage() for r in caplog.records if r.name == AIORMQ_LOGGER] == ["heard again"]
