@@ -89,7 +89,9 @@ async def run_load(
 
 
 def summary(result: LoadResult, concurrency: int) -> Table:
-    table = Table(title=f"{result.requests} reservations, concurrency {concurrency}")
+    table = Table(
+        title=f"{result.requests} reservations, concurrency {min(concurrency, result.requests)}"
+    )
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for outcome, count in sorted(result.statuses.items()):
