@@ -176,6 +176,43 @@ async def test_sqlite_writes_queued_at_release_fail_at_once(
         await engine.dispose()
 
 
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_sqlite_writes_queued_behind_a_locked_file_give_up_within_the_busy_timeout(
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The busy timeout counts from when a write was asked for, its turn in the queue
+    included: with another process holding the lock, each queued write waited out the whole
+    timeout in turn (a review's keyed reservations behind a 50 s lock: one 503 per 10 s, the
+    rest held up to 48 s)."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 1_000)
+    engine = await open_engine(store_settings)
+    try:
+        transactions = transactions_for(engine)
+        database = make_url(store_settings.database_url.get_secret_value()).database
+        holder = sqlite3.connect(str(database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def timed() -> tuple[float, BaseException | int]:
+            try:
+                outcome: BaseException | int = await transactions.write(_spend_one)
+            except (DBAPIError, DatabaseUnavailable) as exc:
+                outcome = exc
+            return loop.time() - started, outcome
+
+        try:
+            outcomes = await asyncio.gather(*(timed() for _ in range(5)))
+        finally:
+            holder.rollback()
+            holder.close()
+        assert all(isinstance(outcome, Exception) for _, outcome in outcomes), outcomes
+        assert max(took for took, _ in outcomes) < 2.0, outcomes  # not 1, 2, 3, 4, 5 s
+        assert await transactions.write(_spend_one) == 99  # the lock gone: writes go through
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("empty_store_settings", ["postgresql"], indirect=True)
 async def test_a_postgres_connection_killed_while_idle_is_replaced_before_use(
     store_settings: StoreSettings, postgres_url: str
