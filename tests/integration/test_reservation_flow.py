@@ -420,9 +420,9 @@ async def test_a_request_outlives_a_row_lock_held_past_its_attempts(
     transaction runs out of time, yet the database answers the outage probe at once. Held only
     until that answer, the three attempts took three transaction timeouts, and a lock held
     longer dead-lettered the request (a fault campaign: 5 of 5 with a 20 s lock, then 404).
-    Now the second attempt's failure is held for DATABASE_BUSY_PAUSE (5 s here; 30 s by
-    default): the third attempt comes after the lock is gone, where it used to give up at
-    about 2.2 s."""
+    Now the second attempt's failure is held for up to DATABASE_BUSY_PAUSE (5 s here; 30 s by
+    default) and is no attempt: the message comes back after the lock is gone, where it used
+    to give up at about 2.2 s."""
     configure_env(monkeypatch, amqp_url, store_settings)
     monkeypatch.setenv("DATABASE_TRANSACTION_TIMEOUT", "0.5")
     monkeypatch.setenv("RESERVATION_REPLY_TIMEOUT", "15")
