@@ -54,8 +54,14 @@ def settings(
     data_dir: Path | None = None,
     otlp_endpoint: str | None = None,
     collector_port: int | None = None,
+    *,
+    services: bool = False,
 ) -> CliSettings:
-    """The environment's settings, with the options the user gave on top."""
+    """The environment's settings, with the options the user gave on top; with ``services``
+    (a command that starts them, migrates or peeks), the broker's and the database's URLs
+    too, as the services read them: one they cannot use is one line here, not a traceback
+    from the connection (aio-pika retried a URL without a host for ever). Not for the others:
+    `reset`, say, must not be stopped by a setting it does not use."""
     update = {
         "data_dir": data_dir,
         "otel_exporter_otlp_endpoint": otlp_endpoint,
@@ -63,10 +69,9 @@ def settings(
     }
     try:
         from_environment = CliSettings()
-        # The URLs as the services read them: one they cannot use is one line here, not a
-        # traceback from the connection (aio-pika retried a URL without a host for ever).
-        BrokerSettings(amqp_url=SecretStr(from_environment.amqp_url))
-        StoreSettings(database_url=SecretStr(from_environment.children_database_url()))
+        if services:
+            BrokerSettings(amqp_url=SecretStr(from_environment.amqp_url))
+            StoreSettings(database_url=SecretStr(from_environment.children_database_url()))
     except ValidationError as exc:
         raise CliError(describe(exc), f"see {CONFIGURATION}") from None
     return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})
@@ -82,7 +87,7 @@ def run(
     from cli import run as run_flow  # lazily: gRPC and the collector load only where needed
 
     with reporting_errors(err):
-        run_flow.run(settings(data_dir, otlp_endpoint, collector_port), console)
+        run_flow.run(settings(data_dir, otlp_endpoint, collector_port, services=True), console)
 
 
 @app.command()
@@ -100,7 +105,7 @@ def migrate(data_dir: DataDir = None) -> None:
     from cli.migration import migrate_database
 
     with reporting_errors(err):
-        migrate_database(settings(data_dir=data_dir), console)
+        migrate_database(settings(data_dir=data_dir, services=True), console)
 
 
 @app.command()
@@ -116,7 +121,9 @@ def demo(
     from cli import demo as demo_flow
 
     with reporting_errors(err):
-        demo_flow.demo(settings(data_dir, otlp_endpoint, collector_port), console, exit_after)
+        demo_flow.demo(
+            settings(data_dir, otlp_endpoint, collector_port, services=True), console, exit_after
+        )
 
 
 @app.command()
@@ -200,7 +207,7 @@ def peek(
     from cli import peek as peek_flow
 
     with reporting_errors(err):
-        peek_flow.peek(settings(), user, item, console)
+        peek_flow.peek(settings(services=True), user, item, console)
 
 
 @app.command()

@@ -2,6 +2,9 @@
 directory (the SQLite database, the collector's traces and log lines); keeps ``.venv`` and
 everything else."""
 
+import contextlib
+import fcntl
+
 from rich.console import Console
 
 from cli.errors import CliError
@@ -16,16 +19,26 @@ TRACE_FILES = (TRACES_FILE, "traces.tmp", LOGS_FILE, "logs.tmp", RUN_FILE, LOCK_
 
 def reset(settings: CliSettings, console: Console) -> None:
     data_dir = settings.data_dir
+    running = CliError(
+        "the system is running (a collector records into "
+        f"{data_dir}, or the API's port {settings.api_port} is taken).",
+        hint="stop `reservations run` / `demo` / `collector` first (Ctrl-C), then reset.",
+    )
     if running_collector(data_dir) is not None or not port_is_free(LOCALHOST, settings.api_port):
-        raise CliError(
-            "the system is running (a collector records into "
-            f"{data_dir}, or the API's port {settings.api_port} is taken).",
-            hint="stop `reservations run` / `demo` / `collector` first (Ctrl-C), then reset.",
-        )
+        raise running
     names = TRACE_FILES if settings.database_url else SQLITE_FILES + TRACE_FILES
-    removed = [path for name in names if (path := data_dir / name).exists()]
-    for path in removed:
-        path.unlink()
+    with contextlib.ExitStack() as held:
+        if (data_dir / LOCK_FILE).exists():
+            # A collector holds it from its first step, before its mark: one starting now
+            # must not lose its lock file (and a second collector find none to hold).
+            lock = held.enter_context((data_dir / LOCK_FILE).open("a"))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise running from None
+        removed = [path for name in names if (path := data_dir / name).exists()]
+        for path in removed:
+            path.unlink()
     if data_dir.is_dir() and not any(data_dir.iterdir()):
         data_dir.rmdir()
     console.print(

@@ -58,10 +58,27 @@ def keep_running(system: LocalSystem) -> None:
         code = dead.process.returncode
         raise CliError(
             f"{dead.name} exited unexpectedly (exit code {code}); stopped everything else.",
-            hint=(
-                f"it was stopped by {signal.Signals(-code).name}, sent by another process (not "
-                "this one): its log says nothing of why."
-                if code is not None and code < 0
-                else f"its last log lines above (prefixed '{dead.name}') say why."
-            ),
+            hint=why_killed(code) or f"its last log lines above (prefixed '{dead.name}') say why.",
         )
+
+
+# Signals a process gets from another one, asking it to stop: its log cannot say why.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def why_killed(code: int | None) -> str | None:
+    """For a child ended by a signal (a negative exit code), what that says; else None."""
+    if code is None or code >= 0:
+        return None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time signal has no name of its own
+        name = f"signal {-code}"
+    if -code in STOP_SIGNALS:
+        return (
+            f"it was stopped by {name}, sent by another process (not this one): its log "
+            "cannot say why."
+        )
+    if -code == signal.SIGKILL:
+        return "it was killed by SIGKILL: the kernel's out-of-memory killer, or a `kill -9`."
+    return f"it ended on {name}: a crash; its last log lines above may say more."

@@ -42,7 +42,7 @@ _CONNECT_FAILED = "error when creating transport: %r"
 _CALLBACK_FAILED = "Callback %r error: %s: %s"
 # The reply code of a close the broker was made to send (a restart, an operator's
 # `rabbitmqctl close_connection`): any other (530 vhost gone, 541 internal error, 50x a frame
-# it could not read) stays an ERROR with its traceback.
+# it could not read) stays an ERROR, and its reader's traceback one WARNING line.
 CONNECTION_FORCED = 320
 
 

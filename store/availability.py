@@ -7,6 +7,7 @@ second kind with a 503 (``api/errors.py``), and a worker holds the message throu
 """
 
 import asyncio
+import sqlite3
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
@@ -16,6 +17,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
 from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
 from store.failures import server_gave_up_for_now
+
+# SQLite's primary result codes for a file that cannot do the work now: SQLITE_BUSY, LOCKED,
+# READONLY (write permission taken away) and FULL.
+SQLITE_BUSY_CODES = frozenset({5, 6, 8, 13})
 
 
 def database_gone(exc: BaseException) -> bool:
@@ -53,6 +58,10 @@ def database_busy(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
+    if isinstance(exc.orig, sqlite3.Error):
+        # SQLite files every error of the moment and of the statement alike as an
+        # OperationalError: "no such table" (a schema not migrated) was held as busy.
+        return (exc.orig.sqlite_errorcode & 0xFF) in SQLITE_BUSY_CODES
     return isinstance(exc, OperationalError) or server_gave_up_for_now(exc)
 
 

@@ -38,7 +38,7 @@ class StoreSettings(BaseSettings):
         review's). The message quotes nothing of the URL: it may hold a password."""
         try:
             driver = make_url(url.get_secret_value()).drivername
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # a port that is no number: part of a password?
             driver = None
         if driver not in DRIVERS:
             raise ValueError(

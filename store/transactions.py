@@ -27,6 +27,7 @@ the write thread keeps).
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -194,19 +195,27 @@ class ThreadedTransactions:
         # behind the others included: while another process held the file's lock, each queued
         # write waited out the whole timeout in turn, and a request behind twenty waited 200 s
         # (a review's keyed reservations, held 48 s by a 50 s lock, where 10 s was promised).
-        left_ms = engine_module.SQLITE_BUSY_TIMEOUT_MS - (time.monotonic() - queued_at) * 1000
+        busy_ms = engine_module.SQLITE_BUSY_TIMEOUT_MS
+        left_ms = busy_ms - (time.monotonic() - queued_at) * 1000
         if left_ms <= 0:
-            raise DatabaseUnavailable("the database file stayed locked while this write waited")
+            # Busy, as a BEGIN that ran out of the busy timeout is: a worker holds the message
+            # (workers/database_outage.py), the API answers 503.
+            raise DatabaseUnavailable(
+                "this write waited its turn past SQLite's busy timeout"
+            ) from TimeoutError()
         conn = self._write_connection or self._writer.connect()
         self._write_connection = None
-        shortened = left_ms < engine_module.SQLITE_BUSY_TIMEOUT_MS - SHORTEN_AFTER_MS
+        shortened = left_ms < busy_ms - SHORTEN_AFTER_MS
         try:
             if shortened:
                 _busy_timeout(conn, left_ms)
-            with conn.begin():
-                result = body(conn)
-            if shortened:
-                _busy_timeout(conn, engine_module.SQLITE_BUSY_TIMEOUT_MS)
+            try:
+                with conn.begin():
+                    result = body(conn)
+            finally:
+                if shortened:  # the connection goes on, kept here or in the pool
+                    with contextlib.suppress(Exception):
+                        _busy_timeout(conn, busy_ms)
         except BaseException as exc:
             conn.close()
             if opened_read_only(exc):
@@ -244,7 +253,9 @@ class ThreadedTransactions:
 
 def _busy_timeout(conn: Connection, ms: float) -> None:
     """SQLite's busy timeout for ``conn``, on the DBAPI connection (no statement span)."""
-    conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={max(int(ms), 1)}")  # type: ignore[union-attr]
+    driver = conn.connection.driver_connection
+    if driver is not None:
+        driver.execute(f"PRAGMA busy_timeout={max(int(ms), 1)}")
 
 
 def _in_transaction(conn: Connection, body: Body[T]) -> T:

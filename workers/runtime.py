@@ -57,7 +57,8 @@ class WorkerSettings(BaseSettings):
     # from its second attempt on, when it answered but could not do the work (locked, busy,
     # full): workers/database_outage.py. Each is under RabbitMQ's 30 min ack timeout.
     database_outage_hold: float = Field(default=HOLD_AT_MOST, ge=1, le=300)
-    database_busy_pause: float = Field(default=BUSY_PAUSE, ge=0, le=300)
+    # At least a second: a busy failure past the pause is no attempt, so none would loop hot.
+    database_busy_pause: float = Field(default=BUSY_PAUSE, ge=1, le=300)
     # Seconds, at most, an event is held and published again while the broker refuses it (a
     # full queue) or its channel is being reopened, before its delivery goes back to its queue
     # as the same attempt (messaging.publisher; at least 1 s, as above); its delivery stays

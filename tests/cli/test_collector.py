@@ -109,3 +109,20 @@ def test_a_collector_starting_beside_one_not_yet_marked_is_refused(tmp_path: Pat
         second = reservations(env, tmp_path, "collector")
     assert second.returncode == 1, second.stdout
     assert f"another collector records into {tmp_path / '.data'}." in second.stderr
+
+
+def test_reset_leaves_a_held_lock_file_and_refuses(tmp_path: Path) -> None:
+    """A collector holds its lock before it writes its mark: a reset in between removed the
+    lock file, and the next collector locked a new one beside the first (a review's)."""
+    env = cli_env("amqp://unused/", tmp_path / ".data")
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "traces.jsonl").write_text("")
+    with (tmp_path / ".data" / LOCK_FILE).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = reservations(env, tmp_path, "reset")
+    assert refused.returncode == 1 and "the system is running" in refused.stderr
+    assert (tmp_path / ".data" / LOCK_FILE).exists()
+    assert (tmp_path / ".data" / "traces.jsonl").exists()
+    done = reservations(env, tmp_path, "reset")  # the lock free: reset as before
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / ".data").exists()

@@ -1,8 +1,11 @@
 """An OTLP endpoint that replaces the embedded collector is named in one line, with its cause."""
 
+import signal
+
 import pytest
 
 from cli.embedded_collector import by_default
+from cli.run import why_killed
 from cli.settings import CliSettings
 from cli.system import external_endpoint_line
 
@@ -34,3 +37,13 @@ def test_the_collector_says_how_services_run_by_hand_reach_it() -> None:
     assert by_default("http://127.0.0.1:4319") == (
         "with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4319"
     )
+
+
+def test_a_child_ended_by_a_signal_is_said_by_that_signal() -> None:
+    """ "Its last log lines say why" was untrue for a child another process stopped (its log
+    shows a normal shutdown), and a real-time signal had no name to print."""
+    assert why_killed(1) is None and why_killed(None) is None
+    assert "stopped by SIGTERM, sent by another process" in str(why_killed(-signal.SIGTERM))
+    assert "out-of-memory killer" in str(why_killed(-signal.SIGKILL))
+    assert "ended on SIGSEGV: a crash" in str(why_killed(-signal.SIGSEGV))
+    assert "signal" in str(why_killed(-(signal.SIGRTMIN + 3)))

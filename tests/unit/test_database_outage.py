@@ -4,6 +4,7 @@ probe, which closing ends. A stand-in outage at the project's own port counts th
 probe itself runs against a port where nothing listens (a real refusal)."""
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from devtools.addresses import free_port
 from messaging import delivery
 from messaging.delivery import MAX_ATTEMPTS, Delivery
 from messaging.handlers import NotAnAttempt
+from store.availability import database_busy
 from store.engine import DatabaseUnavailable
 from workers.database_outage import BUSY_PAUSE, DatabaseOutage, Released, held_through
 
@@ -198,3 +200,26 @@ async def test_once_closed_a_database_failure_is_released_not_counted(attempt: i
     finally:
         delivery._current.reset(token)
     assert outage.waits == 0
+
+
+def _sqlite_error(code: int, message: str) -> OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code  # as the sqlite3 module sets it
+    return OperationalError("INSERT", {}, error)
+
+
+def test_only_sqlite_s_errors_of_the_moment_are_busy() -> None:
+    """SQLite files "no such table" as an OperationalError too: held as busy, a message on a
+    database not migrated would have come back for ever (a review's)."""
+    with sqlite3.connect(":memory:") as conn, pytest.raises(sqlite3.OperationalError) as raised:
+        conn.execute("SELECT * FROM nowhere")
+    assert not database_busy(OperationalError("SELECT", {}, raised.value))
+    of_the_moment = {
+        5: "database is locked",
+        6: "database table is locked",
+        8: "attempt to write a readonly database",
+        13: "database or disk is full",
+        261: "database is locked",  # SQLITE_BUSY_RECOVERY, an extended code
+    }
+    for code, message in of_the_moment.items():
+        assert database_busy(_sqlite_error(code, message)), message

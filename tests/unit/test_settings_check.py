@@ -79,6 +79,8 @@ def test_an_amqp_url_without_a_host_is_refused_naming_no_part_of_it(
         ("postgresql://postgres@127.0.0.1/test", ", not postgresql://"),
         ("sqlite:///.data/x.db", ", not sqlite://"),
         ("postgresql+psycopg2://u:s3cret@h/db", ", not postgresql+psycopg2://"),
+        # An @ left unencoded in the password: the "port" is the rest of it, never quoted.
+        ("postgresql+asyncpg://app:p@ss:s3cret@db/db", ""),
     ],
 )
 def test_a_database_url_without_an_installed_async_driver_is_refused(
@@ -91,3 +93,4 @@ def test_a_database_url_without_an_installed_async_driver_is_refused(
         "invalid setting DATABASE_URL: use sqlite+aiosqlite:///PATH or "
         f"postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (the async drivers installed){named}"
     )
+    assert "s3cret" not in str(refused.value)
