@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from opentelemetry import trace
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -82,10 +83,18 @@ class EdgeTrustMiddleware:
 
 def link_incoming(span: Span, scope: Scope) -> None:
     """The FastAPI instrumentation's ``server_request_hook``, called as the SERVER span
-    starts: in link mode, link that (new root) span to the caller's context."""
+    starts: in link mode, link that (new root) span to the caller's context. And
+    ``server.address`` as the stable HTTP conventions define it, the host without the port
+    (``server.port`` carries that): the pinned ASGI instrumentation (0.66b1) writes the
+    socket's ``host:port``, ``127.0.0.1:8081`` (a new user's find). The socket's host, not the
+    ``Host`` header's: no value a client chooses."""
     incoming = (scope.get("state") or {}).get(INCOMING_CONTEXT)
     if isinstance(incoming, SpanContext):
         span.add_link(incoming, {"link.reason": "untrusted caller"})
+    written = getattr(span, "attributes", None) or {}
+    server = scope.get("server")
+    if SERVER_ADDRESS in written and server:
+        span.set_attribute(SERVER_ADDRESS, str(server[0]))
 
 
 def wrap_outermost(build: Callable[[], ASGIApp], mode: Mode) -> Callable[[], ASGIApp]:

@@ -63,6 +63,10 @@ def test_confirmed_reservation_is_one_trace_through_the_async_tail(
     # 1. the API SERVER span, the root
     server = one(spans, "POST /reservations", API, "SERVER")
     assert server.parent_span_id is None
+    # The stable HTTP conventions: the host alone, its port apart (the instrumentation wrote
+    # "127.0.0.1:<port>" in server.address).
+    address, port = server.attributes["server.address"], server.attributes["server.port"]
+    assert (address, isinstance(port, int)) == ("127.0.0.1", True), server.attributes
     # 2. the PRODUCER span of the request, inside the server span
     producer = one(spans, REQUEST_PUBLISH, API, "PRODUCER")
     assert server in ancestors(producer, spans), tree
