@@ -31,6 +31,8 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPConnectionError, ConnectionClosed
 
+from messaging.telemetry.logs import demoted_to_debug
+
 log = structlog.get_logger(__name__)
 
 AIORMQ_LOGGER = "aiormq.connection"
@@ -68,18 +70,12 @@ class _ConnectionDropLines(logging.Filter):
                 record.args = (type(error).__name__, error)
                 record.exc_info, record.exc_text = None, None
         elif record.name == AIORMQ_LOGGER and message == _CONNECT_FAILED:
-            return _demoted(record)  # aio-pika's WARNING for the attempt says the same
+            return demoted_to_debug(record)  # aio-pika's WARNING for the attempt says the same
         elif record.name == CALLBACK_LOGGER and message == _CALLBACK_FAILED:
             callback, error_type, reason = record.args if isinstance(record.args, tuple) else ()
             if _reopening(callback) and _no_transport(error_type, reason):
-                return _demoted(record)
+                return demoted_to_debug(record)
         return True
-
-
-def _demoted(record: logging.LogRecord) -> bool:
-    """``record`` at DEBUG: dropped unless ``LOG_LEVEL=DEBUG``."""
-    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-    return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _reopening(callback: object) -> bool:

@@ -48,8 +48,14 @@ class _DemotedToDebug(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.templates is not None and record.msg not in self.templates:
             return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return demoted_to_debug(record)
+
+
+def demoted_to_debug(record: logging.LogRecord) -> bool:
+    """``record`` at DEBUG, for a logging filter to return: kept only with ``LOG_LEVEL=DEBUG``
+    (a library's line whose level overstates it)."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 _CLIENT_NOISE = {
