@@ -18,17 +18,14 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 
 from api.schemas import ReservationRequest
-from domain.identifiers import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_CHARS
+from domain.identifiers import IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_KEY_RULE
 from store.idempotency import KeyClaim
 from store.repository import SqlStore
 
 HEADER = "Idempotency-Key"
 SCOPE = "POST /reservations"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-MALFORMED = (
-    f"malformed {HEADER}: use 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, "
-    'without " or \\'
-)
+MALFORMED = f"malformed {HEADER}: use {IDEMPOTENCY_KEY_RULE}"
 
 
 def raw_key(headers: Headers) -> str | None:

@@ -12,8 +12,8 @@ from cli.errors import CliError
 from cli.invocation import command
 from domain.identifiers import (
     IDEMPOTENCY_KEY_PATTERN,
+    IDEMPOTENCY_KEY_RULE,
     IDENTIFIER_PATTERN,
-    MAX_IDEMPOTENCY_KEY_CHARS,
 )
 
 # A reservation the CLI sends is retried (same Idempotency-Key) after a timeout, a lost
@@ -58,8 +58,7 @@ class ApiClient:
             # The API's 400 for it, here before a request: a key that is not ASCII could not
             # even be sent (a traceback), and one with a quote would be sent mangled.
             raise CliError(
-                f"malformed Idempotency-Key {idempotency_key!r}: use 1-"
-                f'{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, without " or \\.'
+                f"malformed Idempotency-Key {idempotency_key!r}: use {IDEMPOTENCY_KEY_RULE}."
             )
         key = uuid.uuid4() if idempotency_key is None else idempotency_key
         headers = {"Idempotency-Key": f'"{key}"'}

@@ -17,3 +17,5 @@ Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 # backslash (so no escapes), and not only spaces.
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 IDEMPOTENCY_KEY_PATTERN = rf"^(?! *$)[\x20\x21\x23-\x5b\x5d-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"
+# The rule in words, for the API's 400 and the CLI's refusal alike.
+IDEMPOTENCY_KEY_RULE = f'1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, without " or \\'
