@@ -18,6 +18,13 @@ returns of the ones before it (:data:`messaging.topology.RETURNED_HEADER`), and 
 returned :data:`RETURNS_LIMIT` times in all is dead-lettered by the worker, saying so: the
 backstop for a message that kills its worker, at four times the broker's.
 
+Those counts are the worker's own, so they are read only where a worker wrote them: on a
+delivery that came through the default exchange (a retry or a renewal, :func:`by_a_worker`),
+and the broker's ``x-delivery-count`` only on a delivery the broker marked redelivered. Any
+other publisher's headers count for nothing: a message published to the topic exchange with
+``x-attempt: 3`` (a dead letter replayed with its headers, say) was dead-lettered at its
+first failure, and one with ``x-returned: 20`` at its third return, charged or not.
+
 The copy keeps the message's id, correlation id and reply-to address (the API may still be
 waiting for the reply), and is published through the default exchange to this queue alone
 (another queue bound to the same routing key has its own copy). Its publish is a PRODUCER
@@ -42,19 +49,30 @@ RENEW_AFTER_RETURNS = DELIVERY_LIMIT - 2
 RETURNS_LIMIT = 4 * DELIVERY_LIMIT
 
 
+def by_a_worker(message: AbstractIncomingMessage) -> bool:
+    """Whether a worker published this delivery to its own queue (a retry or a renewal go
+    through the default exchange; every other message of this project through its topic
+    exchange), so its attempt and returns headers are the worker's."""
+    return message.exchange == ""
+
+
 def attempt_of(message: AbstractIncomingMessage) -> int:
     """Which attempt this delivery is: 1, unless a worker retried it (a header that is not a
     positive integer counts as the first)."""
+    if not by_a_worker(message):
+        return 1
     attempt = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return attempt if type(attempt) is int and attempt >= 1 else 1
 
 
 def returns_of(message: AbstractIncomingMessage) -> tuple[int, int]:
-    """How often this copy came back to its queue unsettled (the broker's count), and how
-    often the message did in all, its earlier copies' returns included."""
+    """How often this copy came back to its queue unsettled (the broker's count, which only
+    a redelivery carries), and how often the message did in all, its earlier copies' returns
+    included (which only a worker's copy carries)."""
     headers = message.headers or {}
-    this_copy = _count(headers.get("x-delivery-count"))
-    return this_copy, this_copy + _count(headers.get(RETURNED_HEADER))
+    this_copy = _count(headers.get("x-delivery-count")) if message.redelivered else 0
+    earlier = _count(headers.get(RETURNED_HEADER)) if by_a_worker(message) else 0
+    return this_copy, this_copy + earlier
 
 
 def _count(value: Any) -> int:

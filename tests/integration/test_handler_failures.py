@@ -31,6 +31,7 @@ from messaging.metered import MessageMeter
 from messaging.metrics import MessagingMetrics
 from messaging.publisher import Publisher
 from messaging.refusals import ChannelReplaced
+from messaging.retry import RETURNS_LIMIT
 from tests.hop import Hop
 from tests.logs import capture_logs_of
 from tests.spans import aio_pika_traced_by, in_memory_provider
@@ -213,14 +214,8 @@ async def test_a_handler_that_could_not_run_is_retried_as_the_same_attempt(
     declared = await topology.declare(channel)
     broker = Broker(channel, declared, Publisher.on(channel, declared))
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
-    # On its last attempt already: a counted failure would dead-letter it.
-    route = topology.RESERVATION_REQUESTS
-    await declared.exchanges[route.exchange.name].publish(
-        envelope(
-            request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: MAX_ATTEMPTS}
-        ),
-        route.routing_key,
-    )
+    # On its last attempt already, as a worker's retry: a counted failure would dead-letter it.
+    await _as_a_workers_retry(channel, request, MAX_ATTEMPTS)
     handled: list[int] = []
     outage_lasts = 2 * MAX_ATTEMPTS
 
@@ -273,13 +268,7 @@ async def test_an_event_refused_past_its_hold_sends_its_delivery_back_as_the_sam
     downstream = topology.Route(
         topology.ExchangeSpec(name, aio_pika.ExchangeType.DIRECT), "confirmed"
     )
-    route = topology.RESERVATION_REQUESTS
-    await declared.exchanges[route.exchange.name].publish(  # on its last attempt already
-        envelope(
-            request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: MAX_ATTEMPTS}
-        ),
-        route.routing_key,
-    )
+    await _as_a_workers_retry(channel, request, MAX_ATTEMPTS)  # on its last attempt already
     attempts: list[int] = []
 
     async def decided(message: ReservationRequested) -> Handled:
@@ -349,11 +338,7 @@ async def test_an_attempt_header_that_is_not_a_positive_integer_counts_as_the_fi
     declared = await topology.declare(channel)
     broker = Broker(channel, declared, Publisher.on(channel, declared))
     request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
-    route = topology.RESERVATION_REQUESTS
-    await declared.exchanges[route.exchange.name].publish(
-        envelope(request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: header}),
-        route.routing_key,
-    )
+    await _as_a_workers_retry(channel, request, header)
     attempts: list[int] = []
 
     async def record(message: ReservationRequested) -> None:
@@ -364,6 +349,54 @@ async def test_an_attempt_header_that_is_not_a_positive_integer_counts_as_the_fi
         with attempt:
             assert attempts == [1]
     assert await subscription.stop(5)
+
+
+async def test_a_publishers_own_attempt_and_returns_headers_count_for_nothing(
+    channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a worker's copy (through the default exchange) carries a worker's counts, and
+    only a redelivery the broker's. A request published to the topic exchange with the
+    bookkeeping of one on its last attempt (a dead letter replayed with its headers, say) was
+    dead-lettered at its first failure; with ``x-returned`` at the limit, at its third
+    return."""
+    monkeypatch.setattr(delivery, "RETRY_BACKOFF", 0.01)
+    declared = await topology.declare(channel)
+    broker = Broker(channel, declared, Publisher.on(channel, declared))
+    request = ReservationRequested(reservation_id=uuid.uuid4(), username="alice", item_id="b")
+    crafted = {
+        topology.ATTEMPT_HEADER: MAX_ATTEMPTS,
+        topology.RETURNED_HEADER: RETURNS_LIMIT,
+        "x-delivery-count": RETURNS_LIMIT,
+    }
+    route = topology.RESERVATION_REQUESTS
+    await declared.exchanges[route.exchange.name].publish(
+        envelope(request.to_body(), persistent=True, headers=crafted), route.routing_key
+    )
+    attempts: list[int] = []
+
+    async def failing_once(message: ReservationRequested) -> None:
+        attempts.append(delivery.current_delivery().attempt)
+        if len(attempts) == 1:
+            raise RuntimeError("the database is on fire")
+
+    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, failing_once)
+    async for attempt in eventually_async(10, every=0.05):
+        with attempt:
+            assert attempts == [1, 2]
+    assert await subscription.stop(5)
+    dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
+    assert dead is None, dead.headers
+
+
+async def _as_a_workers_retry(
+    channel: AbstractChannel, request: ReservationRequested, attempt: object
+) -> None:
+    """Publish ``request`` as a worker's retry would be: to its queue through the default
+    exchange, with ``attempt`` in its attempt header."""
+    await channel.default_exchange.publish(
+        envelope(request.to_body(), persistent=True, headers={topology.ATTEMPT_HEADER: attempt}),
+        topology.CREDIT_CHECK.name,
+    )
 
 
 async def test_failed_deliveries_are_counted_with_their_error_type(
