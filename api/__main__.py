@@ -2,8 +2,10 @@
 
 import asyncio
 import errno
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -44,6 +46,18 @@ def require_free_port(host: str, port: int) -> None:
         ) from exc
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which remembers the signals it was sent."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.signals: list[int] = []
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.append(sig)
+        super().handle_exit(sig, frame)
+
+
 def main() -> None:
     with settings_checked():
         # All of them, read again by the lifespan: a bad value fails now, in one line, not as
@@ -63,14 +77,17 @@ def main() -> None:
     tune_for_serving()
     raise_open_files_limit()
     quiet_shutdown_cuts()
-    server: uvicorn.Server | None = None
+    server: _Server | None = None
 
     def stop_serving() -> None:  # the broker channel is lost for good: see api.app
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_broker_lost=stop_serving)
-    server = uvicorn.Server(
+    def stopping() -> bool:  # sent SIGTERM or SIGINT: see api.app
+        return server is not None and server.should_exit
+
+    app = create_app(settings, on_broker_lost=stop_serving, stopping=stopping)
+    server = _Server(
         uvicorn.Config(
             app,
             host=settings.api_host,
@@ -89,9 +106,16 @@ def main() -> None:
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
-        sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
+        if not app.state.stopped_starting:
+            sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
     except KeyboardInterrupt:  # Ctrl-C after the graceful stop: a clean exit, as uvicorn.run's
         pass
+    if app.state.stopped_starting:
+        # Stopped as asked, not failed: end as a stop after serving does (uvicorn raises a
+        # SIGTERM again once it has shut down; Ctrl-C is a clean exit).
+        if signal.SIGTERM in server.signals:
+            signal.raise_signal(signal.SIGTERM)
+        return
     # Lost: the broker channel stayed closed, logged by the lifespan, which stopped serving.
     if app.state.lost is not None:
         sys.exit(1)

@@ -10,8 +10,9 @@ uvicorn's own graceful timeout, not ``API_SHUTDOWN_TIMEOUT``).
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import structlog
 from aio_pika.abc import AbstractRobustConnection
@@ -45,6 +46,9 @@ from store.settings import StoreSettings
 SERVICE_NAME = "reservations-api"
 HEALTH_PROBES = r"/healthz\b,/readyz\b"
 log = structlog.get_logger(__name__)
+# Seconds between looks, while the app starts, at whether the server was asked to stop.
+STOP_POLL = 0.1
+T = TypeVar("T")
 NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
@@ -56,7 +60,7 @@ NATIVE_TELEMETRY_OFF: TelemetryConfig = {
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME)
-    quiet_lifespan_traceback(STARTUP_FAILURES)
+    quiet_lifespan_traceback((*STARTUP_FAILURES, StoppedStarting))
     telemetry = setup_telemetry(SERVICE_NAME)
     # No per-message ASGI "http receive"/"http send" spans: noise in every trace. No trace
     # per health probe; OTEL_PYTHON_FASTAPI_EXCLUDED_URLS replaces this list when set.
@@ -80,9 +84,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection: AbstractRobustConnection | None = None
     watchdog: asyncio.Future[None] | None = None
     try:
-        engine = await open_engine(StoreSettings())
+        engine = await _unless_stopping(app, open_engine(StoreSettings()))
         statement_spans = instrument_engine(engine, telemetry.provider)
-        connection = await connect(BrokerSettings())
+        connection = await _unless_stopping(app, connect(BrokerSettings()))
         metrics = MessagingMetrics(telemetry.meter_provider, service_version())
         broker = await Broker.open(connection, metrics=metrics)
         rpc = await broker.rpc(reply_timeout=app.state.settings.reservation_reply_timeout)
@@ -98,6 +102,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except STARTUP_FAILURES as exc:
         report_startup_failure(exc)
         raise
+    except StoppedStarting:
+        app.state.stopped_starting = True
+        log.info("asked to stop while starting; stopped before serving")
+        raise
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -109,6 +117,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if telemetry.enabled:
             FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()
+
+
+class StoppedStarting(Exception):
+    """The server was asked to stop (SIGTERM, Ctrl-C) while the app was starting."""
+
+
+async def _unless_stopping(app: FastAPI, step: Awaitable[T]) -> T:
+    """``step``, ended as soon as the server is asked to stop (StoppedStarting). uvicorn
+    looks at its signals only once the start-up is done: a broker that did not answer held a
+    SIGTERM for the whole ``AMQP_CONNECT_TIMEOUT``, and then the API said it could not
+    start."""
+    stopping: Callable[[], bool] | None = app.state.stopping
+    task = asyncio.ensure_future(step)
+    while stopping is not None and not task.done():
+        await asyncio.wait({task}, timeout=STOP_POLL)
+        if not task.done() and stopping():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise StoppedStarting("asked to stop while starting")
+    return await task
 
 
 async def _stop_serving_when_lost(
@@ -132,11 +160,16 @@ def _report_failure(watchdog: "asyncio.Future[None]") -> None:
 
 
 def create_app(
-    settings: ApiSettings | None = None, *, on_broker_lost: Callable[[], None] | None = None
+    settings: ApiSettings | None = None,
+    *,
+    on_broker_lost: Callable[[], None] | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The app. ``on_broker_lost`` (``python -m api``: stop the server) is called when the
     broker channel has stayed closed while the connection is up; ``app.state.lost`` says
-    why."""
+    why. ``stopping`` (``python -m api``: the server was sent SIGTERM or SIGINT) ends a
+    start-up still waiting for the database or the broker; ``app.state.stopped_starting``
+    says it did."""
     app = FastAPI(
         title="Reservations API",
         version=service_version(),
@@ -152,6 +185,7 @@ def create_app(
     )
     app.state.settings = settings = settings or ApiSettings()
     app.state.on_broker_lost, app.state.lost = on_broker_lost, None
+    app.state.stopping, app.state.stopped_starting = stopping, False
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TraceIdHeaderMiddleware)
     errors.install(app)

@@ -5,6 +5,7 @@ where, and the fix, with a pointer to the README's Troubleshooting, and no trace
 import asyncio
 import os
 import re
+import signal
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -197,6 +198,38 @@ def test_the_api_s_port_taken_is_one_line_and_exit_1(
     assert len(lines) == 1 and "Traceback" not in log, log
     assert f"the API cannot listen on 127.0.0.1:{env['API_PORT']}" in lines[0], lines[0]
     assert len(log.strip().splitlines()) == 1, log  # nothing from uvicorn: it never started
+
+
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_api_stops_at_once_when_asked_while_it_waits_for_the_broker(
+    sent: signal.Signals, amqp_url: str, migrated_sqlite: str, tmp_path: Path
+) -> None:
+    """uvicorn looks at its signals only once the app has started: an API waiting for a
+    broker that does not answer ignored SIGTERM for the whole ``AMQP_CONNECT_TIMEOUT``, then
+    said it could not start."""
+    connect_timeout = 60
+    env = case_env("broker unreachable", amqp_url, "", migrated_sqlite)
+    env["AMQP_CONNECT_TIMEOUT"] = str(connect_timeout)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
+    api = Process.start(
+        "api",
+        python_module("api"),
+        {**keep, "PYTHONUNBUFFERED": "1", **env},
+        log_path=tmp_path / "api.log",
+        cwd=ROOT,
+    )
+    try:
+        api.wait_for_log("Waiting for application startup", within=30)
+        api.popen.send_signal(sent)
+        code = api.wait_exit(within=connect_timeout / 4)
+    finally:
+        api.kill()
+    log = api.log()
+    # As a stop after serving ends: SIGTERM raised again (uvicorn's way), Ctrl-C a clean exit.
+    assert code == (-signal.SIGTERM if sent == signal.SIGTERM else 0), log
+    assert "asked to stop while starting; stopped before serving" in log, log
+    assert not failure_lines(log) and "Traceback" not in log, log
+    assert "Application startup failed" not in log, log
 
 
 def test_log_level_debug_adds_the_traceback(
