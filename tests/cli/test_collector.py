@@ -2,7 +2,10 @@
 `reservations reset` (start from scratch), as real processes."""
 
 import fcntl
+import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from cli.trace_files import LOCK_FILE
 from devtools.addresses import free_port
 from devtools.processes import Process
+from devtools.waiting import eventually
 from tests.cli.conftest import RESERVATIONS, cli_env
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +100,46 @@ def test_reset_removes_the_data_and_keeps_the_rest(tmp_path: Path) -> None:
 
     again = reservations(env, tmp_path, "reset")
     assert again.returncode == 0 and f"{data} was clean" in again.stdout
+
+
+def test_reset_refuses_while_a_process_has_the_database_open_whatever_holds_the_port(
+    tmp_path: Path,
+) -> None:
+    """Another system on the API's port (compose's api, say) is not this data directory's:
+    reset refused all the same until round twenty-eight. A process with the database open
+    (a service run by hand) is: reset refuses, naming it."""
+    data = tmp_path / ".data"
+    data.mkdir()
+    (data / "reservations.db").write_text("x")
+    env = cli_env("amqp://unused/", data)
+    api_port = int(env["API_URL"].rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", api_port)):  # someone else's API
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys,time; f = open(sys.argv[1]); time.sleep(60)",
+                str(data / "reservations.db"),
+            ]
+        )
+        try:
+            for attempt in eventually(10, every=0.05):
+                with attempt:
+                    assert str(data / "reservations.db") in {
+                        os.readlink(fd) for fd in Path(f"/proc/{holder.pid}/fd").iterdir()
+                    }
+            refused = reservations(env, tmp_path, "reset")
+        finally:
+            holder.kill()
+            holder.wait()
+        assert refused.returncode == 1, refused.stdout
+        assert f"the system is running (pid {holder.pid} has files of {data} open)" in (
+            refused.stderr
+        )
+        assert (data / "reservations.db").exists()
+        done = reservations(env, tmp_path, "reset")
+    assert done.returncode == 0, done.stderr
+    assert not data.exists()
 
 
 def test_a_collector_starting_beside_one_not_yet_marked_is_refused(tmp_path: Path) -> None:
