@@ -100,7 +100,8 @@ PROCESSORS = {
 }
 # Tempo 2 keys that Tempo 3 removed (release notes v3-0.md, "Upgrade considerations", and
 # migrate-to-3.md): the ingester and compactor blocks, the local-blocks processor with its
-# filter_server_spans switch, and the generator client.
+# filter_server_spans switch, and the generator client (which 3.0 still accepts, deprecated
+# and ignored: kept out all the same).
 TEMPO_2_ONLY = {
     "ingester",
     "ingester_client",
