@@ -98,6 +98,131 @@ PROCESSORS = {
     "span-metrics-size",
     "host-info",
 }
+# The keys of every other block tempo.yaml sets, from the same tag: server (dskit's
+# server.Config, vendor/github.com/grafana/dskit/server/server.go: the ones a single binary
+# needs), distributor (modules/distributor/config.go), query_frontend
+# (modules/frontend/config.go), the generator's registry and storage
+# (modules/generator/registry/config.go, modules/generator/storage/config.go), storage.trace
+# (tempodb/config.go, its wal and local blocks in tempodb/wal/wal.go and
+# tempodb/backend/local/config.go), the overrides' defaults (modules/overrides/config.go:
+# Overrides, MetricsGeneratorOverrides) and usage_report (pkg/usagestats/config.go).
+BLOCK_KEYS: dict[tuple[str, ...], set[str]] = {
+    ("server",): {
+        "http_listen_address",
+        "http_listen_port",
+        "grpc_listen_address",
+        "grpc_listen_port",
+        "log_format",
+        "log_level",
+    },
+    ("distributor",): {
+        "ring",
+        "receivers",
+        "override_ring_key",
+        "log_received_spans",
+        "log_discarded_spans",
+        "metric_received_spans",
+        "forwarders",
+        "usage",
+        "kafka_config",
+        "retry_after_on_resource_exhausted",
+        "max_attribute_bytes",
+        "artificial_delay",
+    },
+    ("query_frontend",): {
+        "api_timeout",
+        "max_retries",
+        "max_grpc_streaming_packet_size",
+        "multi_tenant_queries_enabled",
+        "query_end_cutoff",
+        "search",
+        "trace_by_id",
+        "metrics",
+        "weights",
+        "url_deny_list",
+        "mcp_server",
+        "allowed_headers",
+        "response_consumers",
+        "max_query_expression_size_bytes",
+        "rf",
+        "skip_ast_transformations",
+    },
+    ("metrics_generator", "registry"): {
+        "collection_interval",
+        "external_labels",
+        "inject_tenant_id_as",
+        "max_label_name_length",
+        "max_label_value_length",
+        "stale_duration",
+    },
+    ("metrics_generator", "storage"): {
+        "path",
+        "wal",
+        "remote_write",
+        "remote_write_add_org_id_header",
+        "remote_write_flush_deadline",
+    },
+    ("storage",): {"trace"},
+    ("storage", "trace"): {
+        "pool",
+        "wal",
+        "block",
+        "search",
+        "blocklist_poll",
+        "blocklist_poll_concurrency",
+        "blocklist_poll_tenant_concurrency",
+        "blocklist_poll_fallback",
+        "blocklist_poll_tenant_index_builders",
+        "blocklist_poll_stale_tenant_index",
+        "blocklist_poll_jitter_ms",
+        "blocklist_poll_tolerate_consecutive_errors",
+        "blocklist_poll_tolerate_tenant_failures",
+        "empty_tenant_deletion_enabled",
+        "empty_tenant_deletion_age",
+        "backend",
+        "local",
+        "gcs",
+        "s3",
+        "azure",
+        "cache",
+        "background_cache",
+        "memcached",
+        "redis",
+    },
+    ("storage", "trace", "wal"): {"path", "ingestion_time_range_slack"},
+    ("storage", "trace", "local"): {"path"},
+    ("overrides",): {"defaults", "per_tenant_override_config", "per_tenant_override_period"},
+    ("overrides", "defaults"): {
+        "ingestion",
+        "read",
+        "compaction",
+        "metrics_generator",
+        "forwarders",
+        "global",
+        "storage",
+        "cost_attribution",
+    },
+    ("overrides", "defaults", "metrics_generator"): {
+        "ring_size",
+        "processors",
+        "max_active_series",
+        "max_active_entities",
+        "collection_interval",
+        "disable_collection",
+        "generate_native_histograms",
+        "trace_id_label_name",
+        "remote_write_headers",
+        "forwarder",
+        "processor",
+        "ingestion_time_range_slack",
+        "native_histogram_bucket_factor",
+        "native_histogram_max_bucket_number",
+        "native_histogram_min_reset_duration",
+        "span_name_sanitization",
+        "max_cardinality_per_label",
+    },
+    ("usage_report",): {"reporting_enabled", "backoff"},
+}
 # Tempo 2 keys that Tempo 3 removed (release notes v3-0.md, "Upgrade considerations", and
 # migrate-to-3.md): the ingester and compactor blocks, the local-blocks processor with its
 # filter_server_spans switch, and the generator client (which 3.0 still accepts, deprecated
@@ -158,6 +283,37 @@ def test_metrics_generator_keys_exist_in_tempo_3() -> None:
         allowed = PROCESSOR_BLOCKS.get(block)
         assert allowed is not None, f"unknown processor block {block}"
         assert set(keys) <= allowed, f"{block}: {set(keys) - allowed}"
+
+
+@pytest.mark.parametrize("block", BLOCK_KEYS, ids=".".join)
+def test_every_other_block_s_keys_exist_in_tempo_3(block: tuple[str, ...]) -> None:
+    """A typo anywhere (``query_end_cuttoff``) stops Tempo at start-up, as a key at the top
+    does."""
+    node: Any = _tempo()
+    for key in block:
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is None:
+        return  # not set here: nothing to check
+    assert set(node) <= BLOCK_KEYS[block], f"{'.'.join(block)}: {set(node) - BLOCK_KEYS[block]}"
+
+
+def test_every_block_with_keys_of_its_own_is_checked() -> None:
+    """Each mapping tempo.yaml sets is checked by one allow-list or another, but the receivers'
+    (the OpenTelemetry Collector's own OTLP receiver settings)."""
+    checked = set(BLOCK_KEYS) | {("metrics_generator",), ("metrics_generator", "processor")}
+    checked |= {("metrics_generator", "processor", block) for block in PROCESSOR_BLOCKS}
+
+    def blocks(node: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        if isinstance(node, dict):
+            if path:
+                yield path
+            for key, value in node.items():
+                if path + (key,) != ("distributor", "receivers"):
+                    yield from blocks(value, path + (key,))
+
+    unchecked = set(blocks(_tempo(), ())) - checked
+    unchecked = {path for path in unchecked if not path[-1:] == ("external_labels",)}
+    assert not unchecked, f"no allow-list for {sorted(unchecked)}"
 
 
 def test_no_tempo_2_only_key_appears_anywhere() -> None:
