@@ -185,19 +185,7 @@ async def test_returns_of_a_message_use_up_none_of_its_attempts(
         queue = await (await holder.channel()).get_queue(topology.CREDIT_CHECK.name)
         await get_within(queue, 5)
         await holder.close()
-    handled: list[int] = []
-
-    async def fails_once(message: ReservationRequested) -> None:
-        handled.append(delivery.current_delivery().attempt)
-        if len(handled) == 1:
-            raise RuntimeError("a database blip")
-
-    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, fails_once)
-    async for attempt in eventually_async(10, every=0.05):
-        with attempt:
-            assert len(handled) == 2
-    assert await subscription.stop(5)
-    assert handled == [1, 2]
+    assert await _attempts_of_a_handler_failing_once(broker) == [1, 2]
     dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
     assert dead is None, dead.headers
 
@@ -372,20 +360,27 @@ async def test_a_publishers_own_attempt_and_returns_headers_count_for_nothing(
     await declared.exchanges[route.exchange.name].publish(
         envelope(request.to_body(), persistent=True, headers=crafted), route.routing_key
     )
-    attempts: list[int] = []
-
-    async def failing_once(message: ReservationRequested) -> None:
-        attempts.append(delivery.current_delivery().attempt)
-        if len(attempts) == 1:
-            raise RuntimeError("the database is on fire")
-
-    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, failing_once)
-    async for attempt in eventually_async(10, every=0.05):
-        with attempt:
-            assert attempts == [1, 2]
-    assert await subscription.stop(5)
+    assert await _attempts_of_a_handler_failing_once(broker) == [1, 2]
     dead = await declared.queues[topology.DEAD_LETTERS.name].get(fail=False)
     assert dead is None, dead.headers
+
+
+async def _attempts_of_a_handler_failing_once(broker: Broker) -> list[int]:
+    """The attempt numbers a credit-check handler that fails the first time sees, once it
+    has been called twice."""
+    attempts: list[int] = []
+
+    async def fails_once(message: ReservationRequested) -> None:
+        attempts.append(delivery.current_delivery().attempt)
+        if len(attempts) == 1:
+            raise RuntimeError("a database blip")
+
+    subscription = await broker.subscribe(topology.CREDIT_CHECK, ReservationRequested, fails_once)
+    async for attempt in eventually_async(10, every=0.05):
+        with attempt:
+            assert len(attempts) == 2
+    assert await subscription.stop(5)
+    return attempts
 
 
 async def _as_a_workers_retry(
