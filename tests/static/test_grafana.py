@@ -237,3 +237,124 @@ def test_metric_panels_read_the_apps_otlp_metrics_by_their_prometheus_names() ->
         selected = re.findall(r"(\w+)\s*(?:=~|!=|!~|=)", target["expr"])
         used_labels = {label.strip() for group in grouped for label in group.split(",")}
         assert used_labels | set(selected) <= labels, (used_labels | set(selected)) - labels
+
+
+# What Grafana 13 reads from a provisioned data source, and from each type's jsonData: a key
+# spelt otherwise (``filterByTraceId``, ``serviceMaps``) is kept and silently ignored, and
+# the link it was for is missing from the UI. From grafana/grafana: the provisioning file's
+# fields (pkg/services/provisioning/datasources/types.go, upsertDataSourceFromConfig), the
+# Tempo data source's jsonData (public/app/plugins/datasource/tempo/types.ts,
+# TempoJsonData, and datasource.ts), the trace links
+# (packages/grafana-o11y-ds-frontend/src/TraceToLogs/TraceToLogsSettings.tsx,
+# TraceToLogsOptionsV2; TraceToMetrics/TraceToMetricsSettings.tsx, TraceToMetricsOptions),
+# Prometheus's PromOptions and ExemplarTraceIdDestination (packages/grafana-prometheus
+# src/types.ts), Loki's LokiOptions and DerivedFieldConfig
+# (public/app/plugins/datasource/loki/types.ts).
+PROVISIONED_FIELDS = {
+    "name",
+    "type",
+    "uid",
+    "access",
+    "url",
+    "orgId",
+    "isDefault",
+    "editable",
+    "jsonData",
+    "secureJsonData",
+    "basicAuth",
+    "basicAuthUser",
+    "user",
+    "database",
+    "withCredentials",
+    "version",
+}
+TRACE_LINK_KEYS = {
+    "tracesToLogsV2": {
+        "datasourceUid",
+        "tags",
+        "spanStartTimeShift",
+        "spanEndTimeShift",
+        "filterByTraceID",
+        "filterBySpanID",
+        "query",
+        "customQuery",
+    },
+    "tracesToMetrics": {
+        "datasourceUid",
+        "tags",
+        "queries",
+        "spanStartTimeShift",
+        "spanEndTimeShift",
+    },
+}
+JSON_DATA_KEYS = {
+    "tempo": {
+        "tracesToLogsV2",
+        "tracesToMetrics",
+        "tracesToProfiles",
+        "serviceMap",
+        "search",
+        "nodeGraph",
+        "spanBar",
+        "tagLimit",
+        "traceQuery",
+        "streamingEnabled",
+        "timeRangeForTags",
+    },
+    "prometheus": {
+        "httpMethod",
+        "timeInterval",
+        "queryTimeout",
+        "exemplarTraceIdDestinations",
+        "prometheusType",
+        "prometheusVersion",
+        "cacheLevel",
+        "incrementalQuerying",
+        "disableRecordingRules",
+        "manageAlerts",
+    },
+    "loki": {"maxLines", "derivedFields", "alertmanager", "keepCookies", "predefinedOperations"},
+}
+NESTED_KEYS = {
+    ("tempo", "serviceMap"): {"datasourceUid", "histogramType"},
+    ("tempo", "nodeGraph"): {"enabled"},
+    ("tempo", "search"): {"hide", "filters"},
+    ("tempo", "streamingEnabled"): {"search", "metrics"},
+    ("prometheus", "exemplarTraceIdDestinations"): {
+        "name",
+        "datasourceUid",
+        "url",
+        "urlDisplayLabel",
+    },
+    (
+        "loki",
+        "derivedFields",
+    ): {
+        "name",
+        "matcherRegex",
+        "matcherType",
+        "url",
+        "urlDisplayLabel",
+        "datasourceUid",
+        "targetBlank",
+    },
+}
+
+
+def test_every_data_source_field_is_one_grafana_reads() -> None:
+    for uid, source in _datasources().items():
+        assert set(source) <= PROVISIONED_FIELDS, f"{uid}: {set(source) - PROVISIONED_FIELDS}"
+        json_data = source.get("jsonData", {})
+        allowed = JSON_DATA_KEYS[source["type"]]
+        assert set(json_data) <= allowed, f"{uid}: jsonData {set(json_data) - allowed}"
+        for key, value in json_data.items():
+            fields = TRACE_LINK_KEYS.get(key) or NESTED_KEYS.get((source["type"], key))
+            if fields is None:
+                continue
+            for entry in value if isinstance(value, list) else [value]:
+                assert set(entry) <= fields, f"{uid}: {key} {set(entry) - fields}"
+
+
+def test_every_provisioning_file_is_the_version_grafana_reads() -> None:
+    for path in (DATASOURCES, "grafana/provisioning/dashboards/dashboards.yaml"):
+        assert load_yaml(path)["apiVersion"] == 1, path
