@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -69,12 +70,38 @@ def settings(
     }
     try:
         from_environment = CliSettings()
-        if services:
-            BrokerSettings(amqp_url=SecretStr(from_environment.amqp_url))
-            StoreSettings(database_url=SecretStr(from_environment.children_database_url()))
     except ValidationError as exc:
         raise CliError(describe(exc), f"see {CONFIGURATION}") from None
+    if services:
+        refused = services_refuse(from_environment)
+        if refused:
+            raise CliError(describe(*refused), f"see {CONFIGURATION}")
     return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})
+
+
+def services_refuse(cli: CliSettings) -> list[ValidationError]:
+    """What the services would refuse of their settings, as the CLI starts them (the URLs and
+    the API's address it gives them, the rest from the environment): every one, here, in one
+    line, before anything starts (a `LOG_LEVEL=foo` started all three, and each died)."""
+    # Lazily: the workers' module loads the broker and database clients.
+    from api.settings import ApiSettings
+    from messaging.telemetry.logs import LogSettings
+    from workers.runtime import WorkerSettings
+
+    checks: list[Callable[[], object]] = [
+        lambda: LogSettings(log_format="console"),
+        lambda: BrokerSettings(amqp_url=SecretStr(cli.amqp_url)),
+        lambda: StoreSettings(database_url=SecretStr(cli.children_database_url())),
+        lambda: ApiSettings(api_host="127.0.0.1", api_port=cli.api_port),
+        WorkerSettings,
+    ]
+    refused = []
+    for check in checks:
+        try:
+            check()
+        except ValidationError as exc:
+            refused.append(exc)
+    return refused
 
 
 @app.command()

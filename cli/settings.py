@@ -7,7 +7,7 @@ addresses of the API, Tempo and Grafana, and where the embedded collector keeps 
 from pathlib import Path
 
 import httpx
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devtools.addresses import DEFAULT_AMQP_URL, LOCALHOST, is_loopback
@@ -44,9 +44,25 @@ class CliSettings(BaseSettings):
         default=500, ge=1, validation_alias=AliasChoices("RESERVATIONS_COLLECTOR_MAX_TRACES")
     )
 
+    @field_validator("api_url")
+    @classmethod
+    def _an_http_url(cls, url: str) -> str:
+        """An http(s) URL with a host and a port TCP has, without the trailing slash that made
+        ``/readyz`` into ``//readyz`` (a 404: `run` and `demo` waited 60 s for nothing)."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"use http://host:port, as {DEFAULT_API_URL}")
+        if parsed.port is not None and not 0 < parsed.port <= 65535:
+            raise ValueError(f"port {parsed.port} is not one TCP has (1-65535)")
+        return url.rstrip("/")
+
     @property
     def api_port(self) -> int:
-        return httpx.URL(self.api_url).port or 80
+        url = httpx.URL(self.api_url)
+        return url.port or (443 if url.scheme == "https" else 80)
 
     def children_database_url(self) -> str:
         """``DATABASE_URL`` if set, else a SQLite file in the data dir (shared by children)."""

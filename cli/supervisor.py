@@ -28,10 +28,15 @@ from rich.text import Text
 from cli.errors import CliError
 from devtools.processes import Process
 from service.notify import NOTIFY_SOCKET, READY
+from service.settings_check import CONFIGURATION
 from service.startup import PREFIX, TROUBLESHOOTING
 
-# A service's own one-line start-up failure (service/startup.py), without the log decoration.
-FAILURE = re.compile(rf"{re.escape(PREFIX)}(.*?)\s*\(see {re.escape(TROUBLESHOOTING)}\)")
+# A service's own one-line start-up failure (service/startup.py, or a setting it refused:
+# service/settings_check.py), without the log decoration.
+FAILURE = re.compile(
+    rf"{re.escape(PREFIX)}(.*?)\s*"
+    rf"\(see (?:{re.escape(TROUBLESHOOTING)}|{re.escape(CONFIGURATION)})\)"
+)
 
 
 @dataclass

@@ -139,6 +139,44 @@ def test_run_with_a_vhost_the_broker_does_not_have_says_so(amqp_url: str, tmp_pa
     assert "Traceback" not in done.stderr
 
 
+def test_run_refuses_every_bad_setting_of_its_services_in_one_line(tmp_path: Path) -> None:
+    """Before anything starts: a `LOG_LEVEL=foo` started all three services, each refused it,
+    and the run ended with their exit codes, without saying which setting."""
+    env = cli_env(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        tmp_path / ".data",
+        LOG_LEVEL="foo",
+        AMQP_PREFETCH="many",
+        MAX_HEAD_BYTES="1",
+        WORKER_SHUTDOWN_TIMEOUT="0",
+    )
+    done = cli_once("run", env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    for setting in ("LOG_LEVEL", "AMQP_PREFETCH", "MAX_HEAD_BYTES", "WORKER_SHUTDOWN_TIMEOUT"):
+        assert f"{setting}: " in error, error
+    assert "hint: see README.md#configuration" in done.stderr
+    assert not (tmp_path / ".data").exists()  # nothing migrated, nothing started
+
+
+@pytest.mark.parametrize(
+    ("api_url", "said"),
+    [
+        ("notaurl", "API_URL: use http://host:port"),
+        ("http://127.0.0.1:99999", "API_URL: port 99999 is not one TCP has"),
+    ],
+)
+def test_an_api_url_the_cli_cannot_use_is_one_line(tmp_path: Path, api_url: str, said: str) -> None:
+    """`notaurl` had the API bind port 80 and the run wait 60 s; a port out of range ended
+    in a traceback."""
+    env = cli_env("amqp://guest:guest@127.0.0.1:5672/", tmp_path / ".data", API_URL=api_url)
+    for command in (("run",), ("users",)):
+        done = cli_once(*command, env=env, cwd=tmp_path)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"error: invalid setting {said}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_reserve_without_an_api_says_so(tmp_path: Path) -> None:
     env = cli_env("amqp://unused/", tmp_path)
     done = cli_once("reserve", "alice", "book-1", env=env)

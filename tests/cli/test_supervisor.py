@@ -11,6 +11,8 @@ import psutil
 from rich.console import Console
 
 from cli.supervisor import Supervisor
+from service.settings_check import CONFIGURATION
+from service.startup import PREFIX
 from tests.waiting import eventually
 
 NOTIFY = (
@@ -56,5 +58,27 @@ def test_a_child_that_dies_before_it_is_ready_never_is() -> None:
             with attempt:
                 assert supervisor.died() is child
         assert not child.ready.is_set()
+    finally:
+        supervisor.stop()
+
+
+def test_a_child_that_refuses_a_setting_is_reported_by_its_own_line() -> None:
+    """A service's settings line ends in the Configuration section, not Troubleshooting: the
+    supervisor missed it and said only `exited (exit code 1)`."""
+    line = f"{PREFIX}invalid setting LOG_LEVEL: Input should be 'DEBUG' (see {CONFIGURATION})"
+    supervisor = Supervisor(Console(file=io.StringIO()), stop_timeout=5)
+    try:
+        child = supervisor.start(
+            "worker",
+            [sys.executable, "-c", f"import sys; sys.stderr.write({line!r} + '\\n'); sys.exit(1)"],
+            dict(os.environ),
+            "red",
+        )
+        for attempt in eventually(10, every=0.05):
+            with attempt:
+                assert supervisor.died() is child
+        assert child.why_it_died() == (
+            "worker cannot start: invalid setting LOG_LEVEL: Input should be 'DEBUG'"
+        )
     finally:
         supervisor.stop()
