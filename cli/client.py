@@ -41,10 +41,7 @@ class ApiClient:
         except httpx.TimeoutException:
             raise CliError(f"the API at {self.base_url} did not answer in time.") from None
         except httpx.HTTPError as error:
-            raise CliError(
-                f"the API is not reachable at {self.base_url} ({error or type(error).__name__}).",
-                hint=f"start everything with `{command()} run` (or `make demo`), or set API_URL.",
-            ) from None
+            raise unreachable(str(self.base_url), error) from None
 
     def reserve(
         self, username: str, item_id: str, idempotency_key: str | None = None
@@ -116,3 +113,11 @@ def describe_error(body: dict[str, Any]) -> str:
             for d in detail
         )
     return str(detail)
+
+
+def unreachable(api_url: str, error: httpx.HTTPError) -> CliError:
+    """The API did not answer at all: where the commands looked, and how to start it."""
+    return CliError(
+        f"the API is not reachable at {api_url} ({error or type(error).__name__}).",
+        hint=f"start everything with `{command()} run` (or `make demo`), or set API_URL.",
+    )

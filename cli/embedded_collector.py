@@ -71,7 +71,8 @@ def _the_only_collector_of(data_dir: Path) -> Iterator[None]:
             who = f" (pid {other['pid']})" if other else ""
             raise CliError(
                 f"another collector{who} records into {data_dir}.",
-                hint="stop it (Ctrl-C), or give this one a data directory of its own (--data-dir).",
+                hint="stop it (Ctrl-C), or give this one a data directory of its own "
+                "(RESERVATIONS_DATA_DIR, or --data-dir).",
             ) from None
         yield
 

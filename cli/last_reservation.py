@@ -24,11 +24,14 @@ def last_reservation(data_dir: Path, now_ns: int | None = None) -> LastReservati
     path = data_dir / TRACES_FILE
     found = latest_reservation(data_dir)
     if found is None:
-        raise CliError(
-            f"no reservation's trace in {path} yet.",
-            hint=f"start `{command()} run` (or `{command()} collector` beside services run by "
-            f"hand) and send `{command()} reserve alice book-1`; {LATE_SPANS}.",
-        )
+        if running_collector(data_dir) is not None:
+            hint = f"a collector records there now: send `{command()} reserve alice book-1`"
+        else:
+            hint = (
+                f"start `{command()} run` (or `{command()} collector` beside services run by "
+                f"hand) and send `{command()} reserve alice book-1`"
+            )
+        raise CliError(f"no reservation's trace in {path} yet.", hint=f"{hint}; {LATE_SPANS}.")
     trace_id, started_ns = found
     age_s = ((now_ns or time.time_ns()) - started_ns) / 1e9
     age = f"{_duration(age_s)} ago"

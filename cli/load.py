@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from cli.client import body_of
+from cli.client import body_of, unreachable
 from cli.errors import CliError
 from cli.invocation import command
 from cli.settings import is_loopback_url
@@ -54,7 +54,7 @@ async def run_load(
         try:
             await probe.get("/readyz")
         except httpx.HTTPError as error:
-            raise CliError(f"the API is not reachable at {api_url} ({error}).") from None
+            raise unreachable(api_url, error) from None
     task = progress.add_task("reserving", total=requests)
 
     async def worker() -> None:

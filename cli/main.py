@@ -17,7 +17,7 @@ from cli.last_reservation import last_reservation
 from cli.log_store import read_trace_logs
 from cli.settings import CliSettings
 from cli.tempo import TempoClient, normalize_trace_id
-from cli.trace_lookup import Source, find_trace
+from cli.trace_lookup import Source, find_trace, incomplete_note, whole
 from cli.waterfall import Waterfall
 from domain.credits import MAX_TOP_UP
 from messaging.settings import BrokerSettings
@@ -181,15 +181,20 @@ def trace(
         if last:
             found = last_reservation(cfg.data_dir)
             err.print(found.note, style="yellow" if found.stale else "dim", highlight=False)
-            trace_id, source = found.trace_id, Source.collector
+            # Found in the collector's file: read from there, unless --source says otherwise.
+            trace_id = found.trace_id
+            source = Source.collector if source is Source.auto else source
         elif trace_id is None:
             raise typer.BadParameter("give a TRACE_ID or --last")
         else:
             trace_id = reservations.trace_of(cfg, trace_id)
         trace_id = normalize_trace_id(trace_id)
-        spans = find_trace(trace_id, source, cfg.data_dir, TempoClient(cfg.tempo_url), wait)
+        tempo = TempoClient(cfg.tempo_url)
+        spans = find_trace(trace_id, source, cfg.data_dir, tempo, wait, complete=whole)
         lines = read_trace_logs(cfg.data_dir, trace_id) if logs else []
         console.print(Waterfall(spans, show_attributes=attrs, logs=lines))
+        if note := incomplete_note(spans):
+            err.print(note, style="yellow", highlight=False)
 
 
 @app.command()

@@ -182,7 +182,12 @@ class Supervisor:
         codes: dict[str, int] = {}
         for child in reversed(self.children):
             if not child.process.terminate(self._stop_timeout, self._hurry):
-                self.say(Text(f"{child.name} did not stop in time: killing it", "yellow"))
+                said = (
+                    f"killing {child.name}, as a second Ctrl-C asks"
+                    if self._hurry.is_set()
+                    else f"{child.name} did not stop in time: killing it"
+                )
+                self.say(Text(said, "yellow"))
             codes[child.name] = child.process.kill()
             if child.pump is not None:
                 child.pump.join(timeout=2)

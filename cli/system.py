@@ -147,9 +147,10 @@ def tracing_caveat(environ: Mapping[str, str]) -> str | None:
             "see them."
         )
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler in SAMPLING_NONE:
+    ratio = _ratio(environ) if sampler in SAMPLING_RATIO else 1.0
+    if sampler in SAMPLING_NONE or ratio == 0:
         exported = "no trace is exported"
-    elif sampler in SAMPLING_RATIO and (ratio := _ratio(environ)) < 1:
+    elif ratio < 1:
         exported = f"about {ratio * 100:g} % of the traces are exported"
     else:
         return None

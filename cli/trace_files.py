@@ -157,6 +157,8 @@ RUN_FILE = "collector.json"
 # Held (flock) by the one collector recording into a data directory.
 LOCK_FILE = "collector.lock"
 RESERVATION_ROOT = "POST /reservations"
+# What the API's SERVER span carries once the request is a reservation (api/routes).
+RESERVATION_ID = "reservation.id"
 
 
 def mark_collector_started(store_dir: Path, endpoint: str) -> None:
@@ -186,14 +188,19 @@ def running_collector(store_dir: Path) -> dict[str, Any] | None:
     return run
 
 
+def is_a_reservation(root: SpanRecord) -> bool:
+    return root.name == RESERVATION_ROOT and RESERVATION_ID in root.attributes
+
+
 def latest_reservation(store_dir: Path) -> tuple[str, int] | None:
     """The trace id and start (ns) of the newest reservation in ``store_dir``: the newest
-    trace whose root span is ``POST /reservations`` (not a ``GET /users``)."""
+    trace whose root span is a ``POST /reservations`` that became a reservation (it names
+    one, ``reservation.id``: not a ``GET /users``, nor a request refused 415 or 422)."""
     starts: dict[str, int] = {}
     for trace_id, spans in read_traces_file(store_dir).items():
         ids = {span.span_id for span in spans}
         roots = [s for s in spans if s.parent_span_id not in ids]
-        if any(root.name == RESERVATION_ROOT for root in roots):
+        if any(is_a_reservation(root) for root in roots):
             starts[trace_id] = min(span.start_ns for span in spans)
     if not starts:
         return None

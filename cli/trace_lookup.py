@@ -23,6 +23,34 @@ LATE_SPANS = (
 )
 
 
+def missing_parents(spans: list[SpanRecord]) -> int:
+    """How many parents the trace lacks (yet): of its top spans (no parent, or one it does not
+    hold), all but one root, which has no parent or is a SERVER span (a traced client's
+    request: its parent is the client's, never exported here). A CONSUMER at the top waits
+    for its PRODUCER, from another process's batch."""
+    ids = {span.span_id for span in spans}
+    tops = [span for span in spans if not span.parent_span_id or span.parent_span_id not in ids]
+    roots = [top for top in tops if not top.parent_span_id or top.kind == "SERVER"]
+    return len(tops) - min(len(roots), 1)
+
+
+def whole(spans: list[SpanRecord]) -> bool:
+    """A trace with spans, every one of whose parents is in it (the root too)."""
+    return bool(spans) and missing_parents(spans) == 0
+
+
+def incomplete_note(spans: list[SpanRecord]) -> str | None:
+    """What a reader of a partial waterfall should know, or None for a whole tree."""
+    if whole(spans):
+        return None
+    missing = missing_parents(spans)
+    return (
+        f"the trace is not complete yet: {missing} span{'s' if missing > 1 else ''} shown "
+        f"without {'their parents' if missing > 1 else 'its parent'} ({LATE_SPANS}); run the "
+        "same command again, or give it `--wait 10`."
+    )
+
+
 class Source(StrEnum):
     auto = "auto"
     collector = "collector"

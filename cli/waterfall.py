@@ -71,8 +71,12 @@ class Waterfall:
         yield Text.assemble(
             ("trace ", "dim"),
             (self.spans[0].trace_id, "bold"),
-            (f" · {len(self.spans)} spans · {len(self.colors)} services · ", "dim"),
-            (f"{sum(map(len, self.logs.values()))} log lines · " if self.logs else "", "dim"),
+            (f" · {counted(len(self.spans), 'span')}", "dim"),
+            (f" · {counted(len(self.colors), 'service')} · ", "dim"),
+            (
+                f"{counted(sum(map(len, self.logs.values())), 'log line')} · " if self.logs else "",
+                "dim",
+            ),
             (format_duration(total), "bold"),
         )
         service_w = max(len(s) for s in self.colors)
@@ -140,3 +144,8 @@ class Waterfall:
             text = Text.assemble((guide + " ", "dim"), (line, "dim italic"))
             text.truncate(width, overflow="ellipsis")
             yield text
+
+
+def counted(count: int, thing: str) -> str:
+    """``1 span``, ``15 spans``."""
+    return f"{count} {thing}{'' if count == 1 else 's'}"

@@ -31,12 +31,17 @@ def reservations(env: dict[str, str], cwd: Path, *args: str) -> "subprocess.Comp
 
 
 def export_a_reservation(endpoint: str) -> str:
-    """What the API would send: a `POST /reservations` root span, then a `GET /users`."""
+    """What the API would send: a reservation's `POST /reservations` root span, then one
+    refused (415, 422: no ``reservation.id``) and a `GET /users`."""
     provider = TracerProvider(resource=Resource({"service.name": "reservations-api"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, insecure=True)))
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("POST /reservations", kind=SpanKind.SERVER) as span:
+        span.set_attribute("reservation.id", "5f0c6a52-6c2e-4d7e-9b6b-3d8c1b0e2a11")
         trace_id = format(span.get_span_context().trace_id, "032x")
+    # Newer, and not reservations: a request refused before it became one, and a read.
+    with tracer.start_as_current_span("POST /reservations", kind=SpanKind.SERVER):
+        pass
     with tracer.start_as_current_span("GET /users", kind=SpanKind.SERVER):
         pass
     provider.shutdown()
@@ -60,7 +65,7 @@ def test_the_collector_alone_records_what_trace_last_shows(tmp_path: Path) -> No
 
         shown = reservations(env, tmp_path, "trace", "--last", "--wait", "2")
         assert shown.returncode == 0, shown.stderr
-        assert shown.stdout.startswith(f"trace {trace_id} · 1 spans")
+        assert shown.stdout.startswith(f"trace {trace_id} · 1 span · 1 service · ")
         assert "POST /reservations" in shown.stdout
         assert shown.stderr.startswith("the last reservation, ")
 

@@ -177,12 +177,13 @@ def test_an_api_url_the_cli_cannot_use_is_one_line(tmp_path: Path, api_url: str,
         assert "Traceback" not in done.stderr
 
 
-def test_reserve_without_an_api_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [("reserve", "alice", "book-1"), ("load", "-n", "2")])
+def test_a_command_without_an_api_says_so(tmp_path: Path, command: tuple[str, ...]) -> None:
     env = cli_env("amqp://unused/", tmp_path)
-    done = cli_once("reserve", "alice", "book-1", env=env)
+    done = cli_once(*command, env=env)
     assert done.returncode == 1
     assert f"the API is not reachable at {env['API_URL']}" in done.stderr
-    assert "reservations run" in done.stderr
+    assert "hint: start everything with" in done.stderr and "reservations run" in done.stderr
 
 
 def test_a_child_that_dies_is_reported_and_the_rest_stopped(amqp_url: str, tmp_path: Path) -> None:

@@ -31,9 +31,17 @@ def test_a_small_ratio_is_not_rounded_to_nothing() -> None:
     assert caveat is not None and "about 0.1 % of the traces" in caveat
 
 
-def test_a_sampler_that_drops_every_trace_says_none() -> None:
-    caveat = tracing_caveat({"OTEL_TRACES_SAMPLER": "always_off"})
-    assert caveat is not None and "no trace is exported" in caveat
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_TRACES_SAMPLER": "always_off"},
+        # It said "about 0 % of the traces are exported" (a new user's).
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+    ],
+)
+def test_a_sampler_that_drops_every_trace_says_none(environ: dict[str, str]) -> None:
+    caveat = tracing_caveat(environ)
+    assert caveat is not None and "no trace is exported" in caveat, caveat
 
 
 @pytest.mark.parametrize(
