@@ -19,8 +19,10 @@ from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeou
 from store.failures import server_gave_up_for_now
 
 # SQLite's primary result codes for a file that cannot do the work now: SQLITE_BUSY, LOCKED,
-# READONLY (write permission taken away) and FULL.
-SQLITE_BUSY_CODES = frozenset({5, 6, 8, 13})
+# READONLY (write permission taken away), IOERR (a disk or file system that fails a read or
+# write: one remounted read-only, a file made immutable; a review's had every message in
+# flight dead-lettered within a second) and FULL.
+SQLITE_BUSY_CODES = frozenset({5, 6, 8, 10, 13})
 
 
 def database_gone(exc: BaseException) -> bool:

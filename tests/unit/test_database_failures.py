@@ -5,9 +5,11 @@ carries the driver's error as ``orig`` and as its cause. ``tests/integration/tes
 meets the deadlock, the timeouts and the standby's refusal on a real server.
 """
 
+import sqlite3
+
 import asyncpg.exceptions as driver  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from store.availability import database_busy, database_gone
 from store.engine import DatabaseUnavailable, failure
@@ -92,3 +94,34 @@ def test_a_server_that_cannot_be_reached_is_gone_but_not_busy() -> None:
     ):
         exc = _refused_at_connect(orig)
         assert database_gone(exc) and not database_busy(exc)
+
+
+def _sqlite(code: int, message: str) -> DBAPIError:
+    """As SQLAlchemy wraps it: its OperationalError, for the driver's."""
+    orig = sqlite3.OperationalError(message)
+    orig.sqlite_errorcode = code
+    exc = OperationalError("UPDATE users SET credits = credits - 1", None, orig)
+    exc.__cause__ = orig
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (5, "database is locked"),
+        (6, "database table is locked"),
+        (8, "attempt to write a readonly database"),
+        (10, "disk I/O error"),
+        (10 | (3 << 8), "disk I/O error"),  # SQLITE_IOERR_WRITE
+        (13, "database or disk is full"),
+    ],
+)
+def test_a_sqlite_file_that_cannot_do_the_work_now_is_busy(code: int, message: str) -> None:
+    exc = _sqlite(code, message)
+    assert database_gone(exc) and database_busy(exc)
+
+
+def test_a_sqlite_statement_that_fails_on_its_own_is_not_busy() -> None:
+    """SQLite files both as an OperationalError: held as busy, a schema not migrated would be
+    held for ever."""
+    assert not database_busy(_sqlite(1, "no such table: users"))
