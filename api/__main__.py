@@ -15,6 +15,7 @@ from api.http_protocol import bounded_head, quiet_shutdown_cuts
 from api.settings import ApiSettings
 from messaging.settings import BrokerSettings
 from messaging.telemetry.logs import LogSettings, configure_logging
+from messaging.telemetry.providers import refused_settings
 from service.gc_tuning import tune_for_serving
 from service.open_files import raise_open_files_limit
 from service.settings_check import check, settings_checked
@@ -62,7 +63,7 @@ def main() -> None:
     with settings_checked():
         # All of them, read again by the lifespan: a bad value fails now, in one line, not as
         # uvicorn's traceback of a failed start-up.
-        check(LogSettings, ApiSettings, BrokerSettings, StoreSettings)
+        check(LogSettings, ApiSettings, BrokerSettings, StoreSettings, also=refused_settings)
     settings = ApiSettings()
     # A database that is down or not migrated, or the port taken: one line and exit 1, as the
     # workers do, instead of the lines and tracebacks uvicorn prints for a failed lifespan

@@ -6,7 +6,7 @@ Input should be a valid integer, … (see README.md#configuration)``, exit code 
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from pydantic import ValidationError
@@ -21,29 +21,33 @@ class InvalidSettings(ValueError):
     """Settings refused, worded for the user (:func:`check`)."""
 
 
-def describe(*errors: ValidationError) -> str:
-    """What settings classes refused, in one sentence: each setting by the name the
-    environment gives it, and why. No value is quoted: a URL's may hold a password."""
+def describe(*errors: ValidationError, also: Sequence[str] = ()) -> str:
+    """What settings classes refused (and ``also``, refusals worded elsewhere), in one
+    sentence: each setting by the name the environment gives it, and why. No value is quoted:
+    a URL's may hold a password."""
     refused = [
         f"{'_'.join(str(part) for part in detail['loc']).upper()}: "
         f"{detail['msg'].removeprefix('Value error, ')}"
         for error in errors
         for detail in error.errors(include_url=False, include_input=False)
     ]
+    refused += also
     return f"invalid setting{'s' if len(refused) > 1 else ''} {'; '.join(refused)}"
 
 
-def check(*classes: type[BaseSettings]) -> None:
-    """Read every settings class a process uses, now: all the refused settings in one
-    :class:`InvalidSettings`, rather than one at a time, start after start."""
+def check(*classes: type[BaseSettings], also: Callable[[], list[str]] | None = None) -> None:
+    """Read every settings class a process uses, now, and ``also`` (what it reads otherwise:
+    the OpenTelemetry variables): all the refused settings in one :class:`InvalidSettings`,
+    rather than one at a time, start after start."""
     errors: list[ValidationError] = []
     for settings in classes:
         try:
             settings()
         except ValidationError as exc:
             errors.append(exc)
-    if errors:
-        raise InvalidSettings(describe(*errors))
+    refused = also() if also is not None else []
+    if errors or refused:
+        raise InvalidSettings(describe(*errors, also=refused))
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from messaging.settings import BrokerSettings
 from messaging.subscriber import ConsumerLost, Subscription
 from messaging.telemetry.db_spans import instrument_engine
 from messaging.telemetry.logs import LogSettings, configure_logging
-from messaging.telemetry.providers import service_version, setup_telemetry
+from messaging.telemetry.providers import refused_settings, service_version, setup_telemetry
 from messaging.topology import QueueSpec
 from service.gc_tuning import tune_for_serving
 from service.notify import notify_ready
@@ -184,7 +184,7 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     tune_for_serving()
     try:
         with settings_checked():
-            check(LogSettings, BrokerSettings, WorkerSettings, StoreSettings)
+            check(LogSettings, BrokerSettings, WorkerSettings, StoreSettings, also=refused_settings)
             runner(main())
     except (*STARTUP_FAILURES, ConsumerLost, PublishingLost):  # reported by serve()
         sys.exit(1)

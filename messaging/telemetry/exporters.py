@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExport
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 Signal = Literal["traces", "logs", "metrics"]
+SIGNALS: tuple[Signal, ...] = ("traces", "logs", "metrics")
 PROTOCOLS = ("grpc", "http/protobuf")
 
 
@@ -38,7 +39,9 @@ def exporter_names(signal: Signal) -> list[str]:
 
 def protocol(signal: Signal) -> str:
     variable = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
-    raw = os.environ.get(variable) or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if not os.environ.get(variable):
+        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"  # the one read instead: named if refused
+    raw = os.environ.get(variable) or "grpc"
     value = raw.strip().lower()
     if value not in PROTOCOLS:
         raise TelemetryConfigError(f"{variable}={raw!r}: use 'grpc' or 'http/protobuf'")

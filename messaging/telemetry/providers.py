@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
@@ -52,9 +53,12 @@ from messaging import propagation
 from messaging.instrumentation import SemconvTracerProvider
 from messaging.telemetry.db_spans import uninstrument_engines
 from messaging.telemetry.exporters import (
+    SIGNALS,
     TelemetryConfigError,
+    exporter_names,
     log_exporters,
     metric_exporters,
+    protocol,
     span_exporters,
 )
 from messaging.telemetry.otel_logs import OtelLogHandler
@@ -159,12 +163,7 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
             SERVICE_INSTANCE_ID: str(uuid.uuid4()),
         }
     )
-    limits = SpanLimits(
-        max_attribute_length=_int_env(
-            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH_LIMIT
-        )
-    )
-    provider = TracerProvider(resource=resource, span_limits=limits)
+    provider = TracerProvider(resource=resource, span_limits=_span_limits())
     for exporter in span_exporters():
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_export_batch_size=_span_batch_size())
@@ -178,6 +177,35 @@ def setup_telemetry(default_service_name: str, *, set_global: bool = True) -> Te
         trace.set_tracer_provider(provider)
     instrument_aio_pika(provider)
     return Telemetry(service_name, provider, meter_provider, logger_provider, handler)
+
+
+def refused_settings() -> list[str]:
+    """The OpenTelemetry variables :func:`setup_telemetry` would refuse, each in a clause
+    naming it (for :func:`service.settings_check.check`): a service with one says so in its
+    one settings line as it starts, not in a traceback from its start-up."""
+    if sdk_disabled(os.environ):
+        return []
+    checks: list[Callable[[], object]] = [
+        *(partial(exporter_names, signal) for signal in SIGNALS),
+        *(partial(protocol, signal) for signal in SIGNALS),
+        _span_batch_size,
+        _span_limits,
+    ]
+    refused = []
+    for check in checks:
+        try:
+            check()
+        except ValueError as exc:  # the SDK's own too: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT=-5
+            refused.append(str(exc))
+    return list(dict.fromkeys(refused))  # a variable all three signals read, named once
+
+
+def _span_limits() -> SpanLimits:
+    return SpanLimits(
+        max_attribute_length=_int_env(
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH_LIMIT
+        )
+    )
 
 
 def _meter_provider(resource: Resource) -> metrics.MeterProvider:

@@ -274,6 +274,10 @@ def test_a_setting_with_a_bad_value_is_one_line_naming_it(
         "AMQP_URL": "amqp://guest:s3cret@:5672/",
         # No async driver: psycopg2 is not installed, a 40-line traceback.
         "DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1/test",
+        # OpenTelemetry's: the API's start-up failed with 42 lines, a worker's with a
+        # traceback (a review's).
+        "OTEL_TRACES_EXPORTER": "bogus",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-5",
     }
     module = "store.migrate" if service == "migrate" else SERVICES[service]
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
@@ -299,6 +303,8 @@ def test_a_setting_with_a_bad_value_is_one_line_naming_it(
             "AMQP_PREFETCH: Input should be a valid integer",
             "LOG_LEVEL: Input should be",
             "AMQP_URL: not an AMQP URL with a host",
+            "OTEL_TRACES_EXPORTER='bogus': use 'otlp', 'console' or 'none'",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a non-negative integer",
         ]
     assert all(clause in line for clause in refused), line
     assert "s3cret" not in line and "Value error" not in line, line
