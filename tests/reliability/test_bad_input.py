@@ -429,7 +429,8 @@ UPGRADE_H2C = (
 
 def _answers(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
     """The next ``count`` answers on a keep-alive connection: (head, body) each."""
-    received, answers = b"", []
+    received = b""
+    answers: list[tuple[bytes, bytes]] = []
     while len(answers) < count:
         head, sep, rest = received.partition(b"\r\n\r\n")
         length = re.search(rb"content-length: (\d+)", head.lower()) if sep else None
