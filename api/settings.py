@@ -37,5 +37,6 @@ class ApiSettings(BaseSettings):
     # unkeyed POST /reservations (publisher confirm and reply, 5 s each) with room for a keyed
     # one's transactions (DATABASE_TRANSACTION_TIMEOUT, 5 s each on PostgreSQL).
     api_shutdown_timeout: int = Field(default=25, ge=1, le=600)
-    # Seconds an Idempotency-Key stays bound to its reservation (then it may be reused).
-    idempotency_key_ttl: int = Field(default=24 * 3600, ge=60)
+    # Seconds an Idempotency-Key stays bound to its reservation (then it may be reused). At
+    # most a year: an expiry past the database's integers failed every keyed POST with a 500.
+    idempotency_key_ttl: int = Field(default=24 * 3600, ge=60, le=365 * 24 * 3600)

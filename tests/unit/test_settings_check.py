@@ -5,6 +5,7 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
+from api.settings import ApiSettings
 from messaging.settings import BrokerSettings
 from service.settings_check import InvalidSettings, check, settings_checked
 from store.settings import StoreSettings
@@ -94,3 +95,13 @@ def test_a_database_url_without_an_installed_async_driver_is_refused(
         f"postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (the async drivers installed){named}"
     )
     assert "s3cret" not in str(refused.value)
+
+
+def test_an_idempotency_key_ttl_past_a_year_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An expiry past the database's integers started normally, then every keyed POST failed
+    with a 500 (a review's `IDEMPOTENCY_KEY_TTL=99999999999999999999`)."""
+    monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", "99999999999999999999")
+    with pytest.raises(InvalidSettings, match="IDEMPOTENCY_KEY_TTL: Input should be less than"):
+        check(ApiSettings)
+    monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", str(365 * 24 * 3600))
+    check(ApiSettings)
