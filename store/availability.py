@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
-from store.engine import CONNECT_ERRORS, DatabaseUnavailable, transaction_timeout
+from store.engine import CONNECT_ERRORS, DatabaseFileGone, DatabaseUnavailable, transaction_timeout
 from store.failures import server_gave_up_for_now
 
 # SQLite's primary result codes for a file that cannot do the work now: SQLITE_BUSY, LOCKED,
@@ -51,7 +51,10 @@ def database_busy(exc: BaseException) -> bool:
     server, the role or the database); PostgreSQL stopped a statement past its ``lock_timeout`` or
     ``statement_timeout``, refused a write as a standby, ran out of a resource (its disk, say),
     or rolled the transaction back in a deadlock more times than :mod:`store.transactions` runs
-    it. Not a lost connection, which the pool replaces at once."""
+    it; or SQLite's file was deleted, until it is back. Not a lost connection, which the pool
+    replaces at once."""
+    if isinstance(exc, DatabaseFileGone):
+        return True
     if isinstance(exc, DatabaseUnavailable):
         # Out of time, or a new connection refused by a server that answers: too many
         # connections (class 53). The outage probe cannot tell: it gets a pooled connection.

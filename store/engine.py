@@ -230,6 +230,11 @@ class DatabaseUnavailable(ConnectionError):
     answer within the transaction timeout (:mod:`store.transactions`)."""
 
 
+class DatabaseFileGone(DatabaseUnavailable):
+    """The SQLite file was deleted under the running service: a write there would go to the
+    deleted file, and be lost (:class:`store.transactions.ThreadedTransactions`)."""
+
+
 class SchemaNotReady(RuntimeError):
     """The database is reachable, but ``store.migrate`` has not brought it to this code's schema."""
 

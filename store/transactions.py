@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from store import engine as engine_module
 from store.engine import (
     UNWRAPPED_CONNECT_ERRORS,
+    DatabaseFileGone,
     DatabaseUnavailable,
     failure,
     for_writes,
@@ -175,6 +177,7 @@ class ThreadedTransactions:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._file = SqliteFile(engine)
         self._writer = for_writes(engine)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
         self._write_connection: Connection | None = None  # only ever touched on that thread
@@ -203,6 +206,8 @@ class ThreadedTransactions:
             raise DatabaseUnavailable(
                 "this write waited its turn past SQLite's busy timeout"
             ) from TimeoutError()
+        if self._file.replaced():
+            self._release()  # the kept connection is to the old file: the next one is not
         conn = self._write_connection or self._writer.connect()
         self._write_connection = None
         shortened = left_ms < busy_ms - SHORTEN_AFTER_MS
@@ -230,6 +235,7 @@ class ThreadedTransactions:
         engine = self.engine
 
         def transaction() -> T:
+            self._file.replaced()
             with engine.connect() as conn:
                 return body(conn)
 
@@ -249,6 +255,57 @@ class ThreadedTransactions:
         if self._write_connection is not None:
             self._write_connection.close()
             self._write_connection = None
+
+
+class SqliteFile:
+    """Where the store's SQLite file is, and which file it was when its connections opened.
+
+    Deleted under the running services (by hand, or a reset that did not check), the file
+    lived on for the connections that had it open, and every write after that went to it:
+    answered, acknowledged, then lost with the last of those connections (a review's: the
+    worker then refused to start, no tables; after a migrate the old API still showed the
+    lost reservations). So each transaction first looks at the path (one ``stat``): gone,
+    the transaction fails as the database busy (:class:`DatabaseFileGone`: a worker holds the
+    message, the API answers 503) until the file is there again; replaced (migrated anew),
+    the pool's connections, all to the old file, are replaced too."""
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database
+        sqlite = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        self.engine = engine
+        self.path = os.path.abspath(database) if sqlite and database else None
+        self._identity = self._now()
+
+    def _now(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def replaced(self) -> bool:
+        """True once if the file at the path is another than before (the pool was disposed);
+        DatabaseFileGone if there is none."""
+        if self.path is None:
+            return False
+        now = self._now()
+        if now is None:
+            if self._identity is None:
+                return False  # never seen: SQLite creates it on the first connection
+            raise DatabaseFileGone(
+                f"the SQLite file {self.path} was deleted while the services ran: nothing is "
+                "written until it is back (`make migrate` creates it anew)"
+            )
+        if now == self._identity:
+            return False
+        known, self._identity = self._identity, now
+        if known is None:
+            return False
+        log.warning("the SQLite file %s was replaced; reconnecting to the new one", self.path)
+        self.engine.dispose()
+        return True
 
 
 def _busy_timeout(conn: Connection, ms: float) -> None:

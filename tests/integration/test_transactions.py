@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url, text, update
@@ -22,8 +23,15 @@ from store import statements as sql
 from store import transactions as transactions_module
 from store.availability import database_busy, until_reachable
 from store.driver import DriverStatements
-from store.engine import PING_AFTER_IDLE_S, DatabaseUnavailable, dispose, open_engine
+from store.engine import (
+    PING_AFTER_IDLE_S,
+    DatabaseFileGone,
+    DatabaseUnavailable,
+    dispose,
+    open_engine,
+)
 from store.failures import opened_read_only, sqlstate
+from store.migrate import migrate
 from store.settings import StoreSettings
 from store.tables import users
 from store.transactions import MAX_RUNS, ThreadedTransactions, transactions_for
@@ -139,6 +147,34 @@ async def test_sqlite_connections_that_cannot_write_are_replaced_after_one_failu
         for left in (99, 98, 97):
             assert await transactions.write(_spend_one) == left
         assert await transactions.read(_credits) == 97
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_store_settings", ["sqlite"], indirect=True)
+async def test_a_sqlite_file_deleted_under_the_store_holds_writes_until_it_is_back(
+    store_settings: StoreSettings,
+) -> None:
+    """Deleted under the running services, the file lived on for their connections, and every
+    write went on to it, answered and then lost (a review's: the worker then refused to start,
+    and after a migrate the old API still read the lost rows). Now a write or read fails as the
+    database busy (a worker holds its message, the API answers 503) until the file is back, and
+    goes on in the new one."""
+    engine = await open_engine(store_settings)
+    try:
+        transactions = transactions_for(engine)
+        assert isinstance(transactions, ThreadedTransactions)
+        assert await transactions.write(_spend_one) == 99
+        database = Path(str(make_url(store_settings.database_url.get_secret_value()).database))
+        for name in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            name.unlink(missing_ok=True)
+        for attempt in (transactions.write(_spend_one), transactions.read(_credits)):
+            with pytest.raises(DatabaseFileGone) as gone:
+                await attempt
+            assert database_busy(gone.value)
+        await migrate(store_settings)  # a new file, seeded afresh
+        assert await transactions.write(_spend_one) == 99
+        assert await transactions.read(_credits) == 99
     finally:
         await engine.dispose()
 
