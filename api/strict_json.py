@@ -6,7 +6,8 @@ read by a proxy or a log pipeline in front of us, alice. The routes that take a 
 :class:`StrictJsonRoute` (FastAPI's custom-route hook): the body is parsed once, as before,
 with a hook that refuses a repeated name; FastAPI answers that as it answers any body that is
 not JSON (``json_invalid``), and the error handler says which name. So are a body that is not
-valid UTF-8 and one nested deeper than the parser goes, which FastAPI answered 400.
+valid UTF-8, one nested deeper than the parser goes and one with an integer longer than
+Python converts, which FastAPI answered 400.
 """
 
 import json
@@ -48,6 +49,10 @@ class StrictJsonRequest(Request):
                 raise _invalid("not valid UTF-8", body, exc.start) from None
             except RecursionError:
                 raise _invalid("nested too deeply", body, 0) from None
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:  # an integer of over 4,300 digits (Python's own bound)
+                raise _invalid(str(exc), body, 0) from None
         return self._json
 
 
