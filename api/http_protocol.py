@@ -322,13 +322,22 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+# uvicorn's line as its graceful shutdown ends with requests still running.
+_CANCELLING_TASKS = "Cancel %s running task(s), timeout graceful shutdown exceeded"
+
+
 class _CutShortIsAnswered(logging.Filter):
     """uvicorn logs an ERROR with a traceback, "Exception in ASGI application", for each request
     it cancels at the end of the graceful shutdown. Such a request is answered here, and
     :func:`_answer_unfinished` logs one WARNING line saying what: this drops uvicorn's (the
-    same test as the answer's: the task is being cancelled)."""
+    same test as the answer's: the task is being cancelled). Its line saying how many it
+    cancels is a WARNING too: the shutdown ends as ``API_SHUTDOWN_TIMEOUT`` says, and each
+    request is answered; nothing failed."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _CANCELLING_TASKS and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
         exc = record.exc_info[1] if record.exc_info else None
         return not (isinstance(exc, asyncio.CancelledError) and _cancelling())
 
