@@ -16,6 +16,8 @@ from devtools.span_tree import walk
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 ERROR_STYLE = "bold red"
 GAP = "  "
+# Columns of the bar at least; on a narrow terminal, where the service column is cut too.
+BAR_W, NARROW_BAR_W, NARROW_SERVICE_W = 20, 10, 12
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,15 @@ class Waterfall:
             len("duration"), *(len(format_duration(s.end_ns - s.start_ns)) for s in self.spans)
         )
         needed = max(len(r.prefix) + len(r.span.name) for r in self.rows)
-        available = options.max_width - service_w - kind_w - dur_w - 4 * len(GAP)
-        name_w = max(12, min(needed, available - 20))
-        bar_w = max(10, available - name_w)
+        room = options.max_width - kind_w - dur_w - 4 * len(GAP)
+        bar_min = BAR_W
+        if room - service_w - BAR_W < needed:
+            # A narrow terminal: shorter service names and bar before the span names, which
+            # an 80-column one cut to `└─ p…` (a new user's).
+            service_w, bar_min = min(service_w, NARROW_SERVICE_W), NARROW_BAR_W
+        available = room - service_w
+        name_w = max(12, min(needed, available - bar_min))
+        bar_w = max(NARROW_BAR_W, available - name_w)
         axis = Text("0", "dim")
         axis.append(format_duration(total).rjust(bar_w - 1), "dim")
         head = f"{'span':<{name_w}}{GAP}{'service':<{service_w}}{GAP}{'kind':<{kind_w}}{GAP}"
@@ -123,7 +131,7 @@ class Waterfall:
             (label[:guides], "dim"),
             (label[guides:].ljust(name_w - guides), ERROR_STYLE if error else ""),
             GAP,
-            (span.service.ljust(service_w), self.colors[span.service]),
+            (_cut(span.service, service_w).ljust(service_w), self.colors[span.service]),
             GAP,
             (span.kind.ljust(kind_w), "dim"),
             GAP,
@@ -149,3 +157,7 @@ class Waterfall:
 def counted(count: int, thing: str) -> str:
     """``1 span``, ``15 spans``."""
     return f"{count} {thing}{'' if count == 1 else 's'}"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

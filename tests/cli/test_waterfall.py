@@ -150,3 +150,16 @@ def test_narrow_terminals_truncate_names_but_keep_every_column(
     assert all(len(line) <= 100 for line in lines)
     assert any("…" in line for line in lines)
     assert all("█" in line for line in lines)
+
+
+def test_an_80_column_terminal_keeps_the_span_names_readable(
+    confirmed_trace: list[SpanRecord],
+) -> None:
+    """At 80 columns the names were cut to `└─ p…`: the service column and the bar give way
+    first."""
+    text, _ = render(confirmed_trace, width=80)
+    rows = span_lines(text)
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert any("prepare download" in row for row in rows), text
+    assert any("└─ publish reservations:reservati" in row for row in rows), text
+    assert any("credit-chec…" in row for row in rows), text
