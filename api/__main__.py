@@ -2,6 +2,8 @@
 
 import asyncio
 import errno
+import logging
+import os
 import signal
 import socket
 import sys
@@ -35,16 +37,35 @@ def require_free_port(host: str, port: int) -> None:
     try:
         socket.create_server((host, port), family=family).close()
     except OSError as exc:
-        held = exc.errno == errno.EADDRINUSE
-        raise PortTaken(
-            f"the API cannot listen on {host}:{port} ({exc.strerror or exc})"
-            + (
-                ": another API, `reservations run` or compose's api holds it; stop it, or set "
-                "API_PORT"
-                if held
-                else ": check API_HOST and API_PORT"
-            )
-        ) from exc
+        raise _port_taken(host, port, exc) from exc
+
+
+def _port_taken(host: str, port: int, exc: OSError) -> PortTaken:
+    held = exc.errno == errno.EADDRINUSE
+    said = os.strerror(exc.errno) if exc.errno else str(exc)  # not uvicorn's own wording
+    return PortTaken(
+        f"the API cannot listen on {host}:{port} ({said})"
+        + (
+            ": another API, `reservations run` or compose's api holds it; stop it, or set API_PORT"
+            if held
+            else ": check API_HOST and API_PORT"
+        )
+    )
+
+
+class _PortTakenMeanwhile(logging.Filter):
+    """uvicorn's error as it cannot bind (another API took the port between the check above
+    and the bind: two started at once): kept for the one line :func:`main` reports instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: OSError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, OSError) and record.msg.errno == errno.EADDRINUSE:
+            self.error = record.msg
+            return False
+        return True
 
 
 class _Server(uvicorn.Server):
@@ -104,9 +125,13 @@ def main() -> None:
             timeout_keep_alive=settings.keep_alive_timeout,
         )
     )
+    taken = _PortTakenMeanwhile()
+    logging.getLogger("uvicorn.error").addFilter(taken)
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 3 when the app could not start: 1, as a worker
+        if taken.error is not None:
+            report_startup_failure(_port_taken(settings.api_host, settings.api_port, taken.error))
         if not app.state.stopped_starting:
             sys.exit(1 if exc.code == STARTUP_FAILURE else exc.code)
     except KeyboardInterrupt:  # Ctrl-C after the graceful stop: a clean exit, as uvicorn.run's

@@ -7,19 +7,25 @@ import os
 import re
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import aio_pika
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from yarl import URL
 
 from devtools.addresses import free_port
 from devtools.processes import Process, python_module
 from devtools.vhosts import private_vhost
 from service.startup import PREFIX, TROUBLESHOOTING
+from store.migrate import migrate as migrate_store
+from store.settings import StoreSettings
 from tests import infra
 from tests.cli.conftest import cli_env
 from tests.cli.running import cli_once
@@ -230,6 +236,89 @@ def test_the_api_stops_at_once_when_asked_while_it_waits_for_the_broker(
     assert "asked to stop while starting; stopped before serving" in log, log
     assert not failure_lines(log) and "Traceback" not in log, log
     assert "Application startup failed" not in log, log
+
+
+async def _hold_until(
+    postgres_url: str, schema: str, waiting: threading.Event, bound: threading.Event
+) -> None:
+    """Lock ``alembic_version`` until ``bound``, once another session waits on it."""
+    engine = create_async_engine(
+        postgres_url, connect_args={"server_settings": {"search_path": schema}}
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+            async with engine.connect() as probe:
+                for _ in range(400):
+                    blocked = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                    if (await probe.execute(text(blocked))).scalar():
+                        break
+                    await asyncio.sleep(0.05)
+            waiting.set()
+            await asyncio.to_thread(bound.wait, 20)
+    finally:
+        await engine.dispose()
+
+
+def test_an_api_beaten_to_its_port_after_its_check_says_so_in_one_line(
+    postgres_url: str, amqp_url: str, tmp_path: Path, ref: str
+) -> None:
+    """Two APIs started at once on one port: both pass the port check, one binds. The other
+    ran its start-up, then ended with uvicorn's bind error, not the line the check gives (a
+    review's). Here its start-up check waits on a lock while the test takes the port."""
+    schema = f"race_{ref}"
+    settings = StoreSettings(database_url=SecretStr(postgres_url), database_schema=schema)
+    asyncio.run(_create_and_migrate(settings))
+    port = free_port()
+    env = case_env("none", amqp_url, "", postgres_url) | {
+        "DATABASE_SCHEMA": schema,
+        "API_PORT": str(port),
+    }
+    waiting, bound = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=lambda: asyncio.run(_hold_until(postgres_url, schema, waiting, bound))
+    )
+    holder.start()
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
+    api = Process.start(
+        "api",
+        python_module("api"),
+        {**keep, "PYTHONUNBUFFERED": "1", **env},
+        log_path=tmp_path / "api.log",
+        cwd=ROOT,
+    )
+    try:
+        assert waiting.wait(20), api.log()  # past its port check, waiting on the lock
+        with socket.create_server(("127.0.0.1", port)):  # the other API
+            bound.set()
+            code = api.wait_exit(within=45)
+    finally:
+        bound.set()
+        holder.join(20)
+        api.kill()
+        asyncio.run(_drop(settings))
+    log = api.log()
+    assert code == 1, log
+    assert "api ready" in log, log  # its start-up ran: the bind is what failed
+    lines = failure_lines(log)
+    assert len(lines) == 1, log
+    assert f"the API cannot listen on 127.0.0.1:{port}" in lines[0], lines[0]
+    assert "error while attempting to bind" not in log, log
+
+
+async def _create_and_migrate(settings: StoreSettings) -> None:
+    engine = create_async_engine(settings.database_url.get_secret_value())
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{settings.database_schema}"'))
+    await engine.dispose()
+    await migrate_store(settings)
+
+
+async def _drop(settings: StoreSettings) -> None:
+    engine = create_async_engine(settings.database_url.get_secret_value())
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{settings.database_schema}" CASCADE'))
+    await engine.dispose()
 
 
 def test_log_level_debug_adds_the_traceback(
