@@ -8,6 +8,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
+# The URL's parameters aiormq reads as seconds, and the most each may be (AMQP's heartbeat is
+# a short, 16 bits).
+SECONDS_PARAMETERS = {"heartbeat": 65534, "timeout": 86400}
+
 
 class BrokerSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -34,4 +38,12 @@ class BrokerSettings(BaseSettings):
                 "not an AMQP URL with a host: amqp://USER:PASSWORD@HOST:PORT/VHOST "
                 "(amqps:// for TLS)"
             )
+        for name, highest in SECONDS_PARAMETERS.items():
+            # aiormq reads one it cannot parse as 0: `?heartbeat=abc` turned heartbeats off,
+            # silently (a review's), and a dead connection would go unnoticed.
+            value = parsed.query.get(name)
+            if value is not None and not (value.isdigit() and int(value) <= highest):
+                raise ValueError(
+                    f"its {name} parameter must be a whole number of seconds, 0 to {highest}"
+                )
         return url

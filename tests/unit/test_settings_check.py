@@ -54,7 +54,13 @@ def test_a_validation_error_that_is_no_setting_s_is_raised_as_it_is() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["amqp://rabbitmq/", "amqp://guest:guest@127.0.0.1:5672/", "amqps://u:p@h:5671/vhost"]
+    "url",
+    [
+        "amqp://rabbitmq/",
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "amqps://u:p@h:5671/vhost",
+        "amqp://h/?heartbeat=0&timeout=30",
+    ],
 )
 def test_an_amqp_url_with_a_host_is_taken(url: str) -> None:
     assert BrokerSettings(amqp_url=SecretStr(url)).amqp_url.get_secret_value() == url
@@ -105,3 +111,20 @@ def test_an_idempotency_key_ttl_past_a_year_is_refused(monkeypatch: pytest.Monke
         check(ApiSettings)
     monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", str(365 * 24 * 3600))
     check(ApiSettings)
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [("heartbeat=abc", "heartbeat"), ("heartbeat=70000", "heartbeat"), ("timeout=-1", "timeout")],
+)
+def test_an_amqp_url_parameter_aiormq_would_read_as_zero_is_refused(
+    query: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiormq reads a heartbeat it cannot parse as 0, which turns heartbeats off, silently."""
+    monkeypatch.setenv("AMQP_URL", f"amqp://u:s3cret@h/?{query}")
+    with pytest.raises(InvalidSettings) as refused:
+        check(BrokerSettings)
+    assert str(refused.value).startswith(
+        f"invalid setting AMQP_URL: its {name} parameter must be a whole number of seconds"
+    )
+    assert "s3cret" not in str(refused.value)
