@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +179,7 @@ class ThreadedTransactions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._file = SqliteFile(engine)
+        self._write_generation = 0  # of the file the kept write connection opened
         self._writer = for_writes(engine)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
         self._write_connection: Connection | None = None  # only ever touched on that thread
@@ -206,8 +208,12 @@ class ThreadedTransactions:
             raise DatabaseUnavailable(
                 "this write waited its turn past SQLite's busy timeout"
             ) from TimeoutError()
-        if self._file.replaced():
-            self._release()  # the kept connection is to the old file: the next one is not
+        generation = self._file.check()
+        if generation != self._write_generation:
+            # The file was replaced since the kept connection opened (seen here or by a read):
+            # that connection is to the old one, and what it wrote would be lost.
+            self._release()
+            self._write_generation = generation
         conn = self._write_connection or self._writer.connect()
         self._write_connection = None
         shortened = left_ms < busy_ms - SHORTEN_AFTER_MS
@@ -235,7 +241,7 @@ class ThreadedTransactions:
         engine = self.engine
 
         def transaction() -> T:
-            self._file.replaced()
+            self._file.check()
             with engine.connect() as conn:
                 return body(conn)
 
@@ -267,7 +273,8 @@ class SqliteFile:
     lost reservations). So each transaction first looks at the path (one ``stat``): gone,
     the transaction fails as the database busy (:class:`DatabaseFileGone`: a worker holds the
     message, the API answers 503) until the file is there again; replaced (migrated anew),
-    the pool's connections, all to the old file, are replaced too."""
+    the pool's connections, all to the old file, are replaced too (and the write thread's
+    kept one, which a dispose does not close)."""
 
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database
@@ -275,6 +282,10 @@ class SqliteFile:
         self.engine = engine
         self.path = os.path.abspath(database) if sqlite and database else None
         self._identity = self._now()
+        # Bumped at each replacement: a connection opened before it is to the old file. Reads
+        # and writes check from different threads, and either may see it first.
+        self.generation = 0
+        self._lock = threading.Lock()
 
     def _now(self) -> tuple[int, int] | None:
         if self.path is None:
@@ -285,27 +296,27 @@ class SqliteFile:
             return None
         return found.st_dev, found.st_ino
 
-    def replaced(self) -> bool:
-        """True once if the file at the path is another than before (the pool was disposed);
-        DatabaseFileGone if there is none."""
+    def check(self) -> int:
+        """The generation of the file at the path, the pool disposed if it is another than
+        before; DatabaseFileGone if there is none."""
         if self.path is None:
-            return False
+            return 0
         now = self._now()
-        if now is None:
-            if self._identity is None:
-                return False  # never seen: SQLite creates it on the first connection
-            raise DatabaseFileGone(
-                f"the SQLite file {self.path} was deleted while the services ran: nothing is "
-                "written until it is back (`make migrate` creates it anew)"
-            )
-        if now == self._identity:
-            return False
-        known, self._identity = self._identity, now
-        if known is None:
-            return False
-        log.warning("the SQLite file %s was replaced; reconnecting to the new one", self.path)
-        self.engine.dispose()
-        return True
+        with self._lock:
+            if now is None:
+                if self._identity is None:
+                    return self.generation  # never seen: SQLite creates it on first connect
+                raise DatabaseFileGone(
+                    f"the SQLite file {self.path} was deleted while the services ran: nothing "
+                    "is written until it is back (`make migrate` creates it anew)"
+                )
+            if now != self._identity:
+                known, self._identity = self._identity, now
+                if known is not None:
+                    log.warning("the SQLite file %s was replaced; reconnecting to it", self.path)
+                    self.generation += 1
+                    self.engine.dispose()
+            return self.generation
 
 
 def _busy_timeout(conn: Connection, ms: float) -> None:

@@ -173,8 +173,16 @@ async def test_a_sqlite_file_deleted_under_the_store_holds_writes_until_it_is_ba
                 await attempt
             assert database_busy(gone.value)
         await migrate(store_settings)  # a new file, seeded afresh
+        # A read sees the new file first: the write thread's kept connection, to the old one,
+        # must not take the next write (a review's: written there, and lost).
+        assert await transactions.read(_credits) == 100
         assert await transactions.write(_spend_one) == 99
         assert await transactions.read(_credits) == 99
+        with sqlite3.connect(database) as other:  # the write is in the file at the path
+            (credits,) = other.execute(
+                "SELECT credits FROM users WHERE username = 'alice'"
+            ).fetchone()
+        assert credits == 99
     finally:
         await engine.dispose()
 
