@@ -42,6 +42,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Literal
 
 import httptools
 from starlette.requests import Request
@@ -162,16 +163,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._refuse()
             return
         if len(self.url) > MAX_TARGET_BYTES:
-            self._refuse(target=True)
+            self._refuse(kind="target")
+            return
+        upgrade = self.parser.should_upgrade()
+        if upgrade and any(name == b"transfer-encoding" for name, _ in self.headers):
+            # Its chunks would be read as the new protocol's bytes: refused before it runs.
+            self._refuse(kind="upgrade")
             return
         self._in_head = False
         super().on_headers_complete()
-        if self.parser.should_upgrade():  # served as HTTP/1.1: its body follows (_parse)
-            if any(name == b"transfer-encoding" for name, _ in self.headers):
-                log.warning("request refused: an Upgrade with a chunked body")
-                body = b'{"detail":"send this request without Upgrade, or with Content-Length",'
-                self._answer_and_close(400, body + b'"trace_id":null}')
-                return
+        if upgrade:  # served as HTTP/1.1: its body follows (_parse)
             lengths = [value for name, value in self.headers if name == b"content-length"]
             self._upgrade_body_left = int(lengths[0]) if lengths else 0
         cycle = self.cycle
@@ -257,20 +258,23 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         body += f'{self.read_timeout:g} seconds","trace_id":null}}'.encode()
         self._answer_and_close(408, body)
 
-    def _refuse(self, *, target: bool = False) -> None:
-        """431 for a head over ``max_head_bytes``; 414 for a request ``target`` longer than
-        httptools parses, within a ``max_head_bytes`` set above that. The connection closes."""
+    def _refuse(self, *, kind: Literal["head", "target", "upgrade"] = "head") -> None:
+        """431 for a head over ``max_head_bytes``; 414 for a request target longer than
+        httptools parses, within a ``max_head_bytes`` set above that; 400 for a request that
+        asks to ``Upgrade`` with a chunked body (see :meth:`_parse`). The connection closes."""
         self._refused = True
-        if target:
-            status, exceeds = 414, f"the request target exceeds {MAX_TARGET_BYTES} bytes"
+        if kind == "target":
+            status, detail = 414, f"the request target exceeds {MAX_TARGET_BYTES} bytes"
+            log.warning("request refused: its %s", detail.removeprefix("the request "))
+        elif kind == "upgrade":
+            status, detail = 400, "send this request without Upgrade, or with Content-Length"
+            log.warning("request refused: an Upgrade with a chunked body")
         else:
             status = 431
-            exceeds = f"the request line, headers and trailers exceed {self.max_head_bytes} bytes"
-        log.warning(
-            "request refused: its %s%s",
-            exceeds.removeprefix("the request "),
-            "" if target else " (MAX_HEAD_BYTES)",
-        )
+            detail = f"the request line, headers and trailers exceed {self.max_head_bytes} bytes"
+            log.warning(
+                "request refused: its %s (MAX_HEAD_BYTES)", detail.removeprefix("the request ")
+            )
         if self._in_head and self.cycle is not None and not self.cycle.response_complete:
             # An earlier request on this connection is still being answered: a refusal now
             # would read as its answer. It is answered, then the connection closes, and the
@@ -278,7 +282,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             self.flow.pause_reading()
             return
-        body = json.dumps({"detail": exceeds, "trace_id": None}, separators=(",", ":"))
+        body = json.dumps({"detail": detail, "trace_id": None}, separators=(",", ":"))
         self._answer_and_close(status, body.encode())
 
     def send_400_response(self, msg: str) -> None:

@@ -484,18 +484,41 @@ def test_a_request_asking_to_upgrade_is_served_as_http11_with_its_body(
     assert "Unsupported upgrade request" not in edge.api.log()
 
 
+UPGRADE_CHUNKED = (
+    b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    + UPGRADE_H2C
+    + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+)
+
+
 def test_a_request_asking_to_upgrade_with_a_chunked_body_is_400_and_closed(edge: Edge) -> None:
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + UPGRADE_H2C
-            + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-        )
+        sock.sendall(UPGRADE_CHUNKED)
         answer = _until_closed(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
     assert b"connection: close" in head.lower(), head
     assert "without Upgrade" in json.loads(body)["detail"]
+
+
+def test_a_refused_upgrade_pipelined_behind_a_reservation_leaves_it_its_answer(
+    edge: Edge,
+) -> None:
+    """The refusal was written at once, ahead of the reservation's answer, which then could
+    not be sent: a client read 400 for a reservation that was charged (a review's). Now the
+    reservation is answered, then the connection closes."""
+    body = json.dumps(GOOD).encode()
+    reservation = (
+        b"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(reservation + UPGRADE_CHUNKED)
+        answer = _until_closed(sock)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201 "), answer[:300]
+    assert b"HTTP/1.1 400" not in rest, answer
+    assert "Exception in ASGI application" not in edge.api.log()
 
 
 @pytest.mark.parametrize("amount", [0, -5, 10**12, "ten", None, 1.5])
