@@ -24,14 +24,16 @@ LATE_SPANS = (
 
 
 def missing_parents(spans: list[SpanRecord]) -> int:
-    """How many parents the trace lacks (yet): of its top spans (no parent, or one it does not
-    hold), all but one root, which has no parent or is a SERVER span (a traced client's
-    request: its parent is the client's, never exported here). A CONSUMER at the top waits
-    for its PRODUCER, from another process's batch."""
+    """How many parents the trace lacks (yet): its spans that name a parent it does not hold,
+    but SERVER spans (a traced client's requests: their parents are the client's, never
+    exported here). A CONSUMER at the top waits for its PRODUCER, from another process's
+    batch."""
     ids = {span.span_id for span in spans}
-    tops = [span for span in spans if not span.parent_span_id or span.parent_span_id not in ids]
-    roots = [top for top in tops if not top.parent_span_id or top.kind == "SERVER"]
-    return len(tops) - min(len(roots), 1)
+    return sum(
+        1
+        for span in spans
+        if span.parent_span_id and span.parent_span_id not in ids and span.kind != "SERVER"
+    )
 
 
 def whole(spans: list[SpanRecord]) -> bool:

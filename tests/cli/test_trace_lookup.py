@@ -51,3 +51,17 @@ def test_a_request_from_a_traced_client_is_whole(confirmed_trace: list[SpanRecor
         for span in confirmed_trace
     ]
     assert whole(remote)
+
+
+def test_a_client_s_several_requests_in_one_trace_are_whole(
+    confirmed_trace: list[SpanRecord],
+) -> None:
+    """A traced client that sends a POST and then polls in one trace: several SERVER spans at
+    the top, each with the client's parent (a review's: one of them was counted missing)."""
+    root = next(span for span in confirmed_trace if span.parent_span_id is None)
+    poll = dataclasses.replace(
+        root, span_id="d" * 16, parent_span_id="e" * 16, name="GET /reservations/{id}"
+    )
+    posted = dataclasses.replace(root, parent_span_id="c" * 16)
+    trace = [posted if span is root else span for span in confirmed_trace] + [poll]
+    assert whole(trace)
