@@ -36,9 +36,13 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import LoggerProvider, NoOpLoggerProvider
 from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    InMemoryLogRecordExporter,
+    LogRecordExporter,
+)
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
@@ -46,7 +50,8 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracerProvider
 
 from messaging import propagation
@@ -197,7 +202,38 @@ def refused_settings() -> list[str]:
             check()
         except ValueError as exc:  # the SDK's own too: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT=-5
             refused.append(str(exc))
+    if not refused:  # then build what those name, as setup_telemetry would
+        for build, named in ((_exporters, "OTEL_EXPORTER_OTLP_*"), (_batches, BATCH_SETTINGS)):
+            try:
+                build()
+            except Exception as exc:  # whatever the SDK raises for them: start-up would too
+                said = str(exc)
+                refused.append(said if "OTEL_" in said else f"{named}: {said}")
     return list(dict.fromkeys(refused))  # a variable all three signals read, named once
+
+
+BATCH_SETTINGS = "OTEL_BSP_* or OTEL_BLRP_*"
+
+
+def _exporters() -> None:
+    """Build the exporters the environment names, and stop them, with nothing sent: their
+    timeout, compression and headers are read as they are built (a gRPC channel connects only
+    when used)."""
+    exporters: list[SpanExporter | LogRecordExporter | MetricExporter] = [
+        *span_exporters(),
+        *log_exporters(),
+        *metric_exporters(),
+    ]
+    for exporter in exporters:
+        exporter.shutdown()
+
+
+def _batches() -> None:
+    """Build the batch processors, and stop them: a batch larger than the queue is refused."""
+    spans = BatchSpanProcessor(InMemorySpanExporter(), max_export_batch_size=_span_batch_size())
+    spans.shutdown()  # type: ignore[no-untyped-call]
+    logs = BatchLogRecordProcessor(InMemoryLogRecordExporter())  # type: ignore[no-untyped-call]
+    logs.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _span_limits() -> SpanLimits:

@@ -12,6 +12,7 @@ from messaging.telemetry.exporters import (
     metric_exporters,
     protocol,
 )
+from messaging.telemetry.providers import refused_settings
 
 
 def test_otlp_over_grpc_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +52,31 @@ def test_unsupported_values_are_refused(
     monkeypatch.setenv(variable, value)
     with pytest.raises(TelemetryConfigError, match=variable):
         log_exporters()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("OTEL_TRACES_EXPORTER", "bogus", "OTEL_TRACES_EXPORTER='bogus'"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-5", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT must be"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100000", "OTEL_BSP_* or OTEL_BLRP_*: max_export"),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "10", "OTEL_BSP_* or OTEL_BLRP_*: max_export_batch_size"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "abc", "OTEL_EXPORTER_OTLP_*: could not convert"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "compression envvar OTEL_EXPORTER_OTLP_COMP"),
+    ],
+)
+def test_a_setting_that_would_fail_the_start_up_is_refused_by_name(
+    variable: str, value: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each failed the services' start-up with a traceback (a review's): now it is in their
+    one settings line."""
+    for signal in ("TRACES", "LOGS", "METRICS"):  # the suite may turn them off
+        monkeypatch.setenv(f"OTEL_{signal}_EXPORTER", "otlp")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    monkeypatch.setenv(variable, value)
+    refused = refused_settings()
+    assert len(refused) == 1 and said in refused[0], refused
+
+
+def test_the_default_settings_are_not_refused() -> None:
+    assert refused_settings() == []
