@@ -120,6 +120,9 @@ def main() -> None:
             # httptools, with bounds on a request's head and on its time to arrive, which
             # httptools and uvicorn do not set.
             http=bounded_head(settings.max_head_bytes, settings.request_read_timeout),
+            # No WebSocket endpoint: every Upgrade is served as HTTP/1.1 (api/http_protocol.py),
+            # whatever WebSocket library a later dependency brings in.
+            ws="none",
             # Let in-flight requests finish on SIGTERM, within a bound.
             timeout_graceful_shutdown=settings.api_shutdown_timeout,
             timeout_keep_alive=settings.keep_alive_timeout,
