@@ -16,6 +16,10 @@ handed on. A read in which a request ends starts the count afresh for the next o
 request pipelined behind another within one read is counted from its next read on: the bound
 holds within one read (at most a few hundred KiB), never more.
 
+A request that asks to switch protocols (``Connection: Upgrade``: ``h2c`` from ``curl --http2``
+or Java's HttpClient) is served as HTTP/1.1 with its ``Content-Length`` body, where httptools
+took that body for the new protocol's bytes (:meth:`BoundedHeadProtocol._parse`).
+
 On SIGTERM uvicorn lets the requests in flight finish for ``API_SHUTDOWN_TIMEOUT`` seconds, then
 cancels the rest and answers each with its plain-text 500 "Internal Server Error" (a fault
 campaign's keyed requests, waiting on a SQLite file another process had locked). Nothing failed:
