@@ -106,15 +106,21 @@ def case_env(case: str, amqp_url: str, conflicting: str, database_url: str) -> d
     return env
 
 
-def start_and_fail(service: str, env: dict[str, str], tmp_path: Path) -> tuple[int, str]:
+def start(name: str, module: str, env: dict[str, str], tmp_path: Path) -> Process:
+    """``python -m module`` with ``env`` over this environment, but its telemetry and database
+    settings; its log in ``tmp_path``."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
-    process = Process.start(
-        service,
-        python_module(SERVICES[service]),
+    return Process.start(
+        name,
+        python_module(module),
         {**keep, "PYTHONUNBUFFERED": "1", **env},
-        log_path=tmp_path / f"{service}.log",
+        log_path=tmp_path / f"{name}.log",
         cwd=ROOT,
     )
+
+
+def start_and_fail(service: str, env: dict[str, str], tmp_path: Path) -> tuple[int, str]:
+    process = start(service, SERVICES[service], env, tmp_path)
     code = process.wait_exit(within=45)
     return code, process.log()
 
@@ -216,14 +222,7 @@ def test_the_api_stops_at_once_when_asked_while_it_waits_for_the_broker(
     connect_timeout = 60
     env = case_env("broker unreachable", amqp_url, "", migrated_sqlite)
     env["AMQP_CONNECT_TIMEOUT"] = str(connect_timeout)
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
-    api = Process.start(
-        "api",
-        python_module("api"),
-        {**keep, "PYTHONUNBUFFERED": "1", **env},
-        log_path=tmp_path / "api.log",
-        cwd=ROOT,
-    )
+    api = start("api", "api", env, tmp_path)
     try:
         api.wait_for_log("Waiting for application startup", within=30)
         api.popen.send_signal(sent)
@@ -279,14 +278,7 @@ def test_an_api_beaten_to_its_port_after_its_check_says_so_in_one_line(
         target=lambda: asyncio.run(_hold_until(postgres_url, schema, waiting, bound))
     )
     holder.start()
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
-    api = Process.start(
-        "api",
-        python_module("api"),
-        {**keep, "PYTHONUNBUFFERED": "1", **env},
-        log_path=tmp_path / "api.log",
-        cwd=ROOT,
-    )
+    api = start("api", "api", env, tmp_path)
     try:
         assert waiting.wait(20), api.log()  # past its port check, waiting on the lock
         with socket.create_server(("127.0.0.1", port)):  # the other API
@@ -369,14 +361,7 @@ def test_a_setting_with_a_bad_value_is_one_line_naming_it(
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-5",
     }
     module = "store.migrate" if service == "migrate" else SERVICES[service]
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_"))}
-    process = Process.start(
-        service,
-        python_module(module),
-        {**keep, "PYTHONUNBUFFERED": "1", **env},
-        log_path=tmp_path / f"{service}.log",
-        cwd=ROOT,
-    )
+    process = start(service, module, env, tmp_path)
     code, log = process.wait_exit(within=45), process.log()
     assert code == 1, log
     [line] = log.strip().splitlines()

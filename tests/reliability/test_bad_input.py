@@ -492,11 +492,8 @@ UPGRADE_CHUNKED = (
 
 
 def test_a_request_asking_to_upgrade_with_a_chunked_body_is_400_and_closed(edge: Edge) -> None:
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
-        sock.sendall(UPGRADE_CHUNKED)
-        answer = _until_closed(sock)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    head, body = _answer_before_the_close(edge, UPGRADE_CHUNKED)
+    assert head.startswith(b"HTTP/1.1 400 "), head + body
     assert b"connection: close" in head.lower(), head
     assert "without Upgrade" in json.loads(body)["detail"]
 
@@ -567,6 +564,15 @@ def _until_closed(sock: socket.socket) -> bytes:
     return received
 
 
+def _answer_before_the_close(edge: Edge, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` on a connection of its own: the answer's head and body, once the API
+    has closed the connection."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(request)
+        head, _, body = _until_closed(sock).partition(b"\r\n\r\n")
+    return head, body
+
+
 def _refused_with_431(answer: bytes) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
@@ -591,11 +597,8 @@ def _refused_with_431(answer: bytes) -> None:
 def test_a_request_that_is_not_http_gets_a_json_400(edge: Edge, garbage: bytes) -> None:
     """httptools refuses what it cannot parse, and uvicorn answered that with a plain-text
     "Invalid HTTP request received.": a client reading every error as JSON could not."""
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
-        sock.sendall(garbage)
-        answer = _until_closed(sock)
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    head, body = _answer_before_the_close(edge, garbage)
+    assert head.startswith(b"HTTP/1.1 400 "), head + body
     assert b"content-type: application/json" in head.lower(), head
     assert json.loads(body) == {"detail": "the request is not valid HTTP/1.1", "trace_id": None}
 
