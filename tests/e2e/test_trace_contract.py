@@ -134,8 +134,10 @@ def test_confirmed_reservation_is_one_trace_through_the_async_tail(
     assert consumer.attributes["user.credits_left"] == 90
     assert "user.name" not in consumer.attributes and "username" not in str(consumer.attributes)
     assert all(s.status != "ERROR" for s in spans), tree
-    # The async tail ends after the HTTP response was sent, and leaves a download behind.
-    assert tail.end_ns > server.end_ns
+    # The async tail starts once its event is out, and leaves a download behind. It runs
+    # beside the HTTP answer, which does not wait for it: it usually ends after the SERVER
+    # span, but a quick one ended 1.4 ms before it in a CI run, so no order is asserted there.
+    assert tail.start_ns >= event_producer.start_ns, tree
     reservation = httpx.get(f"{system.api_url}/reservations/{body['reservation_id']}").json()
     assert reservation["status"] == "confirmed"
     assert reservation["download_url"].startswith("/downloads/")
