@@ -3,7 +3,6 @@
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from cli.trace_lookup import Source, find_trace, incomplete_note, whole
 from cli.waterfall import Waterfall
 from domain.credits import MAX_TOP_UP
 from messaging.settings import BrokerSettings
-from service.settings_check import CONFIGURATION, describe
+from service.settings_check import CONFIGURATION, InvalidSettings, check, describe
 from store.settings import StoreSettings
 
 app = typer.Typer(
@@ -73,35 +72,30 @@ def settings(
     except ValidationError as exc:
         raise CliError(describe(exc), f"see {CONFIGURATION}") from None
     if services:
-        refused = services_refuse(from_environment)
-        if refused:
-            raise CliError(describe(*refused), f"see {CONFIGURATION}")
+        try:
+            check_services(from_environment)
+        except InvalidSettings as exc:
+            raise CliError(str(exc), f"see {CONFIGURATION}") from None
     return from_environment.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
-def services_refuse(cli: CliSettings) -> list[ValidationError]:
+def check_services(cli: CliSettings) -> None:
     """What the services would refuse of their settings, as the CLI starts them (the URLs and
     the API's address it gives them, the rest from the environment): every one, here, in one
-    line, before anything starts (a `LOG_LEVEL=foo` started all three, and each died)."""
+    InvalidSettings, before anything starts (a `LOG_LEVEL=foo` started all three, and each
+    died)."""
     # Lazily: the workers' module loads the broker and database clients.
     from api.settings import ApiSettings
     from messaging.telemetry.logs import LogSettings
     from workers.runtime import WorkerSettings
 
-    checks: list[Callable[[], object]] = [
+    check(
         lambda: LogSettings(log_format="console"),
         lambda: BrokerSettings(amqp_url=SecretStr(cli.amqp_url)),
         lambda: StoreSettings(database_url=SecretStr(cli.children_database_url())),
         lambda: ApiSettings(api_host="127.0.0.1", api_port=cli.api_port),
         WorkerSettings,
-    ]
-    refused = []
-    for check in checks:
-        try:
-            check()
-        except ValidationError as exc:
-            refused.append(exc)
-    return refused
+    )
 
 
 @app.command()

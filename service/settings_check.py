@@ -35,10 +35,14 @@ def describe(*errors: ValidationError, also: Sequence[str] = ()) -> str:
     return f"invalid setting{'s' if len(refused) > 1 else ''} {'; '.join(refused)}"
 
 
-def check(*classes: type[BaseSettings], also: Callable[[], list[str]] | None = None) -> None:
-    """Read every settings class a process uses, now, and ``also`` (what it reads otherwise:
-    the OpenTelemetry variables): all the refused settings in one :class:`InvalidSettings`,
-    rather than one at a time, start after start."""
+def check(
+    *classes: type[BaseSettings] | Callable[[], BaseSettings],
+    also: Callable[[], list[str]] | None = None,
+) -> None:
+    """Read every settings class a process uses, now (or build it as given: some values from
+    the caller, the rest from the environment), and ``also`` (what it reads otherwise: the
+    OpenTelemetry variables): all the refused settings in one :class:`InvalidSettings`, rather
+    than one at a time, start after start."""
     errors: list[ValidationError] = []
     for settings in classes:
         try:
